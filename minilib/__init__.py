@@ -1,0 +1,1 @@
+"""minilib: the library of The Transformer Zoo."""
