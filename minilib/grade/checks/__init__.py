@@ -1,0 +1,1 @@
+"""Hidden checks, one module per chapter (``chNN.py``), each exporting ``QUESTIONS``."""

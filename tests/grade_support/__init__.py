@@ -1,0 +1,1 @@
+"""Helpers for the grader tests: notebook code as namespaces, wrong answers, test notebooks."""

@@ -1,0 +1,120 @@
+"""Plausible wrong answers to the chapter 01 questions, each with the text its failure must show."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def softmax_no_max(x, dim=-1):
+    e = x.exp()
+    return e / e.sum(dim=dim, keepdim=True)
+
+
+def softmax_last_dim_only(x, dim=-1):
+    e = (x - x.amax(-1, keepdim=True)).exp()
+    return e / e.sum(-1, keepdim=True)
+
+
+def softmax_builtin_by_getattr(x, dim=-1):
+    return getattr(torch, "soft" + "max")(x, dim)  # hidden from the static check
+
+
+def softmax_method(x, dim=-1):
+    return x.softmax(dim)
+
+
+def _attention(q, k, v, diagonal_offset, scale=None):
+    T, S, D = q.shape[-2], k.shape[-2], q.shape[-1]
+    scores = q @ k.transpose(-2, -1) * (D**-0.5 if scale is None else scale)
+    keep = torch.ones(T, S, dtype=torch.bool).tril(diagonal=diagonal_offset(T, S))
+    return torch.softmax(scores.masked_fill(~keep, float("-inf")), dim=-1) @ v
+
+
+def attention_diagonal_excluded(q, k, v):
+    return _attention(q, k, v, lambda T, S: S - T - 1)
+
+
+def attention_one_future_key(q, k, v):
+    return _attention(q, k, v, lambda T, S: S - T + 1)
+
+
+def attention_top_left(q, k, v):
+    return _attention(q, k, v, lambda T, S: 0)
+
+
+def attention_scale_one_over_d(q, k, v):
+    return _attention(q, k, v, lambda T, S: S - T, scale=1.0 / q.shape[-1])
+
+
+def attention_builtin(q, k, v):
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+def split_reshape_only(x, n_heads):
+    B, T, D = x.shape
+    return x.reshape(B, n_heads, T, D // n_heads)
+
+
+def split_no_transpose(x, n_heads):
+    B, T, D = x.shape
+    return x.reshape(B, T, n_heads, D // n_heads)
+
+
+def merge_reshape_only(x):
+    B, H, T, Dh = x.shape
+    return x.reshape(B, T, H * Dh)
+
+
+def _rope(x, positions, base, sign, pairing):
+    D = x.shape[-1]
+    angle = positions.to(x.dtype)[:, None] * base ** (-torch.arange(0, D, 2, dtype=x.dtype) / D)
+    cos, sin = angle.cos(), sign * angle.sin()
+    if pairing == "interleaved":
+        a, b = x[..., 0::2], x[..., 1::2]
+        return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2)
+    a, b = x[..., : D // 2], x[..., D // 2:]
+    return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
+
+
+def rope_swapped_sign(x, positions, base=10000.0):
+    return _rope(x, positions, base, -1.0, "interleaved")
+
+
+def rope_rotate_half(x, positions, base=10000.0):
+    return _rope(x, positions, base, 1.0, "half")
+
+
+def rms_layernorm(x, weight, eps=1e-6):
+    x = x - x.mean(-1, keepdim=True)
+    return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+
+
+def rms_eps_outside(x, weight, eps=1e-6):
+    return x / (torch.sqrt(x.pow(2).mean(-1, keepdim=True)) + eps) * weight
+
+
+def rms_float64_output(x, weight, eps=1e-6):
+    x = x.double()
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight.double()
+
+
+# (question, wrong answer, text the failure message must contain)
+WRONG = [
+    ("01.q1", softmax_no_max, "NaN/Inf"),
+    ("01.q1", softmax_last_dim_only, "dim=0"),
+    ("01.q1", softmax_builtin_by_getattr, "called forbidden torch.softmax"),
+    ("01.q1", softmax_method, "uses forbidden torch.softmax"),
+    ("01.q2", attention_diagonal_excluded, "NaN/Inf"),
+    ("01.q2", attention_one_future_key, "max abs error"),
+    ("01.q2", attention_top_left, "T=3, S=7"),
+    ("01.q2", attention_scale_one_over_d, "max abs error"),
+    ("01.q2", attention_builtin, "forbidden torch.nn.functional.scaled_dot_product_attention"),
+    ("01.q3", split_reshape_only, "max abs error"),
+    ("01.q3", split_no_transpose, "wrong shape"),
+    ("01.q4", merge_reshape_only, "max abs error"),
+    ("01.q5", rope_swapped_sign, "max abs error"),
+    ("01.q5", rope_rotate_half, "max abs error"),
+    ("01.q6", rms_layernorm, "max abs error"),
+    ("01.q6", rms_eps_outside, "max abs error"),
+    ("01.q6", rms_float64_output, "wrong dtype"),
+]

@@ -1,0 +1,170 @@
+"""Proof tests for the chapter 01 questions, run in-process through ``grade.check``.
+
+For every question: the solution from ``solutions/`` passes, the stub from ``exercises/``
+fails, and plausible wrong answers fail with the reason a student needs to see.
+"""
+import numpy as np
+import pytest
+import torch
+
+from minilib import grade
+from minilib.grade.compare import verdict
+from minilib.grade.questions import for_chapter, get, registry
+from minilib.grade.runner import Output, from_wire, run_cases, to_wire
+from tests.grade_support.nbcode import EXERCISES, SOLUTIONS, namespace
+from tests.grade_support.wrong_ch01 import WRONG
+
+torch.set_num_threads(1)
+QUESTIONS = for_chapter("01")
+
+
+@pytest.fixture(scope="module")
+def solutions():
+    return namespace(SOLUTIONS)
+
+
+@pytest.fixture(scope="module")
+def stubs():
+    return namespace(EXERCISES)
+
+
+def test_chapter_01_has_the_six_questions():
+    assert [q.id for q in QUESTIONS] == [f"01.q{i}" for i in range(1, 7)]
+    assert [q.name for q in QUESTIONS] == ["stable_softmax", "causal_attention", "split_heads",
+                                          "merge_heads", "apply_rope", "rms_norm"]
+
+
+@pytest.mark.parametrize("q", QUESTIONS, ids=lambda q: q.id)
+def test_solution_passes(q, solutions, capsys):
+    result = grade.check(q.id, solutions[q.name])
+    assert result.passed, result.message + "\n" + result.explain()
+    assert result.points == q.points
+    assert f"{q.id}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("q", QUESTIONS, ids=lambda q: q.id)
+def test_stub_fails(q, stubs, capsys):
+    result = grade.check(q.id, stubs[q.name])
+    assert not result.passed and result.points == 0
+    assert "not implemented yet" in result.message
+    assert "FAIL" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("qid, answer, reason", WRONG, ids=[f"{q}-{f.__name__}" for q, f, _ in WRONG])
+def test_wrong_answer_fails(qid, answer, reason):
+    result = grade.check(qid, answer)
+    assert not result.passed and result.points == 0
+    assert reason in result.message, result.message
+
+
+def test_counterexample_has_inputs_expected_got_error_tolerance_hint():
+    from tests.grade_support.wrong_ch01 import attention_top_left
+
+    result = grade.check("01.q2", attention_top_left)
+    d = result.details
+    assert d["case"].startswith("case 3/6")
+    assert d["inputs"].startswith("q (1, 2, 3, 4) float64 [")
+    assert "row t may attend to keys s <= t + (S - T)" in d["hint"]
+    assert float(d["max_abs_error"]) > 0.1
+    assert "atol 1e-10" in d["tolerance"]
+    assert d["expected"] != d["got"]
+
+
+def test_every_reference_is_independent_of_its_inputs_dtype():
+    # The reference must be float64 even for float32 cases (it is computed on upcast copies).
+    for q in QUESTIONS:
+        for case in q.cases():
+            out = q.reference(*[a.double() if torch.is_tensor(a) and a.is_floating_point() else a
+                                for a in case.args], **case.kwargs)
+            assert out.dtype == torch.float64
+
+
+def test_answer_that_mutates_its_input_does_not_change_the_reference(solutions):
+    def softmax_in_place(x, dim=-1):
+        x -= x.amax(dim=dim, keepdim=True)
+        x.exp_()
+        return x / x.sum(dim=dim, keepdim=True)
+
+    assert grade.check("01.q1", softmax_in_place).passed
+    assert grade.check("01.q1", solutions["stable_softmax"]).passed
+
+
+def test_forbidden_call_caught_by_the_answer_still_fails():
+    def sneaky(q, k, v):
+        try:
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        except BaseException:
+            T, S = q.shape[-2], k.shape[-2]
+            keep = torch.ones(T, S, dtype=torch.bool).tril(S - T)
+            s = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).masked_fill(~keep, float("-inf"))
+            return torch.softmax(s, -1) @ v
+
+    assert "forbidden" in grade.check("01.q2", sneaky).message
+
+
+def test_forbidden_helper_function_is_found_statically():
+    from torch.nn.functional import rms_norm as helper_alias
+
+    def helper(x, w, eps):
+        return helper_alias(x, x.shape[-1:], w, eps)
+
+    def rms(x, weight, eps=1e-6):
+        return helper(x, weight, eps)
+
+    result = grade.check("01.q6", rms)
+    assert "uses forbidden torch.nn.functional.rms_norm" in result.message
+
+
+@pytest.mark.parametrize("answer, reason", [
+    (None, "expected a function named stable_softmax, got NoneType"),
+    (lambda x, dim=-1: x.numpy(), "returned ndarray, expected a torch.Tensor"),
+    (lambda x, dim=-1: 1 / 0, "ZeroDivisionError: division by zero (in <lambda>"),
+    (lambda: 0, "TypeError"),
+])
+def test_bad_answers_fail_with_a_clear_reason(answer, reason):
+    assert reason in grade.check("01.q1", answer).message
+
+
+def test_in_notebook_timeout():
+    def forever(x, dim=-1):
+        while True:
+            pass
+
+    result = grade.check("01.q1", forever, timeout=0.5)
+    assert not result.passed and "timed out after 0.5 s" in result.message
+
+
+def test_check_is_a_no_op_under_the_cli(monkeypatch, capsys):
+    monkeypatch.setenv(grade.CLI_ENV, "1")
+    result = grade.check("01.q1", None)
+    assert result.details == {"skipped": True}
+    assert capsys.readouterr().out == ""
+
+
+def test_unknown_question_id_names_the_argument():
+    with pytest.raises(ValueError, match="unknown question_id '01.q99'"):
+        grade.check("01.q99", None)
+
+
+def test_wire_format_round_trip_and_rejects_malformed_data():
+    outs = [Output("ok", dtype="float32", shape=(2, 3), values=np.arange(6.0).reshape(2, 3)),
+            Output("error", "ValueError: x")]
+    back = from_wire(to_wire(outs))
+    assert [o.status for o in back] == ["ok", "error"]
+    np.testing.assert_array_equal(back[0].values, outs[0].values)
+    assert back[0].shape == (2, 3) and back[0].dtype == "float32"
+    lying = to_wire([Output("ok", dtype="float32", shape=(5, 5), values=np.zeros(4))])
+    with pytest.raises(ValueError):
+        from_wire(lying)
+
+
+def test_whole_question_failure_is_reported_once(solutions):
+    question = get("01.q3")
+    out = run_cases(solutions["split_heads"], question)
+    assert verdict(question, out).passed
+    assert not verdict(question, Output("timeout", "timed out after 1 s")).passed
+
+
+def test_question_ids_are_unique_and_sorted():
+    ids = list(registry())
+    assert ids == sorted(ids) and len(ids) == len(set(ids))
