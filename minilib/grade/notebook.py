@@ -83,7 +83,7 @@ def execute_copy(path: str | Path, names: list[str], workdir: Path, *, timeout: 
         client.execute(env=env)
     except DeadKernelError as e:
         result.cell_errors.append(f"the kernel died: {e}")
-    result.cell_errors += _cell_errors(nb.cells[:n_student_cells])
+    result.cell_errors += _cell_errors(nb.cells[:n_student_cells], timeout)
     manifest_path = out_dir / "manifest.json"
     manifest = {}
     if manifest_path.exists():
@@ -105,10 +105,14 @@ def execute_copy(path: str | Path, names: list[str], workdir: Path, *, timeout: 
     return result
 
 
-def _cell_errors(cells) -> list[str]:
+def _cell_errors(cells, timeout: float) -> list[str]:
     errors = []
     for i, cell in enumerate(cells):
         for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
-            if out.get("output_type") == "error":
+            if out.get("output_type") != "error":
+                continue
+            if out.get("ename") in ("KeyboardInterrupt", "Timeout"):  # our interrupt at the cell timeout
+                errors.append(f"cell {i + 1}: ran past {timeout:g} s and was interrupted")
+            else:
                 errors.append(f"cell {i + 1}: {out.get('ename')}: {out.get('evalue')}".rstrip(": "))
     return errors
