@@ -1,0 +1,206 @@
+r"""Softmax attention, written as directly as the equation, and the multi-head module built on it.
+
+Shapes: ``q (B, H, T, D)``, ``k (B, Hkv, S, D)``, ``v (B, Hkv, S, Dv)`` with ``H % Hkv == 0``
+(grouped-query attention: each key/value head serves ``H // Hkv`` consecutive query heads).
+With ``causal=True`` and ``T != S`` the queries are the *last* ``T`` of the ``S`` positions
+(bottom-right alignment, as when decoding with a cache).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from minilib._checks import check_attention_inputs, require_tensor
+from minilib.norms import RMSNorm
+from minilib.positional import rope as apply_rope
+
+
+def causal_mask(T: int, S: int | None = None, *, device=None) -> torch.Tensor:
+    r"""Boolean ``(T, S)`` mask, True where query ``t`` may see key ``s``: $s \le t + (S - T)$.
+
+    Bottom-right aligned: query ``t`` sits at absolute position ``S - T + t``. See :cite:`vaswani2017attention`.
+    """
+    S = T if S is None else S
+    if T < 0 or S < 0:
+        raise ValueError(f"T and S must be non-negative, got T={T}, S={S}")
+    t = torch.arange(T, device=device)[:, None]
+    s = torch.arange(S, device=device)[None, :]
+    return s <= t + (S - T)
+
+
+def expand_kv_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
+    r"""Repeat each key/value head for the ``n_heads // Hkv`` query heads it serves (GQA, MQA when ``Hkv = 1``).
+
+    ``(B, Hkv, S, D) -> (B, H, S, D)``; query head ``h`` reads key/value head ``h // (H / Hkv)``.
+    """
+    n_kv = x.shape[1]
+    if n_heads % n_kv != 0:
+        raise ValueError(f"n_heads ({n_heads}) must be a multiple of the key/value heads in x {tuple(x.shape)}")
+    return x if n_kv == n_heads else x.repeat_interleave(n_heads // n_kv, dim=1)
+
+
+def _scaled_scores(q, k, *, causal, mask, bias, scale) -> torch.Tensor:
+    r"""$s_{ts} = \text{scale}\; q_t \cdot k_s + \text{bias}_{ts}$, with $-\infty$ where masked. ``(B, H, T, S)``."""
+    check_attention_inputs(q, k, k)
+    T, S, D = q.shape[2], k.shape[2], q.shape[3]
+    scale = D ** -0.5 if scale is None else scale
+    scores = scale * (q @ expand_kv_heads(k, q.shape[1]).transpose(-2, -1))
+    if bias is not None:
+        scores = scores + bias
+    keep = torch.ones((), dtype=torch.bool, device=q.device)
+    if causal:
+        keep = keep & causal_mask(T, S, device=q.device)
+    if mask is not None:
+        require_tensor("mask", mask)
+        if mask.dtype != torch.bool:
+            raise TypeError(f"mask must be a bool tensor (True = keep), got dtype {mask.dtype}")
+        try:
+            torch.broadcast_shapes(mask.shape, scores.shape)
+        except RuntimeError:
+            raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to scores {tuple(scores.shape)}") from None
+        keep = keep & mask
+    return scores.masked_fill(~keep, float("-inf"))
+
+
+def attention_weights(q, k, *, causal=False, mask=None, bias=None, scale=None) -> torch.Tensor:
+    r"""Attention probabilities $A = \operatorname{softmax}_s\!\left(\tfrac{q_t \cdot k_s}{\sqrt{D}} + b_{ts}\right)$ over kept keys.
+
+    ``q (B,H,T,D)``, ``k (B,Hkv,S,D)`` -> ``(B,H,T,S)``. A row with no kept key is all zeros
+    (rather than NaN). See :cite:`vaswani2017attention`.
+    """
+    scores = _scaled_scores(q, k, causal=causal, mask=mask, bias=bias, scale=scale)
+    row_max = scores.amax(dim=-1, keepdim=True)
+    row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
+    e = torch.exp(scores - row_max)
+    total = e.sum(dim=-1, keepdim=True)
+    return e / torch.where(total > 0, total, torch.ones_like(total))
+
+
+def sdpa(q, k, v, *, causal=False, mask=None, bias=None, scale=None) -> torch.Tensor:
+    r"""Scaled dot-product attention, the reference form that materialises the ``(B,H,T,S)`` scores.
+
+    $$ \operatorname{Attention}(Q,K,V) = \operatorname{softmax}\!\left(\frac{QK^\top}{\sqrt{D}} + \text{bias}\right) V $$
+
+    ``q (B,H,T,D)``, ``k (B,Hkv,S,D)``, ``v (B,Hkv,S,Dv)`` -> ``(B,H,T,Dv)``. ``mask`` is bool,
+    broadcastable to ``(B,H,T,S)``, True = keep. See :cite:`vaswani2017attention`.
+    """
+    check_attention_inputs(q, k, v)
+    weights = attention_weights(q, k, causal=causal, mask=mask, bias=bias, scale=scale)
+    return weights @ expand_kv_heads(v, q.shape[1])
+
+
+def sigmoid_attention(q, k, v, *, causal=False, bias=None, scale=None) -> torch.Tensor:
+    r"""Sigmoid attention: each weight is an independent gate, no normalisation over keys.
+
+    $$ o_t = \sum_s \sigma\!\left(\text{scale}\; q_t \cdot k_s + b\right) v_s, \qquad b = -\log S \text{ by default} $$
+
+    Shapes as :func:`sdpa`. See :cite:`ramapuram2024sigmoid`.
+    """
+    check_attention_inputs(q, k, v)
+    bias = -math.log(max(k.shape[2], 1)) if bias is None else bias
+    scores = _scaled_scores(q, k, causal=causal, mask=None, bias=bias, scale=scale)
+    return torch.sigmoid(scores) @ expand_kv_heads(v, q.shape[1])
+
+
+def clipped_softmax(x: torch.Tensor, *, zeta: float = 1.0, gamma: float = 0.0, dim: int = -1) -> torch.Tensor:
+    r"""Clipped softmax, which lets a head put exactly zero weight on keys.
+
+    $$ \operatorname{clip}\big((\zeta - \gamma)\operatorname{softmax}(x) + \gamma,\ 0,\ 1\big) $$
+
+    See :cite:`bondarenko2023quantizable`.
+    """
+    return torch.clamp((zeta - gamma) * torch.softmax(x, dim=dim) + gamma, 0.0, 1.0)
+
+
+class KVCache:
+    """Keys and values of the positions seen so far, grown along time by :meth:`append`.
+
+    ``k (B, Hkv, S, D)``, ``v (B, Hkv, S, Dv)``; one cache per attention layer.
+    """
+
+    def __init__(self):
+        self._k: torch.Tensor | None = None
+        self._v: torch.Tensor | None = None
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        require_tensor("k", k, ndim=4)
+        require_tensor("v", v, ndim=4)
+        if self._k is not None and (k.shape[:2] != self._k.shape[:2] or v.shape[:2] != self._v.shape[:2]):
+            raise ValueError(f"new k {tuple(k.shape)} / v {tuple(v.shape)} do not match the cache's batch and heads {tuple(self._k.shape[:2])}")
+        self._k = k if self._k is None else torch.cat([self._k, k], dim=2)
+        self._v = v if self._v is None else torch.cat([self._v, v], dim=2)
+
+    @property
+    def k(self) -> torch.Tensor | None:
+        return self._k
+
+    @property
+    def v(self) -> torch.Tensor | None:
+        return self._v
+
+    @property
+    def length(self) -> int:
+        return 0 if self._k is None else self._k.shape[2]
+
+
+class MultiHeadAttention(nn.Module):
+    r"""Multi-head attention with grouped key/value heads, optional RoPE and QK-norm.
+
+    $$ \operatorname{MHA}(X) = \operatorname{Concat}(\text{head}_1, \dots, \text{head}_H)\, W_O,\quad
+       \text{head}_h = \operatorname{Attention}(X W_Q^h, X W_K^{g(h)}, X W_V^{g(h)}) $$
+
+    ``x (B, T, d_model) -> (B, T, d_model)``; ``g(h) = h // (H / Hkv)``. With a :class:`KVCache`
+    the new keys/values are appended and the queries attend to the whole cache.
+    See :cite:`vaswani2017attention`, :cite:`su2021roformer`.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, *, n_kv_heads: int | None = None, bias: bool = False,
+                 qk_norm: bool = False, rope: bool = False, rope_base: float = 10000.0):
+        super().__init__()
+        n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
+        if d_model % n_heads != 0:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        if n_kv_heads < 1 or n_heads % n_kv_heads != 0:
+            raise ValueError(f"n_heads ({n_heads}) must be a multiple of n_kv_heads ({n_kv_heads})")
+        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, d_model // n_heads
+        if rope and self.head_dim % 2:
+            raise ValueError(f"rope needs an even head_dim, got d_model / n_heads = {self.head_dim}")
+        self.rope, self.rope_base = rope, rope_base
+        self.wq = nn.Linear(d_model, n_heads * self.head_dim, bias=bias)
+        self.wk = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=bias)
+        self.wv = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=bias)
+        self.wo = nn.Linear(n_heads * self.head_dim, d_model, bias=bias)
+        self.q_norm = RMSNorm(self.head_dim) if qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim) if qk_norm else None
+
+    def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        B, T, _ = x.shape
+        return x.view(B, T, n, self.head_dim).transpose(1, 2)
+
+    def project_qkv(self, x: torch.Tensor, positions: torch.Tensor):
+        """Queries, keys and values of ``x (B,T,d_model)`` at ``positions (T,)``, per head, RoPE applied."""
+        q = self._heads(self.wq(x), self.n_heads)
+        k = self._heads(self.wk(x), self.n_kv_heads)
+        v = self._heads(self.wv(x), self.n_kv_heads)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.rope:
+            q = apply_rope(q, positions, base=self.rope_base)
+            k = apply_rope(k, positions, base=self.rope_base)
+        return q, k, v
+
+    def forward(self, x: torch.Tensor, *, causal: bool = True, cache: KVCache | None = None,
+                positions: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+        require_tensor("x", x, ndim=3, floating=True)
+        B, T, _ = x.shape
+        past = 0 if cache is None else cache.length
+        if positions is None:
+            positions = torch.arange(past, past + T, device=x.device)
+        q, k, v = self.project_qkv(x, positions)
+        if cache is not None:
+            cache.append(k, v)
+            k, v = cache.k, cache.v
+        out = sdpa(q, k, v, causal=causal, bias=bias)
+        return self.wo(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))

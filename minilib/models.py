@@ -1,0 +1,243 @@
+r"""Whole models composed from the families, and a small training loop.
+
+``TransformerLM`` is a decoder-only language model in the nanoGPT mould, with the choices a
+reader wants to compare as constructor arguments: Pre-/Post-norm, LayerNorm/RMSNorm, GELU/SwiGLU
+feed-forward, and sinusoidal / learned / RoPE / ALiBi / no positions.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from minilib._checks import require_tensor
+from minilib.attention import KVCache, MultiHeadAttention
+from minilib.norms import LayerNorm, RMSNorm
+from minilib.positional import alibi_bias, alibi_slopes, sinusoidal
+
+POSITIONS = ("rope", "sinusoidal", "learned", "alibi", "none")
+
+
+def make_norm(kind: str, d: int) -> nn.Module:
+    """``"rms"`` -> :class:`RMSNorm`, ``"layer"`` -> :class:`LayerNorm`."""
+    if kind == "rms":
+        return RMSNorm(d)
+    if kind == "layer":
+        return LayerNorm(d)
+    raise ValueError(f"norm must be 'rms' or 'layer', got {kind!r}")
+
+
+class FeedForward(nn.Module):
+    r"""Position-wise feed-forward network.
+
+    $$ \text{GELU: } W_2\, \operatorname{gelu}(W_1 x) \qquad
+       \text{SwiGLU: } W_2\, \big(\operatorname{silu}(W_1 x) \odot W_3 x\big) $$
+
+    ``x (B, T, d_model) -> (B, T, d_model)``. See :cite:`vaswani2017attention`, :cite:`shazeer2020glu`.
+    """
+
+    def __init__(self, d_model: int, d_ff: int, *, kind: str = "swiglu"):
+        super().__init__()
+        if kind not in ("gelu", "swiglu"):
+            raise ValueError(f"ffn must be 'gelu' or 'swiglu', got {kind!r}")
+        self.kind = kind
+        self.w1 = nn.Linear(d_model, d_ff, bias=False)
+        self.w3 = nn.Linear(d_model, d_ff, bias=False) if kind == "swiglu" else None
+        self.w2 = nn.Linear(d_ff, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = F.gelu(self.w1(x)) if self.w3 is None else F.silu(self.w1(x)) * self.w3(x)
+        return self.w2(hidden)
+
+
+class Block(nn.Module):
+    r"""One Transformer layer: attention then feed-forward, each wrapped in a residual connection.
+
+    $$ \text{Pre-norm: } x \leftarrow x + f(\operatorname{Norm}(x)) \qquad
+       \text{Post-norm: } x \leftarrow \operatorname{Norm}(x + f(x)) $$
+
+    for $f$ = attention, then $f$ = feed-forward. See :cite:`xiong2020layernorm`.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, *, n_kv_heads: int | None, d_ff: int, norm: str,
+                 pre_norm: bool, ffn: str, rope: bool):
+        super().__init__()
+        self.pre_norm = pre_norm
+        self.attn = MultiHeadAttention(d_model, n_heads, n_kv_heads=n_kv_heads, rope=rope)
+        self.ffn = FeedForward(d_model, d_ff, kind=ffn)
+        self.norm1, self.norm2 = make_norm(norm, d_model), make_norm(norm, d_model)
+
+    def forward(self, x: torch.Tensor, *, cache: KVCache | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+        def attend(h):
+            return self.attn(h, causal=True, cache=cache, bias=bias)
+
+        if self.pre_norm:
+            x = x + attend(self.norm1(x))
+            return x + self.ffn(self.norm2(x))
+        x = self.norm1(x + attend(x))
+        return self.norm2(x + self.ffn(x))
+
+
+class TransformerLM(nn.Module):
+    r"""Decoder-only Transformer language model with tied input/output embeddings.
+
+    $$ h^{(0)} = E[\text{idx}] (+ P),\quad h^{(\ell)} = \operatorname{Block}_\ell(h^{(\ell-1)}),\quad
+       \text{logits} = \operatorname{Norm}(h^{(L)})\, E^\top $$
+
+    ``idx (B, T)`` int -> ``logits (B, T, vocab_size)``. ``pos`` is one of ``"rope"``, ``"sinusoidal"``,
+    ``"learned"``, ``"alibi"``, ``"none"``. Post-norm models have no final norm (each block ends in one).
+    See :cite:`vaswani2017attention`, :cite:`radford2019gpt2`.
+    """
+
+    def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, *, n_kv_heads: int | None = None,
+                 d_ff: int | None = None, max_len: int = 1024, norm: str = "rms", pre_norm: bool = True,
+                 ffn: str = "swiglu", pos: str = "rope"):
+        super().__init__()
+        if pos not in POSITIONS:
+            raise ValueError(f"pos must be one of {POSITIONS}, got {pos!r}")
+        if d_ff is None:
+            d_ff = 4 * d_model if ffn == "gelu" else 8 * ((8 * d_model // 3 + 7) // 8)
+        self.vocab_size, self.max_len, self.pos, self.n_heads = vocab_size, max_len, pos, n_heads
+        self.embed = nn.Embedding(vocab_size, d_model)
+        self.pos_embed = nn.Embedding(max_len, d_model) if pos == "learned" else None
+        if pos == "sinusoidal":
+            self.register_buffer("pos_table", sinusoidal(max_len, d_model), persistent=False)
+        if pos == "alibi":
+            self.register_buffer("slopes", alibi_slopes(n_heads), persistent=False)
+        self.blocks = nn.ModuleList(
+            Block(d_model, n_heads, n_kv_heads=n_kv_heads, d_ff=d_ff, norm=norm, pre_norm=pre_norm, ffn=ffn,
+                  rope=pos == "rope") for _ in range(n_layers))
+        self.final_norm = make_norm(norm, d_model) if pre_norm else nn.Identity()
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def new_caches(self) -> list[KVCache]:
+        """One empty :class:`KVCache` per layer, for incremental decoding."""
+        return [KVCache() for _ in self.blocks]
+
+    def forward(self, idx: torch.Tensor, *, caches: list[KVCache] | None = None) -> torch.Tensor:
+        require_tensor("idx", idx, ndim=2)
+        if idx.is_floating_point():
+            raise TypeError(f"idx must hold integer token ids, got dtype {idx.dtype}")
+        past = 0 if caches is None else caches[0].length
+        T = idx.shape[1]
+        if past + T > self.max_len:
+            raise ValueError(f"sequence of {past + T} positions (cache {past} + idx {tuple(idx.shape)}) exceeds max_len={self.max_len}")
+        positions = torch.arange(past, past + T, device=idx.device)
+        x = self.embed(idx)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed(positions)
+        if self.pos == "sinusoidal":
+            x = x + self.pos_table[positions].to(x.dtype)
+        bias = None
+        if self.pos == "alibi":
+            bias = alibi_bias(self.n_heads, T, past + T).to(device=x.device, dtype=x.dtype)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cache=None if caches is None else caches[i], bias=bias)
+        return self.final_norm(x) @ self.embed.weight.T
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
+                 use_cache: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+        r"""Sample ``max_new_tokens`` tokens after ``idx (B, T)``; returns ``(B, T + max_new_tokens)``.
+
+        With ``use_cache`` each step feeds only the newest token and attends to the cached keys
+        and values of the earlier ones, $O(T)$ work per step instead of $O(T^2)$.
+        ``temperature=0`` picks the most likely token.
+        """
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        was_training = self.training
+        self.eval()
+        caches = self.new_caches() if use_cache else None
+        out = idx
+        logits = self(idx, caches=caches)[:, -1]
+        for step in range(max_new_tokens):
+            nxt = sample_next(logits, temperature=temperature, top_k=top_k, generator=generator)
+            out = torch.cat([out, nxt], dim=1)
+            if step + 1 < max_new_tokens:
+                logits = (self(nxt, caches=caches) if use_cache else self(out))[:, -1]
+        self.train(was_training)
+        return out
+
+
+def sample_next(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    r"""Draw one token per row from $\operatorname{softmax}(\text{logits} / \tau)$ restricted to the ``top_k`` largest.
+
+    ``logits (B, V) -> (B, 1)``; $\tau = 0$ means argmax.
+    """
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+
+
+def lm_loss(model: nn.Module, batch) -> torch.Tensor:
+    r"""Mean next-token cross-entropy $-\frac1{BT}\sum \log p(y_{bt} \mid x_{b,\le t})$ in nats; targets ``-100`` are ignored."""
+    x, y = batch
+    logits = model(x)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-100)
+
+
+def train(model: nn.Module, batches: Iterable, *, steps: int, lr: float, weight_decay: float = 0.1,
+          warmup_steps: int = 0, grad_clip: float | None = 1.0,
+          loss_fn: Callable[[nn.Module, object], torch.Tensor] = lm_loss, progress: bool = True) -> list[float]:
+    r"""Train with AdamW, linear warm-up then cosine decay to 10% of ``lr``; returns the loss of every step.
+
+    ``batches`` yields whatever ``loss_fn(model, batch)`` takes (default: ``(x, y)`` for :func:`lm_loss`).
+    See :cite:`loshchilov2019adamw`.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
+
+    def schedule(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress_frac = (step - warmup_steps) / max(1, steps - warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * progress_frac)).item())
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    model.train()
+    losses, batch_iter = [], iter(batches)
+    bar = tqdm(range(steps), disable=not progress, desc="train")
+    for _ in bar:
+        loss = loss_fn(model, next(batch_iter))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    return losses
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Iterable, *, n_batches: int, loss_fn=lm_loss) -> float:
+    """Mean of ``loss_fn`` over ``n_batches`` batches, in eval mode."""
+    was_training = model.training
+    model.eval()
+    it = iter(batches)
+    total = sum(loss_fn(model, next(it)).item() for _ in range(n_batches)) / n_batches
+    model.train(was_training)
+    return total

@@ -1,0 +1,85 @@
+r"""Positional information: absolute sinusoids, rotary embeddings (RoPE) and ALiBi biases."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from minilib._checks import require_tensor
+
+
+def sinusoidal(T: int, d: int) -> torch.Tensor:
+    r"""Fixed sinusoidal position table, even columns sine and odd columns cosine.
+
+    $$ P_{p,2i} = \sin\!\big(p / 10000^{2i/d}\big),\qquad P_{p,2i+1} = \cos\!\big(p / 10000^{2i/d}\big) $$
+
+    Returns ``(T, d)`` float32. See :cite:`vaswani2017attention`.
+    """
+    if T < 0 or d < 1:
+        raise ValueError(f"T must be >= 0 and d >= 1, got T={T}, d={d}")
+    pos = torch.arange(T, dtype=torch.float64)[:, None]
+    freq = 10000.0 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    table = torch.zeros(T, d, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq[: d // 2])
+    return table.float()
+
+
+def rope_angles(positions: torch.Tensor, D: int, *, base: float = 10000.0) -> torch.Tensor:
+    r"""Rotation angles $\phi_{t,i} = m_t\, \theta_i$ with $\theta_i = \text{base}^{-2i/D}$, shape ``(T, D/2)`` float64."""
+    require_tensor("positions", positions, ndim=1)
+    if D % 2:
+        raise ValueError(f"rope needs an even last dimension, got D={D}")
+    theta = base ** (-torch.arange(0, D, 2, dtype=torch.float64, device=positions.device) / D)
+    return positions.to(torch.float64)[:, None] * theta[None, :]
+
+
+def rope(x: torch.Tensor, positions: torch.Tensor, *, base: float = 10000.0) -> torch.Tensor:
+    r"""Rotary position embedding: rotate each pair $(x_{2i}, x_{2i+1})$ by the angle $m\,\theta_i$.
+
+    $$ \begin{pmatrix} x'_{2i} \\ x'_{2i+1} \end{pmatrix} =
+       \begin{pmatrix} \cos m\theta_i & -\sin m\theta_i \\ \sin m\theta_i & \cos m\theta_i \end{pmatrix}
+       \begin{pmatrix} x_{2i} \\ x_{2i+1} \end{pmatrix},\qquad \theta_i = \text{base}^{-2i/D} $$
+
+    so $\langle \operatorname{rope}(q, m), \operatorname{rope}(k, n)\rangle$ depends on $m - n$ only.
+    ``x (..., T, D)``, ``positions (T,)`` -> same shape as ``x``. See :cite:`su2021roformer`.
+    """
+    require_tensor("x", x, floating=True)
+    if x.ndim < 2 or positions.ndim != 1 or positions.shape[0] != x.shape[-2]:
+        raise ValueError(f"positions must have shape (T,) matching x (..., T, D); got positions "
+                         f"{tuple(positions.shape)} and x {tuple(x.shape)}")
+    angles = rope_angles(positions, x.shape[-1], base=base)
+    cos, sin = torch.cos(angles).to(x.dtype), torch.sin(angles).to(x.dtype)
+    even, odd = x[..., 0::2], x[..., 1::2]
+    return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
+
+
+def alibi_slopes(n_heads: int) -> torch.Tensor:
+    r"""ALiBi head slopes: the geometric sequence $m_i = 2^{-8i/n}$, $i = 1..n$.
+
+    For ``n_heads`` not a power of two, the paper's rule: the slopes of the closest smaller power
+    of two $n' = 2^{\lfloor \log_2 n \rfloor}$, followed by every other slope of $2n'$ until there are ``n_heads``.
+    Returns ``(n_heads,)`` float32. See :cite:`press2022alibi`.
+    """
+    if n_heads < 1:
+        raise ValueError(f"n_heads must be >= 1, got {n_heads}")
+
+    def geometric(n: int) -> list[float]:
+        return [2.0 ** (-8.0 * i / n) for i in range(1, n + 1)]
+
+    base = 2 ** int(math.floor(math.log2(n_heads)))
+    slopes = geometric(base) + geometric(2 * base)[0::2][: n_heads - base]
+    return torch.tensor(slopes, dtype=torch.float32)
+
+
+def alibi_bias(n_heads: int, T: int, S: int | None = None) -> torch.Tensor:
+    r"""ALiBi attention bias $b_{h,t,s} = -m_h\,(t' - s)$ for past keys, where $t' = S - T + t$.
+
+    Queries are the last ``T`` of ``S`` positions (bottom-right, as with a KV cache); future keys
+    get bias 0 (the causal mask removes them). Returns ``(n_heads, T, S)``. See :cite:`press2022alibi`.
+    """
+    S = T if S is None else S
+    if T < 0 or S < T:
+        raise ValueError(f"need 0 <= T <= S, got T={T}, S={S}")
+    distance = (torch.arange(S - T, S)[:, None] - torch.arange(S)[None, :]).clamp(min=0)
+    return -alibi_slopes(n_heads)[:, None, None] * distance.float()
