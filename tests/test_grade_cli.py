@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from minilib.grade.cli import main
 from tests.grade_support import notebooks
 from tests.grade_support.nbcode import EXERCISES, ROOT, SOLUTIONS
 
@@ -91,13 +92,17 @@ def test_tampered_notebook_still_graded(tampering):
     assert any("interrupted" in e for e in report["notebook_errors"])  # the endless cell
 
 
-def test_table_output_and_usage_errors(tmp_path):
+def test_usage_errors_exit_2_and_leave_the_file_alone(tmp_path, capsys):
     broken = tmp_path / "01_broken.ipynb"
     broken.write_text("{ not json")
-    proc = subprocess.run([sys.executable, "-m", "minilib.grade", str(broken)], capture_output=True, text=True)
-    assert proc.returncode == 2 and "cannot read notebook" in proc.stderr
+    assert main([str(broken)]) == 2
+    assert "cannot read notebook" in capsys.readouterr().err
     assert broken.read_text() == "{ not json"
     unnamed = tmp_path / "homework.ipynb"
     shutil.copyfile(EXERCISES, unnamed)
-    proc = subprocess.run([sys.executable, "-m", "minilib.grade", str(unnamed)], capture_output=True, text=True)
-    assert proc.returncode == 2 and "--chapter" in proc.stderr
+    with pytest.raises(SystemExit) as exit_:
+        main([str(unnamed)])
+    assert exit_.value.code == 2 and "--chapter" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main([str(unnamed), "--chapter", "01", "--junit", str(unnamed)])
+    assert exit_.value.code == 2 and unnamed.read_bytes() == EXERCISES.read_bytes()

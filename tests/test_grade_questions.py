@@ -168,3 +168,48 @@ def test_whole_question_failure_is_reported_once(solutions):
 def test_question_ids_are_unique_and_sorted():
     ids = list(registry())
     assert ids == sorted(ids) and len(ids) == len(set(ids))
+
+
+def test_forbidden_minilib_functions_are_caught_statically_and_at_run_time():
+    import importlib
+
+    from minilib.attention import sdpa as my_attention
+    from minilib.norms import RMSNorm
+    from minilib.positional import rope
+
+    def aliased(q, k, v):
+        return my_attention(q, k, v, causal=True)
+
+    def hidden(q, k, v):  # no forbidden name in the code: only the run-time check can see it
+        module = importlib.import_module("minilib." + "attention")
+        return getattr(module, "sd" + "pa")(q, k, v, causal=True)
+
+    def rope_answer(x, positions, base=10000.0):
+        return rope(x, positions, base=base)
+
+    def rms_module(x, weight, eps=1e-6):
+        norm = RMSNorm(x.shape[-1], eps=eps).to(x.dtype)
+        norm.weight.data.copy_(weight)
+        return norm(x)
+
+    assert "uses forbidden minilib.attention.sdpa" in grade.check("01.q2", aliased).message
+    assert "called forbidden minilib.attention.sdpa" in grade.check("01.q2", hidden).message
+    assert "uses forbidden minilib.positional.rope" in grade.check("01.q5", rope_answer).message
+    assert "forbidden minilib.norms.RMSNorm" in grade.check("01.q6", rms_module).message
+
+
+def test_report_table_json_and_junit_agree():
+    import json
+    import xml.etree.ElementTree as ET
+
+    from minilib.grade import report
+    from tests.grade_support.wrong_ch01 import attention_top_left
+
+    results = [grade.check("01.q4", lambda x: x.transpose(1, 2).flatten(2)), grade.check("01.q2", attention_top_left)]
+    text = report.table("nb.ipynb", results, ["cell 3: RuntimeError: boom"])
+    assert "score: 1/3" in text and "01.q2" in text and "cell 3: RuntimeError: boom" in text
+    assert "row t may attend to keys" in text  # the counterexample follows the table
+    data = json.loads(report.as_json("nb.ipynb", results, []))
+    assert (data["score"], data["max_score"]) == (1, 3)
+    suite = ET.fromstring(report.junit("nb.ipynb", results)).find("testsuite")
+    assert suite.get("failures") == "1" and suite.find("testcase/failure").get("message") == results[1].message

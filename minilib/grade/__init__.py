@@ -45,6 +45,6 @@ def check(question_id: str, answer, *, timeout: float = 30.0) -> Result:
                       {"skipped": True}, 0, question.points)
     result = verdict(question, run_cases(answer, question, timeout=timeout))
     print(f"{question_id:<7} {question.name:<18} {result.status:<5} {result.message}")
-    if not result.passed:
+    if result.explain():
         print(result.explain())
     return result

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from minilib.grade.questions import Case, Question, expected_dtype, upcast
-from minilib.grade.runner import Output
+from minilib.grade.runner import NOT_IMPLEMENTED, Output
 
 
 @dataclass
@@ -54,6 +54,8 @@ def verdict(question: Question, outputs: list[Output] | Output) -> Result:
     if len(outputs) != len(cases):
         return _fail(question, f"the answer produced {len(outputs)} outputs for {len(cases)} cases", {})
     for i, (case, out) in enumerate(zip(cases, outputs)):
+        if out.status == "error" and out.message.startswith(NOT_IMPLEMENTED):
+            return _fail(question, out.message, {})  # a stub: no counterexample to show
         problem = _check_case(question, case, out)
         if problem:
             message, details = problem

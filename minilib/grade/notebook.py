@@ -76,6 +76,7 @@ def execute_copy(path: str | Path, names: list[str], workdir: Path, *, timeout: 
         error_on_timeout={"ename": "Timeout", "evalue": f"cell ran past {timeout:g} s and was interrupted",
                           "traceback": []},
         resources={"metadata": {"path": str(workdir)}},
+        extra_arguments=["--IPKernelApp.log_level=ERROR"],  # not the transport warning on every run
     )
     env = grader_env(**{CLI_ENV: "1"})
     result = Execution()

@@ -9,6 +9,7 @@ shape, and its values as a float64 numpy array. The verdict is computed elsewher
 from __future__ import annotations
 
 import json
+import os
 import traceback
 from dataclasses import dataclass
 
@@ -84,14 +85,19 @@ def _run_one(func, case, forbidden: Forbidden) -> Output:
     return Output("ok", dtype=dtype, shape=tuple(out.shape), values=values)
 
 
+NOT_IMPLEMENTED = "not implemented yet"
+_LIBRARY_DIRS = (os.path.dirname(__file__), os.path.dirname(torch.__file__))
+
+
 def describe_exception(e: BaseException) -> str:
-    """``"NotImplementedError: ... (in stable_softmax, line 3)"`` — the exception and the last
-    frame of its traceback, which is where the student's code failed."""
-    frames = traceback.extract_tb(e.__traceback__)
-    where = f" (in {frames[-1].name}, line {frames[-1].lineno})" if frames else ""
+    """``"ValueError: ... (in stable_softmax, line 3)"`` — the exception and the last frame of
+    its traceback, which is where the student's code failed."""
     text = f"{type(e).__name__}: {e}".strip().rstrip(":")
     if isinstance(e, NotImplementedError):
-        text = f"not implemented yet — {text}"
+        return f"{NOT_IMPLEMENTED} ({text})"
+    frames = traceback.extract_tb(e.__traceback__)
+    own = [f for f in frames if not f.filename.startswith(_LIBRARY_DIRS)] or frames  # the student's frames
+    where = f" (in {own[-1].name}, line {own[-1].lineno})" if own else ""
     return text + where
 
 
