@@ -57,8 +57,8 @@ class Forbidden:
 
     def __init__(self, names: tuple[str, ...]):
         self.names = names
-        self.objects = {qn: resolve(qn) for qn in names}
-        self.objects = {qn: o for qn, o in self.objects.items() if o is not None}
+        resolved = {qn: resolve(qn) for qn in names}
+        self.objects = {qn: o for qn, o in resolved.items() if o is not None}
         # torch functions are matched by their short name, so that torch.softmax, F.softmax and
         # Tensor.softmax are one rule; Python functions by their code object.
         self.torch_names, self.attr_names = {}, {}
