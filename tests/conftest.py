@@ -2,6 +2,7 @@
 
 - matplotlib never opens a window: Agg in this process; notebook kernels (nbval, the grader,
   the book build) get ipykernel's inline backend, which only produces images.
+- Notebook files under tests/ are data for tests, never collected by nbval.
 - Per-notebook time budgets for `pytest --nbval-lax tests chapters solutions`: the time of every
   cell of a notebook (setup, which starts the kernel, call and teardown) is summed per file,
   a table is printed at the end, and the session fails if a notebook is over its budget.
@@ -14,6 +15,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+
+# Notebooks under tests/ are fixtures (e.g. broken student notebooks for the grader), read by
+# tests; `pytest --nbval-lax tests ...` must not execute them as notebook tests.
+collect_ignore_glob = ["*.ipynb"]
 
 CHAPTER_BUDGET_S = 60.0
 SOLUTION_BUDGET_S = 30.0
