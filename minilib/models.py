@@ -14,7 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from minilib._checks import require_tensor
-from minilib.attention import KVCache, MultiHeadAttention
+from minilib.attention import KVCache, MultiHeadAttention, attention_weights
 from minilib.norms import LayerNorm, RMSNorm
 from minilib.positional import alibi_bias, alibi_slopes, sinusoidal
 
@@ -241,3 +241,28 @@ def evaluate(model: nn.Module, batches: Iterable, *, n_batches: int, loss_fn=lm_
     total = sum(loss_fn(model, next(it)).item() for _ in range(n_batches)) / n_batches
     model.train(was_training)
     return total
+
+
+@torch.no_grad()
+def attention_maps(model: TransformerLM, idx: torch.Tensor) -> torch.Tensor:
+    r"""Causal attention probabilities of every layer and head of ``model`` on ``idx (B, T)``.
+
+    Returns ``(n_layers, B, H, T, T)``; row ``t`` of head ``h`` in layer ``l`` is
+    $\operatorname{softmax}_s(q_t \cdot k_s / \sqrt{D} + b_{ts})$ over $s \le t$, recomputed from the
+    input each attention layer receives.
+    """
+    inputs = []
+    hooks = [block.attn.register_forward_pre_hook(lambda module, args: inputs.append(args[0])) for block in model.blocks]
+    try:
+        model(idx)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    T = idx.shape[1]
+    positions = torch.arange(T, device=idx.device)
+    bias = alibi_bias(model.n_heads, T).to(inputs[0].dtype) if model.pos == "alibi" else None
+    maps = []
+    for block, x in zip(model.blocks, inputs):
+        q, k, _ = block.attn.project_qkv(x, positions)
+        maps.append(attention_weights(q, k, causal=True, bias=bias))
+    return torch.stack(maps)

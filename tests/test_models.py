@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minilib.models import FeedForward, TransformerLM, evaluate, lm_loss, sample_next, train
+from minilib.models import FeedForward, TransformerLM, attention_maps, evaluate, lm_loss, sample_next, train
 
 CONFIGS = [
     dict(pos="rope"), dict(pos="sinusoidal", norm="layer"), dict(pos="learned", ffn="gelu"),
@@ -83,3 +83,23 @@ def test_bad_input_raises():
         TransformerLM(5, 8, 1, 2, pos="relative")
     with pytest.raises(ValueError, match="norm must be"):
         TransformerLM(5, 8, 1, 2, norm="batch")
+
+
+@pytest.mark.parametrize("cfg", [dict(pos="rope", n_kv_heads=2), dict(pos="alibi"), dict(pos="learned", pre_norm=False, norm="layer")],
+                         ids=["rope-gqa", "alibi", "postnorm"])
+def test_attention_maps_reproduce_the_layer_outputs(cfg):
+    """Weights from attention_maps, times the layer's values, give back what the layer computed."""
+    model = small_lm(**cfg)
+    idx = torch.randint(0, 11, (2, 8), generator=torch.Generator().manual_seed(3))
+    maps = attention_maps(model, idx)
+    assert maps.shape == (2, 2, 4, 8, 8)
+    torch.testing.assert_close(maps.sum(-1), torch.ones(2, 2, 4, 8, dtype=torch.float64))
+    assert torch.all(maps.triu(diagonal=1) == 0)
+    seen = []
+    model.blocks[1].attn.register_forward_hook(lambda m, args, out: seen.append((args[0], out)))
+    model(idx)
+    x, out = seen[0]
+    attn = model.blocks[1].attn
+    v = attn._heads(attn.wv(x), attn.n_kv_heads).repeat_interleave(attn.n_heads // attn.n_kv_heads, dim=1)
+    heads = maps[1] @ v
+    torch.testing.assert_close(attn.wo(heads.transpose(1, 2).reshape(2, 8, -1)), out, rtol=0, atol=1e-10)

@@ -1,0 +1,56 @@
+"""minilib.display renders library source exactly as it is in the file."""
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from minilib import display
+
+
+def _source_from_file(path, name):
+    """The text of top-level definition `name`, cut from the file by its AST line numbers."""
+    text = Path(path).read_text(encoding="utf-8")
+    node = next(n for n in ast.parse(text).body if getattr(n, "name", None) == name)
+    return "\n".join(text.splitlines()[node.lineno - 1:node.end_lineno])
+
+
+def test_source_markdown_is_the_file_text():
+    md = display.source_markdown(display.show_table)
+    expected = _source_from_file(display.__file__, "show_table")
+    assert md == f"```python\n{expected}\n```"
+
+
+def test_fence_is_longer_than_any_backtick_run_in_the_source(tmp_path):
+    import importlib.util
+
+    mod_path = tmp_path / "fenced.py"
+    mod_path.write_text('def f():\n    """Example:\n\n    ````python\n    f()\n    ````\n    """\n')
+    spec = importlib.util.spec_from_file_location("fenced", mod_path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    md = display.source_markdown(mod.f)
+    assert md.startswith("`````python\n") and md.endswith("\n`````")
+    assert md[len("`````python\n"):-len("\n`````")] == mod_path.read_text().rstrip("\n")
+
+
+def test_show_displays_markdown(monkeypatch):
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
+    display.show(display.source_markdown)
+    assert len(shown) == 1 and shown[0].data == display.source_markdown(display.source_markdown)
+
+
+def test_show_table_markdown(monkeypatch):
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
+    display.show_table([(1, "a|b")], ["n", "s"])
+    assert shown[0].data == "| n | s |\n|---|---|\n| 1 | a\\|b |"
+    with pytest.raises(ValueError, match=r"rows\[0\] has 1 cells, headers has 2"):
+        display.show_table([(1,)], ["n", "s"])
+
+
+def test_bad_input_is_a_type_error():
+    with pytest.raises(TypeError, match="obj must be a function, class or module, got int"):
+        display.source_markdown(3)

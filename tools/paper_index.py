@@ -1,0 +1,196 @@
+"""Generate the book's paper index from the syllabus.
+
+    python tools/paper_index.py           # write book/data/papers.csv and book/paper-index.md
+    python tools/paper_index.py --check   # exit 1 if either file is out of date
+
+Input: book/data/SYLLABUS.md (one table per chapter, one row per paper) and
+book/references.bib (a paper whose title matches a BibTeX entry gets that key, so the index
+page can cite it). Output: papers.csv (title, chapter, slug, level, bibkey) and the page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SYLLABUS = ROOT / "book" / "data" / "SYLLABUS.md"
+BIBFILE = ROOT / "book" / "references.bib"
+CSV_OUT = ROOT / "book" / "data" / "papers.csv"
+PAGE_OUT = ROOT / "book" / "paper-index.md"
+
+LEVELS = ("implement", "discuss", "cite")
+CHAPTER_HEADING = re.compile(r"^## (\d\d) (\S+)\s*$")
+TOTAL_LINE = re.compile(r"^Total unique papers: (\d+)")
+
+
+@dataclass(frozen=True)
+class Chapter:
+    number: str
+    slug: str
+    summary: str
+
+
+@dataclass(frozen=True)
+class Paper:
+    title: str
+    chapter: str
+    slug: str
+    level: str
+    bibkey: str = ""
+
+
+def normalize_title(title: str) -> str:
+    """Case-, brace- and whitespace-insensitive form used to match titles."""
+    return " ".join(title.replace("{", "").replace("}", "").split()).lower()
+
+
+def parse_syllabus(text: str) -> tuple[list[Chapter], list[Paper], int]:
+    """Chapters in order, papers in order, and the stated total of unique papers."""
+    chapters: list[Chapter] = []
+    papers: list[Paper] = []
+    stated_total = None
+    current = None  # (number, slug) while inside a chapter section
+    summary = None
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        heading = CHAPTER_HEADING.match(line)
+        if heading:
+            current, summary = heading.groups(), None
+            continue
+        if line.startswith("## "):
+            current = None
+            continue
+        total = TOTAL_LINE.match(line)
+        if total:
+            stated_total = int(total.group(1))
+        if current is None:
+            continue
+        if summary is None and line.strip() and not line.startswith("|"):
+            summary = line.strip()
+            chapters.append(Chapter(current[0], current[1], summary))
+            continue
+        if not line.startswith("| ") or line.startswith("| Paper |"):
+            continue
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+        if len(cells) != 3:
+            raise ValueError(f"SYLLABUS.md:{lineno}: expected 3 cells, got {len(cells)}")
+        title, level = cells[0].replace("\\|", "|"), cells[1]
+        if level not in LEVELS:
+            raise ValueError(f"SYLLABUS.md:{lineno}: level {level!r} is not one of {LEVELS}")
+        papers.append(Paper(title, current[0], current[1], level))
+    if stated_total is None:
+        raise ValueError("SYLLABUS.md: no 'Total unique papers: N' line")
+    return chapters, papers, stated_total
+
+
+def bib_titles(bib_text: str) -> dict[str, str]:
+    """Map normalized title -> BibTeX key for every entry of references.bib."""
+    from pybtex.database import parse_string
+
+    data = parse_string(bib_text, "bibtex")
+    return {normalize_title(e.fields["title"]): key for key, e in data.entries.items() if "title" in e.fields}
+
+
+def attach_keys(papers: list[Paper], keys: dict[str, str]) -> list[Paper]:
+    return [Paper(p.title, p.chapter, p.slug, p.level, keys.get(normalize_title(p.title), "")) for p in papers]
+
+
+def check_unique(papers: list[Paper], stated_total: int) -> None:
+    seen: dict[str, Paper] = {}
+    for p in papers:
+        key = normalize_title(p.title)
+        if key in seen:
+            raise ValueError(f"duplicate paper {p.title!r} in chapters {seen[key].chapter} and {p.chapter}")
+        seen[key] = p
+    if len(papers) != stated_total:
+        raise ValueError(f"SYLLABUS.md states {stated_total} unique papers, its tables hold {len(papers)}")
+
+
+def render_csv(papers: list[Paper]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["title", "chapter", "slug", "level", "bibkey"])
+    for p in papers:
+        writer.writerow([p.title, p.chapter, p.slug, p.level, p.bibkey])
+    return buf.getvalue()
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|$~#])")
+
+
+def md_escape(text: str) -> str:
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def chapter_heading(ch: Chapter) -> str:
+    if ch.number == "00":
+        return "Cited only (no chapter)"
+    return f"Chapter {ch.number}: {ch.slug}"
+
+
+def render_page(chapters: list[Chapter], papers: list[Paper]) -> str:
+    by_chapter = {ch.number: [p for p in papers if p.chapter == ch.number] for ch in chapters}
+    lines = [
+        "<!-- Generated by tools/paper_index.py from book/data/SYLLABUS.md and book/references.bib."
+        " Do not edit: run `python tools/paper_index.py`. -->",
+        "",
+        "# Paper index",
+        "",
+        f"Every paper in the book's source listings ({len(papers)} unique papers), with the chapter that"
+        " teaches it and how deeply:",
+        "",
+        "- **implement**: `minilib` gets the mechanism and the chapter reproduces a claim at toy scale;",
+        "- **discuss**: explained in prose or a figure, perhaps with a small demo;",
+        "- **cite**: named as further reading.",
+        "",
+        "Papers with an entry in the [bibliography](bibliography.md) link to it.",
+        "",
+        "| Chapter | implement | discuss | cite | total |",
+        "|---|---|---|---|---|",
+    ]
+    for ch in chapters:
+        rows = by_chapter[ch.number]
+        counts = [sum(p.level == lv for p in rows) for lv in LEVELS]
+        lines.append(f"| {chapter_heading(ch)} | " + " | ".join(map(str, counts)) + f" | {len(rows)} |")
+    totals = [sum(p.level == lv for p in papers) for lv in LEVELS]
+    lines.append("| **all** | " + " | ".join(map(str, totals)) + f" | {len(papers)} |")
+    for ch in chapters:
+        lines += ["", f"## {chapter_heading(ch)}", "", md_escape(ch.summary), "",
+                  "| Paper | Level | Reference |", "|---|---|---|"]
+        for p in by_chapter[ch.number]:
+            ref = f"{{cite:p}}`{p.bibkey}`" if p.bibkey else ""
+            lines.append(f"| {md_escape(p.title)} | {p.level} | {ref} |")
+    return "\n".join(lines) + "\n"
+
+
+def build() -> dict[Path, str]:
+    """The generated files' contents, keyed by path."""
+    chapters, papers, stated_total = parse_syllabus(SYLLABUS.read_text(encoding="utf-8"))
+    check_unique(papers, stated_total)
+    papers = attach_keys(papers, bib_titles(BIBFILE.read_text(encoding="utf-8")))
+    return {CSV_OUT: render_csv(papers), PAGE_OUT: render_page(chapters, papers)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if a generated file is out of date")
+    args = parser.parse_args(argv)
+    outputs = build()
+    stale = [p for p, text in outputs.items() if not p.exists() or p.read_text(encoding="utf-8") != text]
+    if args.check:
+        for p in stale:
+            print(f"out of date: {p.relative_to(ROOT)} (run `python tools/paper_index.py`)", file=sys.stderr)
+        return 1 if stale else 0
+    for p, text in outputs.items():
+        p.write_text(text, encoding="utf-8")
+    print(f"wrote {', '.join(str(p.relative_to(ROOT)) for p in outputs)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
