@@ -78,7 +78,7 @@ def test_other_questions_still_graded(failures):
     ("01.q1", "NaN/Inf"),
     ("01.q2", "uses forbidden torch.nn.functional.scaled_dot_product_attention"),
     ("01.q3", "max abs error"),
-    ("01.q5", "max abs error"),
+    ("01.q5", "the answer ended its process (exit status 0) before returning"),
     ("01.q6", "max abs error"),
 ])
 def test_tampering_gains_nothing(tampering, qid, reason):
@@ -90,6 +90,13 @@ def test_tampered_notebook_still_graded(tampering):
     questions, report = tampering
     assert questions["01.q4"]["status"] == "PASS" and report["score"] == 1
     assert any("interrupted" in e for e in report["notebook_errors"])  # the endless cell
+
+
+def test_kernel_that_dies_scores_zero_and_grading_completes(tmp_path):
+    questions, report = grade(notebooks.write(tmp_path / "01_dies.ipynb", notebooks.KERNEL_DIES))
+    assert report["score"] == 0 and len(questions) == 6
+    assert all("did not run to the end" in q["reason"] for q in questions.values())
+    assert any("kernel died" in e for e in report["notebook_errors"])
 
 
 def test_usage_errors_exit_2_and_leave_the_file_alone(tmp_path, capsys):

@@ -82,8 +82,10 @@ def execute_copy(path: str | Path, names: list[str], workdir: Path, *, timeout: 
     result = Execution()
     try:
         client.execute(env=env)
-    except DeadKernelError as e:
-        result.cell_errors.append(f"the kernel died: {e}")
+    except DeadKernelError:
+        ran = [i for i, c in enumerate(nb.cells[:n_student_cells]) if c.get("execution_count") is not None]
+        where = f" while running cell {ran[-1] + 1}" if ran else ""
+        result.cell_errors.append(f"the kernel died{where}; later cells did not run")
     result.cell_errors += _cell_errors(nb.cells[:n_student_cells], timeout)
     manifest_path = out_dir / "manifest.json"
     manifest = {}

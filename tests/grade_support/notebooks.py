@@ -52,9 +52,14 @@ minilib.grade.compare.verdict = always_pass
     "def split_heads(x, n_heads):\n    B, T, D = x.shape\n    return x.reshape(B, n_heads, T, D // n_heads)",
     CORRECT_MERGE_HEADS,
     "while True:\n    pass",  # a cell that never ends: interrupted, the notebook goes on
-    "def apply_rope(x, positions, base=10000.0):\n    return x",
+    # Patches the checks inside the grader's child process too, then ends that process.
+    "def apply_rope(x, positions, base=10000.0):\n    import numpy, os\n"
+    "    numpy.allclose = torch.allclose = always_pass\n    os._exit(0)",
     "def rms_norm(x, weight, eps=1e-6):\n    return x / (x.pow(2).mean(-1, keepdim=True).sqrt() + eps) * weight",
 ]
+
+# The kernel dies half-way: nothing can be extracted, every question scores 0.
+KERNEL_DIES = [SETUP, CORRECT_RMS_NORM, "import os\nos._exit(1)"]
 
 
 def write(path: Path, sources: list[str]) -> Path:
