@@ -211,11 +211,12 @@ def naive_word_split(text):
 
 
 def test_word_tokenizer_round_trip(long_sample):
-    tok = WordTokenizer(long_sample)
+    sentences = long_sample[:long_sample.rindex("\n") + 1]  # the sample's last word is cut
+    tok = WordTokenizer(sentences)
     part = long_sample[:long_sample.index("\n", 20_000) + 1]  # whole sentences: the sample's last word is cut
     assert WordTokenizer.split(part) == naive_word_split(part)
     assert tok.decode(tok.encode(part)) == part
-    assert tok.itos == sorted(set(naive_word_split(long_sample)))
+    assert tok.itos == sorted(set(naive_word_split(sentences)))
     assert tok.split("Hello, world.\nBye") == ["Hello", ",", "world", ".", "\n", "Bye"]
     grammar_words = {piece for es in MarkovTextSource(*english_like_grammar()).emissions.values()
                      for e in es for piece in naive_word_split(e.text)}
