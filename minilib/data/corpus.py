@@ -265,7 +265,11 @@ _ANIMATE = [("cat", "cats"), ("dog", "dogs"), ("fox", "foxes"), ("owl", "owls"),
             ("cook", "cooks"), ("baker", "bakers"), ("farmer", "farmers"), ("sailor", "sailors"),
             ("doctor", "doctors"), ("robot", "robots"), ("poet", "poets"), ("friend", "friends"),
             ("giant", "giants"), ("witch", "witches"), ("horse", "horses"), ("rabbit", "rabbits"),
-            ("tiger", "tigers"), ("monkey", "monkeys"), ("teacher", "teachers"), ("pilot", "pilots")]
+            ("tiger", "tigers"), ("monkey", "monkeys"), ("teacher", "teachers"), ("pilot", "pilots"),
+            ("lion", "lions"), ("snake", "snakes"), ("whale", "whales"), ("crow", "crows"),
+            ("lamb", "lambs"), ("bird", "birds"), ("nurse", "nurses"), ("judge", "judges"),
+            ("guard", "guards"), ("singer", "singers"), ("hunter", "hunters"), ("uncle", "uncles"),
+            ("aunt", "aunts"), ("prince", "princes"), ("dragon", "dragons")]
 _THINGS = [("box", "boxes"), ("cup", "cups"), ("hat", "hats"), ("key", "keys"), ("map", "maps"),
            ("pen", "pens"), ("bed", "beds"), ("car", "cars"), ("bus", "buses"), ("ship", "ships"),
            ("boat", "boats"), ("door", "doors"), ("road", "roads"), ("tree", "trees"),
@@ -276,13 +280,19 @@ _THINGS = [("box", "boxes"), ("cup", "cups"), ("hat", "hats"), ("key", "keys"), 
            ("river", "rivers"), ("stone", "stones"), ("table", "tables"), ("chair", "chairs"),
            ("apple", "apples"), ("window", "windows"), ("garden", "gardens"), ("letter", "letters"),
            ("bridge", "bridges"), ("basket", "baskets"), ("candle", "candles"), ("clock", "clocks"),
-           ("field", "fields"), ("forest", "forests"), ("tower", "towers")]
+           ("field", "fields"), ("forest", "forests"), ("tower", "towers"), ("bag", "bags"), ("jar", "jars"),
+           ("pot", "pots"), ("nest", "nests"), ("wheel", "wheels"), ("shoe", "shoes"), ("coat", "coats"),
+           ("fence", "fences"), ("gate", "gates"), ("pond", "ponds"), ("boot", "boots"), ("spoon", "spoons"),
+           ("bottle", "bottles"), ("pillow", "pillows"), ("mirror", "mirrors"), ("ladder", "ladders"),
+           ("tent", "tents"), ("cart", "carts"), ("rope", "ropes")]
 _NAMES = ["anna", "ben", "clara", "dan", "eva", "leo", "mia", "sam", "tom", "zoe"]
 _ADJECTIVES = ["big", "small", "old", "young", "red", "blue", "green", "grey", "dark", "bright",
                "cold", "warm", "tall", "tiny", "brave", "lazy", "quiet", "loud", "happy", "sad",
                "wild", "busy", "soft", "heavy", "round", "golden", "sleepy", "hungry", "proud",
                "kind", "angry", "empty", "little", "strange", "clever", "gentle", "funny", "shiny",
-               "silly", "wet"]
+               "silly", "wet", "fat", "thin", "slow", "fast", "pink", "black", "white", "brown",
+               "yellow", "purple", "dusty", "noisy", "lucky", "sharp", "smooth", "rough", "fresh", "tired",
+               "rich", "poor", "polite", "curious", "lonely"]
 # (third person singular, plural present, past)
 _TRANSITIVE = [("sees", "see", "saw"), ("finds", "find", "found"), ("likes", "like", "liked"),
                ("wants", "want", "wanted"), ("takes", "take", "took"), ("holds", "hold", "held"),
@@ -293,7 +303,11 @@ _TRANSITIVE = [("sees", "see", "saw"), ("finds", "find", "found"), ("likes", "li
                ("brings", "bring", "brought"), ("helps", "help", "helped"),
                ("loves", "love", "loved"), ("keeps", "keep", "kept"), ("drops", "drop", "dropped"),
                ("eats", "eat", "ate"), ("reads", "read", "read"), ("pushes", "push", "pushed"),
-               ("pulls", "pull", "pulled"), ("visits", "visit", "visited")]
+               ("pulls", "pull", "pulled"), ("visits", "visit", "visited"),
+               ("catches", "catch", "caught"), ("feeds", "feed", "fed"), ("washes", "wash", "washed"),
+               ("fixes", "fix", "fixed"), ("sells", "sell", "sold"), ("buys", "buy", "bought"),
+               ("throws", "throw", "threw"), ("meets", "meet", "met"), ("draws", "draw", "drew"),
+               ("kicks", "kick", "kicked")]
 _INTRANSITIVE = [("sleeps", "sleep", "slept"), ("runs", "run", "ran"), ("sings", "sing", "sang"),
                  ("waits", "wait", "waited"), ("smiles", "smile", "smiled"),
                  ("laughs", "laugh", "laughed"), ("dances", "dance", "danced"),
@@ -302,13 +316,19 @@ _INTRANSITIVE = [("sleeps", "sleep", "slept"), ("runs", "run", "ran"), ("sings",
                  ("jumps", "jump", "jumped"), ("cries", "cry", "cried"),
                  ("wanders", "wander", "wandered"), ("shouts", "shout", "shouted"),
                  ("works", "work", "worked"), ("dreams", "dream", "dreamed"),
-                 ("climbs", "climb", "climbed")]
+                 ("climbs", "climb", "climbed"), ("sneezes", "sneeze", "sneezed"), ("hums", "hum", "hummed"),
+                 ("yawns", "yawn", "yawned"), ("waves", "wave", "waved"), ("nods", "nod", "nodded"),
+                 ("hops", "hop", "hopped"), ("grins", "grin", "grinned"),
+                 ("travels", "travel", "travelled")]
 _THING_VERBS = [("falls", "fall", "fell"), ("shines", "shine", "shone"), ("stands", "stand", "stood"),
                 ("breaks", "break", "broke"), ("rolls", "roll", "rolled"), ("shakes", "shake", "shook"),
                 ("glows", "glow", "glowed"), ("sinks", "sink", "sank"), ("turns", "turn", "turned"),
-                ("rings", "ring", "rang"), ("floats", "float", "floated"), ("waits", "wait", "waited")]
+                ("rings", "ring", "rang"), ("floats", "float", "floated"), ("waits", "wait", "waited"),
+                ("melts", "melt", "melted"), ("drips", "drip", "dripped"), ("spins", "spin", "spun"),
+                ("cracks", "crack", "cracked"), ("bends", "bend", "bent")]
 _ADVERBS = ["slowly", "quickly", "quietly", "again", "today", "often", "softly", "alone", "loudly",
-            "gladly", "early", "late", "there", "here", "away", "home"]
+            "gladly", "early", "late", "there", "here", "away", "home", "soon", "twice", "together",
+            "badly"]
 _PREPOSITIONS = ["in", "on", "under", "near", "behind", "beside", "with", "over", "into", "by",
                  "from", "past", "above", "below", "across", "around"]
 _CONJUNCTIONS = ["and", "but", "while", "because", "so", "until", "when"]

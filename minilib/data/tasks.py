@@ -43,10 +43,10 @@ def _check_generator(generator) -> None:
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
 
 
-def _next_token_batch(z: torch.Tensor, answer_from: int) -> TaskBatch:
-    """Split ``z (B, N+1)`` into inputs/targets; targets at positions ``>= answer_from`` count."""
+def _next_token_batch(z: torch.Tensor, answers: slice) -> TaskBatch:
+    """Split ``z (B, N+1)`` into inputs/targets; the targets at input positions ``answers`` count."""
     mask = torch.zeros(z.shape[0], z.shape[1] - 1, dtype=torch.bool)
-    mask[:, answer_from:] = True
+    mask[:, answers] = True
     return TaskBatch(z[:, :-1].contiguous(), z[:, 1:].contiguous(), mask)
 
 
@@ -85,7 +85,7 @@ def copy_task(batch_size: int, *, seq_len: int, vocab_size: int, generator: torc
     _check_generator(generator)
     s = torch.randint(0, vocab_size, (batch_size, seq_len), generator=generator)
     sep = torch.full((batch_size, 1), vocab_size)
-    return _next_token_batch(torch.cat([s, sep, s], dim=1), seq_len)
+    return _next_token_batch(torch.cat([s, sep, s], dim=1), slice(seq_len, None))
 
 
 def reverse_task(batch_size: int, *, seq_len: int, vocab_size: int, generator: torch.Generator) -> Seq2SeqBatch:
@@ -142,10 +142,7 @@ def associative_recall(batch_size: int, *, n_pairs: int, n_keys: int, n_values: 
     answers = values.gather(1, latest)
     z = torch.cat([torch.stack([keys, values], dim=2).flatten(1),
                    torch.stack([queries, answers], dim=2).flatten(1)], dim=1)
-    batch = _next_token_batch(z, 0)
-    mask = torch.zeros_like(batch.mask)
-    mask[:, 2 * n_pairs::2] = True
-    return TaskBatch(batch.inputs, batch.targets, mask)
+    return _next_token_batch(z, slice(2 * n_pairs, None, 2))
 
 
 def selective_copying(batch_size: int, *, n_tokens: int, seq_len: int, vocab_size: int,
@@ -172,7 +169,7 @@ def selective_copying(batch_size: int, *, n_tokens: int, seq_len: int, vocab_siz
     content = torch.randint(0, vocab_size, (batch_size, n_tokens), generator=generator)
     region = torch.full((batch_size, seq_len), vocab_size).scatter(1, positions, content)
     sep = torch.full((batch_size, 1), vocab_size + 1)
-    return _next_token_batch(torch.cat([region, sep, content], dim=1), seq_len)
+    return _next_token_batch(torch.cat([region, sep, content], dim=1), slice(seq_len, None))
 
 
 def delayed_recall(batch_size: int, *, delay: int, vocab_size: int, generator: torch.Generator,
@@ -194,7 +191,7 @@ def delayed_recall(batch_size: int, *, delay: int, vocab_size: int, generator: t
     content = torch.randint(0, vocab_size, (batch_size, n_remember), generator=generator)
     fill = torch.full((batch_size, delay), vocab_size)
     query = torch.full((batch_size, 1), vocab_size + 1)
-    return _next_token_batch(torch.cat([content, fill, query, content], dim=1), n_remember + delay)
+    return _next_token_batch(torch.cat([content, fill, query, content], dim=1), slice(n_remember + delay, None))
 
 
 def induction_heads(batch_size: int, *, seq_len: int, vocab_size: int, generator: torch.Generator) -> TaskBatch:
@@ -220,7 +217,7 @@ def induction_heads(batch_size: int, *, seq_len: int, vocab_size: int, generator
     z = z.scatter(1, p, trigger).scatter(1, p + 1, b)
     z[:, seq_len - 1:seq_len] = trigger
     z[:, seq_len:] = b
-    return _next_token_batch(z, seq_len - 1)
+    return _next_token_batch(z, slice(seq_len - 1, None))
 
 
 def key_value_lookup(batch_size: int, *, n_pairs: int, vocab_size: int, generator: torch.Generator,
@@ -267,7 +264,7 @@ def key_value_lookup(batch_size: int, *, n_pairs: int, vocab_size: int, generato
     tail = torch.cat([torch.full((batch_size, 1), vocab_size + 2), keys[rows, j],
                       torch.full((batch_size, 1), vocab_size), values[rows, j]], dim=1)
     z = torch.cat([book, tail], dim=1)
-    return _next_token_batch(z, z.shape[1] - 1 - value_len)
+    return _next_token_batch(z, slice(z.shape[1] - 1 - value_len, None))
 
 
 def meap_mask(idx: torch.Tensor, *, p: float, mask_id: int, generator: torch.Generator,
