@@ -137,7 +137,9 @@ def test_log_prob_of_impossible_text_is_minus_inf(default_source):
     assert default_source.log_prob("The The") == -math.inf
     assert default_source.log_prob("The cat sees.\n") == -math.inf  # a transitive verb needs an object
     assert default_source.log_prob("Xyz") == -math.inf
+    assert default_source.log_prob("The foxes sees the cat.\n") == -math.inf  # number agreement
     assert default_source.log_prob("The cat sleeps.\n") > -math.inf
+    assert default_source.log_prob("Two hungry foxes chased my ball into the river.\n") > -math.inf
 
 
 def test_sampling_is_deterministic_and_seed_dependent(default_source):

@@ -344,7 +344,7 @@ def _zipf(items: list, exponent: float) -> list[tuple[object, float]]:
 
 
 def english_like_grammar(*, zipf_exponent: float = 1.0) -> tuple[dict[State, list[Emission]], State]:
-    r"""The book's default grammar: sentences like ``The two hungry foxes chased a ball into the river.``
+    r"""The book's default grammar: sentences like ``Two hungry foxes chased my ball into the river.``
 
     Structure (probabilities in the code below): subject (a name, or determiner, up to two
     adjectives, noun) - verb agreeing in number with the subject, present or past, intransitive
@@ -434,9 +434,9 @@ def english_like_grammar(*, zipf_exponent: float = 1.0) -> tuple[dict[State, lis
     def render(state, word):
         if word == ".":
             return ".\n"
-        if state == start or word in _NAMES:
-            return word.capitalize() if state == start else " " + word.capitalize()
-        return " " + word
+        if state == start:
+            return word.capitalize()
+        return " " + (word.capitalize() if word in _NAMES else word)
 
     emissions = {s: [Emission(w, render(s, w), p, nxt) for (w, nxt), p in ws.items() if p > 0]
                  for s, ws in table.items()}
