@@ -60,6 +60,8 @@ def test_iid_source_log_prob_by_hand():
     assert src.log_prob("") == 0.0
     assert src.log_prob("aba") == -math.inf  # "b" must come in pairs
     assert src.log_prob("c") == -math.inf
+    np.testing.assert_allclose(src.char_log_probs("abba"), np.log([p, 1 - p, 1.0, p]), atol=1e-12)
+    np.testing.assert_array_equal(src.char_log_probs("aba")[2:], [-np.inf])
 
 
 def test_source_rejects_bad_tables():
@@ -130,6 +132,18 @@ def test_log_prob_of_prefixes_is_consistent(default_source, long_sample):
         t = long_sample[:cut]
         total = np.logaddexp.reduce([default_source.log_prob(t + c) for c in alphabet])
         assert total == pytest.approx(default_source.log_prob(t), abs=1e-9)
+
+
+def test_char_log_probs_are_normalised_conditionals(default_source, long_sample):
+    alphabet = list(default_source.char_distribution())
+    text = long_sample[:400]
+    scores = default_source.char_log_probs(text)
+    assert scores.shape == (400,) and np.all(scores <= 1e-12)
+    assert scores.sum() == pytest.approx(default_source.log_prob(text), abs=1e-8)
+    for t in (0, 5, 44, 211, 399):  # sum over every possible next character is 1
+        nxt = [default_source.char_log_probs(text[:t] + c)[-1] for c in alphabet]
+        assert np.logaddexp.reduce(nxt) == pytest.approx(0.0, abs=1e-9)
+        assert nxt[alphabet.index(text[t])] == pytest.approx(scores[t], abs=1e-9)
 
 
 def test_log_prob_of_impossible_text_is_minus_inf(default_source):

@@ -72,7 +72,17 @@ class MarkovTextSource:
         self._check_irreducible()
         self._by_text = {s: {e.text: e for e in es} for s, es in self.emissions.items()}
         self._max_len = max(len(e.text) for es in self.emissions.values() for e in es)
+        self._prefix_mass = {s: self._prefix_masses(es) for s, es in self.emissions.items()}
         self._cum = {s: np.cumsum([e.prob for e in es]) for s, es in self.emissions.items()}
+
+    @staticmethod
+    def _prefix_masses(es: list[Emission]) -> dict[str, float]:
+        """For every non-empty prefix u of a rendering: the total probability of the words written u...."""
+        mass: dict[str, float] = {}
+        for e in es:
+            for k in range(1, len(e.text) + 1):
+                mass[e.text[:k]] = mass.get(e.text[:k], 0.0) + e.prob
+        return mass
 
     def _check_decodable(self) -> None:
         first = {s: {e.text[0] for e in es} for s, es in self.emissions.items()}
@@ -215,43 +225,65 @@ class MarkovTextSource:
                     break
         return "".join(pieces)[:n_chars]
 
-    def log_prob(self, text: str) -> float:
-        r"""Exact natural-log probability that the source's first ``len(text)`` characters equal ``text``.
-
-        Forward algorithm over (position, state): $\alpha_0(\text{start}) = 1$,
-        $\alpha_{i+|r(s,w)|}(\delta(s,w)) \mathrel{+}= \alpha_i(s)\, p(w \mid s)$ whenever
-        $r(s,w)$ is written at position $i$; the last word may be cut, so
-
-        $$ P(x_{1:n}) = \sum_{i \le n} \sum_s \alpha_i(s) \sum_{w:\ |r(s,w)| > n - i,\ r(s,w)_{1:n-i} = x_{i+1:n}} p(w\mid s). $$
-
-        Returns ``-inf`` for a text the source cannot write. See :cite:`cover2006elements`.
-        """
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a str, got {type(text).__name__}")
-        n = len(text)
+    def _forward(self, text: str) -> dict[int, dict[State, float]]:
+        """``log alpha_i(s)``: log-probability that whole words write ``text[:i]`` and leave the source in ``s``."""
         alpha: dict[int, dict[State, float]] = {0: {self.start: 0.0}}
-        tail_terms: list[float] = []
-        for i in range(n + 1):
-            live = alpha.pop(i, None)
-            if not live:
-                continue
-            rest = text[i:]
-            for s, la in live.items():
-                cut = math.fsum(e.prob for e in self.emissions[s]
-                                if len(e.text) > len(rest) and e.text.startswith(rest))
-                if cut > 0:
-                    tail_terms.append(la + math.log(cut))
+        n = len(text)
+        for i in range(n):
+            for s, la in alpha.get(i, {}).items():
                 table = self._by_text[s]
-                for k in range(1, min(self._max_len, len(rest)) + 1):
-                    e = table.get(rest[:k])
+                for k in range(1, min(self._max_len, n - i) + 1):
+                    e = table.get(text[i:i + k])
                     if e is not None:
                         slot = alpha.setdefault(i + k, {})
                         lp = la + math.log(e.prob)
                         old = slot.get(e.next_state)
                         slot[e.next_state] = lp if old is None else float(np.logaddexp(old, lp))
-        if not tail_terms:
-            return -math.inf
-        return float(np.logaddexp.reduce(tail_terms))
+        return alpha
+
+    def _log_prefix(self, text: str, alpha: dict[int, dict[State, float]], t: int) -> float:
+        if t == 0:
+            return 0.0
+        terms = []
+        for i in range(max(0, t - self._max_len), t):
+            for s, la in alpha.get(i, {}).items():
+                mass = self._prefix_mass[s].get(text[i:t])
+                if mass:
+                    terms.append(la + math.log(mass))
+        return float(np.logaddexp.reduce(terms)) if terms else -math.inf
+
+    def log_prob(self, text: str) -> float:
+        r"""Exact natural-log probability that the source's first ``len(text)`` characters equal ``text``.
+
+        Forward algorithm over (position, state): $\alpha_0(\text{start}) = 1$,
+        $\alpha_{i+|r(s,w)|}(\delta(s,w)) \mathrel{+}= \alpha_i(s)\, p(w \mid s)$ whenever
+        $r(s,w)$ is written at position $i$. Exactly one word covers the last character, starting
+        at some $i < n$ and possibly cut by the end of the text, so
+
+        $$ P(x_{1:n}) = \sum_{i < n} \sum_s \alpha_i(s) \sum_{w:\ r(s,w)_{1:n-i} = x_{i+1:n}} p(w\mid s). $$
+
+        Returns ``-inf`` for a text the source cannot write. See :cite:`cover2006elements`.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        return self._log_prefix(text, self._forward(text), len(text))
+
+    def char_log_probs(self, text: str) -> np.ndarray:
+        r"""Log-probability of every character given all the characters before it: the ideal model's scores.
+
+        $$ \log P(x_t \mid x_{<t}) = \log P(x_{1:t}) - \log P(x_{1:t-1}), \qquad t = 1, \dots, n, $$
+
+        each prefix probability as in :meth:`log_prob`. Their negative mean over a long text tends to
+        :meth:`entropy_rate_per_char`; plotted per position they show where the information sits
+        (word beginnings). ``text`` (n characters) -> float64 array (n,); ``-inf`` from the first
+        impossible character on. See :cite:`cover2006elements`.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        alpha = self._forward(text)
+        prefix = np.array([self._log_prefix(text, alpha, t) for t in range(len(text) + 1)])
+        with np.errstate(invalid="ignore"):
+            return np.where(np.isfinite(prefix[:-1]), prefix[1:] - prefix[:-1], -np.inf)
 
 
 # ---------------------------------------------------------------------- the default grammar
