@@ -73,6 +73,9 @@ def test_source_rejects_bad_tables():
                                 Emission("ab", "ab", 0.3, "s")]}, "s")
     # "ab" is a word and "a" is one too, but no word starts with "b": one character of look-ahead decides
     MarkovTextSource({"s": [Emission("a", "a", 0.5, "s"), Emission("ab", "ab", 0.5, "s")]}, "s")
+    with pytest.raises(ValueError, match="several emissions"):  # same word to two states: not unifilar
+        MarkovTextSource({"s": [Emission("a", "a", 0.5, "s"), Emission("a", "a", 0.5, "t")],
+                          "t": [Emission("b", "b", 1.0, "s")]}, "s")
     with pytest.raises(ValueError, match="unknown state"):
         MarkovTextSource({"s": [Emission("a", "a", 1.0, "t")]}, "s")
     with pytest.raises(ValueError, match="irreducible"):

@@ -77,7 +77,7 @@ class MarkovTextSource:
 
     @staticmethod
     def _prefix_masses(es: list[Emission]) -> dict[str, float]:
-        """For every non-empty prefix u of a rendering: the total probability of the words written u...."""
+        """For every non-empty prefix $u$ of a rendering: the total probability of the renderings that start with $u$."""
         mass: dict[str, float] = {}
         for e in es:
             for k in range(1, len(e.text) + 1):
@@ -87,14 +87,17 @@ class MarkovTextSource:
     def _check_decodable(self) -> None:
         first = {s: {e.text[0] for e in es} for s, es in self.emissions.items()}
         for s, es in self.emissions.items():
-            if len({e.text for e in es}) != len(es):
-                raise ValueError(f"emissions[{s!r}]: two words share a rendering")
-            extended = sorted((e.text + c, e.word) for e in es for c in first[e.next_state])
+            texts = [e.text for e in es]
+            if len(set(texts)) != len(texts):
+                twice = sorted({t for t in texts if texts.count(t) > 1})
+                raise ValueError(f"emissions[{s!r}]: several emissions are written {twice}; the rendering "
+                                 f"must identify the word and the next state")
+            extended = sorted((e.text + c, k) for k, e in enumerate(es) for c in first[e.next_state])
             # In sorted order a string that is a prefix of another is a prefix of its successor.
-            for (a, wa), (b, wb) in zip(extended, extended[1:]):
-                if wa != wb and b.startswith(a):
-                    raise ValueError(f"emissions[{s!r}]: renderings of {wa!r} and {wb!r} are not prefix-free "
-                                     f"with one character of look-ahead ({a!r} is a prefix of {b!r})")
+            for (a, ka), (b, kb) in zip(extended, extended[1:]):
+                if ka != kb and b.startswith(a):
+                    raise ValueError(f"emissions[{s!r}]: renderings of {es[ka].word!r} and {es[kb].word!r} are not "
+                                     f"prefix-free with one character of look-ahead ({a!r} is a prefix of {b!r})")
 
     def _check_irreducible(self) -> None:
         n = len(self.states)
