@@ -6,6 +6,15 @@ language-model batches, and the synthetic tasks later chapters reuse.
 - :mod:`minilib.data.batching`: :func:`lm_batches`, :func:`train_val_split`, :func:`lm_eval_windows`;
 - :mod:`minilib.data.tasks`: copy, reversal, associative recall, selective copying, delayed recall,
   induction heads, key-value lookup, and :func:`meap_mask`.
+
+Typical use in a chapter::
+
+    text, source = tiny_corpus(200_000, seed=0)
+    tok = CharTokenizer(text)
+    train_ids, val_ids = train_val_split(tok.encode(text), 0.1)
+    batches = lm_batches(train_ids, batch_size=32, seq_len=128, generator=torch.Generator().manual_seed(0))
+    floor = source.entropy_rate_per_char()      # nats/char, the loss no model can beat
+    baseline = source.char_unigram_entropy()    # nats/char, letter frequencies only
 """
 from .batching import lm_batches, lm_eval_windows, train_val_split
 from .corpus import Emission, MarkovTextSource, english_like_grammar, tiny_corpus
