@@ -90,7 +90,7 @@ def _standard_scores(T: int, n_samples: int) -> torch.Tensor:
 def _attention_statistics(T: int, score_var: float, n_samples: int):
     keep = torch.tril(torch.ones(T, T, dtype=torch.bool))
     if score_var == 0:
-        A = (keep / keep.sum(-1, keepdim=True))[None].double()
+        A = (keep.double() / keep.sum(-1, keepdim=True))[None]
     else:
         z = math.sqrt(score_var) * _standard_scores(T, n_samples)
         A = torch.softmax(z.masked_fill(~keep, float("-inf")), dim=-1)
