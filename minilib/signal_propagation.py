@@ -195,6 +195,16 @@ def _mean_square(w: torch.Tensor) -> float:
     return w.detach().double().pow(2).mean().item()
 
 
+def _attention_backward(seq_len: int, r: float, score_var: float, gain: float, r_grad: float) -> tuple[float, float]:
+    _, _, g_bwd, r_out = causal_average_moments(seq_len, r, r_grad=r_grad, score_var=score_var)
+    return gain * g_bwd, r_out
+
+
+def _ffn_backward(ffn_args: dict, r_grad: float) -> tuple[float, float]:
+    _, _, g_bwd, r_out = ffn_moments(r_grad=r_grad, **ffn_args)
+    return g_bwd, r_out
+
+
 @torch.no_grad()
 def predicted_moments(model: nn.Module, *, seq_len: int, r0: float) -> dict[str, torch.Tensor]:
     r"""Per-layer forward variance, token correlation and gradient variance predicted by moment propagation.
@@ -234,12 +244,11 @@ def predicted_moments(model: nn.Module, *, seq_len: int, r0: float) -> dict[str,
                 score_var = s_q * s_k * q_in ** 2
                 g_avg, r_f, _, _ = causal_average_moments(seq_len, r, score_var=score_var)
                 g_f = q_in * s_v * s_o * g_avg
-                backward = (lambda rg, sv=score_var, so=s_v * s_o, rr=r:
-                            (lambda m: (so * m[2], m[3]))(causal_average_moments(seq_len, rr, r_grad=rg, score_var=sv)))
+                backward = functools.partial(_attention_backward, seq_len, r, score_var, s_v * s_o)
             else:
-                g_f, r_f, _, _ = ffn_moments(ffn.kind, s1=s1, s2=s2, s3=s3, q=q_in, r=r)
-                backward = (lambda rg, kw=dict(kind=ffn.kind, s1=s1, s2=s2, s3=s3, q=q_in, r=r):
-                            ffn_moments(r_grad=rg, **kw)[2:])
+                ffn_args = dict(kind=ffn.kind, s1=s1, s2=s2, s3=s3, q=q_in, r=r)
+                g_f, r_f, _, _ = ffn_moments(**ffn_args)
+                backward = functools.partial(_ffn_backward, ffn_args)
             y = lam2 * q + beta2 * g_f
             r = (lam2 * q * r + beta2 * g_f * r_f) / y
             subs.append((block.pre_norm, lam2, beta2, q, y, backward))
@@ -250,10 +259,8 @@ def predicted_moments(model: nn.Module, *, seq_len: int, r0: float) -> dict[str,
     for i, (pre_norm, lam2, beta2, q_in, y, backward) in enumerate(reversed(subs)):
         g_b, r_b = backward(r_g)
         branch = beta2 * g_b * ((d - 2) / d / q_in if pre_norm else 1.0)
-        scale = 1.0 if pre_norm else 1.0 / y
-        p_new = p * scale * (lam2 + branch)
+        p = p * (lam2 + branch) * (1.0 if pre_norm else 1.0 / y)
         r_g = (lam2 * r_g + branch * r_b) / (lam2 + branch)
-        p = p_new
         if i % 2 == 1:
             grad.append(p)
     as_t = lambda v: torch.tensor(v, dtype=torch.float64)
