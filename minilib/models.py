@@ -96,7 +96,8 @@ class TransformerLM(nn.Module):
     ``"learned"``, ``"alibi"``, ``"none"``. Post-norm models have no final norm (each block ends in one).
     ``init="default"`` draws every weight from $\mathcal N(0, 0.02^2)$; ``"xavier"`` then redraws the linear
     layers with variance $2/(d_\text{in} + d_\text{out})$ :cite:`glorot2010understanding`; ``"deepscale"`` applies
-    :func:`minilib.signal_propagation.deepscale_init_` (moment-preserving weights, residual scaling).
+    :func:`minilib.signal_propagation.deepscale_init_` (moment-preserving weights, residual scaling)
+    for sequences of ``max_len`` uniformly random tokens.
     See :cite:`vaswani2017attention`, :cite:`radford2019gpt2`, :cite:`kedia2024deepscalelm`.
     """
 
