@@ -71,19 +71,23 @@ class Block(nn.Module):
         self.attn = MultiHeadAttention(d_model, n_heads, n_kv_heads=n_kv_heads, rope=rope)
         self.ffn = FeedForward(d_model, d_ff, kind=ffn)
         self.norm1, self.norm2 = make_norm(norm, d_model), make_norm(norm, d_model)
-        # DeepScaleLM residual scaling x <- lam * x + beta * f(...); (1.0, 1.0) is the plain residual, bit for bit.
+        # (lam, beta) of DeepScaleLM's scaled residual lam * x + beta * f; (1.0, 1.0) is the plain residual.
         self.residual_scales = (1.0, 1.0)
+
+    def residual(self, x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+        r"""$x + f$, or DeepScaleLM's $\lambda x + \beta f$ when ``residual_scales`` is not ``(1.0, 1.0)``. See :cite:`kedia2024deepscalelm`."""
+        lam, beta = self.residual_scales
+        return x + update if (lam, beta) == (1.0, 1.0) else lam * x + beta * update
 
     def forward(self, x: torch.Tensor, *, cache: KVCache | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
         def attend(h):
             return self.attn(h, causal=True, cache=cache, bias=bias)
 
-        lam, beta = self.residual_scales
         if self.pre_norm:
-            x = lam * x + beta * attend(self.norm1(x))
-            return lam * x + beta * self.ffn(self.norm2(x))
-        x = self.norm1(lam * x + beta * attend(x))
-        return self.norm2(lam * x + beta * self.ffn(x))
+            x = self.residual(x, attend(self.norm1(x)))
+            return self.residual(x, self.ffn(self.norm2(x)))
+        x = self.norm1(self.residual(x, attend(x)))
+        return self.norm2(self.residual(x, self.ffn(x)))
 
 
 class TransformerLM(nn.Module):

@@ -23,19 +23,27 @@ def one_thread():
 
 
 @pytest.mark.parametrize("pre_norm", [True, False])
-def test_plain_residual_is_bit_identical(pre_norm):
+def test_plain_residual_is_bit_identical_and_scaled_residual_follows_its_equation(pre_norm):
     torch.manual_seed(0)
     block = Block(16, 4, n_kv_heads=None, d_ff=24, norm="layer", pre_norm=pre_norm, ffn="gelu", rope=True)
-    x = torch.randn(2, 7, 16)
+    x = torch.randn(2, 7, 16, requires_grad=True)
     attend = lambda h: block.attn(h, causal=True)
-    if pre_norm:
-        h = x + attend(block.norm1(x))
-        want = h + block.ffn(block.norm2(h))
-    else:
-        h = block.norm1(x + attend(x))
-        want = block.norm2(h + block.ffn(h))
+
+    def by_hand(lam, beta):
+        if pre_norm:
+            h = lam * x + beta * attend(block.norm1(x)) if lam != 1 else x + attend(block.norm1(x))
+            return lam * h + beta * block.ffn(block.norm2(h)) if lam != 1 else h + block.ffn(block.norm2(h))
+        h = block.norm1(lam * x + beta * attend(x) if lam != 1 else x + attend(x))
+        return block.norm2(lam * h + beta * block.ffn(h) if lam != 1 else h + block.ffn(h))
+
     assert block.residual_scales == (1.0, 1.0)
-    assert torch.equal(block(x), want)
+    got, want = block(x), by_hand(1.0, 1.0)
+    assert torch.equal(got, want)
+    params = [x] + list(block.parameters())
+    for a, b in zip(torch.autograd.grad(got.square().sum(), params), torch.autograd.grad(want.square().sum(), params)):
+        assert torch.equal(a, b)
+    block.residual_scales = (0.6, 0.8)
+    torch.testing.assert_close(block(x), by_hand(0.6, 0.8))
 
 
 def test_residual_scales_are_normalised():
