@@ -17,8 +17,10 @@ from minilib._checks import require_tensor
 from minilib.attention import KVCache, MultiHeadAttention, attention_weights
 from minilib.norms import LayerNorm, RMSNorm
 from minilib.positional import alibi_bias, alibi_slopes, sinusoidal
+from minilib.signal_propagation import deepscale_init_
 
 POSITIONS = ("rope", "sinusoidal", "learned", "alibi", "none")
+INITS = ("default", "xavier", "deepscale")
 
 
 def make_norm(kind: str, d: int) -> nn.Module:
@@ -69,16 +71,23 @@ class Block(nn.Module):
         self.attn = MultiHeadAttention(d_model, n_heads, n_kv_heads=n_kv_heads, rope=rope)
         self.ffn = FeedForward(d_model, d_ff, kind=ffn)
         self.norm1, self.norm2 = make_norm(norm, d_model), make_norm(norm, d_model)
+        # (lam, beta) of DeepScaleLM's scaled residual lam * x + beta * f; (1.0, 1.0) is the plain residual.
+        self.residual_scales = (1.0, 1.0)
+
+    def residual(self, x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+        r"""$x + f$, or DeepScaleLM's $\lambda x + \beta f$ when ``residual_scales`` is not ``(1.0, 1.0)``. See :cite:`kedia2024deepscalelm`."""
+        lam, beta = self.residual_scales
+        return x + update if (lam, beta) == (1.0, 1.0) else lam * x + beta * update
 
     def forward(self, x: torch.Tensor, *, cache: KVCache | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
         def attend(h):
             return self.attn(h, causal=True, cache=cache, bias=bias)
 
         if self.pre_norm:
-            x = x + attend(self.norm1(x))
-            return x + self.ffn(self.norm2(x))
-        x = self.norm1(x + attend(x))
-        return self.norm2(x + self.ffn(x))
+            x = self.residual(x, attend(self.norm1(x)))
+            return self.residual(x, self.ffn(self.norm2(x)))
+        x = self.norm1(self.residual(x, attend(x)))
+        return self.norm2(self.residual(x, self.ffn(x)))
 
 
 class TransformerLM(nn.Module):
@@ -89,15 +98,21 @@ class TransformerLM(nn.Module):
 
     ``idx (B, T)`` int -> ``logits (B, T, vocab_size)``. ``pos`` is one of ``"rope"``, ``"sinusoidal"``,
     ``"learned"``, ``"alibi"``, ``"none"``. Post-norm models have no final norm (each block ends in one).
-    See :cite:`vaswani2017attention`, :cite:`radford2019gpt2`.
+    ``init="default"`` draws every weight from $\mathcal N(0, 0.02^2)$; ``"xavier"`` then redraws the linear
+    layers with variance $2/(d_\text{in} + d_\text{out})$ :cite:`glorot2010understanding`; ``"deepscale"`` applies
+    :func:`minilib.signal_propagation.deepscale_init_` (moment-preserving weights, residual scaling)
+    for sequences of ``max_len`` uniformly random tokens.
+    See :cite:`vaswani2017attention`, :cite:`radford2019gpt2`, :cite:`kedia2024deepscalelm`.
     """
 
     def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, *, n_kv_heads: int | None = None,
                  d_ff: int | None = None, max_len: int = 1024, norm: str = "rms", pre_norm: bool = True,
-                 ffn: str = "swiglu", pos: str = "rope"):
+                 ffn: str = "swiglu", pos: str = "rope", init: str = "default"):
         super().__init__()
         if pos not in POSITIONS:
             raise ValueError(f"pos must be one of {POSITIONS}, got {pos!r}")
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
         if d_ff is None:
             d_ff = 4 * d_model if ffn == "gelu" else 8 * ((8 * d_model // 3 + 7) // 8)
         self.vocab_size, self.max_len, self.pos, self.n_heads = vocab_size, max_len, pos, n_heads
@@ -112,6 +127,12 @@ class TransformerLM(nn.Module):
                   rope=pos == "rope") for _ in range(n_layers))
         self.final_norm = make_norm(norm, d_model) if pre_norm else nn.Identity()
         self.apply(self._init_weights)
+        if init == "xavier":
+            for module in self.modules():
+                if isinstance(module, nn.Linear):
+                    nn.init.xavier_normal_(module.weight)
+        if init == "deepscale":
+            deepscale_init_(self, seq_len=max_len, r0=1.0 / vocab_size)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

@@ -51,3 +51,49 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_last_dim(x, self.d)
         return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps) * self.weight
+
+
+class CRMSNorm(nn.Module):
+    r"""Compressed RMSNorm: RMSNorm of a zero-mean $d$-vector stored in its first $d-1$ coordinates.
+
+    A zero-mean $x \in \mathbb{R}^d$ is determined by $z = x_{1:d-1}$, since $x_d = -\sum_i z_i$. Then
+
+    $$ \operatorname{CRMSNorm}(z) = \frac{z}{\sqrt{\tfrac1d\left(\sum_{i=1}^{d-1} z_i^2 + \big(\sum_{i=1}^{d-1} z_i\big)^2\right) + \epsilon}} $$
+
+    equals the first $d-1$ coordinates of $\operatorname{RMSNorm}(x)$ with unit gain; the gain is
+    folded into the next linear layer. ``z (..., d-1) -> (..., d-1)``; ``d`` is the implied size.
+    See :cite:`jiang2023prermsnorm`.
+    """
+
+    def __init__(self, d: int, *, eps: float = 1e-6):
+        super().__init__()
+        if d < 2:
+            raise ValueError(f"CRMSNorm needs the implied size d >= 2, got d={d}")
+        self.d, self.eps = d, eps
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        _check_last_dim(z, self.d - 1)
+        mean_square = (z.pow(2).sum(dim=-1, keepdim=True) + z.sum(dim=-1, keepdim=True).pow(2)) / self.d
+        return z * torch.rsqrt(mean_square + self.eps)
+
+
+class BiasNorm(nn.Module):
+    r"""Zipformer's BiasNorm: divide by the RMS of the input shifted by a learned bias, scale by $e^\gamma$.
+
+    $$ \operatorname{BiasNorm}(x) = \frac{x}{\operatorname{RMS}(x - b)}\, e^{\gamma},\qquad
+       \operatorname{RMS}(v) = \sqrt{\tfrac1d \textstyle\sum_i v_i^2} $$
+
+    with a channel-wise bias $b \in \mathbb{R}^d$ (used only inside the RMS) and a scalar $\gamma$.
+    Unlike LayerNorm the output is not invariant to the input's length $\lVert x\rVert$ when $b \neq 0$.
+    ``x (..., d) -> (..., d)``. See :cite:`yao2024zipformer`.
+    """
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.d = d
+        self.bias = nn.Parameter(torch.zeros(d))
+        self.log_scale = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_last_dim(x, self.d)
+        return x * torch.rsqrt((x - self.bias).pow(2).mean(dim=-1, keepdim=True)) * self.log_scale.exp()
