@@ -75,7 +75,7 @@ class Block(nn.Module):
         self.residual_scales = (1.0, 1.0)
 
     def residual(self, x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
-        r"""$x + f$, or DeepScaleLM's $\lambda x + \beta f$ when ``residual_scales`` is not ``(1.0, 1.0)``. See :cite:`kedia2024deepscalelm`."""
+        r"""$x + f$, or DeepScaleLM's $\lambda x + \beta f$ when ``residual_scales`` is not ``(1.0, 1.0)``. See :cite:`kedia2024stable`."""
         lam, beta = self.residual_scales
         return x + update if (lam, beta) == (1.0, 1.0) else lam * x + beta * update
 
@@ -102,7 +102,7 @@ class TransformerLM(nn.Module):
     layers with variance $2/(d_\text{in} + d_\text{out})$ :cite:`glorot2010understanding`; ``"deepscale"`` applies
     :func:`minilib.signal_propagation.deepscale_init_` (moment-preserving weights, residual scaling)
     for sequences of ``max_len`` uniformly random tokens.
-    See :cite:`vaswani2017attention`, :cite:`radford2019gpt2`, :cite:`kedia2024deepscalelm`.
+    See :cite:`vaswani2017attention`, :cite:`radford2019gpt2`, :cite:`kedia2024stable`.
     """
 
     def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, *, n_kv_heads: int | None = None,

@@ -14,7 +14,7 @@ $$ x_{l+1} = \lambda\, x_l + \beta\, f(x_l), \qquad \lambda^2 + \beta^2 = 1. $$
 
 This module reads models through the attributes of :class:`minilib.models.TransformerLM`
 (``embed``, ``blocks``, ``block.attn``, ``block.ffn``) and imports nothing from ``models``.
-See :cite:`kedia2024deepscalelm`.
+See :cite:`kedia2024stable`.
 """
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def causal_average_moments(seq_len: int, r: float, *, r_grad: float = 0.0, score
     (bars: means over positions / pairs). With ``score_var = 0`` the attention is uniform,
     $A_{ts} = 1/(t+1)$, as for small query/key weights; otherwise the scores are independent
     $\mathcal N(0, \text{score\_var})$ and the expectation is a seeded average over ``n_samples`` draws.
-    Returns ``(g_fwd, r_out, g_bwd, r_grad_out)``. Causal form of the attention rule of :cite:`kedia2024deepscalelm`.
+    Returns ``(g_fwd, r_out, g_bwd, r_grad_out)``. Causal form of the attention rule of :cite:`kedia2024stable`.
     """
     if seq_len < 1:
         raise ValueError(f"seq_len must be >= 1, got {seq_len}")
@@ -121,7 +121,7 @@ def ffn_moments(kind: str, *, s1: float, s2: float, s3: float = 1.0, q: float = 
 
     The correlations replace one factor $\phi(a)^2$ by $\phi(a_1)\phi(a_2)$ over a token pair of
     correlation $r$ (and multiply by ``r_grad`` backward). Returns ``(g_fwd, r_out, g_bwd, r_grad_out)``.
-    See :cite:`kedia2024deepscalelm`.
+    See :cite:`kedia2024stable`.
     """
     if kind not in ("gelu", "swiglu"):
         raise ValueError(f"kind must be 'gelu' or 'swiglu', got {kind!r}")
@@ -142,7 +142,7 @@ def residual_scales(n_layers: int) -> tuple[float, float]:
     $$ x_{l+1} = \lambda x_l + \beta f(x_l),\qquad \beta^2 = \frac{1}{L},\ \lambda^2 = 1 - \frac1L $$
 
     for a model of $L$ layers ($2L$ residual branches); at $L = 192$ this is the
-    $\beta^2 \approx 0.005$ of the authors' released scripts. See :cite:`kedia2024deepscalelm`.
+    $\beta^2 \approx 0.005$ of the authors' released scripts. See :cite:`kedia2024stable`.
     """
     if n_layers < 1:
         raise ValueError(f"n_layers must be >= 1, got {n_layers}")
@@ -165,7 +165,7 @@ def deepscale_init_(model: nn.Module, *, seq_len: int, r0: float) -> nn.Module:
     with $g_\text{fwd}(r_l)$ from :func:`causal_average_moments` (unit score variance, which
     $\sigma_Q^2 = \sigma_K^2 = 1/d$ gives) at the token correlation $r_l$ predicted for layer $l$,
     starting from ``r0`` (e.g. $1/V$ for uniform random tokens), and the residual weights of
-    :func:`residual_scales`. Returns ``model``. See :cite:`kedia2024deepscalelm`.
+    :func:`residual_scales`. Returns ``model``. See :cite:`kedia2024stable`.
     """
     d = model.embed.weight.shape[1]
     lam, beta = residual_scales(len(model.blocks))
@@ -221,7 +221,7 @@ def predicted_moments(model: nn.Module, *, seq_len: int, r0: float) -> dict[str,
     $r' = (\lambda^2 q r + \beta^2 g_\text{fwd} r_f)/q'$ (the gradient correlation likewise, downwards).
     The LayerNorm Jacobian contributes $1/q$ and, on a branch, removes 2 of $d$ directions.
     Returns ``forward (L+1,)``, ``backward (L+1,)`` (top = 1) and ``r (L+1,)``, index 0 being the
-    embedding output. Norm gains are taken as 1. See :cite:`kedia2024deepscalelm`.
+    embedding output. Norm gains are taken as 1. See :cite:`kedia2024stable`.
     """
     d = model.embed.weight.shape[1]
     q = _mean_square(model.embed.weight)
@@ -276,7 +276,7 @@ def signal_moments(model: nn.Module, idx: torch.Tensor, *, seed: int = 0) -> dic
 
     $x_0$ is the embedding output and $x_l$ the output of block $l$; the backward signal is a
     seeded standard-normal cotangent injected at the last block's output. ``idx (B, T)`` ->
-    ``forward (L+1,)``, ``backward (L+1,)``. See :cite:`kedia2024deepscalelm`.
+    ``forward (L+1,)``, ``backward (L+1,)``. See :cite:`kedia2024stable`.
     """
     require_tensor("idx", idx, ndim=2)
     streams: list[torch.Tensor] = []
