@@ -184,17 +184,21 @@ def standard_attention_numpy(q, k, v, *, causal=False, scale=None):
 
 
 def sram_block_sizes(M: int, d: int) -> tuple[int, int]:
-    r"""Block sizes that fit an SRAM of ``M`` elements, following :cite:`dao2022flashattention`.
+    r"""The largest query block that fits an SRAM of ``M`` elements, following :cite:`dao2022flashattention`.
 
-    $$ B_q = \max(1, \lfloor M / 4d \rfloor),\qquad B_k = \max(1, \min(\lfloor M / 4d\rfloor, d)) $$
+    With head dim ``d`` (and ``Dv = d``) :func:`flash_attention_numpy` holds
+    $2 B_q d + 2 B_k d + B_q B_k + 2 B_q$ elements, so take
 
-    so the score tile $B_q B_k \le M/4$ and each of $Q_i$, $K_j$, $V_j$, ``acc`` is at most
-    about $M/4$.  Returns ``(block_q, block_k)`` for :func:`flash_attention_numpy`.
+    $$ B_k = \max(1, \min(d, \lfloor M / 8d \rfloor)),\qquad
+       B_q = \max\Big(1, \Big\lfloor \frac{M - 2 B_k d}{2d + B_k + 2} \Big\rfloor\Big) , $$
+
+    i.e. $B_q = \Theta(M/d)$ as in the paper, and the ``sram_peak`` stays at most ``M`` whenever
+    ``M >= 4 d (d + 1)``.  Returns ``(block_q, block_k)``.
     """
     _check_block("M", M)
     _check_block("d", d)
-    b = max(1, M // (4 * d))
-    return b, max(1, min(b, d))
+    block_k = max(1, min(d, M // (8 * d)))
+    return max(1, (M - 2 * block_k * d) // (2 * d + block_k + 2)), block_k
 
 
 def predicted_hbm_accesses(N: int, d: int, M: int) -> dict:
@@ -203,8 +207,8 @@ def predicted_hbm_accesses(N: int, d: int, M: int) -> dict:
     $$ \text{flash} = \frac{N^2 d^2}{M},\qquad \text{standard} = N d + N^2 $$
 
     (Theorem 2 of :cite:`dao2022flashattention`; constants dropped).  Counted traffic of
-    :func:`flash_attention_numpy` with :func:`sram_block_sizes` is about ``8x`` the flash term
-    plus an ``O(Nd)`` remainder.  Returns ``{"flash": float, "standard": float}``.
+    :func:`flash_attention_numpy` with :func:`sram_block_sizes` is $2N^2 d / B_q + O(Nd)$,
+    about ``7x`` the flash term plus the ``O(Nd)`` remainder.  Returns ``{"flash": float, "standard": float}``.
     """
     return {"flash": N * N * d * d / M, "standard": float(N * d + N * N)}
 
