@@ -519,8 +519,9 @@ def block_sparse_attention(q, k, v, block_mask, *, block_size=64, causal=False, 
     $$ \mathrm{out} = \operatorname{softmax}(s\,QK^\top + \mathrm{mask})\,V,\qquad
        \mathrm{mask}_{tj} = 0 \text{ if } M_{\lfloor t/b\rfloor \lfloor j/b\rfloor} \text{ (and } j \text{ visible when causal)}, -\infty \text{ otherwise} $$
 
-    For each query block the kept key blocks are gathered and only they are visited; masked
-    blocks are never read.  ``q (B, H, T, D)``, ``k (B, Hkv, S, D)``, ``v (B, Hkv, S, Dv)``,
+    For each query block the kept key blocks are gathered (heads with the same pattern, or the
+    same number of kept blocks when not causal, in one batched call) and only they are visited;
+    masked blocks are never read.  ``q (B, H, T, D)``, ``k (B, Hkv, S, D)``, ``v (B, Hkv, S, Dv)``,
     ``block_mask`` bool ``(H or 1, ceil(T/b), ceil(S/b))`` -> ``(B, H, T, Dv)``; rows with no
     kept key give zeros.  Equals ``sdpa`` with the expanded mask.
     See :cite:`dao2022flashattention,child2019sparse`.
@@ -538,31 +539,29 @@ def block_sparse_attention(q, k, v, block_mask, *, block_size=64, causal=False, 
                          f"block_size={block_size}; got {tuple(block_mask.shape)}")
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     q_pos, k_pos = _bottom_right(T, S)
-    shared = block_mask.shape[0] == 1
-    heads = [slice(0, H)] if shared else [slice(h, h + 1) for h in range(H)]
-    keep = block_mask.cpu().tolist()
+    group = H // Hkv
+    keep = block_mask.expand(H, nq, nk).cpu().tolist()
     inner_k = max(block_size, 512)  # gathered keys are scanned in wider tiles: fewer Python steps
-    per_head = []
-    for hs in heads:
-        qh = q[:, hs]
-        kh = k if shared else k[:, [hs.start * Hkv // H]]
-        vh = v if shared else v[:, [hs.start * Hkv // H]]
-        rows_out = []
-        for i in range(nq):
-            r0, r1 = i * block_size, min(T, (i + 1) * block_size)
-            cols = [j for j in range(nk) if keep[0 if shared else hs.start][i][j]]
-            if len(cols) == nk:
-                idx = None
-            else:
-                idx = [c for j in cols for c in range(j * block_size, min(S, (j + 1) * block_size))]
-            kg = kh if idx is None else kh[:, :, idx]
-            vg = vh if idx is None else vh[:, :, idx]
-            kp = k_pos if idx is None else idx
-            qt = qh[:, :, r0:r1]
+    out = q.new_zeros(B, H, T, v.shape[-1], dtype=torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype))
+    for i in range(nq):
+        r0, r1 = i * block_size, min(T, (i + 1) * block_size)
+        # heads whose kept key blocks can share one batched call: same blocks when causal (the
+        # mask needs common key positions), else just the same number of blocks
+        batches = {}
+        for h in range(H):
+            cols = tuple(j for j in range(nk) if keep[h][i][j])
+            if cols:
+                batches.setdefault(cols if causal else len(cols), []).append((h, cols))
+        for members in batches.values():
+            heads = [h for h, _ in members]
+            idx = [[c for j in cols for c in range(j * block_size, min(S, (j + 1) * block_size))] for _, cols in members]
+            kv_heads = torch.tensor([h // group for h in heads])[:, None]
+            idx_t = torch.tensor(idx)
+            kg, vg = k[:, kv_heads, idx_t], v[:, kv_heads, idx_t]  # (B, len(heads), kept keys, D)
+            qt = q[:, heads, r0:r1]
             if causal:
-                o = _attend(qt, kg, vg, scale, q_pos[r0:r1], kp, block_size, inner_k)[0]
+                o = _attend(qt, kg, vg, scale, q_pos[r0:r1], idx[0], block_size, inner_k)[0]
             else:
                 o = _attend(qt, kg, vg, scale, None, None, block_size, inner_k)[0]
-            rows_out.append(o)
-        per_head.append(torch.cat(rows_out, dim=2))
-    return torch.cat(per_head, dim=1)
+            out[:, heads, r0:r1] = o
+    return out
