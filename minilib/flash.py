@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 import torch
@@ -340,6 +342,27 @@ def _backward(q, k, v, out, lse, dout, dlse, scale, q_pos, k_pos, G, block_q, bl
     return dq, dk, dv
 
 
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _map_units(fn, tensors, n_units):
+    """Run ``fn`` on slices of dim 0 of ``tensors`` (the batch x kv-head axis) in parallel work units.
+
+    Like the thread blocks of a GPU kernel, each worker owns whole heads and runs its tiles with
+    single-threaded ops: torch's own intra-op threading would synchronise every small tile op.
+    ``fn`` returns a tuple of tensors, concatenated back along dim 0.
+    """
+    workers = min(torch.get_num_threads(), n_units)
+    if workers <= 1:
+        return fn(*tensors)
+    if workers not in _POOLS:
+        _POOLS[workers] = ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,))
+    step = -(-n_units // workers)
+    futures = [_POOLS[workers].submit(fn, *(None if t is None else t[a:a + step] for t in tensors))
+               for a in range(0, n_units, step)]
+    return tuple(torch.cat(parts) for parts in zip(*(f.result() for f in futures)))
+
+
 class _FlashAttention(torch.autograd.Function):
     """Custom autograd function: forward keeps only (q, k, v, out, lse); backward recomputes tiles."""
 
@@ -351,7 +374,8 @@ class _FlashAttention(torch.autograd.Function):
         qr = _to_rows(q.to(dtype), n_kv)
         kr = k.to(dtype).reshape(B * n_kv, *k.shape[2:])
         vr = v.to(dtype).reshape(B * n_kv, *v.shape[2:])
-        out, lse = _forward(qr, kr, vr, scale, q_pos, k_pos, H // n_kv, block_q, block_k)
+        fwd = partial(_forward, scale=scale, q_pos=q_pos, k_pos=k_pos, G=H // n_kv, block_q=block_q, block_k=block_k)
+        out, lse = _map_units(fwd, (qr, kr, vr), B * n_kv)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.args = (scale, q_pos, k_pos, block_q, block_k)
         ctx.set_materialize_grads(False)
@@ -370,7 +394,8 @@ class _FlashAttention(torch.autograd.Function):
         qr = _to_rows(q.to(dtype), n_kv)
         kr = k.to(dtype).reshape(B * n_kv, *k.shape[2:])
         vr = v.to(dtype).reshape(B * n_kv, *v.shape[2:])
-        dq, dk, dv = _backward(qr, kr, vr, out, lse, dor, dlr, scale, q_pos, k_pos, H // n_kv, block_q, block_k)
+        bwd = partial(_backward, scale=scale, q_pos=q_pos, k_pos=k_pos, G=H // n_kv, block_q=block_q, block_k=block_k)
+        dq, dk, dv = _map_units(bwd, (qr, kr, vr, out, lse, dor, dlr), B * n_kv)
         return (_from_rows(dq, B, H, T).to(q.dtype), dk.reshape(k.shape).to(k.dtype),
                 dv.reshape(v.shape).to(v.dtype), None, None, None, None, None)
 
@@ -411,7 +436,8 @@ def flash_attention(q, k, v, *, causal=False, scale=None, block_q=64, block_k=64
 
     computed in ``block_q x block_k`` tiles with online softmax; a custom
     ``torch.autograd.Function`` saves only ``out`` and the row log-sum-exp and recomputes each
-    tile in the backward (FlashAttention-2 order).  Fully masked causal tiles are skipped.
+    tile in the backward (FlashAttention-2 order).  Fully masked causal tiles are skipped; the
+    (batch x kv-head) units are shared among ``torch.get_num_threads()`` single-threaded workers.
     ``q (B, H, T, D)``, ``k (B, Hkv, S, D)``, ``v (B, Hkv, S, Dv)`` -> ``(B, H, T, Dv)``.
     float16/bfloat16 inputs are computed in float32.  See :func:`flash_attention_lse`,
     :cite:`dao2022flashattention,dao2023flashattention2`.
