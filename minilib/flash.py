@@ -345,22 +345,40 @@ def _backward(q, k, v, out, lse, dout, dlse, scale, q_pos, k_pos, G, block_q, bl
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 
 
-def _map_units(fn, tensors, n_units):
-    """Run ``fn`` on slices of dim 0 of ``tensors`` (the batch x kv-head axis) in parallel work units.
+def _run_units(fn, items):
+    """``[fn(x) for x in items]``, the items shared among ``torch.get_num_threads()`` worker threads.
 
-    Like the thread blocks of a GPU kernel, each worker owns whole heads and runs its tiles with
-    single-threaded ops: torch's own intra-op threading would synchronise every small tile op.
+    Like the thread blocks of a GPU kernel, each worker takes whole work units (heads, sequences,
+    query blocks) and runs them with single-threaded ops: torch's own intra-op threading would
+    synchronise its threads on every small tile op.  Inside a worker this runs serially, so units
+    may nest; the caller's grad mode is carried into the workers.
+    """
+    workers = min(torch.get_num_threads(), len(items))
+    if workers <= 1:
+        return [fn(x) for x in items]
+    if workers not in _POOLS:
+        _POOLS[workers] = ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,))
+    grad = torch.is_grad_enabled()
+
+    def run(x):
+        with torch.set_grad_enabled(grad):
+            return fn(x)
+
+    return list(_POOLS[workers].map(run, items))
+
+
+def _map_units(fn, tensors, n_units):
+    """Run ``fn`` on slices of dim 0 of ``tensors`` (the batch x kv-head axis) as parallel work units.
+
     ``fn`` returns a tuple of tensors, concatenated back along dim 0.
     """
     workers = min(torch.get_num_threads(), n_units)
     if workers <= 1:
         return fn(*tensors)
-    if workers not in _POOLS:
-        _POOLS[workers] = ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,))
     step = -(-n_units // workers)
-    futures = [_POOLS[workers].submit(fn, *(None if t is None else t[a:a + step] for t in tensors))
-               for a in range(0, n_units, step)]
-    return tuple(torch.cat(parts) for parts in zip(*(f.result() for f in futures)))
+    parts = _run_units(lambda a: fn(*(None if t is None else t[a:a + step] for t in tensors)),
+                       list(range(0, n_units, step)))
+    return tuple(torch.cat(p) for p in zip(*parts))
 
 
 class _FlashAttention(torch.autograd.Function):
@@ -529,14 +547,19 @@ def varlen_attention(q, k, v, cu_seqlens, *, causal=False, scale=None, block_q=2
     check_attention_inputs(q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None])
     block_q, block_k = _check_block("block_q", block_q), _check_block("block_k", block_k)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    pieces = []
-    for a, b in zip(bounds, bounds[1:]):
-        if a == b:
-            continue
+
+    def one_sequence(span):
+        a, b = span
         qi, ki, vi = (x[a:b].transpose(0, 1)[None] for x in (q, k, v))
         q_pos, k_pos = _bottom_right(b - a, b - a) if causal else (None, None)
-        pieces.append(_attend(qi, ki, vi, scale, q_pos, k_pos, block_q, block_k)[0][0].transpose(0, 1))
-    return torch.cat(pieces) if pieces else q.new_zeros(0, q.shape[1], v.shape[-1], dtype=v.dtype)
+        return _attend(qi, ki, vi, scale, q_pos, k_pos, block_q, block_k)[0][0].transpose(0, 1)
+
+    # each sequence is one work unit, the longest first so the workers finish together
+    spans = sorted(((a, b) for a, b in zip(bounds, bounds[1:]) if b > a), key=lambda ab: ab[0] - ab[1])
+    pieces = dict(zip(spans, _run_units(one_sequence, spans)))
+    if not pieces:
+        return q.new_zeros(0, q.shape[1], v.shape[-1], dtype=v.dtype)
+    return torch.cat([pieces[span] for span in sorted(pieces)])
 
 
 def block_sparse_attention(q, k, v, block_mask, *, block_size=64, causal=False, scale=None):
@@ -545,9 +568,9 @@ def block_sparse_attention(q, k, v, block_mask, *, block_size=64, causal=False, 
     $$ \mathrm{out} = \operatorname{softmax}(s\,QK^\top + \mathrm{mask})\,V,\qquad
        \mathrm{mask}_{tj} = 0 \text{ if } M_{\lfloor t/b\rfloor \lfloor j/b\rfloor} \text{ (and } j \text{ visible when causal)}, -\infty \text{ otherwise} $$
 
-    For each query block the kept key blocks are gathered (heads with the same pattern, or the
-    same number of kept blocks when not causal, in one batched call) and only they are visited;
-    masked blocks are never read.  ``q (B, H, T, D)``, ``k (B, Hkv, S, D)``, ``v (B, Hkv, S, Dv)``,
+    Each query block is a work unit: its kept key blocks are gathered (heads with the same
+    kept keys, or the same number of them when not causal, in one batched call) and only
+    they are visited; masked blocks are never read.  ``q (B, H, T, D)``, ``k (B, Hkv, S, D)``, ``v (B, Hkv, S, Dv)``,
     ``block_mask`` bool ``(H or 1, ceil(T/b), ceil(S/b))`` -> ``(B, H, T, Dv)``; rows with no
     kept key give zeros.  Equals ``sdpa`` with the expanded mask.
     See :cite:`dao2022flashattention,child2019sparse`.
@@ -568,19 +591,21 @@ def block_sparse_attention(q, k, v, block_mask, *, block_size=64, causal=False, 
     group = H // Hkv
     keep = block_mask.expand(H, nq, nk).cpu().tolist()
     inner_k = max(block_size, 512)  # gathered keys are scanned in wider tiles: fewer Python steps
-    out = q.new_zeros(B, H, T, v.shape[-1], dtype=torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype))
-    for i in range(nq):
+    out_dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
+
+    def query_block(i):
         r0, r1 = i * block_size, min(T, (i + 1) * block_size)
-        # heads whose kept key blocks can share one batched call: same blocks when causal (the
-        # mask needs common key positions), else just the same number of blocks
+        out = q.new_zeros(B, H, r1 - r0, v.shape[-1], dtype=out_dtype)
+        # heads whose kept keys can share one batched call: the same keys when causal (the mask
+        # needs common key positions), else just the same number of keys
         batches = {}
         for h in range(H):
-            cols = tuple(j for j in range(nk) if keep[h][i][j])
-            if cols:
-                batches.setdefault(cols if causal else len(cols), []).append((h, cols))
+            idx = tuple(c for j in range(nk) if keep[h][i][j] for c in range(j * block_size, min(S, (j + 1) * block_size)))
+            if idx:
+                batches.setdefault(idx if causal else len(idx), []).append((h, idx))
         for members in batches.values():
             heads = [h for h, _ in members]
-            idx = [[c for j in cols for c in range(j * block_size, min(S, (j + 1) * block_size))] for _, cols in members]
+            idx = [list(cols) for _, cols in members]
             kv_heads = torch.tensor([h // group for h in heads])[:, None]
             idx_t = torch.tensor(idx)
             kg, vg = k[:, kv_heads, idx_t], v[:, kv_heads, idx_t]  # (B, len(heads), kept keys, D)
@@ -589,5 +614,7 @@ def block_sparse_attention(q, k, v, block_mask, *, block_size=64, causal=False, 
                 o = _attend(qt, kg, vg, scale, q_pos[r0:r1], idx[0], block_size, inner_k)[0]
             else:
                 o = _attend(qt, kg, vg, scale, None, None, block_size, inner_k)[0]
-            out[:, heads, r0:r1] = o
-    return out
+            out[:, heads] = o
+        return out
+
+    return torch.cat(_run_units(query_block, list(range(nq))), dim=2)
