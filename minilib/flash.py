@@ -592,6 +592,9 @@ def block_sparse_attention(q, k, v, block_mask, *, block_size=64, causal=False, 
     keep = block_mask.expand(H, nq, nk).cpu().tolist()
     inner_k = max(block_size, 512)  # gathered keys are scanned in wider tiles: fewer Python steps
     out_dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
+    whole_blocks = None if S % block_size else tuple(x.reshape(B, Hkv * nk, -1) for x in (k, v))
+    key_ids = torch.arange(nk * block_size).split(block_size)
+    key_ids = key_ids[:-1] + (key_ids[-1][:S - (nk - 1) * block_size],)
 
     def query_block(i):
         r0, r1 = i * block_size, min(T, (i + 1) * block_size)
@@ -600,18 +603,23 @@ def block_sparse_attention(q, k, v, block_mask, *, block_size=64, causal=False, 
         # needs common key positions), else just the same number of keys
         batches = {}
         for h in range(H):
-            idx = tuple(c for j in range(nk) if keep[h][i][j] for c in range(j * block_size, min(S, (j + 1) * block_size)))
-            if idx:
-                batches.setdefault(idx if causal else len(idx), []).append((h, idx))
+            cols = tuple(j for j in range(nk) if keep[h][i][j])
+            if cols:
+                n_keys = len(cols) * block_size - (block_size * nk - S if cols[-1] == nk - 1 else 0)
+                batches.setdefault(cols if causal else n_keys, []).append((h, cols))
         for members in batches.values():
             heads = [h for h, _ in members]
-            idx = [list(cols) for _, cols in members]
-            kv_heads = torch.tensor([h // group for h in heads])[:, None]
-            idx_t = torch.tensor(idx)
-            kg, vg = k[:, kv_heads, idx_t], v[:, kv_heads, idx_t]  # (B, len(heads), kept keys, D)
+            # key indices built by torch, not Python loops: workers share the GIL
+            idx_t = torch.stack([torch.cat([key_ids[j] for j in cols]) for _, cols in members])
+            if whole_blocks is not None:  # copy whole (block_size, D) blocks: a fast contiguous gather
+                rows = torch.tensor([(h // group) * nk + j for h, cols in members for j in cols])
+                kg, vg = (x.index_select(1, rows).reshape(B, len(heads), idx_t.shape[1], -1) for x in whole_blocks)
+            else:
+                kv_heads = torch.tensor([h // group for h in heads])[:, None]
+                kg, vg = k[:, kv_heads, idx_t], v[:, kv_heads, idx_t]  # (B, len(heads), kept keys, D)
             qt = q[:, heads, r0:r1]
             if causal:
-                o = _attend(qt, kg, vg, scale, q_pos[r0:r1], idx[0], block_size, inner_k)[0]
+                o = _attend(qt, kg, vg, scale, q_pos[r0:r1], idx_t[0].tolist(), block_size, inner_k)[0]
             else:
                 o = _attend(qt, kg, vg, scale, None, None, block_size, inner_k)[0]
             out[:, heads] = o
