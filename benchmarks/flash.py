@@ -278,7 +278,7 @@ def plot(results, path):
     a.axvline(1.0, color="k", lw=0.8)
     a.axvline(1.5, color="tab:red", ls="--", lw=0.8, label="target 1.5x")
     a.set_xlabel("time / torch SDPA (causal fwd, N=%d)" % results["forward"]["N"])
-    a.set_title("optimisation ladder (CPU, 2 threads)")
+    a.set_title("optimisation ladder (rungs 1-5: 1 thread; 6, SDPA: 2)", fontsize=10)
     a.legend(fontsize=8)
     io = results["io"]
     b.loglog([r["M"] for r in io["flash"]], [r["counted"] for r in io["flash"]], "o-", label="counted (flash)")
