@@ -1,0 +1,319 @@
+"""minilib.flash against torch's scaled_dot_product_attention (fp64), closed-form IO counts and gradcheck."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings, strategies as st
+
+from minilib.flash import (block_sparse_attention, flash_attention, flash_attention_lse, flash_attention_numpy,
+                           flash_decode, merge_partials, predicted_hbm_accesses, sram_block_sizes,
+                           standard_attention_numpy, varlen_attention)
+
+FAST = settings(max_examples=25, deadline=None)
+TOL = dict(rtol=0, atol=1e-10)
+
+
+def bottom_right(T, S):
+    """keep[t, j] = key j is visible to query t when the T queries are the last T of S positions."""
+    return torch.ones(T, S, dtype=torch.bool).tril(S - T)
+
+
+def reference(q, k, v, *, causal=False, mask=None, scale=None):
+    """torch SDPA with an explicit bool mask (True = keep) and GQA; fully masked rows give zeros."""
+    T, S = q.shape[2], k.shape[2]
+    keep = torch.ones(T, S, dtype=torch.bool) if mask is None else mask
+    if causal:
+        keep = keep & bottom_right(T, S)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=keep, scale=scale, enable_gqa=k.shape[1] != q.shape[1])
+
+
+def reference_lse(q, k, *, causal=False, scale=None):
+    T, S = q.shape[2], k.shape[2]
+    k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+    scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5 if scale is None else scale)
+    if causal:
+        scores = scores.masked_fill(~bottom_right(T, S), -math.inf)
+    return torch.logsumexp(scores, dim=-1)
+
+
+def qkv(B, H, Hkv, T, S, D, Dv, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    make = lambda *shape: torch.randn(*shape, generator=g, dtype=dtype).requires_grad_()  # noqa: E731
+    return make(B, H, T, D), make(B, Hkv, S, D), make(B, Hkv, S, Dv)
+
+
+def grads(out, inputs, seed=1, rounded_to=None):
+    """Vector-Jacobian products with a seeded upstream gradient (optionally rounded to a dtype first)."""
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return torch.autograd.grad(out, inputs, g.to(rounded_to or out.dtype).to(out.dtype))
+
+
+shapes = st.fixed_dictionaries({
+    "B": st.integers(1, 2), "Hkv": st.integers(1, 2), "G": st.sampled_from([1, 2, 3]),
+    "T": st.sampled_from([1, 2, 7, 16, 33, 70]), "S": st.sampled_from([1, 3, 16, 31, 65, 90]),
+    "D": st.sampled_from([1, 4, 8]), "Dv": st.sampled_from([1, 5, 8]), "causal": st.booleans(),
+    "block_q": st.sampled_from([1, 5, 16, 64]), "block_k": st.sampled_from([1, 7, 16, 64]),
+})
+
+
+# ------------------------------------------------------------------ flash_attention
+
+@FAST
+@given(shapes)
+def test_flash_attention_forward_backward_matches_sdpa(c):
+    q, k, v = qkv(c["B"], c["Hkv"] * c["G"], c["Hkv"], c["T"], c["S"], c["D"], c["Dv"])
+    out, lse = flash_attention_lse(q, k, v, causal=c["causal"], block_q=c["block_q"], block_k=c["block_k"])
+    ref = reference(q, k, v, causal=c["causal"])
+    torch.testing.assert_close(out, ref, **TOL)
+    torch.testing.assert_close(lse, reference_lse(q, k, causal=c["causal"]), **TOL)
+    for a, b in zip(grads(out, (q, k, v)), grads(ref, (q, k, v))):
+        torch.testing.assert_close(a, b, **TOL)
+
+
+def test_flash_attention_default_blocks_long_sequence_and_scale():
+    q, k, v = qkv(1, 4, 2, 150, 200, 16, 16)
+    out = flash_attention(q, k, v, causal=True, scale=0.3)
+    ref = reference(q, k, v, causal=True, scale=0.3)
+    torch.testing.assert_close(out, ref, **TOL)
+    for a, b in zip(grads(out, (q, k, v)), grads(ref, (q, k, v))):
+        torch.testing.assert_close(a, b, **TOL)
+
+
+def test_gradcheck_out_and_lse():
+    q, k, v = qkv(1, 2, 1, 5, 7, 3, 2)
+    assert torch.autograd.gradcheck(
+        lambda q, k, v: flash_attention_lse(q, k, v, causal=True, block_q=2, block_k=3), (q, k, v))
+    assert torch.autograd.gradcheck(lambda q, k, v: flash_attention(q, k, v, block_q=4, block_k=2), (q, k, v))
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float16, 2e-3), (torch.bfloat16, 2e-2), (torch.float32, 1e-5)])
+def test_low_precision_inputs_accumulate_in_fp32(dtype, tol):
+    q, k, v = (x.detach().to(dtype).requires_grad_() for x in qkv(2, 4, 2, 100, 130, 32, 32))
+    out, lse = flash_attention_lse(q, k, v, causal=True, block_q=32, block_k=48)
+    assert out.dtype == dtype and lse.dtype == (torch.float32 if dtype != torch.float64 else dtype)
+    q64, k64, v64 = (x.detach().double().requires_grad_() for x in (q, k, v))
+    ref = reference(q64, k64, v64, causal=True)
+    torch.testing.assert_close(out.double(), ref, rtol=0, atol=tol)
+    for a, b in zip(grads(out, (q, k, v)), grads(ref, (q64, k64, v64), rounded_to=dtype)):
+        assert a.dtype == dtype
+        torch.testing.assert_close(a.double(), b, rtol=0, atol=4 * tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_huge_logits_stay_finite(dtype):
+    q, k, v = (x.detach().to(dtype) for x in qkv(1, 2, 2, 40, 50, 8, 8))
+    q = (q / q.norm(dim=-1, keepdim=True) * 1e2 * math.sqrt(8)).requires_grad_()  # logits up to about ±1e4
+    k = (k / k.norm(dim=-1, keepdim=True) * 1e2).requires_grad_()
+    v.requires_grad_()
+    out, lse = flash_attention_lse(q, k, v, causal=True, block_q=8, block_k=16)
+    assert lse.abs().max() > 5e3
+    assert torch.isfinite(out).all() and torch.isfinite(lse).all()
+    assert all(torch.isfinite(g).all() for g in grads(out, (q, k, v)))
+    ref = reference(q.double(), k.double(), v.double(), causal=True)
+    torch.testing.assert_close(out.double(), ref, rtol=0, atol=1e-5 if dtype == torch.float32 else 1e-10)
+
+
+def test_fully_masked_rows_give_zeros_and_zero_gradient():
+    q, k, v = qkv(1, 2, 1, 9, 4, 4, 3)  # causal with T > S: the first 5 queries see no key
+    out, lse = flash_attention_lse(q, k, v, causal=True, block_q=2, block_k=3)
+    assert (out[:, :, :5] == 0).all() and torch.isinf(lse[:, :, :5]).all() and (lse[:, :, :5] < 0).all()
+    dq, dk, dv = grads(out, (q, k, v))
+    assert (dq[:, :, :5] == 0).all() and torch.isfinite(dk).all() and torch.isfinite(dv).all()
+    torch.testing.assert_close(out, reference(q, k, v, causal=True), **TOL)
+
+
+@pytest.mark.parametrize("call", [
+    lambda q, k, v: flash_attention(q, k, v, block_q=0),
+    lambda q, k, v: flash_attention(q, k, v, block_k=-3),
+    lambda q, k, v: flash_attention(q, k, v, block_q=2.5),
+])
+def test_bad_block_sizes_raise(call):
+    q, k, v = qkv(1, 2, 2, 4, 4, 4, 4)
+    with pytest.raises(ValueError, match="block_"):
+        call(q, k, v)
+
+
+def test_bad_shapes_raise():
+    q, k, v = qkv(1, 3, 2, 4, 5, 4, 4)
+    with pytest.raises(ValueError, match="multiple"):
+        flash_attention(q, k, v)
+    with pytest.raises(ValueError, match="head_dim"):
+        flash_attention(q[:, :2], k[..., :3], v)
+    with pytest.raises(ValueError, match="q must have 4"):
+        flash_attention(q[0], k, v)
+    with pytest.raises(ValueError, match="length"):
+        flash_attention(q[:, :2], k, v[:, :, :4])
+
+
+# ------------------------------------------------------------------ NumPy walkthrough and IO counts
+
+@FAST
+@given(shapes)
+def test_numpy_walkthrough_matches_sdpa(c):
+    q, k, v = (x.detach() for x in qkv(c["B"], c["Hkv"] * c["G"], c["Hkv"], c["T"], c["S"], c["D"], c["Dv"]))
+    out, lse, _ = flash_attention_numpy(q.numpy(), k.numpy(), v.numpy(), causal=c["causal"],
+                                        block_q=c["block_q"], block_k=c["block_k"])
+    np.testing.assert_allclose(out, reference(q, k, v, causal=c["causal"]).numpy(), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(lse, reference_lse(q, k, causal=c["causal"]).numpy(), rtol=0, atol=1e-10)
+    std, _ = standard_attention_numpy(q.numpy(), k.numpy(), v.numpy(), causal=c["causal"])
+    np.testing.assert_allclose(std, out, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("T, S, D, Dv, bq, bk", [(8, 8, 4, 4, 4, 4), (10, 7, 3, 5, 4, 3), (64, 96, 8, 8, 16, 32)])
+def test_io_counts_equal_closed_form(T, S, D, Dv, bq, bk):
+    q, k, v = (x.detach().numpy() for x in qkv(2, 2, 2, T, S, D, Dv))
+    _, _, io = flash_attention_numpy(q, k, v, block_q=bq, block_k=bk)
+    heads = 4
+    assert io["hbm_reads"] == heads * (T * D + math.ceil(T / bq) * S * (D + Dv))
+    assert io["hbm_writes"] == heads * T * (Dv + 1)
+    bq_, bk_ = min(bq, T), min(bk, S)
+    assert io["sram_peak"] == bq_ * D + bk_ * (D + Dv) + bq_ * bk_ + bq_ * Dv + 2 * bq_
+    _, io_std = standard_attention_numpy(q, k, v)
+    assert io_std["hbm_reads"] == heads * (T * D + S * D + 2 * T * S + S * Dv)
+    assert io_std["hbm_writes"] == heads * (2 * T * S + T * Dv)
+
+
+def test_io_counts_causal_visit_only_visible_tiles():
+    # T = S = 8, blocks of 4: query block 0 sees key block 0; query block 1 sees key blocks 0 and 1
+    q, k, v = (x.detach().numpy()[0, 0] for x in qkv(1, 1, 1, 8, 8, 3, 2))
+    _, _, io = flash_attention_numpy(q, k, v, causal=True, block_q=4, block_k=4)
+    assert io["hbm_reads"] == 8 * 3 + 3 * 4 * (3 + 2)
+    # T = 6 > S = 2: query block 0 (rows 0..2) is fully masked and not even read
+    q6 = np.random.default_rng(0).standard_normal((6, 3))
+    out, lse, io = flash_attention_numpy(q6, k[:2], v[:2], causal=True, block_q=3, block_k=4)
+    assert io["hbm_reads"] == 3 * 3 + 2 * (3 + 2)
+    assert (out[:4] == 0).all() and np.isneginf(lse[:4]).all()
+
+
+def test_io_scales_like_theorem_2():
+    """Counted flash traffic / (N^2 d^2 / M) stays within 6..12 while M varies 8x; standard is 4 N^2 + O(Nd)."""
+    N, d = 512, 16
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((N, d)) for _ in range(3))
+    ratios = []
+    for M in (1024, 2048, 4096, 8192):
+        bq, bk = sram_block_sizes(M, d)
+        _, _, io = flash_attention_numpy(q, k, v, block_q=bq, block_k=bk)
+        assert io["sram_peak"] <= M
+        ratios.append((io["hbm_reads"] + io["hbm_writes"]) / predicted_hbm_accesses(N, d, M)["flash"])
+    assert all(6 <= r <= 12 for r in ratios) and max(ratios) / min(ratios) < 1.5, ratios
+    _, io_std = standard_attention_numpy(q, k, v)
+    assert 3 <= (io_std["hbm_reads"] + io_std["hbm_writes"]) / predicted_hbm_accesses(N, d, 1)["standard"] <= 5
+
+
+def test_io_saving_at_4096_is_at_least_5x():
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((4096, 64)).astype(np.float32) for _ in range(3))
+    _, _, io = flash_attention_numpy(q, k, v, block_q=256, block_k=256)
+    naive = 4096 * 64 * 4 + 4 * 4096 * 4096  # standard_attention_numpy's closed form (checked above)
+    assert naive / (io["hbm_reads"] + io["hbm_writes"]) >= 5
+
+
+def test_numpy_bad_arguments_raise():
+    x = np.zeros((4, 4))
+    with pytest.raises(ValueError, match="block_q"):
+        flash_attention_numpy(x, x, x, block_q=0)
+    with pytest.raises(ValueError, match="k must be"):
+        flash_attention_numpy(x, np.zeros((4, 3)), x)
+    with pytest.raises(TypeError, match="q must be a numpy"):
+        flash_attention_numpy(torch.zeros(4, 4), x, x)
+
+
+# ------------------------------------------------------------------ merge, decode, varlen, block-sparse
+
+def test_merge_partials_equals_attention_over_union():
+    q, k, v = qkv(2, 4, 2, 6, 50, 8, 8)
+    cuts = [0, 13, 14, 40, 50]
+    parts = [flash_attention_lse(q, k[:, :, a:b], v[:, :, a:b], block_q=4, block_k=8) for a, b in zip(cuts, cuts[1:])]
+    out, lse = merge_partials([p[0] for p in parts], [p[1] for p in parts])
+    ref = reference(q, k, v)
+    torch.testing.assert_close(out, ref, **TOL)
+    torch.testing.assert_close(lse, reference_lse(q, k), **TOL)
+    for a, b in zip(grads(out, (q, k, v)), grads(ref, (q, k, v))):
+        torch.testing.assert_close(a, b, **TOL)
+
+
+def test_merge_partials_with_empty_part_and_bad_input():
+    q, k, v = qkv(1, 1, 1, 3, 5, 4, 4)
+    full = flash_attention_lse(q, k, v)
+    empty = (torch.zeros_like(full[0]), torch.full_like(full[1], -math.inf))
+    out, lse = merge_partials([full[0], empty[0]], [full[1], empty[1]])
+    torch.testing.assert_close(out, full[0], **TOL)
+    out, lse = merge_partials([empty[0]], [empty[1]])
+    assert (out == 0).all() and torch.isneginf(lse).all()
+    with pytest.raises(ValueError, match="outs"):
+        merge_partials([full[0]], [full[1], full[1]])
+
+
+@pytest.mark.parametrize("T, S, n_splits, causal", [(1, 1000, 4, False), (1, 7, 16, False), (3, 301, 5, True), (2, 64, 1, True)])
+def test_flash_decode_matches_sdpa(T, S, n_splits, causal):
+    q, k, v = qkv(2, 4, 2, T, S, 16, 8)
+    out = flash_decode(q, k, v, n_splits=n_splits, causal=causal)
+    ref = reference(q, k, v, causal=causal)
+    torch.testing.assert_close(out, ref, **TOL)
+    for a, b in zip(grads(out, (q, k, v)), grads(ref, (q, k, v))):
+        torch.testing.assert_close(a, b, **TOL)
+    with pytest.raises(ValueError, match="n_splits"):
+        flash_decode(q, k, v, n_splits=0)
+
+
+@FAST
+@given(lengths=st.lists(st.integers(0, 40), min_size=1, max_size=5), causal=st.booleans(), G=st.sampled_from([1, 2]))
+def test_varlen_matches_per_sequence_sdpa(lengths, causal, G):
+    total = sum(lengths)
+    q, k, v = qkv(1, 2 * G, 2, total, total, 8, 4)
+    q, k, v = (x[0].transpose(0, 1).detach().requires_grad_() for x in (q, k, v))  # (total, heads, dim)
+    cu = torch.tensor([0] + list(np.cumsum(lengths)), dtype=torch.int32)
+    out = varlen_attention(q, k, v, cu, causal=causal, block_q=16, block_k=8)
+    pieces = [reference(*(x[a:b].transpose(0, 1)[None] for x in (q, k, v)), causal=causal)[0].transpose(0, 1)
+              for a, b in zip(cu[:-1].tolist(), cu[1:].tolist()) if b > a]
+    ref = torch.cat(pieces) if pieces else out
+    torch.testing.assert_close(out, ref, **TOL)
+    if total:
+        for a, b in zip(grads(out, (q, k, v)), grads(ref, (q, k, v))):
+            torch.testing.assert_close(a, b, **TOL)
+
+
+def test_varlen_bad_cu_seqlens_raise():
+    x = torch.zeros(10, 2, 4)
+    with pytest.raises(ValueError, match="cu_seqlens"):
+        varlen_attention(x, x, x, torch.tensor([0, 4, 9]))
+    with pytest.raises(ValueError, match="cu_seqlens"):
+        varlen_attention(x, x, x, torch.tensor([0, 6, 4, 10]))
+    with pytest.raises(TypeError, match="cu_seqlens"):
+        varlen_attention(x, x, x, torch.tensor([0.0, 10.0]))
+
+
+def expand_block_mask(block_mask, bs, T, S):
+    return block_mask.repeat_interleave(bs, 1).repeat_interleave(bs, 2)[:, :T, :S][None]
+
+
+@FAST
+@given(T=st.sampled_from([1, 9, 40]), S=st.sampled_from([1, 17, 40]), bs=st.sampled_from([4, 8, 16]),
+       per_head=st.booleans(), causal=st.booleans(), density=st.sampled_from([0.0, 0.3, 0.7, 1.0]),
+       seed=st.integers(0, 3))
+def test_block_sparse_matches_sdpa_with_expanded_mask(T, S, bs, per_head, causal, density, seed):
+    H, Hkv = 4, 2
+    q, k, v = qkv(1, H, Hkv, T, S, 8, 8, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    bm = torch.rand(H if per_head else 1, -(-T // bs), -(-S // bs), generator=g) < density
+    out = block_sparse_attention(q, k, v, bm, block_size=bs, causal=causal)
+    ref = reference(q, k, v, causal=causal, mask=expand_block_mask(bm, bs, T, S))
+    torch.testing.assert_close(out, ref, **TOL)
+    if not out.requires_grad:  # no block kept at all: nothing depends on the inputs
+        assert not bm.any() and all((b == 0).all() for b in grads(ref, (q, k, v)))
+        return
+    for a, b in zip(grads(out, (q, k, v)), grads(ref, (q, k, v))):
+        torch.testing.assert_close(a, b, **TOL)
+
+
+def test_block_sparse_bad_mask_raises():
+    q, k, v = qkv(1, 2, 2, 10, 10, 4, 4)
+    with pytest.raises(ValueError, match="block_mask"):
+        block_sparse_attention(q, k, v, torch.ones(1, 2, 3, dtype=torch.bool), block_size=4)
+    with pytest.raises(TypeError, match="block_mask"):
+        block_sparse_attention(q, k, v, torch.ones(1, 3, 3), block_size=4)
+    with pytest.raises(ValueError, match="block_size"):
+        block_sparse_attention(q, k, v, torch.ones(1, 3, 3, dtype=torch.bool), block_size=0)
