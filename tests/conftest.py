@@ -15,6 +15,12 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+import torch
+
+# The library tests use tiny tensors: one intra-op thread is as fast, and on a shared 2-core
+# machine two contending threads slow small ops down many-fold. Tests that exercise threading
+# (minilib.flash's worker units) raise the count themselves.
+torch.set_num_threads(1)
 
 # Notebooks under tests/ are fixtures (e.g. broken student notebooks for the grader), read by
 # tests; `pytest --nbval-lax tests ...` must not execute them as notebook tests.

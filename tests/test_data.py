@@ -15,7 +15,6 @@ from minilib.data import (
     masked_targets, meap_mask, reverse_task, selective_copying, tiny_corpus, train_val_split,
 )
 
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

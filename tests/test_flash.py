@@ -72,6 +72,28 @@ def test_flash_attention_forward_backward_matches_sdpa(c):
         torch.testing.assert_close(a, b, **TOL)
 
 
+def test_worker_threads_give_the_same_results():
+    """With two intra-op threads the kernels share heads, sequences and query blocks among workers."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        q, k, v = qkv(2, 4, 2, 70, 90, 8, 8)
+        out = flash_attention(q, k, v, causal=True, block_q=16, block_k=32)
+        torch.testing.assert_close(out, reference(q, k, v, causal=True), **TOL)
+        for a, b in zip(grads(out, (q, k, v)), grads(reference(q, k, v, causal=True), (q, k, v))):
+            torch.testing.assert_close(a, b, **TOL)
+        lengths = [5, 0, 17, 9]
+        cu = torch.tensor([0] + list(np.cumsum(lengths)))
+        qp, kp, vp = (torch.randn(int(cu[-1]), 4, 8, dtype=torch.float64) for _ in range(3))
+        packed = varlen_attention(qp, kp, vp, cu, causal=True)
+        for a, b in zip(cu[:-1].tolist(), cu[1:].tolist()):
+            if b > a:
+                seq = [t[a:b].transpose(0, 1)[None] for t in (qp, kp, vp)]
+                torch.testing.assert_close(packed[a:b].transpose(0, 1)[None], reference(*seq, causal=True), **TOL)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_flash_attention_default_blocks_long_sequence_and_scale():
     q, k, v = qkv(1, 4, 2, 150, 200, 16, 16)
     out = flash_attention(q, k, v, causal=True, scale=0.3)

@@ -14,7 +14,6 @@ from minilib.grade.runner import Output, from_wire, run_cases, to_wire
 from tests.grade_support.nbcode import EXERCISES, SOLUTIONS, namespace
 from tests.grade_support.wrong_ch01 import WRONG
 
-torch.set_num_threads(1)
 QUESTIONS = for_chapter("01")
 
 

@@ -14,15 +14,6 @@ from minilib.prenorm import ConvertedLM, to_pre_crmsnorm, to_pre_rmsnorm
 POSITIONS = ["rope", "sinusoidal", "learned", "alibi", "none"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread is faster, and much faster on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def perturbed_pre_ln(pos, ffn, *, d=16, vocab=13, seed=0):
     """A Pre-LN model whose gains, biases and weights are all far from their initial values."""
     torch.manual_seed(seed)

@@ -13,15 +13,6 @@ from minilib.signal_propagation import (causal_average_moments, ffn_moments, gau
 V, D, DEPTH, T = 64, 32, 192, 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread is faster, and much faster on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("pre_norm", [True, False])
 def test_plain_residual_is_bit_identical(pre_norm):
     """Default models compute exactly the pre-DeepScaleLM expressions, forward and backward."""
