@@ -8,6 +8,8 @@ Two layers live here.
 * A PyTorch kernel (:func:`flash_attention`) with a custom backward that recomputes the
   attention tiles from the saved log-sum-exp, and the variants built on the same core:
   split-K decoding, padding-free packed batches and block-sparse attention.
+* A model of how one decoding step's work is spread over a GPU's SMs
+  (:func:`decode_schedule_utilisation`), for the scheduling argument of :cite:`sanovar2024lean`.
 
 Online softmax.  Scan the keys in blocks; for one query keep a running maximum ``m``, a
 running normaliser ``l`` and an unnormalised output ``acc``.  A new block of scores ``s``
