@@ -1,6 +1,6 @@
 r"""IO-aware exact attention: tiling, online softmax, and the kernels built on them.
 
-Two layers live here.
+Three layers live here.
 
 * A NumPy walkthrough (:func:`flash_attention_numpy`, :func:`standard_attention_numpy`) that
   counts every element moved between slow memory ("HBM") and fast memory ("SRAM"), so the
