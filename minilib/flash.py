@@ -1,6 +1,6 @@
 r"""IO-aware exact attention: tiling, online softmax, and the kernels built on them.
 
-Two layers live here.
+Three layers live here.
 
 * A NumPy walkthrough (:func:`flash_attention_numpy`, :func:`standard_attention_numpy`) that
   counts every element moved between slow memory ("HBM") and fast memory ("SRAM"), so the
@@ -8,6 +8,8 @@ Two layers live here.
 * A PyTorch kernel (:func:`flash_attention`) with a custom backward that recomputes the
   attention tiles from the saved log-sum-exp, and the variants built on the same core:
   split-K decoding, padding-free packed batches and block-sparse attention.
+* A model of how one decoding step's work is spread over a GPU's SMs
+  (:func:`decode_schedule_utilisation`), for the scheduling argument of :cite:`sanovar2024lean`.
 
 Online softmax.  Scan the keys in blocks; for one query keep a running maximum ``m``, a
 running normaliser ``l`` and an unnormalised output ``acc``.  A new block of scores ``s``
@@ -20,6 +22,7 @@ and at the end ``out = acc / l`` and ``lse = m + log l``.
 """
 from __future__ import annotations
 
+import heapq
 import math
 from bisect import bisect_left, bisect_right
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +44,7 @@ __all__ = [
     "flash_decode",
     "varlen_attention",
     "block_sparse_attention",
+    "decode_schedule_utilisation",
 ]
 
 
@@ -626,3 +630,69 @@ def block_sparse_attention(q, k, v, block_mask, *, block_size=64, causal=False, 
         return out
 
     return torch.cat(_run_units(query_block, list(range(nq))), dim=2)
+
+
+# ----------------------------------------------------------------------------------------
+# A model of how decoding work is spread over a GPU's streaming multiprocessors
+# ----------------------------------------------------------------------------------------
+
+_POLICIES = ("per_head", "split_k", "stream_k")
+
+
+def decode_schedule_utilisation(batch, heads, context_len, *, n_sms=108, block_k=256, policy="per_head",
+                                head_dim=128, bytes_per_element=2, hbm_bandwidth=1.555e12):
+    r"""Model the SM utilisation and time of one decoding step under three work distributions.
+
+    Every (batch, head) pair must stream $n_b = \lceil L / B_k \rceil$ key/value blocks; one block
+    costs one time unit on one SM.  With $W = B H n_b$ blocks on $P$ SMs:
+
+    * ``"per_head"``: one work unit per (batch, head), $\text{makespan} = \lceil BH/P \rceil\, n_b$;
+    * ``"split_k"`` (FlashDecoding): each head is cut into $c = \min(n_b, \max(1, \lfloor P/BH \rfloor))$
+      near-equal chunks, the $BHc$ units handed in order to the SM that frees up first;
+    * ``"stream_k"`` (Lean Attention): the $W$ blocks, ordered head by head, are cut into $P$
+      contiguous ranges of $\lfloor W/P \rfloor$ or $\lceil W/P \rceil$ blocks, so a range may
+      end inside one head and start another: $\text{makespan} = \lceil W/P \rceil$.
+
+    $$ \text{utilisation} = \frac{W}{P \cdot \text{makespan}},\qquad
+       t = \text{makespan}\cdot \frac{2 B_k d\, b\, P}{\text{bandwidth}} $$
+
+    (decoding is memory bound: a block moves $2 B_k d$ elements of $b$ bytes and each SM is
+    credited $1/P$ of the HBM bandwidth).  The merge of partial results (:func:`merge_partials`)
+    is not charged; ``"partials"`` counts the (unit, head) pieces that would need it.  The
+    defaults describe an A100 (108 SMs, 1.555 TB/s).  Returns a dict with ``units``,
+    ``blocks`` ($W$), ``makespan`` (in block times), ``utilisation``, ``time_s`` and ``partials``.
+    See :cite:`sanovar2024lean`.
+    """
+    for name, value in (("batch", batch), ("heads", heads), ("context_len", context_len), ("n_sms", n_sms),
+                        ("block_k", block_k), ("head_dim", head_dim), ("bytes_per_element", bytes_per_element)):
+        _check_block(name, value)
+    if policy not in _POLICIES:
+        raise ValueError(f"policy must be one of {_POLICIES}, got {policy!r}")
+    if not hbm_bandwidth > 0:
+        raise ValueError(f"hbm_bandwidth must be positive, got {hbm_bandwidth!r}")
+    pairs, n_blocks = batch * heads, -(-context_len // block_k)
+    work = pairs * n_blocks
+    if policy == "per_head":
+        units, partials = pairs, pairs
+        makespan = -(-pairs // n_sms) * n_blocks
+    elif policy == "split_k":
+        chunks = min(n_blocks, max(1, n_sms // pairs))
+        base, extra = divmod(n_blocks, chunks)
+        sizes = [base + (c < extra) for c in range(chunks)] * pairs
+        units = partials = len(sizes)
+        free = [0] * min(n_sms, units)  # finish time of each busy SM; idle SMs are never used
+        for size in sizes:
+            heapq.heappush(free, heapq.heappop(free) + size)
+        makespan = max(free)
+    else:
+        base, extra = divmod(work, n_sms)
+        units = min(n_sms, work)
+        makespan = base + (extra > 0)
+        partials, start = 0, 0
+        for sm in range(units):
+            stop = start + base + (sm < extra)
+            partials += (stop - 1) // n_blocks - start // n_blocks + 1  # heads this range touches
+            start = stop
+    block_time = 2 * block_k * head_dim * bytes_per_element * n_sms / hbm_bandwidth
+    return {"units": units, "blocks": work, "makespan": makespan, "utilisation": work / (n_sms * makespan),
+            "time_s": makespan * block_time, "partials": partials}

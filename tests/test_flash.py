@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
-from minilib.flash import (block_sparse_attention, flash_attention, flash_attention_lse, flash_attention_numpy,
+from minilib.flash import (block_sparse_attention, decode_schedule_utilisation, flash_attention, flash_attention_lse, flash_attention_numpy,
                            flash_decode, merge_partials, predicted_hbm_accesses, sram_block_sizes,
                            standard_attention_numpy, varlen_attention)
 
@@ -339,3 +339,63 @@ def test_block_sparse_bad_mask_raises():
         block_sparse_attention(q, k, v, torch.ones(1, 3, 3), block_size=4)
     with pytest.raises(ValueError, match="block_size"):
         block_sparse_attention(q, k, v, torch.ones(1, 3, 3, dtype=torch.bool), block_size=0)
+
+
+# --- the SM work-distribution model (hand-computed cases) ------------------------------------
+
+@pytest.mark.parametrize("batch, heads, policy, units, makespan", [
+    # 16384 keys / 256 = 64 blocks per head, 8 heads = 512 blocks on 108 SMs
+    (1, 8, "per_head", 8, 64),          # 8 SMs busy for 64 blocks each
+    (1, 8, "split_k", 104, 5),          # 108 // 8 = 13 chunks of 5 (x12) and 4 (x1) per head
+    (1, 8, "stream_k", 108, 5),         # 512 = 4 * 108 + 80: 80 SMs take 5 blocks, 28 take 4
+    (1, 80, "per_head", 80, 64),
+    (1, 80, "split_k", 80, 64),         # 108 // 80 = 1: no split, 28 SMs idle
+    (1, 80, "stream_k", 108, 48),       # 5120 / 108 = 47.4 -> 48
+    (2, 108, "per_head", 216, 128),     # two full waves
+])
+def test_decode_schedule_hand_cases(batch, heads, policy, units, makespan):
+    r = decode_schedule_utilisation(batch, heads, 16384, policy=policy)
+    assert r["blocks"] == batch * heads * 64
+    assert (r["units"], r["makespan"]) == (units, makespan)
+    assert r["utilisation"] == pytest.approx(batch * heads * 64 / (108 * makespan), rel=1e-12)
+    # K and V blocks of 256 x 128 half-precision values, each SM credited 1/108 of 1.555 TB/s
+    assert r["time_s"] == pytest.approx(makespan * 2 * 256 * 128 * 2 * 108 / 1.555e12, rel=1e-12)
+
+
+def test_decode_schedule_small_machine_by_hand():
+    # 4 SMs, 3 heads of 5 one-key blocks: stream-K ranges [0,4) [4,8) [8,12) [12,15)
+    # touch heads {0}, {0,1}, {1,2}, {2}: 6 pieces, makespan 4; per head the makespan is 5.
+    r = decode_schedule_utilisation(1, 3, 5, n_sms=4, block_k=1, policy="stream_k")
+    assert (r["makespan"], r["partials"], r["utilisation"]) == (4, 6, 15 / 16)
+    assert decode_schedule_utilisation(1, 3, 5, n_sms=4, block_k=1, policy="per_head")["makespan"] == 5
+    # 5 heads of 2 blocks on 3 SMs, no split possible (3 // 5 = 0 -> 1 chunk): SM loads 4, 4, 2
+    r = decode_schedule_utilisation(1, 5, 2, n_sms=3, block_k=1, policy="split_k")
+    assert (r["units"], r["makespan"]) == (5, 4)
+    # 2 heads, 7 blocks, 6 SMs: 3 chunks of sizes 3, 2, 2 per head; the longest decides
+    r = decode_schedule_utilisation(1, 2, 7, n_sms=6, block_k=1, policy="split_k")
+    assert (r["units"], r["makespan"], r["partials"]) == (6, 3, 6)
+
+
+@FAST
+@given(batch=st.integers(1, 8), heads=st.integers(1, 64), context_len=st.integers(1, 40000),
+       n_sms=st.integers(1, 132), block_k=st.sampled_from([64, 128, 256]))
+def test_stream_k_meets_the_lower_bound_and_never_loses(batch, heads, context_len, n_sms, block_k):
+    blocks = batch * heads * -(-context_len // block_k)
+    r = {p: decode_schedule_utilisation(batch, heads, context_len, n_sms=n_sms, block_k=block_k, policy=p)
+         for p in ("per_head", "split_k", "stream_k")}
+    assert r["stream_k"]["makespan"] == -(-blocks // n_sms)  # no schedule of W unit blocks on P SMs does better
+    for p in r.values():
+        assert p["blocks"] == blocks and 0 < p["utilisation"] <= 1
+        assert p["makespan"] >= r["stream_k"]["makespan"]
+    assert r["split_k"]["makespan"] <= r["per_head"]["makespan"]
+
+
+def test_decode_schedule_bad_input_raises():
+    with pytest.raises(ValueError, match="policy"):
+        decode_schedule_utilisation(1, 8, 1024, policy="round_robin")
+    with pytest.raises(ValueError, match="context_len"):
+        decode_schedule_utilisation(1, 8, 0)
+    with pytest.raises(ValueError, match="n_sms"):
+        decode_schedule_utilisation(1, 8, 1024, n_sms=2.5)
+    with pytest.raises(ValueError, match="hbm_bandwidth"):
+        decode_schedule_utilisation(1, 8, 1024, hbm_bandwidth=0)
