@@ -295,13 +295,14 @@ class MinimalTransformer(nn.Module):
     r"""Sequence classifier built from :class:`MinimalBlock` s, with the ablation flags of Bermeitinger et al.
 
     $$ h^{(0)} = X W_{\text{in}} + b_{\text{in}} + P,\quad h^{(\ell)} = \operatorname{Block}_\ell(h^{(\ell-1)}),\quad
-       \text{logits} = \operatorname{mean}_t \operatorname{LN}(h^{(L)})_t\, W_{\text{cls}} + b_{\text{cls}} $$
+       \text{logits} = \operatorname{vec}\big(\operatorname{LN}(h^{(L)})\big)\, W_{\text{cls}} + b_{\text{cls}} $$
 
     ``x (B, T, d_in)`` float -> ``logits (B, n_classes)``, ``T = seq_len`` (e.g. the 8 pixel rows of
     an 8x8 digit). Flags: ``mlp`` (keep the feed-forward), ``similarity`` (``"qk"``, ``"collapsed"``,
     ``"symmetric"``), ``value_out`` (keep $W_V$, $W_O$). Parameters per layer, $d$ = ``d_model``,
     $f$ = ``d_ff``: LN $2d$; similarity $2d^2$ / $Hd^2$ / $Hd(d+1)/2$; values $2d^2$ or 0;
-    MLP $2df + 2d$ or 0. See :cite:`bermeitinger2024minimal`.
+    MLP $2df + 2d$ or 0. The classifier reads all ``T`` positions (a mean over positions would
+    lose which row holds which pixels once $W_V = I$). See :cite:`bermeitinger2024minimal`.
     """
 
     def __init__(self, d_in: int, n_classes: int, seq_len: int, d_model: int, n_layers: int, n_heads: int, *,
@@ -317,7 +318,7 @@ class MinimalTransformer(nn.Module):
             MinimalBlock(d_model, n_heads, d_ff=d_ff, mlp=mlp, similarity=similarity, value_out=value_out)
             for _ in range(n_layers))
         self.norm = make_norm("layer", d_model)
-        self.head = nn.Linear(d_model, n_classes)
+        self.head = nn.Linear(seq_len * d_model, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         require_tensor("x", x, ndim=3, floating=True)
@@ -326,7 +327,7 @@ class MinimalTransformer(nn.Module):
         h = self.embed(x) + self.pos
         for block in self.blocks:
             h = block(h)
-        return self.head(self.norm(h).mean(dim=1))
+        return self.head(self.norm(h).flatten(1))
 
 
 def count_parameters(model: nn.Module) -> int:

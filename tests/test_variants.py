@@ -88,7 +88,7 @@ def minimal(**flags):
 
 
 def test_minimal_parameter_counts_by_hand():
-    shared = (D_IN * D + D) + SEQ * D + 2 * D + (D * N_CLS + N_CLS)  # embed, positions, final LN, classifier
+    shared = (D_IN * D + D) + SEQ * D + 2 * D + (SEQ * D * N_CLS + N_CLS)  # embed, positions, final LN, classifier
     per_layer = 2 * D + 2 * D * D + 2 * D * D + (2 * D * FF + 2 * D)  # LN, W_Q W_K, W_V W_O, MLP with its LN
     full = shared + L * per_layer
     assert count_parameters(minimal()) == full
