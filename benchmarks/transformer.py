@@ -3,9 +3,9 @@
     python benchmarks/transformer.py                 # all four, writes benchmarks/results/transformer.json
     python benchmarks/transformer.py --only gated    # one of: reversal, minimal, gated, dualstream
 
-Each experiment is seeded and runs on 2 CPU threads; each takes 2-5 minutes of CPU time (both threads
-together), see ``seconds`` / ``cpu_seconds`` in the JSON. With --only, the other experiments' entries already in
-the JSON file are kept.
+Each experiment is seeded, runs on 2 CPU threads and took 14-23 s on 2 idle cores (``seconds`` and
+``cpu_seconds`` in the JSON; a busy shared machine is many times slower). With --only, the other experiments'
+entries already in the JSON file are kept.
 """
 from __future__ import annotations
 
@@ -154,8 +154,8 @@ def check_minimal(out: dict) -> None:
 # 3. Gated (GTrXL) vs Post-LN stack on delayed recall, no warm-up
 # ---------------------------------------------------------------------------------------------
 
-GATED = dict(n_values=8, n_fillers=4, delay=12, d_model=32, n_layers=12, n_heads=2, d_ff=64, steps=150, batch=32,
-             lr=5e-3, warmup=0, grad_clip=1.0, gate_bias=2.0, n_test=1000)
+GATED = dict(n_values=8, n_fillers=4, delay=12, d_model=32, n_layers=12, n_heads=2, d_ff=64, steps=300, batch=32,
+             lr=1e-2, warmup=0, grad_clip=None, gate_bias=2.0, n_test=1000)
 
 
 def recall_batches(gen: torch.Generator, *, batch: int, n_values: int, n_fillers: int, delay: int):
@@ -206,7 +206,7 @@ def run_gated() -> dict:
 def check_gated(out: dict) -> None:
     gated = out["models"]["gated"]
     assert gated["test_accuracy"] >= 0.95, f"gated: recall accuracy {gated['test_accuracy']:.3f} < 0.95"
-    # The stall of the Post-LN stack is reported, not asserted: at this size it did not occur (see the JSON).
+    assert out["post_ln_stalled"], f"post_ln: recall accuracy {out['models']['post_ln']['test_accuracy']:.3f} > 0.5 (expected a stall)"
 
 
 # ---------------------------------------------------------------------------------------------
