@@ -214,7 +214,7 @@ def check_gated(out: dict) -> None:
 # ---------------------------------------------------------------------------------------------
 
 DUAL = dict(vocab=16, order=2, successors=4, n_tokens=200_000, seq_len=64, d_token=32, d_context=32, n_layers=2,
-            n_heads=4, d_ff=128, steps=300, batch=32, lr=3e-3, warmup=40, eval_batches=20)
+            n_heads=4, d_ff=128, steps=800, batch=32, lr=3e-3, warmup=40, eval_batches=20)
 
 
 def markov_source(vocab: int, order: int, successors: int, seed: int):
@@ -293,8 +293,8 @@ def check_dualstream(out: dict) -> None:
     v = {k: r["val_loss"] for k, r in out["runs"].items()}
     for k, loss in v.items():
         assert loss < out["unigram_entropy"], f"dualstream: {k} validation loss {loss:.4f} >= unigram entropy {out['unigram_entropy']:.4f}"
-    # The ordering dense <= kronecker <= independent is recorded in out["ordering_holds"], not asserted:
-    # at this size and training length it did not hold (see the JSON).
+    assert v["dense"] <= min(v["kronecker"], v["independent"]), f"dualstream: dense is not the lowest loss: {v}"
+    # kronecker <= independent is recorded in out["ordering_holds"], not asserted: here the two tie to 1e-5 nats.
 
 
 EXPERIMENTS = {"reversal": (run_reversal, check_reversal), "minimal": (run_minimal, check_minimal),
