@@ -3,7 +3,7 @@
     python benchmarks/transformer.py                 # all four, writes benchmarks/results/transformer.json
     python benchmarks/transformer.py --only gated    # one of: reversal, minimal, gated, dualstream
 
-Each experiment is seeded, runs on 2 CPU threads and took 14-23 s on 2 idle cores (``seconds`` and
+Each experiment is seeded, runs on 2 CPU threads and took 14-50 s on 2 idle cores (``seconds`` and
 ``cpu_seconds`` in the JSON; a busy shared machine is many times slower). With --only, the other experiments'
 entries already in the JSON file are kept.
 """
