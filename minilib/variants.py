@@ -217,7 +217,7 @@ class MinimalAttention(nn.Module):
     ``"collapsed"`` one free $d\times d$ matrix $A_h$ per head ($H d^2$); ``"symmetric"``
     $A_h = A_h^\top$ from its upper triangle ($H\,d(d+1)/2$), so $s_{ts} = s_{st}$.
     ``value_out=False`` sets $W_V = W_O = I$: head $h$ averages its own $D = d/H$ channels
-    of $x$ (saves $2d^2$). ``x (B, T, d) -> (B, T, d)``, not causal. See :cite:`bermeitinger2024minimal`.
+    of $x$ (saves $2d^2$). ``x (B, T, d) -> (B, T, d)``, not causal. See :cite:`bermeitinger2024minimum`.
     """
 
     def __init__(self, d_model: int, n_heads: int, *, similarity: str = "qk", value_out: bool = True):
@@ -276,7 +276,7 @@ class MinimalBlock(nn.Module):
     r"""Pre-LN block with removable parts: $x \leftarrow x + \operatorname{Attn}(\operatorname{LN}(x))$, then, if ``mlp``,
     $x \leftarrow x + \operatorname{FFN}(\operatorname{LN}(x))$.
 
-    ``x (B, T, d) -> (B, T, d)``. See :cite:`bermeitinger2024minimal`.
+    ``x (B, T, d) -> (B, T, d)``. See :cite:`bermeitinger2024minimum`.
     """
 
     def __init__(self, d_model: int, n_heads: int, *, d_ff: int, mlp: bool, similarity: str, value_out: bool):
@@ -302,7 +302,7 @@ class MinimalTransformer(nn.Module):
     ``"symmetric"``), ``value_out`` (keep $W_V$, $W_O$). Parameters per layer, $d$ = ``d_model``,
     $f$ = ``d_ff``: LN $2d$; similarity $2d^2$ / $Hd^2$ / $Hd(d+1)/2$; values $2d^2$ or 0;
     MLP $2df + 2d$ or 0. The classifier reads all ``T`` positions (a mean over positions would
-    lose which row holds which pixels once $W_V = I$). See :cite:`bermeitinger2024minimal`.
+    lose which row holds which pixels once $W_V = I$). See :cite:`bermeitinger2024minimum`.
     """
 
     def __init__(self, d_in: int, n_classes: int, seq_len: int, d_model: int, n_layers: int, n_heads: int, *,
@@ -442,7 +442,7 @@ class DualStreamBlock(nn.Module):
     no parameters), ``"kronecker"`` $W_O = M \otimes I_D$ with $M \in \mathbb{R}^{H\times H}$ (heads
     exchange scalar multiples of whole vectors, $H^2$ parameters), ``"dense"`` any $W_O$ ($H^2D^2$).
     Each family contains the previous one; all three start at $W_O = I$.
-    ``x (B, T, d_token + d_context) -> same``, causal, RoPE. See :cite:`kerce2023dualstream`.
+    ``x (B, T, d_token + d_context) -> same``, causal, RoPE. See :cite:`kerce2026dualstream`.
     """
 
     def __init__(self, d_token: int, d_context: int, n_heads: int, *, mixing: str = "kronecker", d_ff: int | None = None):
@@ -502,7 +502,7 @@ class DualStreamLM(nn.Module):
     $$ x^{(0)} = [E[\text{idx}];\ 0],\quad x^{(\ell)} = \operatorname{DualStreamBlock}_\ell(x^{(\ell-1)}),\quad
        \text{logits} = \operatorname{LN}(x^{(L)})\, W_{\text{out}} $$
 
-    ``idx (B, T)`` int -> ``logits (B, T, vocab_size)``. See :cite:`kerce2023dualstream`.
+    ``idx (B, T)`` int -> ``logits (B, T, vocab_size)``. See :cite:`kerce2026dualstream`.
     """
 
     def __init__(self, vocab_size: int, d_token: int, d_context: int, n_layers: int, n_heads: int, *,
