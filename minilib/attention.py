@@ -41,6 +41,22 @@ def expand_kv_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
     return x if n_kv == n_heads else x.repeat_interleave(n_heads // n_kv, dim=1)
 
 
+def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
+    r"""Cut the model dimension into heads: ``(B, T, H * D) -> (B, H, T, D)``, head $h$ taking columns $hD, \dots, (h+1)D - 1$."""
+    require_tensor("x", x, ndim=3)
+    B, T, C = x.shape
+    if n_heads < 1 or C % n_heads:
+        raise ValueError(f"the last dimension of x {tuple(x.shape)} must be divisible by n_heads={n_heads}")
+    return x.view(B, T, n_heads, C // n_heads).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate the heads again: ``(B, H, T, D) -> (B, T, H * D)``, the inverse of :func:`split_heads`."""
+    require_tensor("x", x, ndim=4)
+    B, H, T, D = x.shape
+    return x.transpose(1, 2).reshape(B, T, H * D)
+
+
 def _scaled_scores(q, k, *, causal, mask, bias, scale) -> torch.Tensor:
     r"""$s_{ts} = \text{scale}\; q_t \cdot k_s + \text{bias}_{ts}$, with $-\infty$ where masked. ``(B, H, T, S)``."""
     check_attention_inputs(q, k, k)
@@ -152,7 +168,8 @@ class MultiHeadAttention(nn.Module):
        \text{head}_h = \operatorname{Attention}(X W_Q^h, X W_K^{g(h)}, X W_V^{g(h)}) $$
 
     ``x (B, T, d_model) -> (B, T, d_model)``; ``g(h) = h // (H / Hkv)``. With a :class:`KVCache`
-    the new keys/values are appended and the queries attend to the whole cache.
+    the new keys/values are appended and the queries attend to the whole cache. With ``memory
+    (B, S, d_model)`` keys and values are projected from it instead (cross-attention, no RoPE).
     See :cite:`vaswani2017attention`, :cite:`su2021roformer`.
     """
 
@@ -175,15 +192,11 @@ class MultiHeadAttention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim) if qk_norm else None
         self.k_norm = RMSNorm(self.head_dim) if qk_norm else None
 
-    def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
-        B, T, _ = x.shape
-        return x.view(B, T, n, self.head_dim).transpose(1, 2)
-
     def project_qkv(self, x: torch.Tensor, positions: torch.Tensor):
         """Queries, keys and values of ``x (B,T,d_model)`` at ``positions (T,)``, per head, RoPE applied."""
-        q = self._heads(self.wq(x), self.n_heads)
-        k = self._heads(self.wk(x), self.n_kv_heads)
-        v = self._heads(self.wv(x), self.n_kv_heads)
+        q = split_heads(self.wq(x), self.n_heads)
+        k = split_heads(self.wk(x), self.n_kv_heads)
+        v = split_heads(self.wv(x), self.n_kv_heads)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rope:
@@ -192,8 +205,11 @@ class MultiHeadAttention(nn.Module):
         return q, k, v
 
     def forward(self, x: torch.Tensor, *, causal: bool = True, cache: KVCache | None = None,
-                positions: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+                positions: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+                memory: torch.Tensor | None = None) -> torch.Tensor:
         require_tensor("x", x, ndim=3, floating=True)
+        if memory is not None:
+            return self._cross(x, memory)
         B, T, _ = x.shape
         past = 0 if cache is None else cache.length
         if positions is None:
@@ -202,5 +218,13 @@ class MultiHeadAttention(nn.Module):
         if cache is not None:
             cache.append(k, v)
             k, v = cache.k, cache.v
-        out = sdpa(q, k, v, causal=causal, bias=bias)
-        return self.wo(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+        return self.wo(merge_heads(sdpa(q, k, v, causal=causal, bias=bias)))
+
+    def _cross(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        require_tensor("memory", memory, ndim=3, floating=True)
+        if memory.shape[0] != x.shape[0] or memory.shape[2] != x.shape[2]:
+            raise ValueError(f"memory must share batch and d_model with x, got x {tuple(x.shape)}, memory {tuple(memory.shape)}")
+        q = split_heads(self.wq(x), self.n_heads)
+        k = split_heads(self.wk(memory), self.n_kv_heads)
+        v = split_heads(self.wv(memory), self.n_kv_heads)
+        return self.wo(merge_heads(sdpa(q, k, v)))

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minilib._checks import require_tensor
-from minilib.attention import KVCache, MultiHeadAttention, sdpa
+from minilib.attention import KVCache, MultiHeadAttention, merge_heads, sdpa, split_heads
 from minilib.models import FeedForward, make_norm
 from minilib.positional import rope, sinusoidal
 
@@ -27,18 +27,6 @@ def _require_tokens(name: str, idx) -> None:
     require_tensor(name, idx, ndim=2)
     if idx.is_floating_point():
         raise TypeError(f"{name} must hold integer token ids, got dtype {idx.dtype}")
-
-
-def _split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """``(B, T, H*D) -> (B, H, T, D)``."""
-    B, T, C = x.shape
-    return x.view(B, T, n_heads, C // n_heads).transpose(1, 2)
-
-
-def _merge_heads(x: torch.Tensor) -> torch.Tensor:
-    """``(B, H, T, D) -> (B, T, H*D)``."""
-    B, H, T, D = x.shape
-    return x.transpose(1, 2).reshape(B, T, H * D)
 
 
 def _check_positive(**sizes: int) -> None:
@@ -55,25 +43,6 @@ def _check_heads(d: int, n_heads: int, what: str = "d_model") -> None:
 # ---------------------------------------------------------------------------------------------
 # 1. Encoder-decoder (Vaswani et al. 2017)
 # ---------------------------------------------------------------------------------------------
-
-def cross_attention(attn: MultiHeadAttention, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-    r"""Multi-head attention whose queries come from ``x`` and keys/values from ``memory``.
-
-    $$ \operatorname{CrossAttn}(X, M) = \operatorname{Concat}_h\Big(\operatorname{softmax}\big(
-       \tfrac{X W_Q^h (M W_K^h)^\top}{\sqrt{D}}\big) M W_V^h\Big) W_O $$
-
-    Uses the projections of ``attn``. ``x (B, T, d_model)``, ``memory (B, S, d_model) -> (B, T, d_model)``.
-    No mask: every query sees every memory position. See :cite:`vaswani2017attention`.
-    """
-    require_tensor("x", x, ndim=3, floating=True)
-    require_tensor("memory", memory, ndim=3, floating=True)
-    if memory.shape[0] != x.shape[0] or memory.shape[2] != x.shape[2]:
-        raise ValueError(f"memory must share batch and d_model with x, got x {tuple(x.shape)}, memory {tuple(memory.shape)}")
-    q = _split_heads(attn.wq(x), attn.n_heads)
-    k = _split_heads(attn.wk(memory), attn.n_kv_heads)
-    v = _split_heads(attn.wv(memory), attn.n_kv_heads)
-    return attn.wo(_merge_heads(sdpa(q, k, v)))
-
 
 class EncoderLayer(nn.Module):
     r"""Post-LN encoder layer: bidirectional self-attention, then feed-forward.
@@ -115,7 +84,7 @@ class DecoderLayer(nn.Module):
 
     def forward(self, y: torch.Tensor, memory: torch.Tensor, *, cache: KVCache | None = None) -> torch.Tensor:
         y = self.norm1(y + self.self_attn(y, causal=True, cache=cache))
-        y = self.norm2(y + cross_attention(self.cross_attn, y, memory))
+        y = self.norm2(y + self.cross_attn(y, memory=memory))
         return self.norm3(y + self.ffn(y))
 
 
@@ -256,7 +225,7 @@ class MinimalAttention(nn.Module):
         if x.shape[-1] != self.d:
             raise ValueError(f"x must have d_model={self.d} channels, got shape {tuple(x.shape)}")
         if self.similarity == "qk":
-            return _split_heads(self.wq(x), self.n_heads), _split_heads(self.wk(x), self.n_heads)
+            return split_heads(self.wq(x), self.n_heads), split_heads(self.wk(x), self.n_heads)
         keys = x[:, None].expand(-1, self.n_heads, -1, -1)
         return torch.einsum("btc,hcd->bhtd", x, self.similarity_matrices()), keys
 
@@ -267,8 +236,8 @@ class MinimalAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k = self._queries_keys(x)
-        v = _split_heads(x if self.wv is None else self.wv(x), self.n_heads)
-        out = _merge_heads(sdpa(q, k, v, scale=self.head_dim ** -0.5))
+        v = split_heads(x if self.wv is None else self.wv(x), self.n_heads)
+        out = merge_heads(sdpa(q, k, v, scale=self.head_dim ** -0.5))
         return out if self.wo is None else self.wo(out)
 
 
@@ -478,17 +447,17 @@ class DualStreamBlock(nn.Module):
     def mix_heads(self, heads: torch.Tensor) -> torch.Tensor:
         r"""Apply $W_O$ to per-head outputs ``(B, H, T, D) -> (B, T, H*D)`` without forming $M \otimes I$."""
         if self.mixing == "independent":
-            return _merge_heads(heads)
+            return merge_heads(heads)
         if self.mixing == "kronecker":
-            return _merge_heads(torch.einsum("gh,bhtd->bgtd", self.mix, heads))
-        return _merge_heads(heads) @ self.mix.T
+            return merge_heads(torch.einsum("gh,bhtd->bgtd", self.mix, heads))
+        return merge_heads(heads) @ self.mix.T
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         require_tensor("x", x, ndim=3, floating=True)
         if x.shape[-1] != self.d_token + self.d_context:
             raise ValueError(f"x must have d_token + d_context = {self.d_token + self.d_context} channels, got {tuple(x.shape)}")
         positions = torch.arange(x.shape[1], device=x.device)
-        q, k, v = (_split_heads(t, self.n_heads) for t in self.wqkv(self.norm1(x)).chunk(3, dim=-1))
+        q, k, v = (split_heads(t, self.n_heads) for t in self.wqkv(self.norm1(x)).chunk(3, dim=-1))
         heads = sdpa(rope(q, positions), rope(k, positions), v, causal=True)
         x_token = x[..., :self.d_token] + self.mix_heads(heads)
         x = torch.cat([x_token, x[..., self.d_token:]], dim=-1)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
 from minilib.attention import (KVCache, MultiHeadAttention, attention_weights, causal_mask, clipped_softmax,
-                               sdpa, sigmoid_attention)
+                               merge_heads, sdpa, sigmoid_attention, split_heads)
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
@@ -187,3 +187,20 @@ def test_mha_rejects_bad_configuration():
         MultiHeadAttention(12, 4, n_kv_heads=3)
     with pytest.raises(ValueError, match="x must have 3 dimensions"):
         MultiHeadAttention(8, 2)(torch.randn(8))
+
+
+def test_split_and_merge_heads_follow_the_column_layout():
+    x = torch.randn(2, 3, 12)
+    heads = split_heads(x, 4)
+    assert heads.shape == (2, 4, 3, 3)
+    for h in range(4):
+        torch.testing.assert_close(heads[:, h], x[:, :, 3 * h:3 * h + 3], rtol=0, atol=0)
+    torch.testing.assert_close(merge_heads(heads), x, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="divisible by n_heads=5"):
+        split_heads(x, 5)
+
+
+def test_cross_attention_rejects_mismatched_memory():
+    m = MultiHeadAttention(8, 2)
+    with pytest.raises(ValueError, match="memory must share batch and d_model"):
+        m(torch.randn(2, 3, 8), memory=torch.randn(1, 4, 8))

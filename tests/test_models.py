@@ -3,6 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from minilib.attention import merge_heads, split_heads
 from minilib.models import FeedForward, TransformerLM, attention_maps, evaluate, lm_loss, sample_next, train
 
 CONFIGS = [
@@ -100,6 +101,6 @@ def test_attention_maps_reproduce_the_layer_outputs(cfg):
     model(idx)
     x, out = seen[0]
     attn = model.blocks[1].attn
-    v = attn._heads(attn.wv(x), attn.n_kv_heads).repeat_interleave(attn.n_heads // attn.n_kv_heads, dim=1)
+    v = split_heads(attn.wv(x), attn.n_kv_heads).repeat_interleave(attn.n_heads // attn.n_kv_heads, dim=1)
     heads = maps[1] @ v
-    torch.testing.assert_close(attn.wo(heads.transpose(1, 2).reshape(2, 8, -1)), out, rtol=0, atol=1e-10)
+    torch.testing.assert_close(attn.wo(merge_heads(heads)), out, rtol=0, atol=1e-10)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+import minilib.attention
+
 
 def softmax_no_max(x, dim=-1):
     e = x.exp()
@@ -65,6 +67,14 @@ def merge_reshape_only(x):
     return x.reshape(B, T, H * Dh)
 
 
+def split_library(x, n_heads):
+    return minilib.attention.split_heads(x, n_heads)
+
+
+def merge_library(x):
+    return minilib.attention.merge_heads(x)
+
+
 def _rope(x, positions, base, sign, pairing):
     D = x.shape[-1]
     angle = positions.to(x.dtype)[:, None] * base ** (-torch.arange(0, D, 2, dtype=x.dtype) / D)
@@ -111,7 +121,9 @@ WRONG = [
     ("01.q2", attention_builtin, "forbidden torch.nn.functional.scaled_dot_product_attention"),
     ("01.q3", split_reshape_only, "max abs error"),
     ("01.q3", split_no_transpose, "wrong shape"),
+    ("01.q3", split_library, "forbidden minilib.attention.split_heads"),
     ("01.q4", merge_reshape_only, "max abs error"),
+    ("01.q4", merge_library, "forbidden minilib.attention.merge_heads"),
     ("01.q5", rope_swapped_sign, "max abs error"),
     ("01.q5", rope_rotate_half, "max abs error"),
     ("01.q6", rms_layernorm, "max abs error"),

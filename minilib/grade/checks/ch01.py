@@ -125,6 +125,7 @@ Q3 = Question(
     hint="head h takes columns h*Dh:(h+1)*Dh: view as (B, T, H, Dh), then swap the T and H axes "
     "(a plain reshape to (B, H, T, Dh) mixes time steps into heads)",
     tolerance=EXACT,
+    forbidden=("minilib.attention.split_heads",),
 )
 
 Q4 = Question(
@@ -137,6 +138,7 @@ Q4 = Question(
     hint="the inverse of split_heads: swap the H and T axes back to (B, T, H, Dh), then flatten "
     "the last two (a plain reshape of (B, H, T, Dh) mixes heads into time steps)",
     tolerance=EXACT,
+    forbidden=("minilib.attention.merge_heads",),
 )
 
 
