@@ -954,3 +954,47 @@ def monarch_fft_conv(u, kernel, *, n1, n2, freq_mask=None):
         spectrum = spectrum * freq_mask[rows].to(u.device)
     y = _monarch_idft(spectrum, F1i, F2.conj(), twi, N)
     return y[..., :L].real.transpose(1, 2).to(u.dtype)
+
+
+def packed_encoder_layer(x, cu_seqlens, layer):
+    r"""One BERT-style encoder layer on a padding-free packed batch (ByteTransformer).
+
+    With the tokens of all sequences concatenated, every position-wise part (projections,
+    feed-forward, layer norms) runs on the ``total`` real tokens only, and attention runs per
+    sequence through :func:`varlen_attention`.  For ``layer.norm_first = False`` (post-LN, BERT):
+
+    $$ h = \mathrm{LN}_1\big(x + W_O\, \mathrm{attn}_{\text{per seq}}(xW_Q, xW_K, xW_V)\big),\qquad
+       y = \mathrm{LN}_2\big(h + W_2\, \phi(W_1 h)\big) $$
+
+    and the pre-LN order when ``norm_first``.  ``x (total, d_model)``, ``cu_seqlens (n+1,)``
+    offsets as in :func:`varlen_attention`; ``layer`` is a ``torch.nn.TransformerEncoderLayer``
+    whose weights are used (dropout must be inactive: eval mode or ``p = 0``) -> ``(total, d_model)``.
+    The work is $\sum_i L_i$ tokens for the position-wise parts and $\sum_i L_i^2$ for attention,
+    instead of $n \max_i L_i$ and $n \max_i L_i^2$ padded.  See :cite:`zhai2023bytetransformer`.
+    """
+    if not isinstance(layer, torch.nn.TransformerEncoderLayer):
+        raise TypeError(f"layer must be a torch.nn.TransformerEncoderLayer, got {type(layer).__name__}")
+    require_tensor("x", x, ndim=2, floating=True)
+    attn = layer.self_attn
+    d, H = attn.embed_dim, attn.num_heads
+    if x.shape[1] != d:
+        raise ValueError(f"x must be (total, d_model={d}), got {tuple(x.shape)}")
+    if layer.training and any(m.p > 0 for m in layer.modules() if isinstance(m, torch.nn.Dropout)):
+        raise ValueError("layer has active dropout: call layer.eval() or set dropout to 0")
+    if not attn._qkv_same_embed_dim or attn.in_proj_bias is None:
+        raise ValueError("layer.self_attn must use one packed in-projection with bias (the default)")
+    total = x.shape[0]
+
+    def attention_block(z):
+        qkv = torch.nn.functional.linear(z, attn.in_proj_weight, attn.in_proj_bias).view(total, 3, H, d // H)
+        o = varlen_attention(qkv[:, 0], qkv[:, 1], qkv[:, 2], cu_seqlens)
+        return attn.out_proj(o.reshape(total, d))
+
+    def feed_forward(z):
+        return layer.linear2(layer.activation(layer.linear1(z)))
+
+    if layer.norm_first:
+        x = x + attention_block(layer.norm1(x))
+        return x + feed_forward(layer.norm2(x))
+    x = layer.norm1(x + attention_block(x))
+    return layer.norm2(x + feed_forward(x))

@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 from minilib.flash import (attention_passes_numpy, block_sparse_attention, decode_schedule_utilisation, flash_attention,
                            flash_attention_lse, flash_attention_numpy, flash_decode, lean_attention_decode,
                            merge_partials, monarch_fft_conv, predicted_hbm_accesses, ring_attention,
-                           sram_block_sizes, standard_attention_numpy, varlen_attention)
+                           packed_encoder_layer, sram_block_sizes, standard_attention_numpy, varlen_attention)
 
 FAST = settings(max_examples=25, deadline=None)
 TOL = dict(rtol=0, atol=1e-10)
@@ -539,3 +539,30 @@ def test_monarch_fft_conv_rejects_bad_mask():
     u, h = torch.randn(1, 10, 2), torch.randn(10, 2)
     with pytest.raises(ValueError, match="freq_mask"):
         monarch_fft_conv(u, h, n1=4, n2=5, freq_mask=torch.ones(5, 4, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_packed_encoder_layer_equals_padded_and_per_sequence(norm_first, activation):
+    torch.manual_seed(1)
+    layer = torch.nn.TransformerEncoderLayer(16, 4, 32, dropout=0.1, batch_first=True, norm_first=norm_first,
+                                             activation=activation, dtype=torch.float64).eval()
+    lengths = [5, 12, 1, 9]
+    padded = torch.randn(len(lengths), max(lengths), 16, dtype=torch.float64)
+    keep = torch.arange(max(lengths))[None] < torch.tensor(lengths)[:, None]
+    cu = torch.tensor([0] + lengths).cumsum(0)
+    out = packed_encoder_layer(padded[keep], cu, layer)
+    torch.testing.assert_close(out, layer(padded, src_key_padding_mask=~keep)[keep], rtol=0, atol=1e-10)
+    one_by_one = torch.cat([layer(padded[i:i + 1, :n])[0] for i, n in enumerate(lengths)])
+    torch.testing.assert_close(out, one_by_one, rtol=0, atol=1e-10)
+
+
+def test_packed_encoder_layer_rejects_bad_input():
+    layer = torch.nn.TransformerEncoderLayer(16, 4, 32, dropout=0.1)
+    cu = torch.tensor([0, 3])
+    with pytest.raises(ValueError, match="dropout"):
+        packed_encoder_layer(torch.randn(3, 16), cu, layer)
+    with pytest.raises(ValueError, match="d_model"):
+        packed_encoder_layer(torch.randn(3, 8), cu, layer.eval())
+    with pytest.raises(TypeError, match="layer"):
+        packed_encoder_layer(torch.randn(3, 16), cu, torch.nn.Linear(16, 16))
