@@ -9,8 +9,8 @@ from hypothesis import given, settings, strategies as st
 
 from minilib.flash import (attention_passes_numpy, block_sparse_attention, decode_schedule_utilisation, flash_attention,
                            flash_attention_lse, flash_attention_numpy, flash_decode, lean_attention_decode,
-                           merge_partials, monarch_fft_conv, predicted_hbm_accesses, ring_attention,
-                           packed_encoder_layer, sram_block_sizes, standard_attention_numpy, varlen_attention)
+                           merge_partials, monarch_fft_conv, packed_encoder_layer, predicted_hbm_accesses,
+                           ring_attention, sram_block_sizes, standard_attention_numpy, varlen_attention)
 
 FAST = settings(max_examples=25, deadline=None)
 TOL = dict(rtol=0, atol=1e-10)
