@@ -696,3 +696,305 @@ def decode_schedule_utilisation(batch, heads, context_len, *, n_sms=108, block_k
     block_time = 2 * block_k * head_dim * bytes_per_element * n_sms / hbm_bandwidth
     return {"units": units, "blocks": work, "makespan": makespan, "utilisation": work / (n_sms * makespan),
             "time_s": makespan * block_time, "partials": partials}
+
+
+def _even_split(n: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` contiguous ranges covering ``range(n)`` whose lengths differ by at most one."""
+    base, extra = divmod(n, parts)
+    bounds = [0]
+    for p in range(parts):
+        bounds.append(bounds[-1] + base + (p < extra))
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def ring_attention(q, k, v, n_workers, *, causal=False, scale=None, return_log=False):
+    r"""Ring self-attention (sequence parallelism) simulated in one process.
+
+    The sequence is cut into ``W = n_workers`` contiguous chunks; worker ``w`` keeps its query
+    chunk $Q_w$ for the whole computation.  At step ``r`` it holds the key/value chunk
+    $K_{(w+r) \bmod W}, V_{(w+r) \bmod W}$ (passed around the ring), computes the partial
+    $(O_{w,c}, \mathrm{lse}_{w,c})$ over that chunk, and after ``W`` steps merges them:
+
+    $$ O_w = \sum_{c} e^{\mathrm{lse}_{w,c} - \mathrm{lse}_w}\, O_{w,c},\qquad
+       \mathrm{lse}_w = \log \sum_c e^{\mathrm{lse}_{w,c}} $$
+
+    ``q (B, H, T, D)``, ``k (B, Hkv, S, D)``, ``v (B, Hkv, S, Dv)`` -> ``(B, H, T, Dv)``; chunk
+    lengths differ by at most one, so ``T`` need not divide by ``W``.  ``causal`` aligns
+    bottom-right.  With ``return_log`` also returns one dict per (step, worker) with the
+    shapes that worker holds (``q_rows``, ``kv_rows``, ``scores``).  See :cite:`li2021sequence`.
+    """
+    check_attention_inputs(q, k, v)
+    if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
+        raise ValueError(f"n_workers must be a positive int, got {n_workers!r}")
+    T, S = q.shape[2], k.shape[2]
+    if n_workers > min(T, S):
+        raise ValueError(f"n_workers ({n_workers}) must not exceed the query length {T} or key length {S}")
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    q_pos, k_pos = _bottom_right(T, S)
+    q_chunks, kv_chunks = _even_split(T, n_workers), _even_split(S, n_workers)
+    partials = [([], []) for _ in range(n_workers)]
+    log = []
+    for step in range(n_workers):
+        for w, (r0, r1) in enumerate(q_chunks):
+            c0, c1 = kv_chunks[(w + step) % n_workers]  # the chunk that has reached worker w
+            qw, kc, vc = q[:, :, r0:r1], k[:, :, c0:c1], v[:, :, c0:c1]
+            if causal:
+                o, s = _attend(qw, kc, vc, scale, q_pos[r0:r1], k_pos[c0:c1], r1 - r0, c1 - c0)
+            else:
+                o, s = _attend(qw, kc, vc, scale, None, None, r1 - r0, c1 - c0)
+            partials[w][0].append(o)
+            partials[w][1].append(s)
+            log.append({"step": step, "worker": w, "q_rows": r1 - r0, "kv_rows": c1 - c0,
+                        "scores": (r1 - r0, c1 - c0)})
+    out = torch.cat([merge_partials(outs, lses)[0] for outs, lses in partials], dim=2)
+    return (out, log) if return_log else out
+
+
+def attention_passes_numpy(q, k, v, *, passes=3, causal=False, scale=None, block_k=64):
+    r"""Softmax attention as a cascade of 3, 2 or 1 passes over the keys, counting traffic.
+
+    With scores $s_j = \mathrm{scale}\; q \cdot k_j$ (masked to $-\infty$):
+
+    * ``passes=3``: $m = \max_j s_j$; then $\ell = \sum_j e^{s_j - m}$; then
+      $o = \sum_j e^{s_j - m} v_j / \ell$.
+    * ``passes=2``: $m, \ell$ together online, $\ell \leftarrow e^{m - m'}\ell + \sum_j e^{s_j - m'}$;
+      then the output pass.
+    * ``passes=1``: $m, \ell$ and $o$ all online, $o \leftarrow e^{m - m'} o + \sum_j e^{s_j - m'} v_j$.
+
+    Each pass streams $K$ in blocks of ``block_k`` and recomputes the scores rather than storing
+    them, so per (batch, head) the slow-memory traffic is
+    $\mathrm{reads} = p\,(TD + SD) + S D_v$, $\mathrm{writes} = T D_v$ for $p$ passes, and the
+    fast-memory buffer ($Q$, one $K, V$ block, the score block, $m, \ell, o$) does not grow with
+    $S$.  ``q (T, D)`` or ``(B, H, T, D)``, ``k (…, S, D)``, ``v (…, S, Dv)`` (GQA allowed).
+    Returns ``out`` and ``io`` with ``hbm_reads``, ``hbm_writes``, ``k_reads`` (times each key
+    is read) and ``sram_peak``.  Rows with no visible key give zeros.
+    See :cite:`nayak2024fusemax`.
+    """
+    if passes not in (1, 2, 3):
+        raise ValueError(f"passes must be 1, 2 or 3, got {passes!r}")
+    q, k, v, squeeze = _numpy_heads(q, k, v)
+    block_k = _check_block("block_k", block_k)
+    B, H, T, D = q.shape
+    Hkv, S, Dv = k.shape[1], k.shape[2], v.shape[3]
+    group = H // Hkv
+    scale = D ** -0.5 if scale is None else scale
+    dtype = np.result_type(q.dtype, k.dtype, v.dtype, np.float32)
+    out = np.zeros((B, H, T, Dv), dtype)
+    io = {"hbm_reads": 0, "hbm_writes": 0, "k_reads": passes, "sram_peak": 0}
+    rows = np.arange(T)[:, None] + (S - T)
+
+    def sweep(Q, K, V, with_v):
+        """One pass: yields the masked score block and the matching V block (V read only if needed)."""
+        io["hbm_reads"] += Q.size
+        for c0 in range(0, S, block_k):
+            c1 = min(S, c0 + block_k)
+            io["hbm_reads"] += K[c0:c1].size + (V[c0:c1].size if with_v else 0)
+            s = scale * (Q @ K[c0:c1].T)
+            if causal:
+                s = np.where(np.arange(c0, c1)[None, :] <= rows, s, -np.inf)
+            held = Q.size + K[c0:c1].size + (V[c0:c1].size if with_v else 0) + s.size + T * (Dv + 2)
+            io["sram_peak"] = max(io["sram_peak"], held)
+            yield s, V[c0:c1]
+
+    def finite(m):
+        return np.where(np.isfinite(m), m, 0.0)  # a row with no visible key so far keeps weight zero
+
+    for b in range(B):
+        for h in range(H):
+            Q, K, V = q[b, h].astype(dtype), k[b, h // group].astype(dtype), v[b, h // group].astype(dtype)
+            m, l, o = np.full(T, -np.inf, dtype), np.zeros(T, dtype), np.zeros((T, Dv), dtype)
+            if passes == 3:
+                for s, _ in sweep(Q, K, V, False):
+                    m = np.maximum(m, s.max(axis=1))
+                for s, _ in sweep(Q, K, V, False):
+                    l += np.exp(s - finite(m)[:, None]).sum(axis=1)
+            elif passes == 2:
+                for s, _ in sweep(Q, K, V, False):
+                    m_new = np.maximum(m, s.max(axis=1))
+                    l = np.exp(m - finite(m_new)) * l + np.exp(s - finite(m_new)[:, None]).sum(axis=1)
+                    m = m_new
+            if passes > 1:
+                for s, Vj in sweep(Q, K, V, True):
+                    o += np.exp(s - finite(m)[:, None]) @ Vj
+            else:
+                for s, Vj in sweep(Q, K, V, True):
+                    m_new = np.maximum(m, s.max(axis=1))
+                    alpha = np.exp(m - finite(m_new))
+                    p = np.exp(s - finite(m_new)[:, None])
+                    l, o, m = alpha * l + p.sum(axis=1), alpha[:, None] * o + p @ Vj, m_new
+            out[b, h] = o / np.where(l > 0, l, 1.0)[:, None]
+            io["hbm_writes"] += T * Dv
+    return (out[0, 0] if squeeze else out), io
+
+
+def lean_attention_decode(q, k, v, *, n_workers, block_k=64, scale=None, return_units=False):
+    r"""Stream-K decoding (Lean Attention): equal contiguous ranges of key blocks per worker.
+
+    The work of one decoding step is the ordered list of all (batch, head, key-block) triples,
+    $W = B \cdot H \cdot \lceil S / b_k \rceil$ blocks.  Worker $p$ of $P$ takes blocks
+    $[\lfloor pW/P \rfloor, \lfloor (p+1)W/P \rfloor)$ (up to rounding, lengths differ by at
+    most one), which may end inside one head and run into the next.  Each maximal piece of one
+    head gives a partial $(O_i, \mathrm{lse}_i)$; the pieces of a head are merged by
+    log-sum-exp (the reduction is associative, so any cut is exact):
+
+    $$ O = \sum_i e^{\mathrm{lse}_i - \mathrm{lse}}\, O_i,\qquad \mathrm{lse} = \log \sum_i e^{\mathrm{lse}_i} $$
+
+    ``q (B, H, T, D)`` (decoding: small ``T``, every query sees every key), ``k (B, Hkv, S, D)``,
+    ``v (B, Hkv, S, Dv)`` -> ``(B, H, T, Dv)``.  With ``return_units`` also returns, per
+    worker, its list of pieces ``(b, h, first_block, stop_block)``.  See :cite:`sanovar2024lean`.
+    """
+    check_attention_inputs(q, k, v)
+    if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
+        raise ValueError(f"n_workers must be a positive int, got {n_workers!r}")
+    block_k = _check_block("block_k", block_k)
+    B, H, T, _ = q.shape
+    S, group = k.shape[2], H // k.shape[1]
+    if S == 0:
+        raise ValueError(f"k must have at least one key, got k {tuple(k.shape)}")
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    n_blocks = -(-S // block_k)
+    units = []
+    for start, stop in _even_split(B * H * n_blocks, n_workers):
+        pieces, g = [], start
+        while g < stop:
+            pair, first = divmod(g, n_blocks)
+            last = min(stop, (pair + 1) * n_blocks) - pair * n_blocks  # the piece ends at the head boundary
+            pieces.append((pair // H, pair % H, first, last))
+            g = pair * n_blocks + last
+        units.append(pieces)
+    partials = {}
+    for pieces in units:
+        for b, h, first, last in pieces:
+            c0, c1 = first * block_k, min(S, last * block_k)
+            o, s = _attend(q[b:b + 1, h:h + 1], k[b:b + 1, h // group:h // group + 1, c0:c1],
+                           v[b:b + 1, h // group:h // group + 1, c0:c1], scale, None, None, max(T, 1), c1 - c0)
+            partials.setdefault((b, h), ([], []))
+            partials[(b, h)][0].append(o)
+            partials[(b, h)][1].append(s)
+    out = torch.empty(B, H, T, v.shape[3], dtype=q.dtype, device=q.device)
+    for (b, h), (outs, lses) in partials.items():
+        out[b:b + 1, h:h + 1] = merge_partials(outs, lses)[0]
+    return (out, units) if return_units else out
+
+
+def _dft_matrix(n: int, dtype, inverse=False) -> torch.Tensor:
+    j = torch.arange(n, dtype=torch.float64)
+    sign = 1.0 if inverse else -1.0
+    return torch.polar(torch.ones(n, n, dtype=torch.float64), sign * 2 * math.pi * torch.outer(j, j) / n).to(dtype)
+
+
+def _monarch_dft(x, F1, F2, tw):
+    """Length N1*N2 DFT of the last axis as two matmuls: the result sits at [k1, k2] for frequency k1 + N1*k2.
+
+    ``F1`` may hold only some rows k1 (frequency-sparse); the output then holds those rows.
+    """
+    X = x.reshape(*x.shape[:-1], F1.shape[1], F2.shape[0])  # X[n1, n2] = x[N2*n1 + n2]
+    return ((F1 @ X) * tw) @ F2
+
+
+def _monarch_idft(Y, F1i, F2i, twi, N):
+    """Inverse of :func:`_monarch_dft`: [k1, k2] layout in (rows as kept by ``F1i``'s columns), signal of length N out."""
+    return (F1i @ ((Y @ F2i) * twi)).reshape(*Y.shape[:-2], N) / N
+
+
+def monarch_fft_conv(u, kernel, *, n1, n2, freq_mask=None):
+    r"""Causal long convolution by FFT, the DFT done as dense matrix products (Monarch form).
+
+    $$ y_t = \sum_{s=0}^{t} h_s\, u_{t-s},\qquad y = \mathcal{F}_N^{-1}\big(\mathcal{F}_N \tilde u
+       \odot \mathcal{F}_N \tilde h\big)_{[0, L)} $$
+
+    with $\tilde u, \tilde h$ zero-padded to $N = n_1 n_2 \ge L + L_h - 1$ (no wrap-around).  The
+    length-$N$ DFT is Cooley-Tukey in two matmul stages: reshape $x$ to the $(n_1, n_2)$ matrix
+    $X_{ab} = x_{n_2 a + b}$, then
+
+    $$ Y = \big((F_{n_1} X) \odot \Omega\big) F_{n_2},\qquad \Omega_{k_1 b} = \omega_N^{k_1 b},\qquad
+       \hat x_{k_1 + n_1 k_2} = Y_{k_1 k_2}, $$
+
+    and the inverse runs the same stages backwards with conjugate matrices, so no permutation
+    is ever applied.  ``u (B, L, C)``, ``kernel (L_h, C)`` with ``L_h <= L`` -> ``(B, L, C)``;
+    a short filter (a *partial* convolution) allows a smaller ``N``.
+
+    ``freq_mask`` (bool ``(n1, n2)``, entry ``[k1, k2]`` for frequency ``k1 + n1 k2``) makes the
+    convolution *frequency-sparse*: the product spectrum is zeroed where it is False, and rows
+    ``k1`` that are False throughout are never computed (the rows of $F_{n_1}$ in the forward and
+    the columns of $\bar F_{n_1}$ in the inverse are skipped); the real part is returned.
+    See :cite:`fu2024flashfftconv`.
+    """
+    require_tensor("u", u, ndim=3, floating=True)
+    require_tensor("kernel", kernel, ndim=2, floating=True)
+    for name, n in (("n1", n1), ("n2", n2)):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"{name} must be a positive int, got {n!r}")
+    B, L, C = u.shape
+    Lh = kernel.shape[0]
+    if kernel.shape[1] != C or Lh > L:
+        raise ValueError(f"kernel must be (L_h, C) with L_h <= L, got u {tuple(u.shape)} and kernel {tuple(kernel.shape)}")
+    N = n1 * n2
+    if N < L + Lh - 1:
+        raise ValueError(f"n1*n2 = {N} must be at least L + L_h - 1 = {L + Lh - 1} to avoid wrap-around")
+    if freq_mask is not None:
+        require_tensor("freq_mask", freq_mask, ndim=2)
+        if freq_mask.dtype != torch.bool or tuple(freq_mask.shape) != (n1, n2):
+            raise ValueError(f"freq_mask must be a bool tensor of shape ({n1}, {n2}), got {freq_mask.dtype} "
+                             f"{tuple(freq_mask.shape)}")
+    cdtype = torch.complex128 if torch.promote_types(u.dtype, kernel.dtype) == torch.float64 else torch.complex64
+    F1, F2 = _dft_matrix(n1, cdtype).to(u.device), _dft_matrix(n2, cdtype).to(u.device)
+    idx = torch.arange(n1, dtype=torch.float64)[:, None] * torch.arange(n2, dtype=torch.float64)[None, :]
+    tw = torch.polar(torch.ones_like(idx), -2 * math.pi * idx / N).to(cdtype).to(u.device)
+    u_pad = torch.zeros(B, C, N, dtype=cdtype, device=u.device)
+    u_pad[..., :L] = u.transpose(1, 2)
+    h_pad = torch.zeros(C, N, dtype=cdtype, device=u.device)
+    h_pad[:, :Lh] = kernel.T
+    F1i, twi = F1.conj(), tw.conj()
+    if freq_mask is not None:
+        rows = freq_mask.any(dim=1).nonzero().flatten().to(u.device)  # frequency rows k1 that survive
+        F1, tw, F1i, twi = F1[rows], tw[rows], F1i[:, rows], twi[rows]
+    spectrum = _monarch_dft(u_pad, F1, F2, tw) * _monarch_dft(h_pad, F1, F2, tw)
+    if freq_mask is not None:
+        spectrum = spectrum * freq_mask[rows].to(u.device)
+    y = _monarch_idft(spectrum, F1i, F2.conj(), twi, N)
+    return y[..., :L].real.transpose(1, 2).to(u.dtype)
+
+
+def packed_encoder_layer(x, cu_seqlens, layer):
+    r"""One BERT-style encoder layer on a padding-free packed batch (ByteTransformer).
+
+    With the tokens of all sequences concatenated, every position-wise part (projections,
+    feed-forward, layer norms) runs on the ``total`` real tokens only, and attention runs per
+    sequence through :func:`varlen_attention`.  For ``layer.norm_first = False`` (post-LN, BERT):
+
+    $$ h = \mathrm{LN}_1\big(x + W_O\, \mathrm{attn}_{\text{per seq}}(xW_Q, xW_K, xW_V)\big),\qquad
+       y = \mathrm{LN}_2\big(h + W_2\, \phi(W_1 h)\big) $$
+
+    and the pre-LN order when ``norm_first``.  ``x (total, d_model)``, ``cu_seqlens (n+1,)``
+    offsets as in :func:`varlen_attention`; ``layer`` is a ``torch.nn.TransformerEncoderLayer``
+    whose weights are used (dropout must be inactive: eval mode or ``p = 0``) -> ``(total, d_model)``.
+    The work is $\sum_i L_i$ tokens for the position-wise parts and $\sum_i L_i^2$ for attention,
+    instead of $n \max_i L_i$ and $n \max_i L_i^2$ padded.  See :cite:`zhai2023bytetransformer`.
+    """
+    if not isinstance(layer, torch.nn.TransformerEncoderLayer):
+        raise TypeError(f"layer must be a torch.nn.TransformerEncoderLayer, got {type(layer).__name__}")
+    require_tensor("x", x, ndim=2, floating=True)
+    attn = layer.self_attn
+    d, H = attn.embed_dim, attn.num_heads
+    if x.shape[1] != d:
+        raise ValueError(f"x must be (total, d_model={d}), got {tuple(x.shape)}")
+    if layer.training and any(m.p > 0 for m in layer.modules() if isinstance(m, torch.nn.Dropout)):
+        raise ValueError("layer has active dropout: call layer.eval() or set dropout to 0")
+    if not attn._qkv_same_embed_dim or attn.in_proj_bias is None:
+        raise ValueError("layer.self_attn must use one packed in-projection with bias (the default)")
+    total = x.shape[0]
+
+    def attention_block(z):
+        qkv = torch.nn.functional.linear(z, attn.in_proj_weight, attn.in_proj_bias).view(total, 3, H, d // H)
+        o = varlen_attention(qkv[:, 0], qkv[:, 1], qkv[:, 2], cu_seqlens)
+        return attn.out_proj(o.reshape(total, d))
+
+    def feed_forward(z):
+        return layer.linear2(layer.activation(layer.linear1(z)))
+
+    if layer.norm_first:
+        x = x + attention_block(layer.norm1(x))
+        return x + feed_forward(layer.norm2(x))
+    x = layer.norm1(x + attention_block(x))
+    return layer.norm2(x + feed_forward(x))

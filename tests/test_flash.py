@@ -7,9 +7,10 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
-from minilib.flash import (block_sparse_attention, decode_schedule_utilisation, flash_attention, flash_attention_lse, flash_attention_numpy,
-                           flash_decode, merge_partials, predicted_hbm_accesses, sram_block_sizes,
-                           standard_attention_numpy, varlen_attention)
+from minilib.flash import (attention_passes_numpy, block_sparse_attention, decode_schedule_utilisation, flash_attention,
+                           flash_attention_lse, flash_attention_numpy, flash_decode, lean_attention_decode,
+                           merge_partials, monarch_fft_conv, packed_encoder_layer, predicted_hbm_accesses,
+                           ring_attention, sram_block_sizes, standard_attention_numpy, varlen_attention)
 
 FAST = settings(max_examples=25, deadline=None)
 TOL = dict(rtol=0, atol=1e-10)
@@ -399,3 +400,169 @@ def test_decode_schedule_bad_input_raises():
         decode_schedule_utilisation(1, 8, 1024, n_sms=2.5)
     with pytest.raises(ValueError, match="hbm_bandwidth"):
         decode_schedule_utilisation(1, 8, 1024, hbm_bandwidth=0)
+
+
+# ---- ring attention, attention passes, Lean Attention, Monarch FFT convolution ----
+
+@FAST
+@given(T=st.integers(2, 40), W=st.integers(1, 5), causal=st.booleans(), gqa=st.booleans())
+def test_ring_attention_equals_sdpa(T, W, causal, gqa):
+    W = min(W, T)
+    g = torch.Generator().manual_seed(T * 10 + W)
+    Hkv = 1 if gqa else 2
+    q = torch.randn(2, 2, T, 8, dtype=torch.float64, generator=g)
+    k = torch.randn(2, Hkv, T, 8, dtype=torch.float64, generator=g)
+    v = torch.randn(2, Hkv, T, 5, dtype=torch.float64, generator=g)
+    torch.testing.assert_close(ring_attention(q, k, v, W, causal=causal), reference(q, k, v, causal=causal), **TOL)
+
+
+def test_ring_attention_workers_hold_one_chunk():
+    q = k = v = torch.randn(1, 1, 10, 4, dtype=torch.float64)
+    _, log = ring_attention(q, k, v, 4, return_log=True)
+    assert len(log) == 16
+    # chunks of 10 over 4 workers are 3, 3, 2, 2 rows; each worker sees every K/V chunk once
+    assert sorted({e["q_rows"] for e in log}) == [2, 3] and max(e["kv_rows"] for e in log) == 3
+    for w in range(4):
+        seen = sorted(e["kv_rows"] for e in log if e["worker"] == w)
+        assert seen == [2, 2, 3, 3]
+
+
+def test_ring_attention_rejects_bad_workers():
+    q = torch.randn(1, 1, 3, 4)
+    with pytest.raises(ValueError, match="n_workers"):
+        ring_attention(q, q, q, 4)
+    with pytest.raises(ValueError, match="n_workers"):
+        ring_attention(q, q, q, 0)
+
+
+@pytest.mark.parametrize("passes", [1, 2, 3])
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_passes_equal_sdpa(passes, causal):
+    g = torch.Generator().manual_seed(passes)
+    q = torch.randn(2, 4, 13, 8, dtype=torch.float64, generator=g)
+    k = torch.randn(2, 2, 21, 8, dtype=torch.float64, generator=g)
+    v = torch.randn(2, 2, 21, 6, dtype=torch.float64, generator=g)
+    out, _ = attention_passes_numpy(q.numpy(), k.numpy(), v.numpy(), passes=passes, causal=causal, block_k=5)
+    np.testing.assert_allclose(out, reference(q, k, v, causal=causal).numpy(), rtol=0, atol=1e-10)
+
+
+def test_attention_passes_traffic_by_hand():
+    # T=4, S=6, D=3, Dv=2, one head: each pass reads Q (12) and K (18); the output pass also V (12)
+    q, k, v = np.ones((4, 3)), np.ones((6, 3)), np.ones((6, 2))
+    reads = {p: attention_passes_numpy(q, k, v, passes=p, block_k=4)[1]["hbm_reads"] for p in (3, 2, 1)}
+    assert reads == {3: 102, 2: 72, 1: 42}
+    # the buffer is Q (12) + K block (12) + V block (8) + scores (16) + m, l, o (16), for any S
+    for S in (6, 600):
+        io = attention_passes_numpy(q, np.ones((S, 3)), np.ones((S, 2)), passes=1, block_k=4)[1]
+        assert io["sram_peak"] == 64 and io["hbm_writes"] == 8
+
+
+def test_attention_passes_rejects_bad_passes():
+    with pytest.raises(ValueError, match="passes"):
+        attention_passes_numpy(np.ones((2, 2)), np.ones((2, 2)), np.ones((2, 2)), passes=4)
+
+
+@FAST
+@given(S=st.integers(1, 90), P=st.integers(1, 12), block_k=st.integers(1, 16), T=st.integers(1, 2))
+def test_lean_attention_decode_equals_sdpa(S, P, block_k, T):
+    g = torch.Generator().manual_seed(S * 100 + P)
+    q = torch.randn(2, 4, T, 8, dtype=torch.float64, generator=g)
+    k = torch.randn(2, 2, S, 8, dtype=torch.float64, generator=g)
+    v = torch.randn(2, 2, S, 3, dtype=torch.float64, generator=g)
+    out, units = lean_attention_decode(q, k, v, n_workers=P, block_k=block_k, return_units=True)
+    torch.testing.assert_close(out, reference(q, k, v), **TOL)
+    sizes = [sum(stop - first for _, _, first, stop in pieces) for pieces in units]
+    n_blocks = -(-S // block_k)
+    assert sum(sizes) == 2 * 4 * n_blocks and max(sizes) - min(sizes) <= 1
+    covered = sorted((b, h, blk) for pieces in units for b, h, f, s in pieces for blk in range(f, s))
+    assert covered == [(b, h, blk) for b in range(2) for h in range(4) for blk in range(n_blocks)]
+
+
+def test_lean_attention_splits_heads():
+    # B=1, H=8, one block per head, 6 workers: 8 blocks as 2,2,1,1,1,1 -> some unit spans two heads
+    q = torch.randn(1, 8, 1, 4, dtype=torch.float64)
+    k = v = torch.randn(1, 8, 16, 4, dtype=torch.float64)
+    _, units = lean_attention_decode(q, k, v, n_workers=6, block_k=16, return_units=True)
+    assert [len(p) for p in units] == [2, 2, 1, 1, 1, 1]
+
+
+def naive_causal_conv(u, h):
+    y = torch.zeros_like(u)
+    for t in range(u.shape[1]):
+        for s in range(min(t + 1, h.shape[0])):
+            y[:, t] += h[s] * u[:, t - s]
+    return y
+
+
+@pytest.mark.parametrize("L,Lh,n1,n2", [(50, 50, 10, 10), (37, 20, 7, 8), (64, 1, 4, 16), (30, 30, 1, 59)])
+def test_monarch_fft_conv_equals_naive_and_torch_fft(L, Lh, n1, n2):
+    g = torch.Generator().manual_seed(L)
+    u = torch.randn(2, L, 3, dtype=torch.float64, generator=g)
+    h = torch.randn(Lh, 3, dtype=torch.float64, generator=g)
+    y = monarch_fft_conv(u, h, n1=n1, n2=n2)
+    torch.testing.assert_close(y, naive_causal_conv(u, h), rtol=0, atol=1e-10)
+    N = 2 * L
+    via_fft = torch.fft.irfft(torch.fft.rfft(u, n=N, dim=1) * torch.fft.rfft(h, n=N, dim=0)[None], n=N, dim=1)[:, :L]
+    torch.testing.assert_close(y, via_fft, rtol=0, atol=1e-10)
+
+
+def test_monarch_fft_conv_rejects_short_transform():
+    u, h = torch.randn(1, 10, 2), torch.randn(10, 2)
+    with pytest.raises(ValueError, match="wrap-around"):
+        monarch_fft_conv(u, h, n1=3, n2=6)
+    with pytest.raises(ValueError, match="kernel"):
+        monarch_fft_conv(u, torch.randn(10, 3), n1=4, n2=5)
+
+
+def test_monarch_fft_conv_frequency_sparse_equals_masked_torch_fft():
+    g = torch.Generator().manual_seed(5)
+    L, n1, n2 = 50, 10, 10
+    u = torch.randn(2, L, 3, dtype=torch.float64, generator=g)
+    h = torch.randn(L, 3, dtype=torch.float64, generator=g)
+    mask = torch.rand(n1, n2, generator=g) < 0.5
+    mask[[2, 7]] = False  # two whole rows skipped
+    keep = torch.zeros(n1 * n2, dtype=torch.bool)
+    for k1 in range(n1):
+        for k2 in range(n2):
+            keep[k1 + n1 * k2] = mask[k1, k2]
+    spectrum = torch.fft.fft(u, n=n1 * n2, dim=1) * torch.fft.fft(h, n=n1 * n2, dim=0)[None]
+    expected = torch.fft.ifft(spectrum * keep[None, :, None], dim=1).real[:, :L]
+    sparse = monarch_fft_conv(u, h, n1=n1, n2=n2, freq_mask=mask)
+    torch.testing.assert_close(sparse, expected, rtol=0, atol=1e-10)
+    removed = torch.fft.ifft(spectrum * (~keep)[None, :, None], dim=1).real[:, :L]
+    torch.testing.assert_close(monarch_fft_conv(u, h, n1=n1, n2=n2) - sparse, removed, rtol=0, atol=1e-10)
+    all_kept = monarch_fft_conv(u, h, n1=n1, n2=n2, freq_mask=torch.ones(n1, n2, dtype=torch.bool))
+    torch.testing.assert_close(all_kept, naive_causal_conv(u, h), rtol=0, atol=1e-10)
+
+
+def test_monarch_fft_conv_rejects_bad_mask():
+    u, h = torch.randn(1, 10, 2), torch.randn(10, 2)
+    with pytest.raises(ValueError, match="freq_mask"):
+        monarch_fft_conv(u, h, n1=4, n2=5, freq_mask=torch.ones(5, 4, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_packed_encoder_layer_equals_padded_and_per_sequence(norm_first, activation):
+    torch.manual_seed(1)
+    layer = torch.nn.TransformerEncoderLayer(16, 4, 32, dropout=0.1, batch_first=True, norm_first=norm_first,
+                                             activation=activation, dtype=torch.float64).eval()
+    lengths = [5, 12, 1, 9]
+    padded = torch.randn(len(lengths), max(lengths), 16, dtype=torch.float64)
+    keep = torch.arange(max(lengths))[None] < torch.tensor(lengths)[:, None]
+    cu = torch.tensor([0] + lengths).cumsum(0)
+    out = packed_encoder_layer(padded[keep], cu, layer)
+    torch.testing.assert_close(out, layer(padded, src_key_padding_mask=~keep)[keep], rtol=0, atol=1e-10)
+    one_by_one = torch.cat([layer(padded[i:i + 1, :n])[0] for i, n in enumerate(lengths)])
+    torch.testing.assert_close(out, one_by_one, rtol=0, atol=1e-10)
+
+
+def test_packed_encoder_layer_rejects_bad_input():
+    layer = torch.nn.TransformerEncoderLayer(16, 4, 32, dropout=0.1)
+    cu = torch.tensor([0, 3])
+    with pytest.raises(ValueError, match="dropout"):
+        packed_encoder_layer(torch.randn(3, 16), cu, layer)
+    with pytest.raises(ValueError, match="d_model"):
+        packed_encoder_layer(torch.randn(3, 8), cu, layer.eval())
+    with pytest.raises(TypeError, match="layer"):
+        packed_encoder_layer(torch.randn(3, 16), cu, torch.nn.Linear(16, 16))
