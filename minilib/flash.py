@@ -80,6 +80,23 @@ def _numpy_heads(q, k, v):
     return q, k, v, squeeze
 
 
+def _numpy_problem(q, k, v, scale):
+    """Checked ``(B, H, T, D)`` arrays, whether to squeeze back to ``(T, D)``, the score scale, and a
+    zero output ``(B, H, T, Dv)`` in the compute dtype (at least float32)."""
+    q, k, v, squeeze = _numpy_heads(q, k, v)
+    scale = q.shape[3] ** -0.5 if scale is None else scale
+    out = np.zeros(q.shape[:3] + (v.shape[3],), np.result_type(q.dtype, k.dtype, v.dtype, np.float32))
+    return q, k, v, squeeze, scale, out
+
+
+def _per_head(q, k, v):
+    """``(b, h, Q, K, V)`` for every query head, with ``K, V`` from the key/value head it reads (GQA)."""
+    group = q.shape[1] // k.shape[1]
+    for b in range(q.shape[0]):
+        for h in range(q.shape[1]):
+            yield b, h, q[b, h], k[b, h // group], v[b, h // group]
+
+
 def flash_attention_numpy(q, k, v, *, causal=False, block_q=64, block_k=64, scale=None):
     r"""Tiled attention with online softmax in NumPy, counting slow-memory traffic.
 
@@ -97,51 +114,44 @@ def flash_attention_numpy(q, k, v, *, causal=False, block_q=64, block_k=64, scal
     the score tile, ``acc``, ``m`` and ``l``).  Causal with ``T != S`` aligns bottom-right;
     a row with no visible key gets zeros and ``lse = -inf``.  See :cite:`dao2022flashattention`.
     """
-    q, k, v, squeeze = _numpy_heads(q, k, v)
+    q, k, v, squeeze, scale, out = _numpy_problem(q, k, v, scale)
     block_q, block_k = _check_block("block_q", block_q), _check_block("block_k", block_k)
-    B, H, T, D = q.shape
-    Hkv, S, Dv = k.shape[1], k.shape[2], v.shape[3]
-    group = H // Hkv
-    scale = D ** -0.5 if scale is None else scale
-    dtype = np.result_type(q.dtype, k.dtype, v.dtype, np.float32)
-    out = np.zeros((B, H, T, Dv), dtype)
-    lse = np.full((B, H, T), -np.inf, dtype)
+    T, S, Dv, dtype = q.shape[2], k.shape[2], v.shape[3], out.dtype
+    lse = np.full(out.shape[:3], -np.inf, dtype)
     io = {"hbm_reads": 0, "hbm_writes": 0, "sram_peak": 0}
     offset = S - T  # query t sits at key position t + offset
-    for b in range(B):
-        for h in range(H):
-            K, V = k[b, h // group], v[b, h // group]
-            for r0 in range(0, T, block_q):
-                r1 = min(T, r0 + block_q)
-                n_keys = min(S, r1 + offset) if causal else S  # later keys are masked for every row
-                if n_keys > 0:
-                    Qi = q[b, h, r0:r1].astype(dtype)
-                    io["hbm_reads"] += Qi.size
-                    m = np.full(r1 - r0, -np.inf, dtype)
-                    l = np.zeros(r1 - r0, dtype)
-                    acc = np.zeros((r1 - r0, Dv), dtype)
-                for c0 in range(0, max(n_keys, 0), block_k):
-                    c1 = min(n_keys, c0 + block_k)
-                    Kj, Vj = K[c0:c1], V[c0:c1]
-                    io["hbm_reads"] += Kj.size + Vj.size
-                    s = scale * (Qi @ Kj.T)
-                    if causal:
-                        rows = np.arange(r0, r1)[:, None] + offset
-                        s = np.where(np.arange(c0, c1)[None, :] <= rows, s, -np.inf)
-                    m_new = np.maximum(m, s.max(axis=1))
-                    m_use = np.where(np.isfinite(m_new), m_new, 0.0)  # a row masked so far stays at zero weight
-                    p = np.exp(s - m_use[:, None])
-                    alpha = np.exp(m - m_use)
-                    l = alpha * l + p.sum(axis=1)
-                    acc = alpha[:, None] * acc + p @ Vj
-                    m = m_new
-                    held = Qi.size + Kj.size + Vj.size + s.size + acc.size + m.size + l.size
-                    io["sram_peak"] = max(io["sram_peak"], held)
-                if n_keys > 0:
-                    with np.errstate(divide="ignore"):
-                        out[b, h, r0:r1] = acc / np.where(l > 0, l, 1.0)[:, None]
-                        lse[b, h, r0:r1] = m + np.log(l)
-                io["hbm_writes"] += (r1 - r0) * (Dv + 1)
+    for b, h, Q, K, V in _per_head(q, k, v):
+        for r0 in range(0, T, block_q):
+            r1 = min(T, r0 + block_q)
+            n_keys = min(S, r1 + offset) if causal else S  # later keys are masked for every row
+            if n_keys > 0:
+                Qi = Q[r0:r1].astype(dtype)
+                io["hbm_reads"] += Qi.size
+                m = np.full(r1 - r0, -np.inf, dtype)
+                l = np.zeros(r1 - r0, dtype)
+                acc = np.zeros((r1 - r0, Dv), dtype)
+            for c0 in range(0, max(n_keys, 0), block_k):
+                c1 = min(n_keys, c0 + block_k)
+                Kj, Vj = K[c0:c1], V[c0:c1]
+                io["hbm_reads"] += Kj.size + Vj.size
+                s = scale * (Qi @ Kj.T)
+                if causal:
+                    rows = np.arange(r0, r1)[:, None] + offset
+                    s = np.where(np.arange(c0, c1)[None, :] <= rows, s, -np.inf)
+                m_new = np.maximum(m, s.max(axis=1))
+                m_use = np.where(np.isfinite(m_new), m_new, 0.0)  # a row masked so far stays at zero weight
+                p = np.exp(s - m_use[:, None])
+                alpha = np.exp(m - m_use)
+                l = alpha * l + p.sum(axis=1)
+                acc = alpha[:, None] * acc + p @ Vj
+                m = m_new
+                held = Qi.size + Kj.size + Vj.size + s.size + acc.size + m.size + l.size
+                io["sram_peak"] = max(io["sram_peak"], held)
+            if n_keys > 0:
+                with np.errstate(divide="ignore"):
+                    out[b, h, r0:r1] = acc / np.where(l > 0, l, 1.0)[:, None]
+                    lse[b, h, r0:r1] = m + np.log(l)
+            io["hbm_writes"] += (r1 - r0) * (Dv + 1)
     if squeeze:
         out, lse = out[0, 0], lse[0, 0]
     return out, lse, io
@@ -160,32 +170,25 @@ def standard_attention_numpy(q, k, v, *, causal=False, scale=None):
     ``out`` and ``io``; ``sram_peak`` is the largest single buffer a pass needs (one row of
     ``S`` for the softmax pass, ``max(D, Dv)``-wide rows for the products).
     """
-    q, k, v, squeeze = _numpy_heads(q, k, v)
-    B, H, T, D = q.shape
-    Hkv, S, Dv = k.shape[1], k.shape[2], v.shape[3]
-    group = H // Hkv
-    scale = D ** -0.5 if scale is None else scale
-    dtype = np.result_type(q.dtype, k.dtype, v.dtype, np.float32)
-    out = np.zeros((B, H, T, Dv), dtype)
+    q, k, v, squeeze, scale, out = _numpy_problem(q, k, v, scale)
+    T, D, S, Dv = q.shape[2], q.shape[3], k.shape[2], v.shape[3]
     io = {"hbm_reads": 0, "hbm_writes": 0, "sram_peak": 0}
     keep = np.arange(S)[None, :] <= np.arange(T)[:, None] + (S - T) if causal else np.ones((T, S), bool)
-    for b in range(B):
-        for h in range(H):
-            Q, K, V = q[b, h], k[b, h // group], v[b, h // group]
-            scores = np.where(keep, scale * (Q @ K.T), -np.inf)  # pass 1
-            io["hbm_reads"] += Q.size + K.size
-            io["hbm_writes"] += scores.size
-            m = scores.max(axis=1, keepdims=True) if S else np.zeros((T, 1))
-            m = np.where(np.isfinite(m), m, 0.0)
-            e = np.exp(scores - m)
-            den = e.sum(axis=1, keepdims=True)
-            P = e / np.where(den > 0, den, 1.0)  # pass 2
-            io["hbm_reads"] += scores.size
-            io["hbm_writes"] += P.size
-            out[b, h] = P @ V  # pass 3
-            io["hbm_reads"] += P.size + V.size
-            io["hbm_writes"] += T * Dv
-            io["sram_peak"] = max(io["sram_peak"], S + max(D, Dv) * 2)
+    for b, h, Q, K, V in _per_head(q, k, v):
+        scores = np.where(keep, scale * (Q @ K.T), -np.inf)  # pass 1
+        io["hbm_reads"] += Q.size + K.size
+        io["hbm_writes"] += scores.size
+        m = scores.max(axis=1, keepdims=True) if S else np.zeros((T, 1))
+        m = np.where(np.isfinite(m), m, 0.0)
+        e = np.exp(scores - m)
+        den = e.sum(axis=1, keepdims=True)
+        P = e / np.where(den > 0, den, 1.0)  # pass 2
+        io["hbm_reads"] += scores.size
+        io["hbm_writes"] += P.size
+        out[b, h] = P @ V  # pass 3
+        io["hbm_reads"] += P.size + V.size
+        io["hbm_writes"] += T * Dv
+        io["sram_peak"] = max(io["sram_peak"], S + max(D, Dv) * 2)
     return (out[0, 0] if squeeze else out), io
 
 
@@ -772,14 +775,9 @@ def attention_passes_numpy(q, k, v, *, passes=3, causal=False, scale=None, block
     """
     if passes not in (1, 2, 3):
         raise ValueError(f"passes must be 1, 2 or 3, got {passes!r}")
-    q, k, v, squeeze = _numpy_heads(q, k, v)
+    q, k, v, squeeze, scale, out = _numpy_problem(q, k, v, scale)
     block_k = _check_block("block_k", block_k)
-    B, H, T, D = q.shape
-    Hkv, S, Dv = k.shape[1], k.shape[2], v.shape[3]
-    group = H // Hkv
-    scale = D ** -0.5 if scale is None else scale
-    dtype = np.result_type(q.dtype, k.dtype, v.dtype, np.float32)
-    out = np.zeros((B, H, T, Dv), dtype)
+    T, S, Dv, dtype = q.shape[2], k.shape[2], v.shape[3], out.dtype
     io = {"hbm_reads": 0, "hbm_writes": 0, "k_reads": passes, "sram_peak": 0}
     rows = np.arange(T)[:, None] + (S - T)
 
@@ -799,31 +797,30 @@ def attention_passes_numpy(q, k, v, *, passes=3, causal=False, scale=None, block
     def finite(m):
         return np.where(np.isfinite(m), m, 0.0)  # a row with no visible key so far keeps weight zero
 
-    for b in range(B):
-        for h in range(H):
-            Q, K, V = q[b, h].astype(dtype), k[b, h // group].astype(dtype), v[b, h // group].astype(dtype)
-            m, l, o = np.full(T, -np.inf, dtype), np.zeros(T, dtype), np.zeros((T, Dv), dtype)
-            if passes == 3:
-                for s, _ in sweep(Q, K, V, False):
-                    m = np.maximum(m, s.max(axis=1))
-                for s, _ in sweep(Q, K, V, False):
-                    l += np.exp(s - finite(m)[:, None]).sum(axis=1)
-            elif passes == 2:
-                for s, _ in sweep(Q, K, V, False):
-                    m_new = np.maximum(m, s.max(axis=1))
-                    l = np.exp(m - finite(m_new)) * l + np.exp(s - finite(m_new)[:, None]).sum(axis=1)
-                    m = m_new
-            if passes > 1:
-                for s, Vj in sweep(Q, K, V, True):
-                    o += np.exp(s - finite(m)[:, None]) @ Vj
-            else:
-                for s, Vj in sweep(Q, K, V, True):
-                    m_new = np.maximum(m, s.max(axis=1))
-                    alpha = np.exp(m - finite(m_new))
-                    p = np.exp(s - finite(m_new)[:, None])
-                    l, o, m = alpha * l + p.sum(axis=1), alpha[:, None] * o + p @ Vj, m_new
-            out[b, h] = o / np.where(l > 0, l, 1.0)[:, None]
-            io["hbm_writes"] += T * Dv
+    for b, h, Q, K, V in _per_head(q, k, v):
+        Q, K, V = Q.astype(dtype), K.astype(dtype), V.astype(dtype)
+        m, l, o = np.full(T, -np.inf, dtype), np.zeros(T, dtype), np.zeros((T, Dv), dtype)
+        if passes == 3:
+            for s, _ in sweep(Q, K, V, False):
+                m = np.maximum(m, s.max(axis=1))
+            for s, _ in sweep(Q, K, V, False):
+                l += np.exp(s - finite(m)[:, None]).sum(axis=1)
+        elif passes == 2:
+            for s, _ in sweep(Q, K, V, False):
+                m_new = np.maximum(m, s.max(axis=1))
+                l = np.exp(m - finite(m_new)) * l + np.exp(s - finite(m_new)[:, None]).sum(axis=1)
+                m = m_new
+        if passes > 1:
+            for s, Vj in sweep(Q, K, V, True):
+                o += np.exp(s - finite(m)[:, None]) @ Vj
+        else:
+            for s, Vj in sweep(Q, K, V, True):
+                m_new = np.maximum(m, s.max(axis=1))
+                alpha = np.exp(m - finite(m_new))
+                p = np.exp(s - finite(m_new)[:, None])
+                l, o, m = alpha * l + p.sum(axis=1), alpha[:, None] * o + p @ Vj, m_new
+        out[b, h] = o / np.where(l > 0, l, 1.0)[:, None]
+        io["hbm_writes"] += T * Dv
     return (out[0, 0] if squeeze else out), io
 
 
