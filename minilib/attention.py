@@ -80,18 +80,22 @@ def _scaled_scores(q, k, *, causal, mask, bias, scale) -> torch.Tensor:
     return scores.masked_fill(~keep, float("-inf"))
 
 
+def _softmax_rows(scores: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dim of scores holding -inf where masked; a fully masked row gives zeros, not NaN."""
+    row_max = scores.amax(dim=-1, keepdim=True)
+    row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
+    e = torch.exp(scores - row_max)
+    total = e.sum(dim=-1, keepdim=True)
+    return e / torch.where(total > 0, total, torch.ones_like(total))
+
+
 def attention_weights(q, k, *, causal=False, mask=None, bias=None, scale=None) -> torch.Tensor:
     r"""Attention probabilities $A = \operatorname{softmax}_s\!\left(\tfrac{q_t \cdot k_s}{\sqrt{D}} + b_{ts}\right)$ over kept keys.
 
     ``q (B,H,T,D)``, ``k (B,Hkv,S,D)`` -> ``(B,H,T,S)``. A row with no kept key is all zeros
     (rather than NaN). See :cite:`vaswani2017attention`.
     """
-    scores = _scaled_scores(q, k, causal=causal, mask=mask, bias=bias, scale=scale)
-    row_max = scores.amax(dim=-1, keepdim=True)
-    row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
-    e = torch.exp(scores - row_max)
-    total = e.sum(dim=-1, keepdim=True)
-    return e / torch.where(total > 0, total, torch.ones_like(total))
+    return _softmax_rows(_scaled_scores(q, k, causal=causal, mask=mask, bias=bias, scale=scale))
 
 
 def sdpa(q, k, v, *, causal=False, mask=None, bias=None, scale=None) -> torch.Tensor:
@@ -130,6 +134,95 @@ def clipped_softmax(x: torch.Tensor, *, zeta: float = 1.0, gamma: float = 0.0, d
     return torch.clamp((zeta - gamma) * torch.softmax(x, dim=dim) + gamma, 0.0, 1.0)
 
 
+def softmax_one(x: torch.Tensor, *, dim: int = -1) -> torch.Tensor:
+    r"""Softmax with an extra zero logit in the denominator ("off-by-one" softmax, an implicit sink).
+
+    $$ \operatorname{softmax}_1(x)_i = \frac{e^{x_i}}{1 + \sum_j e^{x_j}} $$
+
+    The weights sum to less than one, so a head can attend (almost) nowhere without a sink token.
+    Equal to ordinary softmax over ``x`` with one more logit fixed at 0 that points at a zero value.
+    See :cite:`bondarenko2023quantizable`, :cite:`xiao2024efficient`.
+    """
+    require_tensor("x", x, floating=True)
+    m = x.amax(dim=dim, keepdim=True).clamp_min(0.0)  # >= the implicit zero logit, finite even for all -inf rows
+    e = torch.exp(x - m)
+    return e / (torch.exp(-m) + e.sum(dim=dim, keepdim=True))
+
+
+SCORES = ("softmax", "softmax1", "sigmoid", "clipped")
+
+
+def score_weights(q, k, *, score: str = "softmax", causal=False, mask=None, bias=None, scale=None,
+                  zeta: float = 1.0, gamma: float = 0.0) -> torch.Tensor:
+    r"""Attention weights for each scoring function, from scores $s_{ts} = \text{scale}\, q_t \cdot k_s + b_{ts}$.
+
+    - ``"softmax"``: $\operatorname{softmax}_s(s_{ts})$ (:func:`attention_weights`);
+    - ``"softmax1"``: $e^{s_{ts}} / (1 + \sum_{s'} e^{s_{ts'}})$ (:func:`softmax_one`);
+    - ``"sigmoid"``: $\sigma(s_{ts} - \log n_t)$ with $n_t$ the number of keys row $t$ may see ($S$, or
+      $S - T + t + 1$ when causal) :cite:`ramapuram2024sigmoid`;
+    - ``"clipped"``: $\operatorname{clip}((\zeta - \gamma)\operatorname{softmax}_s(s_{ts}) + \gamma, 0, 1)$
+      :cite:`bondarenko2023quantizable`.
+
+    Masked keys get weight 0 in every form. ``q (B,H,T,D)``, ``k (B,Hkv,S,D)`` -> ``(B,H,T,S)``.
+    """
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+    scores = _scaled_scores(q, k, causal=causal, mask=mask, bias=bias, scale=scale)
+    if score == "softmax":
+        return _softmax_rows(scores)
+    if score == "clipped":
+        clipped = torch.clamp((zeta - gamma) * _softmax_rows(scores) + gamma, 0.0, 1.0)
+        return clipped.masked_fill(scores.isneginf(), 0.0)
+    if score == "softmax1":
+        return softmax_one(scores)
+    T, S = q.shape[2], k.shape[2]
+    # causal: row t sees S - T + t + 1 keys; normalising by that count rather than by S keeps each
+    # output independent of later tokens, so cached decoding equals the full forward
+    visible = torch.arange(S - T + 1, S + 1, device=q.device) if causal else torch.full((T,), S, device=q.device)
+    return torch.sigmoid(scores - torch.log(visible.clamp_min(1).to(scores.dtype))[:, None])
+
+
+def attend(q, k, v, *, score: str = "softmax", causal=False, mask=None, bias=None, scale=None,
+           zeta: float = 1.0, gamma: float = 0.0) -> torch.Tensor:
+    r"""$o_t = \sum_s w_{ts} v_s$ with the weights of :func:`score_weights`; ``score="softmax"`` is :func:`sdpa`.
+
+    Shapes as :func:`sdpa`: ``(B,H,T,D), (B,Hkv,S,D), (B,Hkv,S,Dv) -> (B,H,T,Dv)``.
+    """
+    check_attention_inputs(q, k, v)
+    weights = score_weights(q, k, score=score, causal=causal, mask=mask, bias=bias, scale=scale, zeta=zeta, gamma=gamma)
+    return weights @ expand_kv_heads(v, q.shape[1])
+
+
+def attention_entropy(weights: torch.Tensor, *, dim: int = -1) -> torch.Tensor:
+    r"""Shannon entropy of each attention row, in nats, with $0 \log 0 = 0$.
+
+    $$ \operatorname{Ent}(A_t) = -\sum_s A_{ts} \log A_{ts} $$
+
+    ``weights (B, H, T, S) -> (B, H, T)``; average over ``B`` and ``T`` for the per-head entropy that
+    :cite:`zhai2023stabilizing` track during training (collapse = entropy near 0).
+    """
+    require_tensor("weights", weights, floating=True)
+    return -torch.special.xlogy(weights, weights).sum(dim=dim)
+
+
+def kv_cache_bytes(*, n_layers: int, n_kv_heads: int, head_dim: int, seq_len: int, batch: int = 1,
+                   dtype: torch.dtype = torch.float16) -> int:
+    r"""Bytes a KV cache holds: keys and values for every layer, key/value head, position and sequence.
+
+    $$ \text{bytes} = 2 \cdot L \cdot H_{kv} \cdot D \cdot S \cdot B \cdot \text{bytes per element} $$
+
+    MHA has $H_{kv} = H$, GQA $1 < H_{kv} < H$, MQA $H_{kv} = 1$ :cite:`ainslie2023gqa`.
+    """
+    sizes = dict(n_layers=n_layers, n_kv_heads=n_kv_heads, head_dim=head_dim, seq_len=seq_len, batch=batch)
+    for name, value in sizes.items():
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype, got {type(dtype).__name__}")
+    element = torch.empty((), dtype=dtype).element_size()
+    return 2 * n_layers * n_kv_heads * head_dim * seq_len * batch * element
+
+
 class KVCache:
     """Keys and values of the positions seen so far, grown along time by :meth:`append`.
 
@@ -162,33 +255,48 @@ class KVCache:
 
 
 class MultiHeadAttention(nn.Module):
-    r"""Multi-head attention with grouped key/value heads, optional RoPE and QK-norm.
+    r"""Multi-head attention with grouped key/value heads, query-head reduction, scoring variants and gates.
 
-    $$ \operatorname{MHA}(X) = \operatorname{Concat}(\text{head}_1, \dots, \text{head}_H)\, W_O,\quad
-       \text{head}_h = \operatorname{Attention}(X W_Q^h, X W_K^{g(h)}, X W_V^{g(h)}) $$
+    $$ \operatorname{MHA}(X) = \operatorname{Concat}(\text{head}_1, \dots, \text{head}_{H_q})\, W_O,\quad
+       \text{head}_h = g_h(X) \odot \operatorname{Attention}(X W_Q^h, X W_K^{\kappa(h)}, X W_V^{\kappa(h)}) $$
 
-    ``x (B, T, d_model) -> (B, T, d_model)``; ``g(h) = h // (H / Hkv)``. With a :class:`KVCache`
-    the new keys/values are appended and the queries attend to the whole cache. With ``memory
-    (B, S, d_model)`` keys and values are projected from it instead (cross-attention, no RoPE).
-    See :cite:`vaswani2017attention`, :cite:`su2021roformer`.
+    ``x (B, T, d_model) -> (B, T, d_model)``. The head size is ``D = d_model // n_heads`` (the head budget);
+    ``n_q_heads`` (default ``n_heads``) query heads are computed, fewer than ``n_heads`` being Sparse
+    Query Attention :cite:`filipek2025sqa`; ``n_kv_heads`` (default ``n_q_heads``) key/value heads, fewer being
+    GQA/MQA :cite:`ainslie2023gqa`, with $\kappa(h) = h // (H_q / H_{kv})$. ``score`` picks the weighting of
+    :func:`score_weights` (``score_kwargs`` holds ``zeta``/``gamma`` for ``"clipped"``). ``gate=True`` multiplies
+    each head's output by $g_h(x_t) = \sigma(w_h \cdot x_t + c_h)$, so a head can output nothing without a
+    sink token :cite:`bondarenko2023quantizable`; otherwise $g_h = 1$. ``rope_scaling`` is passed to
+    :func:`minilib.positional.rope`. With a :class:`KVCache` the new keys/values are appended and the
+    queries attend to the whole cache. With ``memory (B, S, d_model)`` keys and values are projected from
+    it instead (cross-attention, no RoPE). See :cite:`vaswani2017attention`, :cite:`su2021roformer`.
     """
 
-    def __init__(self, d_model: int, n_heads: int, *, n_kv_heads: int | None = None, bias: bool = False,
-                 qk_norm: bool = False, rope: bool = False, rope_base: float = 10000.0):
+    def __init__(self, d_model: int, n_heads: int, *, n_kv_heads: int | None = None, n_q_heads: int | None = None,
+                 bias: bool = False, qk_norm: bool = False, rope: bool = False, rope_base: float = 10000.0,
+                 rope_scaling: tuple | None = None, score: str = "softmax", score_kwargs: dict | None = None,
+                 gate: bool = False):
         super().__init__()
-        n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
-        if d_model % n_heads != 0:
+        n_q_heads = n_heads if n_q_heads is None else n_q_heads
+        n_kv_heads = n_q_heads if n_kv_heads is None else n_kv_heads
+        if n_heads < 1 or d_model % n_heads != 0:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        if n_kv_heads < 1 or n_heads % n_kv_heads != 0:
-            raise ValueError(f"n_heads ({n_heads}) must be a multiple of n_kv_heads ({n_kv_heads})")
-        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, d_model // n_heads
+        if not 1 <= n_q_heads <= n_heads:
+            raise ValueError(f"n_q_heads must be in [1, n_heads={n_heads}], got {n_q_heads}")
+        if n_kv_heads < 1 or n_q_heads % n_kv_heads != 0:
+            raise ValueError(f"n_q_heads ({n_q_heads}) must be a multiple of n_kv_heads ({n_kv_heads})")
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+        self.n_heads, self.n_kv_heads, self.head_dim = n_q_heads, n_kv_heads, d_model // n_heads
         if rope and self.head_dim % 2:
             raise ValueError(f"rope needs an even head_dim, got d_model / n_heads = {self.head_dim}")
-        self.rope, self.rope_base = rope, rope_base
-        self.wq = nn.Linear(d_model, n_heads * self.head_dim, bias=bias)
+        self.rope, self.rope_base, self.rope_scaling = rope, rope_base, rope_scaling
+        self.score, self.score_kwargs = score, dict(score_kwargs or {})
+        self.wq = nn.Linear(d_model, n_q_heads * self.head_dim, bias=bias)
         self.wk = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=bias)
         self.wv = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=bias)
-        self.wo = nn.Linear(n_heads * self.head_dim, d_model, bias=bias)
+        self.wo = nn.Linear(n_q_heads * self.head_dim, d_model, bias=bias)
+        self.wg = nn.Linear(d_model, n_q_heads) if gate else None
         self.q_norm = RMSNorm(self.head_dim) if qk_norm else None
         self.k_norm = RMSNorm(self.head_dim) if qk_norm else None
 
@@ -200,9 +308,19 @@ class MultiHeadAttention(nn.Module):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rope:
-            q = apply_rope(q, positions, base=self.rope_base)
-            k = apply_rope(k, positions, base=self.rope_base)
+            q = apply_rope(q, positions, base=self.rope_base, scaling=self.rope_scaling)
+            k = apply_rope(k, positions, base=self.rope_base, scaling=self.rope_scaling)
         return q, k, v
+
+    def weights(self, q: torch.Tensor, k: torch.Tensor, *, causal: bool = True, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """This module's attention weights ``(B, H_q, T, S)`` for projected ``q``, ``k`` (see :func:`score_weights`)."""
+        return score_weights(q, k, score=self.score, causal=causal, bias=bias, **self.score_kwargs)
+
+    def combine(self, x: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
+        """Gate (if any) and project the head outputs ``(B, H_q, T, D)`` of the queries ``x (B, T, d_model)``."""
+        if self.wg is not None:
+            heads = heads * torch.sigmoid(self.wg(x)).transpose(1, 2)[..., None]
+        return self.wo(merge_heads(heads))
 
     def forward(self, x: torch.Tensor, *, causal: bool = True, cache: KVCache | None = None,
                 positions: torch.Tensor | None = None, bias: torch.Tensor | None = None,
@@ -218,7 +336,7 @@ class MultiHeadAttention(nn.Module):
         if cache is not None:
             cache.append(k, v)
             k, v = cache.k, cache.v
-        return self.wo(merge_heads(sdpa(q, k, v, causal=causal, bias=bias)))
+        return self.combine(x, attend(q, k, v, score=self.score, causal=causal, bias=bias, **self.score_kwargs))
 
     def _cross(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         require_tensor("memory", memory, ndim=3, floating=True)
@@ -227,4 +345,4 @@ class MultiHeadAttention(nn.Module):
         q = split_heads(self.wq(x), self.n_heads)
         k = split_heads(self.wk(memory), self.n_kv_heads)
         v = split_heads(self.wv(memory), self.n_kv_heads)
-        return self.wo(merge_heads(sdpa(q, k, v)))
+        return self.combine(x, attend(q, k, v, score=self.score, **self.score_kwargs))

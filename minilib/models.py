@@ -14,9 +14,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from minilib._checks import require_tensor
-from minilib.attention import KVCache, MultiHeadAttention, attention_weights
+from minilib.attention import KVCache, MultiHeadAttention
 from minilib.norms import LayerNorm, RMSNorm
-from minilib.positional import alibi_bias, alibi_slopes, sinusoidal
+from minilib.positional import alibi_bias, sinusoidal
 from minilib.signal_propagation import deepscale_init_
 
 POSITIONS = ("rope", "sinusoidal", "learned", "alibi", "none")
@@ -65,10 +65,10 @@ class Block(nn.Module):
     """
 
     def __init__(self, d_model: int, n_heads: int, *, n_kv_heads: int | None, d_ff: int, norm: str,
-                 pre_norm: bool, ffn: str, rope: bool):
+                 pre_norm: bool, ffn: str, rope: bool, attn_kwargs: dict | None = None):
         super().__init__()
         self.pre_norm = pre_norm
-        self.attn = MultiHeadAttention(d_model, n_heads, n_kv_heads=n_kv_heads, rope=rope)
+        self.attn = MultiHeadAttention(d_model, n_heads, n_kv_heads=n_kv_heads, rope=rope, **(attn_kwargs or {}))
         self.ffn = FeedForward(d_model, d_ff, kind=ffn)
         self.norm1, self.norm2 = make_norm(norm, d_model), make_norm(norm, d_model)
         # (lam, beta) of DeepScaleLM's scaled residual lam * x + beta * f; (1.0, 1.0) is the plain residual.
@@ -101,13 +101,15 @@ class TransformerLM(nn.Module):
     ``init="default"`` draws every weight from $\mathcal N(0, 0.02^2)$; ``"xavier"`` then redraws the linear
     layers with variance $2/(d_\text{in} + d_\text{out})$ :cite:`glorot2010understanding`; ``"deepscale"`` applies
     :func:`minilib.signal_propagation.deepscale_init_` (moment-preserving weights, residual scaling)
-    for sequences of ``max_len`` uniformly random tokens.
+    for sequences of ``max_len`` uniformly random tokens. ``attn_kwargs`` go to every
+    :class:`~minilib.attention.MultiHeadAttention` (e.g. ``n_q_heads``, ``score``, ``gate``, ``rope_scaling``).
     See :cite:`vaswani2017attention`, :cite:`radford2019gpt2`, :cite:`kedia2024stable`.
     """
 
     def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, *, n_kv_heads: int | None = None,
                  d_ff: int | None = None, max_len: int = 1024, norm: str = "rms", pre_norm: bool = True,
-                 ffn: str = "swiglu", pos: str = "rope", init: str = "default"):
+                 ffn: str = "swiglu", pos: str = "rope", init: str = "default",
+                 attn_kwargs: dict | None = None):
         super().__init__()
         if pos not in POSITIONS:
             raise ValueError(f"pos must be one of {POSITIONS}, got {pos!r}")
@@ -115,16 +117,15 @@ class TransformerLM(nn.Module):
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         if d_ff is None:
             d_ff = 4 * d_model if ffn == "gelu" else 8 * ((8 * d_model // 3 + 7) // 8)
-        self.vocab_size, self.max_len, self.pos, self.n_heads = vocab_size, max_len, pos, n_heads
+        self.vocab_size, self.max_len, self.pos = vocab_size, max_len, pos
         self.embed = nn.Embedding(vocab_size, d_model)
         self.pos_embed = nn.Embedding(max_len, d_model) if pos == "learned" else None
         if pos == "sinusoidal":
             self.register_buffer("pos_table", sinusoidal(max_len, d_model), persistent=False)
-        if pos == "alibi":
-            self.register_buffer("slopes", alibi_slopes(n_heads), persistent=False)
         self.blocks = nn.ModuleList(
             Block(d_model, n_heads, n_kv_heads=n_kv_heads, d_ff=d_ff, norm=norm, pre_norm=pre_norm, ffn=ffn,
-                  rope=pos == "rope") for _ in range(n_layers))
+                  rope=pos == "rope", attn_kwargs=attn_kwargs) for _ in range(n_layers))
+        self.n_heads = self.blocks[0].attn.n_heads if n_layers else n_heads  # query heads actually computed
         self.final_norm = make_norm(norm, d_model) if pre_norm else nn.Identity()
         self.apply(self._init_weights)
         if init == "xavier":
@@ -264,13 +265,22 @@ def evaluate(model: nn.Module, batches: Iterable, *, n_batches: int, loss_fn=lm_
     return total
 
 
+def set_rope_scaling(model: nn.Module, scaling: tuple | None) -> None:
+    """Set ``rope_scaling`` (see :func:`minilib.positional.rope_angles`) on every attention module of ``model``, in place."""
+    modules = [m for m in model.modules() if isinstance(m, MultiHeadAttention)]
+    if not any(m.rope for m in modules):
+        raise ValueError("set_rope_scaling needs a model whose attention uses RoPE (pos='rope')")
+    for module in modules:
+        module.rope_scaling = scaling
+
+
 @torch.no_grad()
 def attention_maps(model: TransformerLM, idx: torch.Tensor) -> torch.Tensor:
-    r"""Causal attention probabilities of every layer and head of ``model`` on ``idx (B, T)``.
+    r"""Causal attention weights of every layer and head of ``model`` on ``idx (B, T)``.
 
-    Returns ``(n_layers, B, H, T, T)``; row ``t`` of head ``h`` in layer ``l`` is
-    $\operatorname{softmax}_s(q_t \cdot k_s / \sqrt{D} + b_{ts})$ over $s \le t$, recomputed from the
-    input each attention layer receives.
+    Returns ``(n_layers, B, H, T, T)``; row ``t`` of head ``h`` in layer ``l`` is, for the default
+    softmax scoring, $\operatorname{softmax}_s(q_t \cdot k_s / \sqrt{D} + b_{ts})$ over $s \le t$ (each
+    module's own ``score`` otherwise), recomputed from the input each attention layer receives.
     """
     inputs = []
     hooks = [block.attn.register_forward_pre_hook(lambda module, args: inputs.append(args[0])) for block in model.blocks]
@@ -285,5 +295,5 @@ def attention_maps(model: TransformerLM, idx: torch.Tensor) -> torch.Tensor:
     maps = []
     for block, x in zip(model.blocks, inputs):
         q, k, _ = block.attn.project_qkv(x, positions)
-        maps.append(attention_weights(q, k, causal=True, bias=bias))
+        maps.append(block.attn.weights(q, k, causal=True, bias=bias))
     return torch.stack(maps)

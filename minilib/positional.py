@@ -25,16 +25,47 @@ def sinusoidal(T: int, d: int) -> torch.Tensor:
     return table.float()
 
 
-def rope_angles(positions: torch.Tensor, D: int, *, base: float = 10000.0) -> torch.Tensor:
-    r"""Rotation angles $\phi_{t,i} = m_t\, \theta_i$ with $\theta_i = \text{base}^{-2i/D}$, shape ``(T, D/2)`` float64."""
+SCALINGS = ("pi", "ntk", "dynamic")
+
+
+def _check_scaling(scaling) -> None:
+    if scaling is None:
+        return
+    if not (isinstance(scaling, tuple) and len(scaling) == 2 and scaling[0] in SCALINGS
+            and isinstance(scaling[1], (int, float)) and scaling[1] > 0):
+        raise ValueError(f"scaling must be None or (method, factor) with method in {SCALINGS} and factor > 0, got {scaling!r}")
+
+
+def rope_angles(positions: torch.Tensor, D: int, *, base: float = 10000.0, scaling: tuple | None = None) -> torch.Tensor:
+    r"""Rotation angles $\phi_{t,i} = m_t\, \theta_i$ with $\theta_i = \text{base}^{-2i/D}$, shape ``(T, D/2)`` float64.
+
+    ``scaling`` stretches RoPE to sequences longer than those seen in training, by a factor $s$:
+
+    - ``("pi", s)``, position interpolation: $m \to m / s$, so positions up to $s L_\text{train}$
+      land inside the trained range :cite:`chen2023extending`;
+    - ``("ntk", s)``, NTK-aware scaling: the base grows to $\text{base}\cdot s^{D/(D-2)}$, which leaves the
+      fastest pair ($i = 0$) untouched and divides the slowest ($i = D/2 - 1$) by exactly $s$ :cite:`peng2023yarn`;
+    - ``("dynamic", L_train)``: NTK-aware with $s = \max(1, (\max_t m_t + 1) / L_\text{train})$, chosen from
+      the positions at hand, so sequences no longer than training see plain RoPE.
+    """
     require_tensor("positions", positions, ndim=1)
     if D % 2:
         raise ValueError(f"rope needs an even last dimension, got D={D}")
+    _check_scaling(scaling)
+    pos = positions.to(torch.float64)
+    method, factor = scaling if scaling is not None else ("pi", 1.0)
+    if method == "dynamic":
+        longest = pos.max().item() + 1 if pos.numel() else 0.0
+        method, factor = "ntk", max(1.0, longest / factor)
+    if method == "pi":
+        pos = pos / factor
+    elif D > 2:
+        base = base * factor ** (D / (D - 2))
     theta = base ** (-torch.arange(0, D, 2, dtype=torch.float64, device=positions.device) / D)
-    return positions.to(torch.float64)[:, None] * theta[None, :]
+    return pos[:, None] * theta[None, :]
 
 
-def rope(x: torch.Tensor, positions: torch.Tensor, *, base: float = 10000.0) -> torch.Tensor:
+def rope(x: torch.Tensor, positions: torch.Tensor, *, base: float = 10000.0, scaling: tuple | None = None) -> torch.Tensor:
     r"""Rotary position embedding: rotate each pair $(x_{2i}, x_{2i+1})$ by the angle $m\,\theta_i$.
 
     $$ \begin{pmatrix} x'_{2i} \\ x'_{2i+1} \end{pmatrix} =
@@ -42,13 +73,14 @@ def rope(x: torch.Tensor, positions: torch.Tensor, *, base: float = 10000.0) -> 
        \begin{pmatrix} x_{2i} \\ x_{2i+1} \end{pmatrix},\qquad \theta_i = \text{base}^{-2i/D} $$
 
     so $\langle \operatorname{rope}(q, m), \operatorname{rope}(k, n)\rangle$ depends on $m - n$ only.
-    ``x (..., T, D)``, ``positions (T,)`` -> same shape as ``x``. See :cite:`su2021roformer`.
+    ``x (..., T, D)``, ``positions (T,)`` -> same shape as ``x``. ``scaling`` as in :func:`rope_angles`.
+    See :cite:`su2021roformer`.
     """
     require_tensor("x", x, floating=True)
     if x.ndim < 2 or positions.ndim != 1 or positions.shape[0] != x.shape[-2]:
         raise ValueError(f"positions must have shape (T,) matching x (..., T, D); got positions "
                          f"{tuple(positions.shape)} and x {tuple(x.shape)}")
-    angles = rope_angles(positions, x.shape[-1], base=base)
+    angles = rope_angles(positions, x.shape[-1], base=base, scaling=scaling)
     cos, sin = torch.cos(angles).to(x.dtype), torch.sin(angles).to(x.dtype)
     even, odd = x[..., 0::2], x[..., 1::2]
     return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
