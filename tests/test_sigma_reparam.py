@@ -15,11 +15,23 @@ def _fresh_weight(layer, seed):
         layer.weight.copy_(torch.randn(layer.weight.shape, generator=g, dtype=layer.weight.dtype))
 
 
+def _weight_with_gap(layer, seed):
+    """A random weight whose top singular value is at least twice the next, so 300 power-iteration steps converge."""
+    g = torch.Generator().manual_seed(seed)
+    d_out, d_in = layer.weight.shape
+    left = torch.linalg.qr(torch.randn(d_out, d_out, generator=g, dtype=torch.float64))[0]
+    right = torch.linalg.qr(torch.randn(d_in, d_in, generator=g, dtype=torch.float64))[0]
+    n = min(d_in, d_out)
+    singular = torch.cat([torch.tensor([3.0], dtype=torch.float64), torch.rand(n - 1, generator=g, dtype=torch.float64) * 1.5])
+    with torch.no_grad():
+        layer.weight.copy_(left[:, :n] @ torch.diag(singular) @ right[:, :n].T)
+
+
 @settings(max_examples=20, deadline=None)
 @given(d_in=st.integers(1, 12), d_out=st.integers(1, 12), seed=st.integers(0, 999))
 def test_power_iteration_converges_to_the_spectral_norm(d_in, d_out, seed):
     layer = SigmaReparamLinear(d_in, d_out, n_power_iterations=1).double()
-    _fresh_weight(layer, seed)  # buffers now hold the previous weight's singular vectors
+    _weight_with_gap(layer, seed)  # buffers now hold the previous weight's singular vectors
     x = torch.randn(3, d_in, dtype=torch.float64)
     layer.train()
     for _ in range(300):
