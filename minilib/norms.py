@@ -1,7 +1,11 @@
-r"""Normalisation layers of the residual stream: LayerNorm and RMSNorm, written from their equations."""
+r"""Normalisation layers of the residual stream (LayerNorm, RMSNorm and relatives) and σReparam for weights."""
 from __future__ import annotations
 
+import math
+from typing import Iterable
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from minilib._checks import require_tensor
@@ -97,3 +101,106 @@ class BiasNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_last_dim(x, self.d)
         return x * torch.rsqrt((x - self.bias).pow(2).mean(dim=-1, keepdim=True)) * self.log_scale.exp()
+
+
+class SigmaReparamLinear(nn.Module):
+    r"""Linear layer whose weight is divided by its spectral norm and scaled by one learned scalar (σReparam).
+
+    $$ \widehat W = \frac{\gamma}{\sigma(W)}\, W,\qquad y = \widehat W x + b,\qquad
+       \sigma(W) \approx u^\top W v,\quad v \leftarrow \frac{W^\top u}{\lVert W^\top u\rVert},\
+       u \leftarrow \frac{W v}{\lVert W v\rVert} $$
+
+    $\sigma(W)$, the largest singular value, is estimated by ``n_power_iterations`` steps of power
+    iteration per forward pass on persistent buffers ``u (d_out,)`` and ``v (d_in,)``, updated in training
+    mode only and never differentiated; the gradient flows through $\sigma = u^\top W v$
+    :cite:`miyato2018spectral`. ``u``, ``v`` start at the exact top singular vectors and $\gamma$ at
+    $\sigma(W_0)$, so a new layer computes the same function as a plain linear layer with weight $W_0$
+    (as in the authors' reference code). ``x (..., d_in) -> (..., d_out)``. See :cite:`zhai2023stabilizing`.
+    """
+
+    def __init__(self, d_in: int, d_out: int, *, bias: bool = True, n_power_iterations: int = 1):
+        super().__init__()
+        for name, value in (("d_in", d_in), ("d_out", d_out), ("n_power_iterations", n_power_iterations)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.d_in, self.d_out, self.n_power_iterations = d_in, d_out, n_power_iterations
+        self.weight = nn.Parameter(torch.empty(d_out, d_in))
+        self.bias = nn.Parameter(torch.empty(d_out)) if bias else None
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Linear's default initialisation
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -d_in ** -0.5, d_in ** -0.5)
+        self.register_buffer("u", torch.empty(d_out))
+        self.register_buffer("v", torch.empty(d_in))
+        self.gamma = nn.Parameter(torch.empty(()))
+        self.reset_sigma()
+
+    @torch.no_grad()
+    def reset_sigma(self) -> None:
+        r"""Set ``u``, ``v`` to the top singular vectors of the current weight and $\gamma = \sigma(W)$, so $\widehat W = W$."""
+        left, singular, right_h = torch.linalg.svd(self.weight.detach(), full_matrices=False)
+        self.u.copy_(left[:, 0])
+        self.v.copy_(right_h[0])
+        self.gamma.copy_(singular[0])
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, *, n_power_iterations: int = 1) -> "SigmaReparamLinear":
+        """A σReparam layer computing the same function as ``linear`` (its weight and bias copied)."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
+        layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                    n_power_iterations=n_power_iterations).to(device=linear.weight.device, dtype=linear.weight.dtype)
+        with torch.no_grad():
+            layer.weight.copy_(linear.weight)
+            if linear.bias is not None:
+                layer.bias.copy_(linear.bias)
+        layer.reset_sigma()
+        return layer
+
+    def sigma(self) -> torch.Tensor:
+        r"""The spectral-norm estimate $u^\top W v$ (after the power-iteration update when training)."""
+        if self.training:
+            with torch.no_grad():
+                u = self.u
+                for _ in range(self.n_power_iterations):
+                    v = F.normalize(self.weight.T @ u, dim=0)
+                    u = F.normalize(self.weight @ v, dim=0)
+                self.u.copy_(u)
+                self.v.copy_(v)
+        # clones: autograd keeps u and v for the backward pass, and the next update writes the buffers in place
+        return self.u.clone() @ self.weight @ self.v.clone()
+
+    def effective_weight(self) -> torch.Tensor:
+        r"""$\widehat W = \gamma\, W / \sigma(W)$, shape ``(d_out, d_in)``."""
+        return self.gamma / self.sigma() * self.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_last_dim(x, self.d_in)
+        return F.linear(x, self.effective_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"d_in={self.d_in}, d_out={self.d_out}, bias={self.bias is not None}, n_power_iterations={self.n_power_iterations}"
+
+
+def sigma_reparam_(module: nn.Module, *, skip: Iterable[str] = (), n_power_iterations: int = 1) -> nn.Module:
+    r"""Replace every ``nn.Linear`` inside ``module`` by an equivalent :class:`SigmaReparamLinear`, in place.
+
+    Each new layer starts with $\gamma = \sigma(W)$, so the model's output is unchanged at the moment of the
+    swap; training then updates $\gamma$ and the direction $W / \sigma(W)$ separately. ``skip`` lists
+    qualified names (as in ``module.named_modules()``) of linear layers to leave alone. Returns ``module``.
+    See :cite:`zhai2023stabilizing`.
+    """
+    if isinstance(skip, str):
+        raise TypeError(f"skip must be a collection of layer names, not the single string {skip!r}")
+    if isinstance(module, nn.Linear):
+        raise TypeError("module is itself an nn.Linear; use SigmaReparamLinear.from_linear(module) instead")
+    skip = set(skip)
+    linears = {name for name, child in module.named_modules() if isinstance(child, nn.Linear)}
+    unknown = skip - linears
+    if unknown:
+        raise ValueError(f"skip names {sorted(unknown)} are not nn.Linear layers of the module; linear layers: {sorted(linears)}")
+    for name in sorted(linears - skip):
+        parent_name, _, child_name = name.rpartition(".")
+        parent = module.get_submodule(parent_name)
+        setattr(parent, child_name, SigmaReparamLinear.from_linear(getattr(parent, child_name),
+                                                                   n_power_iterations=n_power_iterations))
+    return module
