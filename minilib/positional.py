@@ -133,13 +133,15 @@ def laplacian_positional_encoding(adjacency: torch.Tensor, k: int, *, normalized
     n = adjacency.shape[0]
     A = adjacency.to(torch.float64)
     if adjacency.shape[1] != n or not torch.equal(A, A.T) or (A < 0).any():
-        raise ValueError(f"adjacency must be a symmetric non-negative (n, n) matrix, got shape {tuple(adjacency.shape)}")
+        raise ValueError("adjacency must be a symmetric non-negative (n, n) matrix, "
+                         f"got shape {tuple(adjacency.shape)}")
     if not isinstance(k, int) or not 1 <= k <= n - 1:
         raise ValueError(f"k must be an int in [1, n - 1] for adjacency of shape {tuple(adjacency.shape)}, got {k!r}")
     degree = A.sum(dim=1)
     if normalized:
         if (degree == 0).any():
-            raise ValueError("the normalized Laplacian needs every node to have an edge; adjacency has an isolated node")
+            raise ValueError("the normalized Laplacian needs every node to have an edge; "
+                             "adjacency has an isolated node")
         inv_sqrt = degree.rsqrt()
         lap = torch.eye(n, dtype=torch.float64) - inv_sqrt[:, None] * A * inv_sqrt[None, :]
     else:
