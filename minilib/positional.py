@@ -207,3 +207,38 @@ class URPEAttention(torch.nn.Module):
             c = self.toeplitz_c[:, :T] if self.causal else self.toeplitz_c[:, centre - (T - 1):centre + T]
             heads = urpe_attention(q, k, v, toeplitz=c, bias=bias, causal=self.causal)
         return self.wo(merge_heads(heads))
+
+
+def laplacian_positional_encoding(adjacency: torch.Tensor, k: int, *, normalized: bool = True) -> torch.Tensor:
+    r"""Laplacian eigenvector positions for graph nodes: the ``k`` eigenvectors after the trivial one.
+
+    $$ \Delta = I - D^{-1/2} A D^{-1/2} \ \ (\text{``normalized``}),\qquad \Delta = D - A \ \ (\text{otherwise}),
+       \qquad \Delta u_j = \lambda_j u_j,\ \ \lambda_0 \le \lambda_1 \le \dots $$
+
+    and node $v$ gets the row $(u_1(v), \dots, u_k(v))$. For the path graph ($A$ of a sequence) the
+    unnormalised eigenvectors are the cosines $u_j(v) \propto \cos\big(\pi j (v + \tfrac12) / n\big)$, the graph
+    analogue of sinusoidal positions. An eigenvector's sign is arbitrary; here its first entry that is not
+    (numerically) zero is made positive. Repeated eigenvalues leave any basis of their space.
+    ``adjacency (n, n)`` symmetric, non-negative -> ``(n, k)`` float64. See :cite:`dwivedi2020generalization`.
+    """
+    require_tensor("adjacency", adjacency, ndim=2)
+    n = adjacency.shape[0]
+    A = adjacency.to(torch.float64)
+    if adjacency.shape[1] != n or not torch.equal(A, A.T) or (A < 0).any():
+        raise ValueError("adjacency must be a symmetric non-negative (n, n) matrix, "
+                         f"got shape {tuple(adjacency.shape)}")
+    if not isinstance(k, int) or not 1 <= k <= n - 1:
+        raise ValueError(f"k must be an int in [1, n - 1] for adjacency of shape {tuple(adjacency.shape)}, got {k!r}")
+    degree = A.sum(dim=1)
+    if normalized:
+        if (degree == 0).any():
+            raise ValueError("the normalized Laplacian needs every node to have an edge; "
+                             "adjacency has an isolated node")
+        inv_sqrt = degree.rsqrt()
+        lap = torch.eye(n, dtype=torch.float64) - inv_sqrt[:, None] * A * inv_sqrt[None, :]
+    else:
+        lap = torch.diag(degree) - A
+    _, vectors = torch.linalg.eigh(lap)
+    vectors = vectors[:, 1:k + 1]
+    first = (vectors.abs() > 1e-9 * vectors.abs().amax(dim=0)).to(torch.int8).argmax(dim=0)
+    return vectors * torch.sign(vectors[first, torch.arange(k)])
