@@ -46,7 +46,8 @@ def rope_angles(positions: torch.Tensor, D: int, *, base: float = 10000.0, scali
     - ``("ntk", s)``, NTK-aware scaling: the base grows to $\text{base}\cdot s^{D/(D-2)}$, which leaves the
       fastest pair ($i = 0$) untouched and divides the slowest ($i = D/2 - 1$) by exactly $s$ :cite:`peng2023yarn`;
     - ``("dynamic", L_train)``: NTK-aware with $s = \max(1, (\max_t m_t + 1) / L_\text{train})$, chosen from
-      the positions at hand, so sequences no longer than training see plain RoPE.
+      the positions at hand, so sequences no longer than training see plain RoPE. A KV cache stores keys
+      already rotated, so while decoding each key keeps the scale of the step that wrote it.
     """
     require_tensor("positions", positions, ndim=1)
     if D % 2:
