@@ -389,14 +389,18 @@ class MixtureOfHeadAttention(MultiHeadAttention):
     Everything else (projections, GQA via ``n_kv_heads``, RoPE, caches, ``kv=``) is
     :class:`MultiHeadAttention`'s; ``**kwargs`` go to it. This teaching form computes every head and
     zeroes the unchosen ones, so it saves no FLOPs: the saving needs the chosen heads gathered per token.
-    The paper's load-balancing loss is left out. (The authors' released code renormalises the chosen
-    routed weights to sum to one and multiplies them by ``top_k``; this class follows the paper's equation.)
+    The paper's load-balancing loss is left out. By default the weights are the paper's equation, whose
+    routed weights sum to less than one, so at initialisation (a near-uniform router) each head enters
+    the output about $1/H$ as strongly as in MHA. ``renormalize=True`` follows the authors' released code
+    instead: the chosen routed weights are divided by their sum and multiplied by ``top_k``, the shared
+    weights multiplied by ``n_shared``, and $\alpha$ by 2, so a uniform router gives every working head
+    weight 1, as in MHA.
 
     ``x (B, T, d_model) -> (B, T, d_model)``. See :cite:`jin2024moh`.
     """
 
     def __init__(self, d_model: int, n_heads: int, *, top_k: int, n_shared: int = 0, n_kv_heads: int | None = None,
-                 rope: bool = False, **kwargs):
+                 rope: bool = False, renormalize: bool = False, **kwargs):
         super().__init__(d_model, n_heads, n_kv_heads=n_kv_heads, rope=rope, **kwargs)
         if not isinstance(n_shared, int) or not 0 <= n_shared < self.n_heads:
             raise ValueError(f"n_shared must be an int in [0, n_heads={self.n_heads}), got {n_shared!r}")
@@ -404,7 +408,7 @@ class MixtureOfHeadAttention(MultiHeadAttention):
         if not isinstance(top_k, int) or not 1 <= top_k <= n_routed:
             raise ValueError(f"top_k must be an int in [1, {n_routed}] (the n_heads={self.n_heads} minus "
                              f"n_shared={n_shared} routed heads), got {top_k!r}")
-        self.top_k, self.n_shared = top_k, n_shared
+        self.top_k, self.n_shared, self.renormalize = top_k, n_shared, renormalize
         self.router = nn.Linear(d_model, n_routed, bias=False)
         self.shared_router = nn.Linear(d_model, n_shared, bias=False) if n_shared > 1 else None  # softmax of one is 1
         self.group_router = nn.Linear(d_model, 2, bias=False) if n_shared else None
@@ -419,10 +423,14 @@ class MixtureOfHeadAttention(MultiHeadAttention):
         logits = self.router(x)
         chosen = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, logits.topk(self.top_k, dim=-1).indices, True)
         routed = torch.softmax(logits, dim=-1) * chosen
+        if self.renormalize:
+            routed = self.top_k * routed / routed.sum(dim=-1, keepdim=True)
         if self.n_shared == 0:
             return routed, chosen
         alpha = torch.softmax(self.group_router(x), dim=-1)
         shared = torch.ones_like(alpha[..., :1]) if self.shared_router is None else torch.softmax(self.shared_router(x), dim=-1)
+        if self.renormalize:
+            alpha, shared = 2 * alpha, self.n_shared * shared
         gates = torch.cat([alpha[..., :1] * shared, alpha[..., 1:] * routed], dim=-1)
         return gates, torch.cat([torch.ones_like(shared, dtype=torch.bool), chosen], dim=-1)
 
@@ -430,3 +438,26 @@ class MixtureOfHeadAttention(MultiHeadAttention):
         """Weight the head outputs ``(B, H, T, D)`` by :meth:`route` of ``x``, then gate (if any) and project as MHA does."""
         gates, _ = self.route(x)
         return super().combine(x, heads * gates.transpose(1, 2)[..., None])
+
+
+def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
+                      scale: float | None = None) -> torch.Tensor:
+    r"""Softmax attention with query heads grouped over their shared key/value head, never copying keys or values.
+
+    $$ o_{h,t} = \sum_s \operatorname{softmax}_s\!\left(\text{scale}\; q_{h,t} \cdot k_{\kappa(h),s}\right) v_{\kappa(h),s},
+       \qquad \kappa(h) = \lfloor h / G \rfloor,\ G = H / H_{kv} $$
+
+    Same result as :func:`sdpa`, which first repeats each key/value head $G$ times (:func:`expand_kv_heads`);
+    here the $G$ query heads of a group are stacked and multiply the group's one key/value head, so a decoding
+    step reads each cached head once: the memory traffic that GQA/MQA save :cite:`ainslie2023gqa`,
+    :cite:`shazeer2019fast`. ``q (B,H,T,D)``, ``k (B,Hkv,S,D)``, ``v (B,Hkv,S,Dv)`` -> ``(B,H,T,Dv)``.
+    """
+    check_attention_inputs(q, k, v)
+    B, H, T, D = q.shape
+    Hkv, S = k.shape[1], k.shape[2]
+    scale = D ** -0.5 if scale is None else scale
+    scores = scale * (q.reshape(B, Hkv, (H // Hkv) * T, D) @ k.transpose(-2, -1))  # rows: (group member, t)
+    if causal:
+        keep = causal_mask(T, S, device=q.device).repeat(H // Hkv, 1)
+        scores = scores.masked_fill(~keep, float("-inf"))
+    return (_softmax_rows(scores) @ v).reshape(B, H, T, v.shape[-1])

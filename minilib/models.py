@@ -65,10 +65,11 @@ class Block(nn.Module):
     """
 
     def __init__(self, d_model: int, n_heads: int, *, n_kv_heads: int | None, d_ff: int, norm: str,
-                 pre_norm: bool, ffn: str, rope: bool, attn_kwargs: dict | None = None):
+                 pre_norm: bool, ffn: str, rope: bool, attn_kwargs: dict | None = None,
+                 attention: type[MultiHeadAttention] = MultiHeadAttention):
         super().__init__()
         self.pre_norm = pre_norm
-        self.attn = MultiHeadAttention(d_model, n_heads, n_kv_heads=n_kv_heads, rope=rope, **(attn_kwargs or {}))
+        self.attn = attention(d_model, n_heads, n_kv_heads=n_kv_heads, rope=rope, **(attn_kwargs or {}))
         self.ffn = FeedForward(d_model, d_ff, kind=ffn)
         self.norm1, self.norm2 = make_norm(norm, d_model), make_norm(norm, d_model)
         # (lam, beta) of DeepScaleLM's scaled residual lam * x + beta * f; (1.0, 1.0) is the plain residual.
@@ -104,7 +105,8 @@ class TransformerLM(nn.Module):
     layers with variance $2/(d_\text{in} + d_\text{out})$ :cite:`glorot2010understanding`; ``"deepscale"`` applies
     :func:`minilib.signal_propagation.deepscale_init_` (moment-preserving weights, residual scaling)
     for sequences of ``max_len`` uniformly random tokens. ``attn_kwargs`` go to every
-    :class:`~minilib.attention.MultiHeadAttention` (e.g. ``n_q_heads``, ``score``, ``gate``, ``rope_scaling``).
+    :class:`~minilib.attention.MultiHeadAttention` (e.g. ``n_q_heads``, ``score``, ``gate``, ``rope_scaling``), or to
+    ``attention``, a subclass of it with the same first arguments (e.g. ``MixtureOfHeadAttention`` with ``top_k``).
 
     Stochastic KV routing :cite:`stochastickv2025`: with ``kv_route_p = p > 0``, at every training forward each
     layer $\ell \ge 1$ independently, with probability $p$, attends (with its own queries) to the keys and values
@@ -117,7 +119,8 @@ class TransformerLM(nn.Module):
     def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, *, n_kv_heads: int | None = None,
                  d_ff: int | None = None, max_len: int = 1024, norm: str = "rms", pre_norm: bool = True,
                  ffn: str = "swiglu", pos: str = "rope", init: str = "default",
-                 attn_kwargs: dict | None = None, kv_route_p: float = 0.0):
+                 attn_kwargs: dict | None = None, kv_route_p: float = 0.0,
+                 attention: type[MultiHeadAttention] = MultiHeadAttention):
         super().__init__()
         if not isinstance(kv_route_p, (int, float)) or isinstance(kv_route_p, bool) or not 0.0 <= kv_route_p <= 1.0:
             raise ValueError(f"kv_route_p must be a probability in [0, 1], got {kv_route_p!r}")
@@ -134,7 +137,7 @@ class TransformerLM(nn.Module):
             self.register_buffer("pos_table", sinusoidal(max_len, d_model), persistent=False)
         self.blocks = nn.ModuleList(
             Block(d_model, n_heads, n_kv_heads=n_kv_heads, d_ff=d_ff, norm=norm, pre_norm=pre_norm, ffn=ffn,
-                  rope=pos == "rope", attn_kwargs=attn_kwargs) for _ in range(n_layers))
+                  rope=pos == "rope", attn_kwargs=attn_kwargs, attention=attention) for _ in range(n_layers))
         self.n_heads = self.blocks[0].attn.n_heads if n_layers else n_heads  # query heads actually computed
         self.kv_route_p = float(kv_route_p)
         self.share_kv_layers = set()

@@ -9,9 +9,11 @@ import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
-from minilib.attention import KVCache, MixtureOfHeadAttention, MultiHeadAttention, attend, kv_cache_bytes
+from minilib.attention import (KVCache, MixtureOfHeadAttention, MultiHeadAttention, attend, grouped_attention,
+                               kv_cache_bytes)
 from minilib.models import TransformerLM
 from minilib.positional import rope
+from tests.test_attention import attention_shapes
 
 f64 = torch.float64
 
@@ -77,12 +79,14 @@ def moh_loop(m: MixtureOfHeadAttention, x):
             logits = (m.router.weight @ xt).tolist()
             chosen = sorted(range(len(logits)), key=lambda i: -logits[i])[: m.top_k]
             probs = torch.softmax(torch.tensor(logits, dtype=x.dtype), 0)
+            if m.renormalize:  # the released code's scaling: chosen weights sum to top_k
+                probs = m.top_k * probs / sum(probs[i] for i in chosen)
             weights = [0.0] * H
             if m.n_shared:
-                a1, a2 = torch.softmax(m.group_router.weight @ xt, 0)
+                a1, a2 = torch.softmax(m.group_router.weight @ xt, 0) * (2 if m.renormalize else 1)
                 shared = torch.softmax(m.shared_router.weight @ xt, 0) if m.n_shared > 1 else [1.0]
                 for h in range(m.n_shared):
-                    weights[h] = a1 * shared[h]
+                    weights[h] = a1 * shared[h] * (m.n_shared if m.renormalize else 1)
             else:
                 a2 = 1.0
             for i in chosen:
@@ -95,11 +99,13 @@ def moh_loop(m: MixtureOfHeadAttention, x):
     return out
 
 
-@pytest.mark.parametrize("n_heads, top_k, n_shared, n_kv_heads",
-                         [(4, 2, 0, None), (6, 3, 2, None), (4, 1, 1, 2), (8, 6, 0, 2)])
-def test_moh_matches_a_per_token_loop(n_heads, top_k, n_shared, n_kv_heads):
+@pytest.mark.parametrize("n_heads, top_k, n_shared, n_kv_heads, renormalize",
+                         [(4, 2, 0, None, False), (6, 3, 2, None, False), (4, 1, 1, 2, False), (8, 6, 0, 2, False),
+                          (4, 2, 0, None, True), (6, 3, 2, 3, True)])
+def test_moh_matches_a_per_token_loop(n_heads, top_k, n_shared, n_kv_heads, renormalize):
     torch.manual_seed(0)
-    m = MixtureOfHeadAttention(2 * n_heads * 2, n_heads, top_k=top_k, n_shared=n_shared, n_kv_heads=n_kv_heads).double()
+    m = MixtureOfHeadAttention(2 * n_heads * 2, n_heads, top_k=top_k, n_shared=n_shared, n_kv_heads=n_kv_heads,
+                               renormalize=renormalize).double()
     with torch.no_grad():  # larger router weights, so that the routing differs from token to token
         m.router.weight.mul_(20)
     x = randn(2, 5, 4 * n_heads)
@@ -120,6 +126,20 @@ def test_moh_with_all_heads_and_a_zero_router_is_mha_with_uniform_weights(n_shar
     w = [1 / (2 * n_shared)] * n_shared + [1 / (2 * (H - n_shared))] * (H - n_shared) if n_shared else [1 / H] * H
     with torch.no_grad():
         mha.wo.weight.mul_(torch.tensor(w, dtype=f64).repeat_interleave(4))
+    x = randn(2, 7, 16)
+    torch.testing.assert_close(moh(x), mha(x), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("n_shared", [0, 1, 3])
+def test_renormalized_moh_with_all_heads_and_a_zero_router_is_mha(n_shared):
+    """The released code's scaling gives every head weight 1 under a uniform router: exactly MHA."""
+    torch.manual_seed(0)
+    moh = MixtureOfHeadAttention(16, 4, top_k=4 - n_shared, n_shared=n_shared, renormalize=True).double()
+    for r in (moh.router, moh.shared_router, moh.group_router):
+        if r is not None:
+            torch.nn.init.zeros_(r.weight)
+    mha = MultiHeadAttention(16, 4).double()
+    mha.load_state_dict({k: v for k, v in moh.state_dict().items() if "router" not in k})
     x = randn(2, 7, 16)
     torch.testing.assert_close(moh(x), mha(x), rtol=0, atol=1e-12)
 
@@ -291,3 +311,22 @@ def test_kv_routing_rejects_bad_arguments():
     model.share_kv_layers = {1}
     with pytest.raises(ValueError, match="another share_kv_layers"):
         model(torch.zeros(1, 1, dtype=torch.long), caches=caches)
+
+
+@settings(max_examples=25, deadline=None)
+@given(shape=attention_shapes(), causal=st.booleans())
+def test_grouped_attention_equals_torch_sdpa_with_gqa(shape, causal):
+    B, H, Hkv, T, S, D, Dv = shape
+    q, k, v = randn(B, H, T, D), randn(B, Hkv, S, D, seed=1), randn(B, Hkv, S, Dv, seed=2)
+    keep = torch.ones(T, S, dtype=torch.bool).tril(S - T) if causal else None  # attention_shapes has S >= T
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, enable_gqa=True)
+    torch.testing.assert_close(grouped_attention(q, k, v, causal=causal), want, rtol=0, atol=1e-12)
+
+
+def test_lm_accepts_a_mixture_of_head_attention_class():
+    torch.manual_seed(0)
+    model = TransformerLM(13, 16, 2, 4, max_len=32, attention=MixtureOfHeadAttention,
+                          attn_kwargs=dict(top_k=3, n_shared=1)).double()
+    assert all(isinstance(b.attn, MixtureOfHeadAttention) and b.attn.top_k == 3 for b in model.blocks)
+    prompt = torch.randint(0, 13, (2, 5), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(model.generate(prompt, 8, temperature=0), model.generate(prompt, 8, temperature=0, use_cache=False))
