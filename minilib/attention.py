@@ -300,17 +300,22 @@ class MultiHeadAttention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim) if qk_norm else None
         self.k_norm = RMSNorm(self.head_dim) if qk_norm else None
 
+    def project_q(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Queries ``(B, H_q, T, D)`` of ``x (B,T,d_model)`` at ``positions (T,)``, normed and RoPE applied as configured."""
+        q = split_heads(self.wq(x), self.n_heads)
+        if self.q_norm is not None:
+            q = self.q_norm(q)
+        return apply_rope(q, positions, base=self.rope_base, scaling=self.rope_scaling) if self.rope else q
+
     def project_qkv(self, x: torch.Tensor, positions: torch.Tensor):
         """Queries, keys and values of ``x (B,T,d_model)`` at ``positions (T,)``, per head, RoPE applied."""
-        q = split_heads(self.wq(x), self.n_heads)
         k = split_heads(self.wk(x), self.n_kv_heads)
         v = split_heads(self.wv(x), self.n_kv_heads)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
+        if self.k_norm is not None:
+            k = self.k_norm(k)
         if self.rope:
-            q = apply_rope(q, positions, base=self.rope_base, scaling=self.rope_scaling)
             k = apply_rope(k, positions, base=self.rope_base, scaling=self.rope_scaling)
-        return q, k, v
+        return self.project_q(x, positions), k, v
 
     def weights(self, q: torch.Tensor, k: torch.Tensor, *, causal: bool = True, bias: torch.Tensor | None = None) -> torch.Tensor:
         """This module's attention weights ``(B, H_q, T, S)`` for projected ``q``, ``k`` (see :func:`score_weights`)."""
@@ -324,10 +329,15 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, *, causal: bool = True, cache: KVCache | None = None,
                 positions: torch.Tensor | None = None, bias: torch.Tensor | None = None,
-                memory: torch.Tensor | None = None) -> torch.Tensor:
+                memory: torch.Tensor | None = None, kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``x (B, T, d_model) -> (B, T, d_model)``. ``kv=(k, v)``, each ``(B, H_kv, S, D)`` and already projected
+        (and rotated) by another layer, replaces this module's own keys and values: only the queries are computed,
+        at positions ``S - T .. S - 1`` unless ``positions`` says otherwise (cross-layer KV sharing)."""
         require_tensor("x", x, ndim=3, floating=True)
         if memory is not None:
             return self._cross(x, memory)
+        if kv is not None:
+            return self._shared_kv(x, kv, causal=causal, cache=cache, positions=positions, bias=bias)
         B, T, _ = x.shape
         past = 0 if cache is None else cache.length
         if positions is None:
@@ -338,6 +348,22 @@ class MultiHeadAttention(nn.Module):
             k, v = cache.k, cache.v
         return self.combine(x, attend(q, k, v, score=self.score, causal=causal, bias=bias, **self.score_kwargs))
 
+    def _shared_kv(self, x, kv, *, causal, cache, positions, bias) -> torch.Tensor:
+        if cache is not None:
+            raise ValueError("a layer given kv=(k, v) from another layer keeps no cache of its own; pass cache=None")
+        if not isinstance(kv, (tuple, list)) or len(kv) != 2:
+            raise TypeError(f"kv must be a pair (k, v) of tensors, got {type(kv).__name__}")
+        k, v = kv
+        require_tensor("kv[0]", k, ndim=4, floating=True)
+        if k.shape[0] != x.shape[0] or k.shape[1] != self.n_kv_heads or k.shape[3] != self.head_dim:
+            raise ValueError(f"kv must hold (B={x.shape[0]}, n_kv_heads={self.n_kv_heads}, S, head_dim={self.head_dim}) "
+                             f"keys for x {tuple(x.shape)}, got k {tuple(k.shape)}")
+        T, S = x.shape[1], k.shape[2]
+        if positions is None:
+            positions = torch.arange(S - T, S, device=x.device)
+        q = self.project_q(x, positions)
+        return self.combine(x, attend(q, k, v, score=self.score, causal=causal, bias=bias, **self.score_kwargs))
+
     def _cross(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         require_tensor("memory", memory, ndim=3, floating=True)
         if memory.shape[0] != x.shape[0] or memory.shape[2] != x.shape[2]:
@@ -346,3 +372,92 @@ class MultiHeadAttention(nn.Module):
         k = split_heads(self.wk(memory), self.n_kv_heads)
         v = split_heads(self.wv(memory), self.n_kv_heads)
         return self.combine(x, attend(q, k, v, score=self.score, **self.score_kwargs))
+
+
+class MixtureOfHeadAttention(MultiHeadAttention):
+    r"""Mixture-of-Head attention: a router weights each token's heads and keeps only its top-k routed heads.
+
+    $$ \operatorname{MoH}(x_t) = \sum_{h=1}^{H} g_h(x_t)\, \text{head}_h(x_t)\, W_O^h, \qquad
+       g_h = \begin{cases} \alpha_1 \operatorname{Softmax}(W_s x_t)_h & h \le H_s \text{ (shared)} \\
+       \alpha_2 \operatorname{Softmax}(W_r x_t)_h & h > H_s,\ (W_r x_t)_h \in \operatorname{TopK}(W_r x_t) \\
+       0 & \text{otherwise,} \end{cases} \qquad [\alpha_1, \alpha_2] = \operatorname{Softmax}(W_h x_t) $$
+
+    The first ``n_shared`` heads $H_s$ are always on; a router $W_r$ (``d_model -> n_heads - n_shared``)
+    picks ``top_k`` of the rest per token, and their weights are the router's softmax over *all* routed
+    heads (not renormalised over the chosen ones). With ``n_shared = 0`` there is no $\alpha$: $g_h$ is the
+    routed line with $\alpha_2 = 1$. So ``n_shared + top_k`` of the ``n_heads`` heads work for each token.
+    Everything else (projections, GQA via ``n_kv_heads``, RoPE, caches, ``kv=``) is
+    :class:`MultiHeadAttention`'s; ``**kwargs`` go to it. This teaching form computes every head and
+    zeroes the unchosen ones, so it saves no FLOPs: the saving needs the chosen heads gathered per token.
+    The paper's load-balancing loss is left out. By default the weights are the paper's equation, whose
+    routed weights sum to less than one, so at initialisation (a near-uniform router) each head enters
+    the output about $1/H$ as strongly as in MHA. ``renormalize=True`` follows the authors' released code
+    instead: the chosen routed weights are divided by their sum and multiplied by ``top_k``, the shared
+    weights multiplied by ``n_shared``, and $\alpha$ by 2, so a uniform router gives every working head
+    weight 1, as in MHA.
+
+    ``x (B, T, d_model) -> (B, T, d_model)``. See :cite:`jin2024moh`.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, *, top_k: int, n_shared: int = 0, n_kv_heads: int | None = None,
+                 rope: bool = False, renormalize: bool = False, **kwargs):
+        super().__init__(d_model, n_heads, n_kv_heads=n_kv_heads, rope=rope, **kwargs)
+        if not isinstance(n_shared, int) or not 0 <= n_shared < self.n_heads:
+            raise ValueError(f"n_shared must be an int in [0, n_heads={self.n_heads}), got {n_shared!r}")
+        n_routed = self.n_heads - n_shared
+        if not isinstance(top_k, int) or not 1 <= top_k <= n_routed:
+            raise ValueError(f"top_k must be an int in [1, {n_routed}] (the n_heads={self.n_heads} minus "
+                             f"n_shared={n_shared} routed heads), got {top_k!r}")
+        self.top_k, self.n_shared, self.renormalize = top_k, n_shared, renormalize
+        self.router = nn.Linear(d_model, n_routed, bias=False)
+        self.shared_router = nn.Linear(d_model, n_shared, bias=False) if n_shared > 1 else None  # softmax of one is 1
+        self.group_router = nn.Linear(d_model, 2, bias=False) if n_shared else None
+
+    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""Head weights $g$ and the heads switched on, both ``(B, T, n_heads)``, for tokens ``x (B, T, d_model)``.
+
+        ``active`` is True for the shared heads and the ``top_k`` routed heads of each token (a head with a
+        tiny softmax weight still counts as working).
+        """
+        require_tensor("x", x, ndim=3, floating=True)
+        logits = self.router(x)
+        chosen = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, logits.topk(self.top_k, dim=-1).indices, True)
+        routed = torch.softmax(logits, dim=-1) * chosen
+        if self.renormalize:
+            routed = self.top_k * routed / routed.sum(dim=-1, keepdim=True)
+        if self.n_shared == 0:
+            return routed, chosen
+        alpha = torch.softmax(self.group_router(x), dim=-1)
+        shared = torch.ones_like(alpha[..., :1]) if self.shared_router is None else torch.softmax(self.shared_router(x), dim=-1)
+        if self.renormalize:
+            alpha, shared = 2 * alpha, self.n_shared * shared
+        gates = torch.cat([alpha[..., :1] * shared, alpha[..., 1:] * routed], dim=-1)
+        return gates, torch.cat([torch.ones_like(shared, dtype=torch.bool), chosen], dim=-1)
+
+    def combine(self, x: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
+        """Weight the head outputs ``(B, H, T, D)`` by :meth:`route` of ``x``, then gate (if any) and project as MHA does."""
+        gates, _ = self.route(x)
+        return super().combine(x, heads * gates.transpose(1, 2)[..., None])
+
+
+def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
+                      scale: float | None = None) -> torch.Tensor:
+    r"""Softmax attention with query heads grouped over their shared key/value head, never copying keys or values.
+
+    $$ o_{h,t} = \sum_s \operatorname{softmax}_s\!\left(\text{scale}\; q_{h,t} \cdot k_{\kappa(h),s}\right) v_{\kappa(h),s},
+       \qquad \kappa(h) = \lfloor h / G \rfloor,\ G = H / H_{kv} $$
+
+    Same result as :func:`sdpa`, which first repeats each key/value head $G$ times (:func:`expand_kv_heads`);
+    here the $G$ query heads of a group are stacked and multiply the group's one key/value head, so a decoding
+    step reads each cached head once: the memory traffic that GQA/MQA save :cite:`ainslie2023gqa`,
+    :cite:`shazeer2019fast`. ``q (B,H,T,D)``, ``k (B,Hkv,S,D)``, ``v (B,Hkv,S,Dv)`` -> ``(B,H,T,Dv)``.
+    """
+    check_attention_inputs(q, k, v)
+    B, H, T, D = q.shape
+    Hkv, S = k.shape[1], k.shape[2]
+    scale = D ** -0.5 if scale is None else scale
+    scores = scale * (q.reshape(B, Hkv, (H // Hkv) * T, D) @ k.transpose(-2, -1))  # rows: (group member, t)
+    if causal:
+        keep = causal_mask(T, S, device=q.device).repeat(H // Hkv, 1)
+        scores = scores.masked_fill(~keep, float("-inf"))
+    return (_softmax_rows(scores) @ v).reshape(B, H, T, v.shape[-1])

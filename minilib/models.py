@@ -65,10 +65,11 @@ class Block(nn.Module):
     """
 
     def __init__(self, d_model: int, n_heads: int, *, n_kv_heads: int | None, d_ff: int, norm: str,
-                 pre_norm: bool, ffn: str, rope: bool, attn_kwargs: dict | None = None):
+                 pre_norm: bool, ffn: str, rope: bool, attn_kwargs: dict | None = None,
+                 attention: type[MultiHeadAttention] = MultiHeadAttention):
         super().__init__()
         self.pre_norm = pre_norm
-        self.attn = MultiHeadAttention(d_model, n_heads, n_kv_heads=n_kv_heads, rope=rope, **(attn_kwargs or {}))
+        self.attn = attention(d_model, n_heads, n_kv_heads=n_kv_heads, rope=rope, **(attn_kwargs or {}))
         self.ffn = FeedForward(d_model, d_ff, kind=ffn)
         self.norm1, self.norm2 = make_norm(norm, d_model), make_norm(norm, d_model)
         # (lam, beta) of DeepScaleLM's scaled residual lam * x + beta * f; (1.0, 1.0) is the plain residual.
@@ -79,9 +80,11 @@ class Block(nn.Module):
         lam, beta = self.residual_scales
         return x + update if (lam, beta) == (1.0, 1.0) else lam * x + beta * update
 
-    def forward(self, x: torch.Tensor, *, cache: KVCache | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, cache: KVCache | None = None, bias: torch.Tensor | None = None,
+                kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``kv=(k, v)``: attend to another layer's keys and values instead of this layer's own (see ``kv_route_p``)."""
         def attend(h):
-            return self.attn(h, causal=True, cache=cache, bias=bias)
+            return self.attn(h, causal=True, cache=cache, bias=bias, kv=kv)
 
         if self.pre_norm:
             x = self.residual(x, attend(self.norm1(x)))
@@ -102,15 +105,25 @@ class TransformerLM(nn.Module):
     layers with variance $2/(d_\text{in} + d_\text{out})$ :cite:`glorot2010understanding`; ``"deepscale"`` applies
     :func:`minilib.signal_propagation.deepscale_init_` (moment-preserving weights, residual scaling)
     for sequences of ``max_len`` uniformly random tokens. ``attn_kwargs`` go to every
-    :class:`~minilib.attention.MultiHeadAttention` (e.g. ``n_q_heads``, ``score``, ``gate``, ``rope_scaling``).
+    :class:`~minilib.attention.MultiHeadAttention` (e.g. ``n_q_heads``, ``score``, ``gate``, ``rope_scaling``), or to
+    ``attention``, a subclass of it with the same first arguments (e.g. ``MixtureOfHeadAttention`` with ``top_k``).
+
+    Stochastic KV routing :cite:`stochastickv2025`: with ``kv_route_p = p > 0``, at every training forward each
+    layer $\ell \ge 1$ independently, with probability $p$, attends (with its own queries) to the keys and values
+    that layer $\ell - 1$ used instead of computing its own. Outside training the layers in ``share_kv_layers``
+    (a set of layer indices $\ge 1$, empty by default) always do so: they keep no cache (their
+    :class:`KVCache` in :meth:`new_caches` stays empty), so the cache holds only the other layers.
     See :cite:`vaswani2017attention`, :cite:`radford2019gpt2`, :cite:`kedia2024stable`.
     """
 
     def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, *, n_kv_heads: int | None = None,
                  d_ff: int | None = None, max_len: int = 1024, norm: str = "rms", pre_norm: bool = True,
                  ffn: str = "swiglu", pos: str = "rope", init: str = "default",
-                 attn_kwargs: dict | None = None):
+                 attn_kwargs: dict | None = None, kv_route_p: float = 0.0,
+                 attention: type[MultiHeadAttention] = MultiHeadAttention):
         super().__init__()
+        if not isinstance(kv_route_p, (int, float)) or isinstance(kv_route_p, bool) or not 0.0 <= kv_route_p <= 1.0:
+            raise ValueError(f"kv_route_p must be a probability in [0, 1], got {kv_route_p!r}")
         if pos not in POSITIONS:
             raise ValueError(f"pos must be one of {POSITIONS}, got {pos!r}")
         if init not in INITS:
@@ -124,8 +137,10 @@ class TransformerLM(nn.Module):
             self.register_buffer("pos_table", sinusoidal(max_len, d_model), persistent=False)
         self.blocks = nn.ModuleList(
             Block(d_model, n_heads, n_kv_heads=n_kv_heads, d_ff=d_ff, norm=norm, pre_norm=pre_norm, ffn=ffn,
-                  rope=pos == "rope", attn_kwargs=attn_kwargs) for _ in range(n_layers))
+                  rope=pos == "rope", attn_kwargs=attn_kwargs, attention=attention) for _ in range(n_layers))
         self.n_heads = self.blocks[0].attn.n_heads if n_layers else n_heads  # query heads actually computed
+        self.kv_route_p = float(kv_route_p)
+        self.share_kv_layers = set()
         self.final_norm = make_norm(norm, d_model) if pre_norm else nn.Identity()
         self.apply(self._init_weights)
         if init == "xavier":
@@ -142,8 +157,28 @@ class TransformerLM(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
+    @property
+    def share_kv_layers(self) -> set[int]:
+        """Layers that reuse the previous layer's keys and values outside training (see ``kv_route_p``)."""
+        return self._share_kv_layers
+
+    @share_kv_layers.setter
+    def share_kv_layers(self, layers) -> None:
+        layers = set(layers)
+        if not all(isinstance(i, int) and 1 <= i < len(self.blocks) for i in layers):
+            raise ValueError(f"share_kv_layers must hold layer indices in [1, {len(self.blocks) - 1}] "
+                             f"(layer 0 has no previous layer), got {sorted(layers, key=repr)}")
+        self._share_kv_layers = layers
+
+    def kv_sharing(self) -> set[int]:
+        """Layers that attend to the previous layer's keys/values in this forward: drawn if training with ``kv_route_p > 0``."""
+        if self.training and self.kv_route_p > 0:
+            draw = torch.rand(len(self.blocks) - 1) < self.kv_route_p
+            return {i + 1 for i in torch.nonzero(draw).flatten().tolist()}
+        return set(self.share_kv_layers)
+
     def new_caches(self) -> list[KVCache]:
-        """One empty :class:`KVCache` per layer, for incremental decoding."""
+        """One empty :class:`KVCache` per layer, for incremental decoding (those of ``share_kv_layers`` stay empty)."""
         return [KVCache() for _ in self.blocks]
 
     def forward(self, idx: torch.Tensor, *, caches: list[KVCache] | None = None) -> torch.Tensor:
@@ -163,8 +198,17 @@ class TransformerLM(nn.Module):
         bias = None
         if self.pos == "alibi":
             bias = alibi_bias(self.n_heads, T, past + T).to(device=x.device, dtype=x.dtype)
+        shared = self.kv_sharing() if len(self.blocks) > 1 else set()
+        owner = None  # the cache of the last layer that computed its own keys and values
         for i, block in enumerate(self.blocks):
-            x = block(x, cache=None if caches is None else caches[i], bias=bias)
+            if caches is not None and caches[i].length != (0 if i in shared else past):
+                raise ValueError(f"cache of layer {i} holds {caches[i].length} positions, layer 0's {past}: the caches "
+                                 f"were filled with another share_kv_layers than {sorted(shared)}")
+            if i in shared:
+                x = block(x, kv=(owner.k, owner.v), bias=bias)
+                continue
+            owner = caches[i] if caches is not None else (KVCache() if shared else None)
+            x = block(x, cache=owner, bias=bias)
         return self.final_norm(x) @ self.embed.weight.T
 
     @torch.no_grad()
