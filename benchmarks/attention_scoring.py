@@ -1,0 +1,305 @@
+"""Chapter 02, scoring functions: small models trained with softmax, off-by-one, clipped, gated and sigmoid attention,
+then measured for attention sinks, activation outliers and the loss of 8-bit fake quantization.
+
+    python benchmarks/attention_scoring.py                # both experiments: writes benchmarks/results/attention_scoring.json
+                                                          # (+ attention_scoring.png, attention_scoring_softmax.pt)
+    python benchmarks/attention_scoring.py --only noop    # one of: charlm, noop (keeps the other's saved results)
+
+``charlm``: a 3-layer character LM (d_model 64, 4 heads, 1000 steps) trained four ways, differing only in
+``attn_kwargs`` of :class:`minilib.models.TransformerLM`: ``softmax``, ``clipped`` (zeta = 1, gamma = -0.03), ``gated``
+(a sigmoid gate per head and token) :cite:`bondarenko2023quantizable`, and ``sigmoid`` (bias -log n)
+:cite:`ramapuram2024sigmoid`. Same seed, data (``tiny_corpus``, ``CharTokenizer``) and optimiser. Every training and
+evaluation window opens a line, and its first token (the newline) is replaced by a beginning-of-sequence id that
+occurs nowhere else (``bos_id = vocab_size``), as in large models, where that first token is where attention sinks
+form :cite:`xiao2024efficient`. The softmax model's weights are saved in float16 so that the chapter can look for
+sinks and apply ACT live.
+
+``noop``: a 2-layer model (d_model 32, 2 heads, 1500 steps) on BOS followed by the uniformly random tokens of
+:func:`minilib.data.induction_heads`, trained on every next token, so that attention heads have nothing useful to read
+at almost every position; with ``softmax``, ``softmax1`` (off-by-one), ``clipped`` and ``gated`` attention.
+
+Per model, on held-out data (the character windows' start offsets are saved):
+
+- the float loss and the loss with W8A8 and W8A6 per-tensor fake quantization of every linear layer's weight and
+  input (:func:`minilib.compress.fake_quantized`);
+- max |x|, kurtosis and RMS of four activations per layer: the residual stream after the block, the normalised input
+  of the attention projections, the attention output (input of W_O) and the feed-forward hidden layer (input of W_2);
+  kurtosis E[(x - mean)^4] / Var(x)^2 is taken over all elements of the tensor (3 for a Gaussian);
+- per layer and head: the attention weight on token 0 (BOS), the row sum, the share of all-zero rows, the mean gate;
+  for the character LM also the weight on delimiters (space, newline, full stop).
+
+Torch runs on 1 CPU thread. The saved run took 4.5 minutes in all (47-61 s per character LM, 12-13 s per no-op model;
+the ``seconds`` of each model are in the JSON) on a 2-core machine that other jobs shared.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from minilib.compress import fake_quantized  # noqa: E402
+from minilib.data import CharTokenizer, induction_heads, tiny_corpus, train_val_split  # noqa: E402
+from minilib.models import TransformerLM, attention_maps, lm_loss, train  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+COMMAND = "python benchmarks/attention_scoring.py"
+CONFIG = dict(n_chars=300_000, d_model=64, n_layers=3, n_heads=4, seq_len=64, batch=32, steps=1000, lr=3e-3,
+              warmup=50, weight_decay=0.1, eval_windows=128, delimiters=" \n.", skip_queries=8)
+VARIANTS = {
+    "softmax": {},
+    "clipped": dict(score="clipped", score_kwargs=dict(zeta=1.0, gamma=-0.03)),
+    "gated": dict(gate=True),
+    "sigmoid": dict(score="sigmoid"),
+}
+SITES = ("resid", "attn_in", "attn_out", "ffn_hidden")
+
+
+def line_starts(ids: torch.Tensor, newline_id: int, seq_len: int) -> torch.Tensor:
+    """Positions of the newlines that can open a window of ``seq_len + 1`` tokens."""
+    return (ids[: len(ids) - seq_len - 1] == newline_id).nonzero()[:, 0]
+
+
+def windows(ids: torch.Tensor, starts: torch.Tensor, seq_len: int, bos_id: int):
+    """Inputs ``(BOS, ids[a + 1 : a + T])`` and targets ``ids[a + 1 : a + T + 1]`` for every start ``a``."""
+    w = ids[starts[:, None] + torch.arange(seq_len + 1)]
+    w[:, 0] = bos_id
+    return w[:, :-1], w[:, 1:]
+
+
+def line_batches(ids: torch.Tensor, newline_id: int, bos_id: int, *, batch_size: int, seq_len: int,
+                 generator: torch.Generator):
+    """Endless training windows that each open a line, their first token (the newline) replaced by ``bos_id``."""
+    starts = line_starts(ids, newline_id, seq_len)
+    while True:
+        yield windows(ids, starts[torch.randint(len(starts), (batch_size,), generator=generator)], seq_len, bos_id)
+
+
+def data(c: dict):
+    text, source = tiny_corpus(c["n_chars"], seed=0)
+    tok = CharTokenizer(text)
+    train_ids, val_ids = train_val_split(tok.encode(text), 0.1)
+    newline = int(tok.encode("\n")[0])
+    val_starts = line_starts(val_ids, newline, c["seq_len"])
+    val_starts = val_starts[:: len(val_starts) // c["eval_windows"]][: c["eval_windows"]]
+    return tok, source, train_ids, newline, val_starts, windows(val_ids, val_starts, c["seq_len"], tok.vocab_size)
+
+
+def make_model(vocab_size: int, c: dict, attn_kwargs: dict) -> TransformerLM:
+    return TransformerLM(vocab_size, c["d_model"], c["n_layers"], c["n_heads"], max_len=c["seq_len"],
+                         attn_kwargs=attn_kwargs)
+
+
+def kurtosis(x: torch.Tensor) -> float:
+    r"""$E[(x - \bar x)^4] / \operatorname{Var}(x)^2$ over all elements (3 for a Gaussian)."""
+    x = x.double().flatten()
+    x = x - x.mean()
+    return (x.pow(4).mean() / x.pow(2).mean() ** 2).item()
+
+
+@torch.no_grad()
+def activations(model: TransformerLM, idx: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+    """Per layer: residual stream after the block, attention input, attention output (W_O input), FFN hidden (W_2 input)."""
+    acts = {site: [] for site in SITES}
+    hooks = []
+    for block in model.blocks:
+        hooks.append(block.register_forward_hook(lambda m, a, out: acts["resid"].append(out)))
+        hooks.append(block.attn.wq.register_forward_pre_hook(lambda m, a: acts["attn_in"].append(a[0])))
+        hooks.append(block.attn.wo.register_forward_pre_hook(lambda m, a: acts["attn_out"].append(a[0])))
+        hooks.append(block.ffn.w2.register_forward_pre_hook(lambda m, a: acts["ffn_hidden"].append(a[0])))
+    try:
+        model(idx)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return acts
+
+
+@torch.no_grad()
+def outlier_stats(model: TransformerLM, x: torch.Tensor) -> dict:
+    """max |x|, kurtosis and RMS of each activation site (see :func:`activations`), per layer."""
+    acts = activations(model, x)
+    return dict(max_abs={site: [round(a.abs().max().item(), 3) for a in acts[site]] for site in SITES},
+                kurtosis={site: [round(kurtosis(a), 2) for a in acts[site]] for site in SITES},
+                rms={site: [round(a.pow(2).mean().sqrt().item(), 4) for a in acts[site]] for site in SITES})
+
+
+@torch.no_grad()
+def quantization_gaps(model: TransformerLM, batch, float_loss: float) -> dict:
+    """Loss increase with W8A8 and W8A6 per-tensor fake quantization of every linear layer."""
+    out = {}
+    for name, bits in [("w8a8", 8), ("w8a6", 6)]:
+        with fake_quantized(model, weight_bits=8, act_bits=bits):
+            out[f"{name}_loss"] = lm_loss(model, batch).item()
+        out[f"{name}_gap"] = out[f"{name}_loss"] - float_loss
+    return out
+
+
+@torch.no_grad()
+def attention_stats(model: TransformerLM, x: torch.Tensor, queries: slice) -> tuple[torch.Tensor, dict]:
+    """Per layer and head, over the given queries: mass on token 0, total row mass, share of all-zero rows."""
+    maps = attention_maps(model, x)[..., queries, :]  # (L, B, H, T', T)
+    rows = maps.sum(-1)
+    stats = dict(first_token_mass=maps[..., 0].mean(dim=(1, 3)).round(decimals=4).tolist(),
+                 row_mass=rows.mean(dim=(1, 3)).round(decimals=4).tolist(),
+                 silent_row_fraction=(rows == 0).float().mean(dim=(1, 3)).round(decimals=4).tolist())
+    if model.blocks[0].attn.wg is not None:
+        gates = []
+        hooks = [b.attn.wg.register_forward_hook(lambda m, a, o: gates.append(torch.sigmoid(o[:, queries]))) for b in model.blocks]
+        model(x)
+        for hook in hooks:
+            hook.remove()
+        stats["mean_gate"] = [g.mean(dim=(0, 1)).round(decimals=4).tolist() for g in gates]
+    return maps, stats
+
+
+@torch.no_grad()
+def measure(model: TransformerLM, tok: CharTokenizer, val, c: dict) -> dict:
+    model.eval()
+    x, y = val
+    out = dict(val_loss=lm_loss(model, val).item())
+    out.update(quantization_gaps(model, val, out["val_loss"]))
+    out.update(outlier_stats(model, x))
+    maps, stats = attention_stats(model, x, slice(c["skip_queries"], None))
+    out.update(stats)
+    delim = torch.isin(x, tok.encode(c["delimiters"]))
+    out["delimiter_mass"] = (maps * delim[None, :, None, None, :]).sum(-1).mean(dim=(1, 3)).round(decimals=4).tolist()
+    out["delimiter_fraction"] = delim[:, c["skip_queries"]:].float().mean().item()
+    return out
+
+
+def run() -> dict:
+    c = CONFIG
+    tok, source, train_ids, newline, val_starts, val = data(c)
+    results = dict(command=COMMAND, torch=torch.__version__, threads=torch.get_num_threads(), config=c,
+                   variants={k: v for k, v in VARIANTS.items()}, entropy_floor=source.entropy_rate_per_char(),
+                   bos_id=tok.vocab_size, eval_starts=val_starts.tolist(), models={})
+    for name, kwargs in VARIANTS.items():
+        start = time.perf_counter()
+        torch.manual_seed(0)
+        model = make_model(tok.vocab_size + 1, c, kwargs)  # + 1: the BOS id
+        batches = line_batches(train_ids, newline, tok.vocab_size, batch_size=c["batch"], seq_len=c["seq_len"],
+                               generator=torch.Generator().manual_seed(0))
+        losses = train(model, batches, steps=c["steps"], lr=c["lr"], warmup_steps=c["warmup"],
+                       weight_decay=c["weight_decay"], progress=False)
+        r = measure(model, tok, val, c)
+        r["curve"] = [round(float(v.mean()), 4) for v in np.array_split(np.asarray(losses), 50)]
+        r["seconds"] = round(time.perf_counter() - start, 1)
+        results["models"][name] = r
+        print(f"{name:8s} val {r['val_loss']:.4f}  W8A8 gap {r['w8a8_gap']:+.4f}  W8A6 gap {r['w8a6_gap']:+.4f}  "
+              f"max|resid| {max(r['max_abs']['resid']):.2f}  kurt(resid) {max(r['kurtosis']['resid']):.1f}  "
+              f"[{r['seconds']} s]", flush=True)
+        if name == "softmax":
+            torch.save({k: v.half() for k, v in model.state_dict().items()}, RESULTS / "attention_scoring_softmax.pt")
+    return results
+
+
+NOOP = dict(vocab_size=16, seq_len=32, d_model=32, n_layers=2, n_heads=2, batch=32, steps=1500, lr=3e-3, warmup=30,
+            eval_batch=256, skip_queries=4)
+NOOP_VARIANTS = {
+    "softmax": {},
+    "softmax1": dict(score="softmax1"),
+    "clipped": dict(score="clipped", score_kwargs=dict(zeta=1.0, gamma=-0.03)),
+    "gated": dict(gate=True),
+}
+
+
+def noop_batches(c: dict, generator: torch.Generator, batch_size: int):
+    """BOS, then :func:`minilib.data.induction_heads` (random tokens; the last one a trigger seen once before).
+
+    Every next token is trained on, so at all positions but the last the best prediction is uniform and an attention
+    head has nothing useful to read: the "no-op" situation of :cite:`bondarenko2023quantizable`. Ids: content
+    ``0..V-1``, trigger ``V``, BOS ``V + 1``.
+    """
+    while True:
+        b = induction_heads(batch_size, seq_len=c["seq_len"], vocab_size=c["vocab_size"], generator=generator)
+        z = torch.cat([torch.full((batch_size, 1), c["vocab_size"] + 1), b.inputs, b.targets[:, -1:]], dim=1)
+        yield z[:, :-1], z[:, 1:]
+
+
+def run_noop() -> dict:
+    c = NOOP
+    results = dict(config=c, variants=NOOP_VARIANTS, models={})
+    test = next(noop_batches(c, torch.Generator().manual_seed(12345), c["eval_batch"]))
+    for name, kwargs in NOOP_VARIANTS.items():
+        start = time.perf_counter()
+        torch.manual_seed(0)
+        model = TransformerLM(c["vocab_size"] + 2, c["d_model"], c["n_layers"], c["n_heads"], max_len=c["seq_len"] + 1,
+                              attn_kwargs=kwargs)
+        losses = train(model, noop_batches(c, torch.Generator().manual_seed(0), c["batch"]), steps=c["steps"], lr=c["lr"],
+                       warmup_steps=c["warmup"], progress=False)
+        model.eval()
+        with torch.no_grad():
+            logits = model(test[0])
+        r = dict(test_loss=lm_loss(model, test).item(),
+                 last_accuracy=(logits[:, -1].argmax(-1) == test[1][:, -1]).float().mean().item())
+        r.update(quantization_gaps(model, test, r["test_loss"]))
+        r.update(outlier_stats(model, test[0]))
+        r.update(attention_stats(model, test[0], slice(c["skip_queries"], -1))[1])  # the last query has work to do
+        r["curve"] = [round(float(v.mean()), 4) for v in np.array_split(np.asarray(losses), 50)]
+        r["seconds"] = round(time.perf_counter() - start, 1)
+        results["models"][name] = r
+        print(f"no-op {name:8s} loss {r['test_loss']:.4f}  last-token accuracy {r['last_accuracy']:.3f}  "
+              f"max BOS mass {max(max(h) for h in r['first_token_mass']):.3f}  "
+              f"min row mass {min(min(h) for h in r['row_mass']):.3f}  [{r['seconds']} s]", flush=True)
+    results["uniform_first_token_share"] = (1 / torch.arange(c["skip_queries"] + 1, c["seq_len"] + 1)).mean().item()
+    return results
+
+
+def plot(results: dict, path: Path) -> None:
+    """Training curves of the character LMs, BOS mass per head in the no-op task, and the fake-quantization gaps."""
+    models, noop = results["models"], results["noop"]["models"]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    for name, r in models.items():
+        axes[0].plot(np.linspace(0, results["config"]["steps"], len(r["curve"])), r["curve"], label=name)
+    axes[0].axhline(results["entropy_floor"], color="k", ls=":", label="entropy floor")
+    axes[0].set(xlabel="training step", ylabel="training loss (nats/char)", title="Character LM, four scoring functions",
+                ylim=(0.6, 2.0))
+    axes[0].legend(fontsize=8)
+    heads = [f"{l + 1}.{h + 1}" for l in range(results["noop"]["config"]["n_layers"])
+             for h in range(results["noop"]["config"]["n_heads"])]
+    for i, (name, r) in enumerate(noop.items()):
+        axes[1].bar(np.arange(len(heads)) + (i - 1.5) * 0.2, np.ravel(r["first_token_mass"]), 0.2, label=name)
+    axes[1].axhline(results["noop"]["uniform_first_token_share"], color="k", ls=":", label="uniform")
+    axes[1].set_xticks(np.arange(len(heads)), heads)
+    axes[1].set(xlabel="layer.head", ylabel="attention weight on BOS", title="Random tokens: sinks")
+    axes[1].legend(fontsize=8)
+    names = ["softmax", "clipped", "gated"]
+    axes[2].bar(np.arange(3) - 0.2, [1000 * models[n]["w8a8_gap"] for n in names], 0.4, label="character LM, W8A8")
+    axes[2].bar(np.arange(3) + 0.2, [1000 * noop[n]["w8a6_gap"] for n in names], 0.4, label="random tokens, W8A6")
+    axes[2].set_xticks(np.arange(3), names)
+    axes[2].set(xlabel="scoring", ylabel="loss increase (millinats/token)", title="Fake-quantization gap")
+    axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the saved results used 1)")
+    parser.add_argument("--only", choices=["charlm", "noop"], help="run one experiment, keep the other's saved results")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "attention_scoring.json"
+    results = json.loads(path.read_text()) if args.only and path.exists() else {}
+    if args.only != "noop":
+        results.update(run())
+    if args.only != "charlm":
+        results["noop"] = run_noop()
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    plot(results, RESULTS / "attention_scoring.png")
+
+
+if __name__ == "__main__":
+    main()
