@@ -14,12 +14,9 @@ JSON file are kept.
 """
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
 import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +25,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._experiments import run_experiments  # noqa: E402
 from minilib.data import (  # noqa: E402
     IGNORE_INDEX, CharTokenizer, delayed_recall, lm_batches, lm_eval_windows, masked_targets, reverse_task, tiny_corpus,
     train_val_split)
@@ -265,27 +263,7 @@ def report(name: str, r: dict) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=sorted(EXPERIMENTS), help="run one experiment")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the saved results used 1)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    results = json.loads(args.out.read_text()) if args.only and args.out.exists() else {}
-    results["command"] = COMMAND
-    results["torch"] = torch.__version__
-    results["threads"] = args.threads
-    for name in [args.only] if args.only else EXPERIMENTS:
-        start, cpu_start = time.perf_counter(), time.process_time()
-        run, check = EXPERIMENTS[name]
-        r = run()
-        r["seconds"] = round(time.perf_counter() - start, 1)
-        r["cpu_seconds"] = round(time.process_time() - cpu_start, 1)  # all threads together; wall time on a busy machine is longer
-        print(report(name, r), f"[{r['seconds']} s wall, {r['cpu_seconds']} s CPU]", flush=True)
-        check(r)
-        results[name] = r
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=1) + "\n")
+    run_experiments(EXPERIMENTS, results_path=RESULTS, command=COMMAND, description=__doc__, report=report, argv=argv)
 
 
 if __name__ == "__main__":
