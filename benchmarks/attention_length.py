@@ -9,8 +9,8 @@ into windows of 64, 128, 256 and 512. The RoPE model is also evaluated, without 
 interpolation and NTK-aware scaling at $s = L / 64$ for evaluation length $L$, and with dynamic NTK while decoding
 token by token with the KV cache (each query uses $s_t = \max(1, (t+1)/64)$, each cached key keeps the scale of the
 step that wrote it). Three copies of it are fine-tuned for 100 steps at 256 characters (plain, PI and NTK with
-$s = 4$), the setting of the PI paper's fine-tuning claim. The sinusoidal table is scaled to the embeddings' RMS
-(0.02) first: as ``TransformerLM`` adds it, at unit amplitude, it swamps the tokens (loss 2.24 at 64 after 800 steps).
+$s = 4$), the setting of the PI paper's fine-tuning claim. ``TransformerLM`` scales the sinusoidal table to the
+embeddings' initial RMS (0.02); added at unit amplitude it swamped the tokens (loss 2.24 at 64 after 800 steps).
 Torch runs on one thread and the numbers are deterministic there; the saved run took 267 s on a shared 2-core
 machine (``total_seconds``; ``seconds`` per training); under heavier load it took about 7 minutes.
 """
@@ -35,7 +35,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "attention_length.json"
 COMMAND = "python benchmarks/attention_length.py"
 CONFIG = dict(corpus="tiny_corpus", n_chars=200_000, corpus_seed=0, val_frac=0.1, train_len=64,
               eval_lens=[64, 128, 256, 512], eval_chars=512 * 32, d_model=64, n_layers=2, n_heads=4, max_len=512,
-              steps=800, batch=32, lr=3e-3, warmup=40, seed=0, bins=32, sinusoid_rms=0.02,
+              steps=800, batch=32, lr=3e-3, warmup=40, seed=0, bins=32,
               ft_len=256, ft_scale=4.0, ft_steps=100, ft_batch=8, ft_lr=1e-3, ft_warmup=10)
 TRAINED = ("sinusoidal", "learned", "rope", "alibi", "none")
 METHODS = ("sinusoidal", "learned", "rope", "rope_pi", "rope_ntk", "rope_dynamic", "alibi", "none")
@@ -88,10 +88,6 @@ def main() -> None:
     for pos in TRAINED:
         torch.manual_seed(c["seed"])
         model = TransformerLM(tok.vocab_size, c["d_model"], c["n_layers"], c["n_heads"], max_len=c["max_len"], pos=pos)
-        if pos == "sinusoidal":
-            # TransformerLM adds the unit-amplitude table to N(0, 0.02^2) embeddings; at that ratio the table swamps
-            # the tokens (loss 2.24 at 64 after 800 steps), so it is scaled to the embeddings' RMS
-            model.pos_table.mul_(c["sinusoid_rms"] / model.pos_table.pow(2).mean().sqrt())
         batches = lm_batches(train_ids, batch_size=c["batch"], seq_len=c["train_len"],
                              generator=torch.Generator().manual_seed(c["seed"]))
         start = time.perf_counter()

@@ -20,6 +20,7 @@ from minilib.positional import alibi_bias, sinusoidal
 from minilib.signal_propagation import deepscale_init_
 
 POSITIONS = ("rope", "sinusoidal", "learned", "alibi", "none")
+INIT_STD = 0.02  # GPT-2's initial weight scale, also the scale of the sinusoidal table added to the embeddings
 INITS = ("default", "xavier", "deepscale")
 
 
@@ -100,7 +101,8 @@ class TransformerLM(nn.Module):
        \text{logits} = \operatorname{Norm}(h^{(L)})\, E^\top $$
 
     ``idx (B, T)`` int -> ``logits (B, T, vocab_size)``. ``pos`` is one of ``"rope"``, ``"sinusoidal"``,
-    ``"learned"``, ``"alibi"``, ``"none"``. Post-norm models have no final norm (each block ends in one).
+    ``"learned"``, ``"alibi"``, ``"none"``; the sinusoidal table is
+    scaled to the embeddings' initial RMS, 0.02. Post-norm models have no final norm (each block ends in one).
     ``init="default"`` draws every weight from $\mathcal N(0, 0.02^2)$; ``"xavier"`` then redraws the linear
     layers with variance $2/(d_\text{in} + d_\text{out})$ :cite:`glorot2010understanding`; ``"deepscale"`` applies
     :func:`minilib.signal_propagation.deepscale_init_` (moment-preserving weights, residual scaling)
@@ -134,7 +136,9 @@ class TransformerLM(nn.Module):
         self.embed = nn.Embedding(vocab_size, d_model)
         self.pos_embed = nn.Embedding(max_len, d_model) if pos == "learned" else None
         if pos == "sinusoidal":
-            self.register_buffer("pos_table", sinusoidal(max_len, d_model), persistent=False)
+            # at unit amplitude the fixed table would swamp embeddings drawn with std INIT_STD
+            table = sinusoidal(max_len, d_model)
+            self.register_buffer("pos_table", table * (INIT_STD / table.pow(2).mean().sqrt()), persistent=False)
         self.blocks = nn.ModuleList(
             Block(d_model, n_heads, n_kv_heads=n_kv_heads, d_ff=d_ff, norm=norm, pre_norm=pre_norm, ffn=ffn,
                   rope=pos == "rope", attn_kwargs=attn_kwargs, attention=attention) for _ in range(n_layers))
@@ -153,7 +157,7 @@ class TransformerLM(nn.Module):
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 

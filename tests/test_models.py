@@ -1,4 +1,5 @@
 """TransformerLM: cached decoding equals full recomputation, every configuration runs, bad input is named."""
+import math
 import pytest
 import torch
 import torch.nn.functional as F
@@ -104,3 +105,14 @@ def test_attention_maps_reproduce_the_layer_outputs(cfg):
     v = split_heads(attn.wv(x), attn.n_kv_heads).repeat_interleave(attn.n_heads // attn.n_kv_heads, dim=1)
     heads = maps[1] @ v
     torch.testing.assert_close(attn.wo(merge_heads(heads)), out, rtol=0, atol=1e-10)
+
+
+def test_sinusoidal_table_is_scaled_to_the_embeddings():
+    model = TransformerLM(11, 32, 1, 4, max_len=40, pos="sinusoidal")
+    table = model.pos_table.double()
+    assert abs(table.pow(2).mean().sqrt().item() - 0.02) < 1e-6
+    assert abs(model.embed.weight.double().std().item() - 0.02) < 0.004  # the same scale as the token embeddings
+    reference = torch.tensor([[math.sin(p / 10000 ** (2 * (i // 2) / 32)) if i % 2 == 0 else math.cos(p / 10000 ** (2 * (i // 2) / 32))
+                               for i in range(32)] for p in range(40)], dtype=torch.float64)
+    ratio = table[reference.abs() > 0.1] / reference[reference.abs() > 0.1]
+    assert ratio.std() < 1e-5 and abs(ratio.mean().item() - 0.02 / reference.pow(2).mean().sqrt().item()) < 1e-5
