@@ -328,7 +328,8 @@ def attention_maps(model: TransformerLM, idx: torch.Tensor) -> torch.Tensor:
 
     Returns ``(n_layers, B, H, T, T)``; row ``t`` of head ``h`` in layer ``l`` is, for the default
     softmax scoring, $\operatorname{softmax}_s(q_t \cdot k_s / \sqrt{D} + b_{ts})$ over $s \le t$ (each
-    module's own ``score`` otherwise), recomputed from the input each attention layer receives.
+    module's own ``score`` otherwise), recomputed from the input each attention layer receives (with the
+    keys of the layer below in the layers of ``share_kv_layers``).
     """
     inputs = []
     hooks = [block.attn.register_forward_pre_hook(lambda module, args: inputs.append(args[0])) for block in model.blocks]
@@ -340,8 +341,10 @@ def attention_maps(model: TransformerLM, idx: torch.Tensor) -> torch.Tensor:
     T = idx.shape[1]
     positions = torch.arange(T, device=idx.device)
     bias = alibi_bias(model.n_heads, T).to(inputs[0].dtype) if model.pos == "alibi" else None
-    maps = []
-    for block, x in zip(model.blocks, inputs):
+    maps, shared, owner_keys = [], getattr(model, "share_kv_layers", set()), None
+    for i, (block, x) in enumerate(zip(model.blocks, inputs)):
         q, k, _ = block.attn.project_qkv(x, positions)
+        k = owner_keys if i in shared else k  # a sharing layer reads the keys of the last layer that made its own
+        owner_keys = k
         maps.append(block.attn.weights(q, k, causal=True, bias=bias))
     return torch.stack(maps)

@@ -1,5 +1,6 @@
 """TransformerLM: cached decoding equals full recomputation, every configuration runs, bad input is named."""
 import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -116,3 +117,21 @@ def test_sinusoidal_table_is_scaled_to_the_embeddings():
                                for i in range(32)] for p in range(40)], dtype=torch.float64)
     ratio = table[reference.abs() > 0.1] / reference[reference.abs() > 0.1]
     assert ratio.std() < 1e-5 and abs(ratio.mean().item() - 0.02 / reference.pow(2).mean().sqrt().item()) < 1e-5
+
+
+def test_attention_maps_of_a_layer_sharing_kv_use_the_keys_below():
+    """With share_kv_layers={1}, layer 1's map times layer 0's values gives back layer 1's output."""
+    model = small_lm(pos="rope").eval()
+    model.share_kv_layers = {1}
+    idx = torch.randint(0, 11, (2, 8), generator=torch.Generator().manual_seed(4))
+    maps = attention_maps(model, idx)
+    seen = []
+    for block in model.blocks:
+        block.attn.register_forward_hook(lambda m, args, out: seen.append((args[0], out)))
+    model(idx)
+    (x0, _), (_, out1) = seen
+    below, attn = model.blocks[0].attn, model.blocks[1].attn
+    v0 = split_heads(below.wv(x0), below.n_kv_heads)
+    torch.testing.assert_close(attn.wo(merge_heads(maps[1] @ v0)), out1, rtol=0, atol=1e-10)
+    model.share_kv_layers = set()
+    assert not torch.allclose(attention_maps(model, idx)[1], maps[1])
