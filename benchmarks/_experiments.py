@@ -1,4 +1,4 @@
-"""The command line every multi-experiment benchmark shares: run all experiments or one, check, save JSON."""
+"""What the benchmarks share: the command line that runs, checks and saves experiments, and curve downsampling."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
+
+def downsample(values, n: int = 50) -> list[float]:
+    """``n`` window means of a training curve, rounded, so the JSON stays small."""
+    chunks = np.array_split(np.asarray(values, dtype=float), min(n, len(values)))
+    return [round(float(c.mean()), 4) for c in chunks]
+
 
 Experiment = tuple[Callable[[], dict], Callable[[dict], None]]
 

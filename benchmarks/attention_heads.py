@@ -32,13 +32,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._experiments import run_experiments  # noqa: E402
+from benchmarks._experiments import downsample, run_experiments  # noqa: E402
 from minilib.attention import (  # noqa: E402
     KVCache, MixtureOfHeadAttention, MultiHeadAttention, attend, grouped_attention, kv_cache_bytes)
 from minilib.data import (  # noqa: E402
@@ -59,11 +58,6 @@ def median_seconds(fn, repeats: int) -> float:
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
-
-def downsample(values, n: int = 40) -> list[float]:
-    """``n`` window means of a training curve, rounded, so the JSON stays small."""
-    chunks = np.array_split(np.asarray(values, dtype=float), min(n, len(values)))
-    return [round(float(c.mean()), 4) for c in chunks]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,7 +197,7 @@ def run_copy() -> dict:
         name = "MHA" if hkv == c["n_heads"] else "MQA" if hkv == 1 else f"GQA{hkv}"
         runs[name] = dict(n_kv_heads=hkv, cache_fraction=hkv / c["n_heads"], accuracy=round(final, 4),
                           steps_to_99=reached, accuracy_curve=accuracy, train_seconds=round(seconds, 1),
-                          params=sum(p.numel() for p in model.parameters()), curve=downsample(losses))
+                          params=sum(p.numel() for p in model.parameters()), curve=downsample(losses, 40))
     return {"config": dict(c), "runs": runs}
 
 
@@ -243,7 +237,7 @@ def train_lm(model, train_ids, val_ids, c: dict, *, share=None) -> dict:
             val[name] = round(lm_loss(model, (x, y)).item(), 4)
     model.share_kv_layers = set()
     return dict(val, params=sum(p.numel() for p in model.parameters()), train_seconds=round(seconds, 1),
-                curve=downsample(losses))
+                curve=downsample(losses, 40))
 
 
 def run_charlm() -> dict:

@@ -48,6 +48,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._experiments import downsample  # noqa: E402
 from minilib.compress import fake_quantized  # noqa: E402
 from minilib.data import CharTokenizer, induction_heads, tiny_corpus, train_val_split  # noqa: E402
 from minilib.models import TransformerLM, attention_maps, lm_loss, train  # noqa: E402
@@ -193,7 +194,7 @@ def run() -> dict:
         losses = train(model, batches, steps=c["steps"], lr=c["lr"], warmup_steps=c["warmup"],
                        weight_decay=c["weight_decay"], progress=False)
         r = measure(model, tok, val, c)
-        r["curve"] = [round(float(v.mean()), 4) for v in np.array_split(np.asarray(losses), 50)]
+        r["curve"] = downsample(losses)
         r["seconds"] = round(time.perf_counter() - start, 1)
         results["models"][name] = r
         print(f"{name:8s} val {r['val_loss']:.4f}  W8A8 gap {r['w8a8_gap']:+.4f}  W8A6 gap {r['w8a6_gap']:+.4f}  "
@@ -246,7 +247,7 @@ def run_noop() -> dict:
         r.update(quantization_gaps(model, test, r["test_loss"]))
         r.update(outlier_stats(model, test[0]))
         r.update(attention_stats(model, test[0], slice(c["skip_queries"], -1))[1])  # the last query has work to do
-        r["curve"] = [round(float(v.mean()), 4) for v in np.array_split(np.asarray(losses), 50)]
+        r["curve"] = downsample(losses)
         r["seconds"] = round(time.perf_counter() - start, 1)
         results["models"][name] = r
         print(f"no-op {name:8s} loss {r['test_loss']:.4f}  last-token accuracy {r['last_accuracy']:.3f}  "

@@ -28,6 +28,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._experiments import downsample  # noqa: E402
 from minilib.attention import MultiHeadAttention, attention_entropy  # noqa: E402
 from minilib.models import FeedForward  # noqa: E402
 from minilib.norms import LayerNorm, SigmaReparamLinear, sigma_reparam_  # noqa: E402
@@ -139,7 +140,7 @@ def run(lr: float, reparam: bool, seed: int, data, *, score: str = "softmax") ->
     entropy, spectral = torch.stack(entropy), torch.stack(spectral)  # (n_evals, n_layers, n_heads)
     return dict(
         lr=lr, reparam=reparam, seed=seed, score=score, test_accuracy=accuracy,
-        loss_10=[round(float(w.mean()), 4) for w in np.split(np.asarray(losses), len(losses) // 10)],
+        loss_10=downsample(losses, len(losses) // 10),
         final_loss=float(np.mean(losses[-50:])), loss_std_last200=float(np.std(losses[-200:])),
         max_loss_after_100=float(np.max(losses[100:])),
         eval_steps=eval_steps,

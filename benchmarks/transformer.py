@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._experiments import run_experiments  # noqa: E402
+from benchmarks._experiments import downsample, run_experiments  # noqa: E402
 from minilib.data import (  # noqa: E402
     IGNORE_INDEX, CharTokenizer, delayed_recall, lm_batches, lm_eval_windows, masked_targets, reverse_task, tiny_corpus,
     train_val_split)
@@ -36,11 +36,6 @@ from minilib.variants import (  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results" / "transformer.json"
 COMMAND = "python benchmarks/transformer.py"
 
-
-def downsample(values, n: int = 50) -> list[float]:
-    """``n`` window means of a training curve, rounded, so the JSON stays small."""
-    chunks = np.array_split(np.asarray(values, dtype=float), min(n, len(values)))
-    return [round(float(c.mean()), 4) for c in chunks]
 
 
 # ---------------------------------------------------------------------------------------------
