@@ -16,6 +16,7 @@ the JSON). The claims the chapter states are asserted at the end.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -206,8 +207,6 @@ def run_sigmoid(data) -> dict:
 
 
 def main(argv=None) -> None:
-    import argparse
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=["collapse", "sigmoid"], help="run one experiment, keep the other's saved results")
     args = parser.parse_args(argv)
