@@ -1,8 +1,22 @@
-"""What the benchmarks share: the command line that runs, checks and saves experiments, and curve downsampling."""
+"""The one command line every benchmark runs through: run, check the claims, then save with provenance.
+
+    python benchmarks/<name>.py                  # every experiment, claims checked, results saved
+    python benchmarks/<name>.py --only NAME      # one experiment; the file keeps the others
+    python benchmarks/<name>.py --quick          # tiny sizes, nothing checked or saved unless --out is given
+
+Each experiment is a pair ``(run, check)``: ``run(quick)`` returns a JSON-able dict, ``check(result)``
+asserts the claim. A result is written only after its check passed, so a failed claim never
+overwrites a committed number. Every saved result records how it was made: the command, the git
+commit, the date, Python, torch and NumPy versions, the torch thread count and its wall/CPU seconds.
+"""
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -10,38 +24,67 @@ from typing import Callable
 import numpy as np
 import torch
 
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+
+Experiment = tuple[Callable[[bool], dict], Callable[[dict], None]]
+
+
 def downsample(values, n: int = 50) -> list[float]:
     """``n`` window means of a training curve, rounded, so the JSON stays small."""
     chunks = np.array_split(np.asarray(values, dtype=float), min(n, len(values)))
     return [round(float(c.mean()), 4) for c in chunks]
 
 
-Experiment = tuple[Callable[[], dict], Callable[[dict], None]]
+def git_commit() -> str:
+    """The checkout's commit, with ``+dirty`` when tracked files differ from it (``unknown`` outside git)."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        commit = git("rev-parse", "HEAD")
+        return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
-def run_experiments(experiments: dict[str, Experiment], *, results_path: Path, command: str, description: str,
-                    report: Callable[[str, dict], str], argv=None) -> None:
-    """Run ``experiments`` (name -> (run, check)), or the one named by ``--only``, and write the results file.
+def provenance(threads: int) -> dict:
+    """How a result was made: command line, commit, UTC date, versions and torch threads."""
+    script = Path(sys.argv[0]).resolve()
+    script = script.relative_to(ROOT) if script.is_relative_to(ROOT) else script
+    return {"command": " ".join(["python", str(script), *sys.argv[1:]]), "commit": git_commit(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "threads": threads}
 
-    Each result gets its wall and CPU seconds; ``check`` asserts the claim before the result is saved,
-    so a failed claim never overwrites a committed number. ``--only`` keeps the other saved results.
+
+def run_experiments(experiments: dict[str, Experiment], *, name: str, description: str,
+                    report: Callable[[str, dict], str], argv=None) -> dict:
+    """Run ``experiments`` (name -> (run, check)), or the one named by ``--only``; save to ``results/<name>.json``.
+
+    Returns the results dict (also when nothing is saved, as with ``--quick``).
     """
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=sorted(experiments), help="run one experiment")
-    parser.add_argument("--out", type=Path, default=results_path)
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes to exercise the code path; claims are not checked, nothing is saved unless --out")
+    parser.add_argument("--out", type=Path, default=None, help=f"results file (default {RESULTS_DIR}/{name}.json)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the saved results used 1)")
     args = parser.parse_args(argv)
+    out = args.out if args.out is not None or args.quick else RESULTS_DIR / f"{name}.json"
     torch.set_num_threads(args.threads)
-    results = json.loads(args.out.read_text()) if args.only and args.out.exists() else {}
-    results.update(command=command, torch=torch.__version__, threads=args.threads)
-    for name in [args.only] if args.only else experiments:
+    results = json.loads(out.read_text()) if args.only and out is not None and out.exists() else {}
+    for key in [args.only] if args.only else experiments:
         start, cpu_start = time.perf_counter(), time.process_time()
-        run, check = experiments[name]
-        r = run()
+        run, check = experiments[key]
+        r = run(args.quick)
         r["seconds"] = round(time.perf_counter() - start, 1)
         r["cpu_seconds"] = round(time.process_time() - cpu_start, 1)  # all threads together; wall time on a busy machine is longer
-        print(report(name, r), f"[{r['seconds']} s wall, {r['cpu_seconds']} s CPU]", flush=True)
-        check(r)
-        results[name] = r
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=1) + "\n")
+        r["provenance"] = provenance(args.threads)
+        print(report(key, r), f"[{r['seconds']} s wall, {r['cpu_seconds']} s CPU]", flush=True)
+        if not args.quick:
+            check(r)
+        results[key] = r
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(results, indent=1) + "\n")
+    return results

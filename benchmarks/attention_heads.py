@@ -44,8 +44,6 @@ from minilib.data import (  # noqa: E402
     CharTokenizer, copy_task, lm_batches, lm_eval_windows, masked_targets, tiny_corpus, train_val_split)
 from minilib.models import TransformerLM, lm_loss, train  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "attention_heads.json"
-COMMAND = "python benchmarks/attention_heads.py"
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -69,7 +67,7 @@ DECODE = dict(d_model=1024, n_heads=16, seq_lens=[512, 1024, 2048, 4096, 8192], 
                        "SQA": dict(n_q_heads=4, n_kv_heads=4)})
 
 
-def run_decode() -> dict:
+def run_decode(quick: bool = False) -> dict:
     """Median times of one decoding step with ``S`` cached positions, per layout.
 
     ``attention_ms``: the attention read alone, :func:`grouped_attention` of one query token over the cache (each
@@ -125,7 +123,7 @@ def check_decode(out: dict) -> None:
 SQA = dict(d_model=128, n_heads=8, seq_len=2048, q_heads=[8, 4, 2], repeats=5)
 
 
-def run_sqa_speed() -> dict:
+def run_sqa_speed(quick: bool = False) -> dict:
     c = SQA
     x = torch.randn(1, c["seq_len"], c["d_model"], generator=torch.Generator().manual_seed(0))
     out = {"config": dict(c), "ms": {}, "attention_flops": {}}
@@ -170,7 +168,7 @@ def copy_accuracy(model, batch) -> float:
     return (model(batch.inputs).argmax(-1) == batch.targets)[batch.mask].float().mean().item()
 
 
-def run_copy() -> dict:
+def run_copy(quick: bool = False) -> dict:
     c = COPY
     test = copy_task(c["n_test"], seq_len=c["seq_len"], vocab_size=c["vocab_size"],
                      generator=torch.Generator().manual_seed(12345))
@@ -240,7 +238,7 @@ def train_lm(model, train_ids, val_ids, c: dict, *, share=None) -> dict:
                 curve=downsample(losses, 40))
 
 
-def run_charlm() -> dict:
+def run_charlm(quick: bool = False) -> dict:
     c = LM
     tok, train_ids, val_ids, source = corpus()
 
@@ -281,7 +279,7 @@ def check_charlm(out: dict) -> None:
 KVROUTE = dict(LM, n_layers=4, d_model=64, n_heads=4, steps=500, p=0.5, shared=[1, 3])
 
 
-def run_kvroute() -> dict:
+def run_kvroute(quick: bool = False) -> dict:
     c = KVROUTE
     tok, train_ids, val_ids, source = corpus()
     runs = {}
@@ -320,7 +318,7 @@ def report(name: str, r: dict) -> str:
 
 
 def main(argv=None) -> None:
-    run_experiments(EXPERIMENTS, results_path=RESULTS, command=COMMAND, description=__doc__, report=report, argv=argv)
+    run_experiments(EXPERIMENTS, name="attention_heads", description=__doc__, report=report, argv=argv)
 
 
 if __name__ == "__main__":

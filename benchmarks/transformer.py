@@ -33,8 +33,6 @@ from minilib.models import TransformerLM, evaluate, train  # noqa: E402
 from minilib.variants import (  # noqa: E402
     DualStreamLM, EncoderDecoderTransformer, GatedTransformerLM, MinimalTransformer, count_parameters)
 
-RESULTS = Path(__file__).resolve().parent / "results" / "transformer.json"
-COMMAND = "python benchmarks/transformer.py"
 
 
 
@@ -52,7 +50,7 @@ def seq2seq_loss(model, batch):
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.tgt_out.reshape(-1))
 
 
-def run_reversal() -> dict:
+def run_reversal(quick: bool = False) -> dict:
     c = REV
     torch.manual_seed(0)
     model = EncoderDecoderTransformer(c["n_symbols"] + 1, c["d_model"], c["n_layers"], c["n_heads"], d_ff=c["d_ff"],
@@ -113,7 +111,7 @@ def classify_loss(model, batch):
     return F.cross_entropy(model(x), y)
 
 
-def run_minimal() -> dict:
+def run_minimal(quick: bool = False) -> dict:
     c = MIN
     (xtr, ytr), (xte, yte) = digits_split(c["test_fraction"])
     out = dict(config=c, n_train=len(ytr), n_test=len(yte), variants={})
@@ -168,7 +166,7 @@ def recall_accuracy(model, batch) -> float:
     return acc
 
 
-def run_gated() -> dict:
+def run_gated(quick: bool = False) -> dict:
     c = GATED
     vocab = c["n_values"] + 2  # content, FILL, QUERY
     makers = {
@@ -206,7 +204,7 @@ DUAL = dict(corpus="tiny_corpus", n_chars=200_000, corpus_seed=0, val_frac=0.1, 
             n_layers=2, n_heads=4, d_ff=128, steps=600, batch=32, lr=3e-3, warmup=40)
 
 
-def run_dualstream() -> dict:
+def run_dualstream(quick: bool = False) -> dict:
     c = DUAL
     text, source = tiny_corpus(c["n_chars"], seed=c["corpus_seed"])
     tok = CharTokenizer(text)
@@ -258,7 +256,7 @@ def report(name: str, r: dict) -> str:
 
 
 def main(argv=None) -> None:
-    run_experiments(EXPERIMENTS, results_path=RESULTS, command=COMMAND, description=__doc__, report=report, argv=argv)
+    run_experiments(EXPERIMENTS, name="transformer", description=__doc__, report=report, argv=argv)
 
 
 if __name__ == "__main__":

@@ -30,3 +30,31 @@ def check_attention_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) ->
         raise ValueError(f"k and v must share heads and length, got k {tuple(k.shape)} and v {tuple(v.shape)}")
     if Hkv == 0 or H % Hkv != 0:
         raise ValueError(f"query heads ({H}) must be a multiple of key/value heads ({Hkv}); q {tuple(q.shape)}, k {tuple(k.shape)}")
+
+
+def check_positive_int(name: str, value) -> int:
+    """Return ``value`` if it is an int >= 1 (``True`` is not an int here); else raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def check_nonnegative_int(name: str, value) -> int:
+    """Return ``value`` if it is an int >= 0 (not a bool); else raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    return value
+
+
+def check_token_ids(name: str, idx, *, ndim: int | tuple[int, ...] | None = None, vocab_size: int | None = None) -> None:
+    """Raise unless ``idx`` is an integer tensor of token ids (of rank ``ndim``, each in ``[0, vocab_size)``)."""
+    require_tensor(name, idx, ndim=ndim)
+    if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer token ids, got dtype {idx.dtype}")
+    if vocab_size is not None and idx.numel() and (idx.min() < 0 or idx.max() >= vocab_size):
+        raise ValueError(f"{name} holds ids outside [0, {vocab_size}): min {idx.min().item()}, max {idx.max().item()}")
+
+
+def default_scale(head_dim: int, scale: float | None) -> float:
+    r"""The attention scale: ``scale`` if given, else $1/\sqrt{D}$ for head size ``head_dim``."""
+    return head_dim ** -0.5 if scale is None else float(scale)

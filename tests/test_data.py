@@ -550,3 +550,35 @@ def test_masked_targets_marks_ignored_positions():
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 6), out.reshape(-1))
     ref = -torch.log_softmax(logits, -1).gather(2, y[..., None])[..., 0][m].mean()
     torch.testing.assert_close(loss, ref)
+
+
+# ---------------------------------------------------------------------------- digits
+
+def test_digits_split_is_a_seeded_partition_of_all_images():
+    from sklearn.datasets import load_digits
+
+    from minilib.data import digits_split
+
+    (xtr, ytr), (xte, yte) = digits_split(n_test=300, seed=3)
+    assert xtr.shape == (1497, 8, 8) and xte.shape == (300, 8, 8) and ytr.shape == (1497,)
+    assert 0.0 <= float(xtr.min()) and float(xtr.max()) <= 1.0
+    everything = torch.cat([xtr, xte]).reshape(len(ytr) + len(yte), -1) * 16
+    reference = torch.tensor(load_digits().data, dtype=torch.float32)
+    assert sorted(map(tuple, everything.tolist())) == sorted(map(tuple, reference.tolist()))  # each image once
+    (_, _), (xte2, yte2) = digits_split(n_test=300, seed=3)
+    assert torch.equal(xte, xte2) and torch.equal(yte, yte2)
+    with pytest.raises(ValueError, match="n_test"):
+        digits_split(n_test=5000)
+
+
+def test_labelled_batches_draw_matching_rows():
+    from minilib.data import labelled_batches
+
+    x = torch.arange(10.0)[:, None].repeat(1, 3)
+    y = torch.arange(10)
+    xb, yb = next(labelled_batches(x, y, batch_size=7, generator=torch.Generator().manual_seed(0)))
+    assert xb.shape == (7, 3) and torch.equal(xb[:, 0].long(), yb)
+    with pytest.raises(ValueError, match="batch_size"):
+        next(labelled_batches(x, y, batch_size=0, generator=torch.Generator()))
+    with pytest.raises(ValueError, match="same non-zero number of rows"):
+        next(labelled_batches(x, y[:3], batch_size=2, generator=torch.Generator()))

@@ -5,7 +5,8 @@ language-model batches, and the synthetic tasks later chapters reuse.
 - :mod:`minilib.data.tokenizers`: :class:`CharTokenizer`, :class:`WordTokenizer`;
 - :mod:`minilib.data.batching`: :func:`lm_batches`, :func:`train_val_split`, :func:`lm_eval_windows`;
 - :mod:`minilib.data.tasks`: copy, reversal, associative recall, selective copying, delayed recall,
-  induction heads, key-value lookup, and :func:`meap_mask`.
+  induction heads, key-value lookup, and :func:`meap_mask`;
+- :mod:`minilib.data.digits`: scikit-learn's 8x8 digits, :func:`digits_split`, :func:`labelled_batches`.
 
 Typical use in a chapter::
 
@@ -17,6 +18,7 @@ Typical use in a chapter::
     baseline = source.char_unigram_entropy()    # nats/char, letter frequencies only
 """
 from .batching import lm_batches, lm_eval_windows, train_val_split
+from .digits import digits_split, labelled_batches
 from .corpus import Emission, MarkovTextSource, english_like_grammar, tiny_corpus
 from .tasks import (IGNORE_INDEX, Seq2SeqBatch, TaskBatch, associative_recall, copy_task, delayed_recall,
                     induction_heads, key_value_lookup, masked_targets, meap_mask, reverse_task, selective_copying)
@@ -24,7 +26,7 @@ from .tokenizers import CharTokenizer, WordTokenizer
 
 __all__ = [
     "CharTokenizer", "Emission", "IGNORE_INDEX", "MarkovTextSource", "Seq2SeqBatch", "TaskBatch", "WordTokenizer",
-    "associative_recall", "copy_task", "delayed_recall", "english_like_grammar", "induction_heads",
-    "key_value_lookup", "lm_batches", "lm_eval_windows", "masked_targets", "meap_mask", "reverse_task",
+    "associative_recall", "copy_task", "delayed_recall", "digits_split", "english_like_grammar", "induction_heads",
+    "key_value_lookup", "labelled_batches", "lm_batches", "lm_eval_windows", "masked_targets", "meap_mask", "reverse_task",
     "selective_copying", "tiny_corpus", "train_val_split",
 ]
