@@ -4,21 +4,23 @@ then measured for attention sinks, activation outliers and the loss of 8-bit fak
     python benchmarks/attention_scoring.py                # both experiments: writes benchmarks/results/attention_scoring.json
                                                           # (+ attention_scoring.png, attention_scoring_softmax.pt)
     python benchmarks/attention_scoring.py --only noop    # one of: charlm, noop (keeps the other's saved results)
+    python benchmarks/attention_scoring.py --quick        # tiny sizes, a smoke run; nothing saved
 
 ``charlm``: a 3-layer character LM (d_model 64, 4 heads, 1000 steps) trained four ways, differing only in
 ``attn_kwargs`` of :class:`minilib.models.TransformerLM`: ``softmax``, ``clipped`` (zeta = 1, gamma = -0.03), ``gated``
 (a sigmoid gate per head and token) :cite:`bondarenko2023quantizable`, and ``sigmoid`` (bias -log n)
-:cite:`ramapuram2024sigmoid`. Same seed, data (``tiny_corpus``, ``CharTokenizer``) and optimiser. Every training and
-evaluation window opens a line, and its first token (the newline) is replaced by a beginning-of-sequence id that
-occurs nowhere else (``bos_id = vocab_size``), as in large models, where that first token is where attention sinks
-form :cite:`xiao2024efficient`. The softmax model's weights are saved in float16 so that the chapter can look for
-sinks and apply ACT live.
+:cite:`ramapuram2024sigmoid`, each with three seeds (the seed sets the initialisation and the training batches).
+The gate adds 780 parameters to 106k (0.7%); the other three have identical parameter counts. Same data
+(``tiny_corpus``, ``CharTokenizer``) and optimiser. Every training and evaluation window opens a line, and its first
+token (the newline) is replaced by a beginning-of-sequence id that occurs nowhere else (``bos_id = vocab_size``), as
+in large models, where that first token is where attention sinks form :cite:`xiao2024efficient`. The seed-0 softmax
+model's weights are saved in float16 so that the chapter can look for sinks and apply ACT live.
 
-``noop``: a 2-layer model (d_model 32, 2 heads, 1500 steps) on BOS followed by the uniformly random tokens of
-:func:`minilib.data.induction_heads`, trained on every next token, so that attention heads have nothing useful to read
-at almost every position; with ``softmax``, ``softmax1`` (off-by-one), ``clipped`` and ``gated`` attention.
+``noop``: a 2-layer model (d_model 32, 2 heads, 1500 steps, three seeds) on BOS followed by the uniformly random tokens
+of :func:`minilib.data.induction_heads`, trained on every next token, so that attention heads have nothing useful to
+read at almost every position; with ``softmax``, ``softmax1`` (off-by-one), ``clipped`` and ``gated`` attention.
 
-Per model, on held-out data (the character windows' start offsets are saved):
+Per model and seed, on held-out data (the character windows' start offsets are saved):
 
 - the float loss and the loss with W8A8 and W8A6 per-tensor fake quantization of every linear layer's weight and
   input (:func:`minilib.compress.fake_quantized`);
@@ -28,35 +30,30 @@ Per model, on held-out data (the character windows' start offsets are saved):
 - per layer and head: the attention weight on token 0 (BOS), the row sum, the share of all-zero rows, the mean gate;
   for the character LM also the weight on delimiters (space, newline, full stop).
 
-Torch runs on 1 CPU thread. The saved run took 4.5 minutes in all (47-61 s per character LM, 12-13 s per no-op model;
-the ``seconds`` of each model are in the JSON) on a 2-core machine that other jobs shared.
+Torch runs on ``--threads`` CPU threads (default 1, which gave the saved JSON). Each character LM took about a minute
+and each no-op model about 13 s on a 2-core machine that other jobs shared (``seconds`` per model in the JSON).
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._experiments import downsample  # noqa: E402
+from benchmarks._experiments import RESULTS_DIR, downsample, run_experiments  # noqa: E402
 from minilib.compress import fake_quantized  # noqa: E402
 from minilib.data import CharTokenizer, induction_heads, tiny_corpus, train_val_split  # noqa: E402
 from minilib.models import TransformerLM, attention_maps, lm_loss, train  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
-COMMAND = "python benchmarks/attention_scoring.py"
+SEEDS = [0, 1, 2]
 CONFIG = dict(n_chars=300_000, d_model=64, n_layers=3, n_heads=4, seq_len=64, batch=32, steps=1000, lr=3e-3,
-              warmup=50, weight_decay=0.1, eval_windows=128, delimiters=" \n.", skip_queries=8)
+              warmup=50, weight_decay=0.1, eval_windows=128, delimiters=" \n.", skip_queries=8, seeds=SEEDS)
+QUICK = dict(CONFIG, n_chars=20_000, d_model=16, n_layers=2, n_heads=2, seq_len=32, steps=10, warmup=2,
+             eval_windows=16, seeds=[0, 1])
 VARIANTS = {
     "softmax": {},
     "clipped": dict(score="clipped", score_kwargs=dict(zeta=1.0, gamma=-0.03)),
@@ -64,6 +61,8 @@ VARIANTS = {
     "sigmoid": dict(score="sigmoid"),
 }
 SITES = ("resid", "attn_in", "attn_out", "ffn_hidden")
+WEIGHTS = RESULTS_DIR / "attention_scoring_softmax.pt"
+trained_softmax: dict[str, torch.Tensor] = {}  # the seed-0 softmax weights of the last full charlm run, saved by main
 
 
 def line_starts(ids: torch.Tensor, newline_id: int, seq_len: int) -> torch.Tensor:
@@ -94,11 +93,6 @@ def data(c: dict):
     val_starts = line_starts(val_ids, newline, c["seq_len"])
     val_starts = val_starts[:: len(val_starts) // c["eval_windows"]][: c["eval_windows"]]
     return tok, source, train_ids, newline, val_starts, windows(val_ids, val_starts, c["seq_len"], tok.vocab_size)
-
-
-def make_model(vocab_size: int, c: dict, attn_kwargs: dict) -> TransformerLM:
-    return TransformerLM(vocab_size, c["d_model"], c["n_layers"], c["n_heads"], max_len=c["seq_len"],
-                         attn_kwargs=attn_kwargs)
 
 
 def kurtosis(x: torch.Tensor) -> float:
@@ -179,34 +173,40 @@ def measure(model: TransformerLM, tok: CharTokenizer, val, c: dict) -> dict:
     return out
 
 
-def run() -> dict:
-    c = CONFIG
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def run_charlm(quick: bool) -> dict:
+    """Every scoring variant and seed on the character LM; ``models[name]`` is the list of per-seed measurements."""
+    c = QUICK if quick else CONFIG
     tok, source, train_ids, newline, val_starts, val = data(c)
-    results = dict(command=COMMAND, torch=torch.__version__, threads=torch.get_num_threads(), config=c,
-                   variants={k: v for k, v in VARIANTS.items()}, entropy_floor=source.entropy_rate_per_char(),
-                   bos_id=tok.vocab_size, eval_starts=val_starts.tolist(), models={})
+    results = dict(config=c, variants=VARIANTS, entropy_floor=source.entropy_rate_per_char(), bos_id=tok.vocab_size,
+                   eval_starts=val_starts.tolist(), params={}, models={name: [] for name in VARIANTS})
     for name, kwargs in VARIANTS.items():
-        start = time.perf_counter()
-        torch.manual_seed(0)
-        model = make_model(tok.vocab_size + 1, c, kwargs)  # + 1: the BOS id
-        batches = line_batches(train_ids, newline, tok.vocab_size, batch_size=c["batch"], seq_len=c["seq_len"],
-                               generator=torch.Generator().manual_seed(0))
-        losses = train(model, batches, steps=c["steps"], lr=c["lr"], warmup_steps=c["warmup"],
-                       weight_decay=c["weight_decay"], progress=False)
-        r = measure(model, tok, val, c)
-        r["curve"] = downsample(losses)
-        r["seconds"] = round(time.perf_counter() - start, 1)
-        results["models"][name] = r
-        print(f"{name:8s} val {r['val_loss']:.4f}  W8A8 gap {r['w8a8_gap']:+.4f}  W8A6 gap {r['w8a6_gap']:+.4f}  "
-              f"max|resid| {max(r['max_abs']['resid']):.2f}  kurt(resid) {max(r['kurtosis']['resid']):.1f}  "
-              f"[{r['seconds']} s]", flush=True)
-        if name == "softmax":
-            torch.save({k: v.half() for k, v in model.state_dict().items()}, RESULTS / "attention_scoring_softmax.pt")
+        for seed in c["seeds"]:
+            start = time.perf_counter()
+            torch.manual_seed(seed)
+            model = TransformerLM(tok.vocab_size + 1, c["d_model"], c["n_layers"], c["n_heads"],  # + 1: the BOS id
+                                  max_len=c["seq_len"], attn_kwargs=kwargs)
+            batches = line_batches(train_ids, newline, tok.vocab_size, batch_size=c["batch"], seq_len=c["seq_len"],
+                                   generator=torch.Generator().manual_seed(seed))
+            losses = train(model, batches, steps=c["steps"], lr=c["lr"], warmup_steps=c["warmup"],
+                           weight_decay=c["weight_decay"], progress=False)
+            r = dict(seed=seed, **measure(model, tok, val, c), curve=downsample(losses),
+                     seconds=round(time.perf_counter() - start, 1))
+            results["models"][name].append(r)
+            results["params"][name] = n_params(model)
+            print(f"  {name:8s} seed {seed}: val {r['val_loss']:.4f}  W8A8 gap {r['w8a8_gap']:+.5f}  "
+                  f"W8A6 gap {r['w8a6_gap']:+.4f}  kurt(resid) {r['kurtosis']['resid']}  [{r['seconds']} s]", flush=True)
+            if name == "softmax" and seed == 0 and not quick:
+                trained_softmax.update({k: v.half() for k, v in model.state_dict().items()})
     return results
 
 
 NOOP = dict(vocab_size=16, seq_len=32, d_model=32, n_layers=2, n_heads=2, batch=32, steps=1500, lr=3e-3, warmup=30,
-            eval_batch=256, skip_queries=4)
+            eval_batch=256, skip_queries=4, seeds=SEEDS)
+NOOP_QUICK = dict(NOOP, steps=10, warmup=2, eval_batch=32, seeds=[0, 1])
 NOOP_VARIANTS = {
     "softmax": {},
     "softmax1": dict(score="softmax1"),
@@ -228,78 +228,130 @@ def noop_batches(c: dict, generator: torch.Generator, batch_size: int):
         yield z[:, :-1], z[:, 1:]
 
 
-def run_noop() -> dict:
-    c = NOOP
-    results = dict(config=c, variants=NOOP_VARIANTS, models={})
+def run_noop(quick: bool) -> dict:
+    """Every no-op variant and seed on random tokens; ``models[name]`` is the list of per-seed measurements."""
+    c = NOOP_QUICK if quick else NOOP
+    results = dict(config=c, variants=NOOP_VARIANTS, params={}, models={name: [] for name in NOOP_VARIANTS})
     test = next(noop_batches(c, torch.Generator().manual_seed(12345), c["eval_batch"]))
     for name, kwargs in NOOP_VARIANTS.items():
-        start = time.perf_counter()
-        torch.manual_seed(0)
-        model = TransformerLM(c["vocab_size"] + 2, c["d_model"], c["n_layers"], c["n_heads"], max_len=c["seq_len"] + 1,
-                              attn_kwargs=kwargs)
-        losses = train(model, noop_batches(c, torch.Generator().manual_seed(0), c["batch"]), steps=c["steps"], lr=c["lr"],
-                       warmup_steps=c["warmup"], progress=False)
-        model.eval()
-        with torch.no_grad():
-            logits = model(test[0])
-        r = dict(test_loss=lm_loss(model, test).item(),
-                 last_accuracy=(logits[:, -1].argmax(-1) == test[1][:, -1]).float().mean().item())
-        r.update(quantization_gaps(model, test, r["test_loss"]))
-        r.update(outlier_stats(model, test[0]))
-        r.update(attention_stats(model, test[0], slice(c["skip_queries"], -1))[1])  # the last query has work to do
-        r["curve"] = downsample(losses)
-        r["seconds"] = round(time.perf_counter() - start, 1)
-        results["models"][name] = r
-        print(f"no-op {name:8s} loss {r['test_loss']:.4f}  last-token accuracy {r['last_accuracy']:.3f}  "
-              f"max BOS mass {max(max(h) for h in r['first_token_mass']):.3f}  "
-              f"min row mass {min(min(h) for h in r['row_mass']):.3f}  [{r['seconds']} s]", flush=True)
+        for seed in c["seeds"]:
+            start = time.perf_counter()
+            torch.manual_seed(seed)
+            model = TransformerLM(c["vocab_size"] + 2, c["d_model"], c["n_layers"], c["n_heads"],
+                                  max_len=c["seq_len"] + 1, attn_kwargs=kwargs)
+            losses = train(model, noop_batches(c, torch.Generator().manual_seed(seed), c["batch"]), steps=c["steps"],
+                           lr=c["lr"], warmup_steps=c["warmup"], progress=False)
+            model.eval()
+            with torch.no_grad():
+                logits = model(test[0])
+            r = dict(seed=seed, test_loss=lm_loss(model, test).item(),
+                     last_accuracy=(logits[:, -1].argmax(-1) == test[1][:, -1]).float().mean().item())
+            r.update(quantization_gaps(model, test, r["test_loss"]))
+            r.update(outlier_stats(model, test[0]))
+            r.update(attention_stats(model, test[0], slice(c["skip_queries"], -1))[1])  # the last query has work to do
+            r["curve"] = downsample(losses)
+            r["seconds"] = round(time.perf_counter() - start, 1)
+            results["models"][name].append(r)
+            results["params"][name] = n_params(model)
+            print(f"  no-op {name:8s} seed {seed}: loss {r['test_loss']:.4f}  W8A6 gap {r['w8a6_gap']:+.5f}  "
+                  f"max BOS mass {max(max(h) for h in r['first_token_mass']):.3f}  "
+                  f"min row mass {min(min(h) for h in r['row_mass']):.3f}  [{r['seconds']} s]", flush=True)
     results["uniform_first_token_share"] = (1 / torch.arange(c["skip_queries"] + 1, c["seq_len"] + 1)).mean().item()
     return results
 
 
+def seed_values(models: dict, name: str, key: str, site: str | None = None) -> np.ndarray:
+    """One row per seed: ``models[name][i][key]`` (or ``[key][site]``, a per-layer list) as an array."""
+    return np.array([r[key] if site is None else r[key][site] for r in models[name]])
+
+
+def check_charlm(out: dict) -> None:
+    """The chapter's claims on the character LM, on the means over seeds."""
+    m = out["models"]
+    params = out["params"]
+    assert params["softmax"] == params["clipped"] == params["sigmoid"] and params["gated"] < 1.01 * params["softmax"]
+    loss = {name: seed_values(m, name, "val_loss").mean() for name in m}
+    assert abs(loss["sigmoid"] / loss["softmax"] - 1) < 0.03, "sigmoid attention within 3% of softmax"
+    kurt = {name: seed_values(m, name, "kurtosis", "resid").mean(0) for name in m}
+    peak = {name: seed_values(m, name, "max_abs", "resid").mean(0) for name in m}
+    for name in ("clipped", "gated"):
+        assert np.all(kurt[name][:-1] < 0.6 * kurt["softmax"][:-1]), (name, kurt)
+        assert np.all(peak[name][:-1] < peak["softmax"][:-1]), (name, peak)
+    gap8 = {name: seed_values(m, name, "w8a8_gap") for name in m}
+    assert max(g.mean() for g in gap8.values()) < 0.004 * loss["softmax"], "W8A8 costs under 0.4% of the loss"
+
+
+def check_noop(out: dict) -> None:
+    """The chapter's claims on the random-token models: in every seed, softmax makes a BOS sink and the others can avoid it."""
+    m, uniform = out["models"], out["uniform_first_token_share"]
+    bos_peak = {name: [max(max(layer) for layer in r["first_token_mass"]) for r in runs] for name, runs in m.items()}
+    row_low = {name: [min(min(layer) for layer in r["row_mass"]) for r in runs] for name, runs in m.items()}
+    assert np.mean(bos_peak["softmax"]) > 10 * uniform, bos_peak
+    assert np.mean(row_low["softmax1"]) < 0.1, row_low
+    assert np.mean(bos_peak["clipped"]) < 0.2, bos_peak
+    gap6 = {name: seed_values(m, name, "w8a6_gap").mean() for name in m}
+    assert gap6["clipped"] < 0.2 * gap6["softmax"] and gap6["gated"] < 0.2 * gap6["softmax"], gap6
+
+
+def report(name: str, r: dict) -> str:
+    loss_key = "val_loss" if name == "charlm" else "test_loss"
+    rows = []
+    for variant in r["models"]:
+        loss, gap8, gap6 = (1e3 * seed_values(r["models"], variant, k) if k != loss_key else
+                            seed_values(r["models"], variant, k) for k in (loss_key, "w8a8_gap", "w8a6_gap"))
+        rows.append(f"  {variant:8s} params {r['params'][variant]:7,d}  {loss_key} {loss.mean():.4f} ± {loss.std():.4f}  "
+                    f"W8A8 gap {gap8.mean():+.2f} ± {gap8.std():.2f} mnats  W8A6 gap {gap6.mean():+.2f} ± {gap6.std():.2f} mnats")
+    return f"{name} (mean ± std over {len(r['config']['seeds'])} seeds):\n" + "\n".join(rows)
+
+
 def plot(results: dict, path: Path) -> None:
     """Training curves of the character LMs, BOS mass per head in the no-op task, and the fake-quantization gaps."""
-    models, noop = results["models"], results["noop"]["models"]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    charlm, noop = results["charlm"], results["noop"]
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    for name, r in models.items():
-        axes[0].plot(np.linspace(0, results["config"]["steps"], len(r["curve"])), r["curve"], label=name)
-    axes[0].axhline(results["entropy_floor"], color="k", ls=":", label="entropy floor")
-    axes[0].set(xlabel="training step", ylabel="training loss (nats/char)", title="Character LM, four scoring functions",
-                ylim=(0.6, 2.0))
+    for name, runs in charlm["models"].items():
+        curve = np.mean([r["curve"] for r in runs], axis=0)
+        axes[0].plot(np.linspace(0, charlm["config"]["steps"], len(curve)), curve, label=name)
+    axes[0].axhline(charlm["entropy_floor"], color="k", ls=":", label="entropy floor")
+    axes[0].set(xlabel="training step", ylabel="training loss (nats/char, mean of seeds)",
+                title="Character LM, four scoring functions", ylim=(0.6, 2.0))
     axes[0].legend(fontsize=8)
-    heads = [f"{l + 1}.{h + 1}" for l in range(results["noop"]["config"]["n_layers"])
-             for h in range(results["noop"]["config"]["n_heads"])]
-    for i, (name, r) in enumerate(noop.items()):
-        axes[1].bar(np.arange(len(heads)) + (i - 1.5) * 0.2, np.ravel(r["first_token_mass"]), 0.2, label=name)
-    axes[1].axhline(results["noop"]["uniform_first_token_share"], color="k", ls=":", label="uniform")
+    c = noop["config"]
+    heads = [f"{l + 1}.{h + 1}" for l in range(c["n_layers"]) for h in range(c["n_heads"])]
+    for i, (name, runs) in enumerate(noop["models"].items()):
+        axes[1].bar(np.arange(len(heads)) + (i - 1.5) * 0.2, np.ravel(runs[0]["first_token_mass"]), 0.2, label=name)
+    axes[1].axhline(noop["uniform_first_token_share"], color="k", ls=":", label="uniform")
     axes[1].set_xticks(np.arange(len(heads)), heads)
-    axes[1].set(xlabel="layer.head", ylabel="attention weight on BOS", title="Random tokens: sinks")
+    axes[1].set(xlabel="layer.head", ylabel="attention weight on BOS", title="Random tokens: sinks (seed 0)")
     axes[1].legend(fontsize=8)
     names = ["softmax", "clipped", "gated"]
-    axes[2].bar(np.arange(3) - 0.2, [1000 * models[n]["w8a8_gap"] for n in names], 0.4, label="character LM, W8A8")
-    axes[2].bar(np.arange(3) + 0.2, [1000 * noop[n]["w8a6_gap"] for n in names], 0.4, label="random tokens, W8A6")
+    for offset, models, key, label in ((-0.2, charlm["models"], "w8a8_gap", "character LM, W8A8"),
+                                       (0.2, noop["models"], "w8a6_gap", "random tokens, W8A6")):
+        gaps = [1e3 * seed_values(models, n, key) for n in names]
+        axes[2].bar(np.arange(3) + offset, [g.mean() for g in gaps], 0.4, yerr=[g.std() for g in gaps], capsize=3,
+                    label=label)
     axes[2].set_xticks(np.arange(3), names)
-    axes[2].set(xlabel="scoring", ylabel="loss increase (millinats/token)", title="Fake-quantization gap")
+    axes[2].set(xlabel="scoring", ylabel="loss increase (millinats/token)", title="Fake-quantization gap (mean ± std)")
     axes[2].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
 
 
+EXPERIMENTS = {"noop": (run_noop, check_noop), "charlm": (run_charlm, check_charlm)}
+
+
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the saved results used 1)")
-    parser.add_argument("--only", choices=["charlm", "noop"], help="run one experiment, keep the other's saved results")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "attention_scoring.json"
-    results = json.loads(path.read_text()) if args.only and path.exists() else {}
-    if args.only != "noop":
-        results.update(run())
-    if args.only != "charlm":
-        results["noop"] = run_noop()
-    path.write_text(json.dumps(results, indent=1) + "\n")
-    plot(results, RESULTS / "attention_scoring.png")
+    results = run_experiments(EXPERIMENTS, name="attention_scoring", description=__doc__, report=report, argv=argv)
+    if "--quick" in (sys.argv[1:] if argv is None else argv):
+        return
+    if trained_softmax:
+        torch.save(trained_softmax, WEIGHTS)
+    if {"charlm", "noop"} <= results.keys():
+        plot(results, RESULTS_DIR / "attention_scoring.png")
 
 
 if __name__ == "__main__":
