@@ -1,0 +1,125 @@
+"""minilib.vision: patches against a slicing loop, the ViT against a forward written out with torch's functional ops."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minilib.vision import EncoderBlock, PatchEmbedding, VisionTransformer, patchify
+
+
+def patchify_loop(images: torch.Tensor, p: int) -> torch.Tensor:
+    """Reference: slice every patch out of (B, C, H, W), row by row, and flatten it."""
+    B, C, H, W = images.shape
+    rows = [images[:, :, i:i + p, j:j + p].reshape(B, C * p * p) for i in range(0, H, p) for j in range(0, W, p)]
+    return torch.stack(rows, dim=1)
+
+
+@pytest.mark.parametrize("shape, p", [((2, 1, 8, 8), 2), ((3, 3, 6, 9), 3), ((1, 2, 4, 8), 4), ((2, 1, 5, 5), 1)])
+def test_patchify_equals_slicing_loop(shape, p):
+    images = torch.randn(shape, dtype=torch.float64)
+    torch.testing.assert_close(patchify(images, p), patchify_loop(images, p), rtol=0, atol=0)
+
+
+def test_patchify_of_single_channel_images_adds_the_channel():
+    images = torch.randn(4, 8, 8)
+    torch.testing.assert_close(patchify(images, 2), patchify_loop(images[:, None], 2), rtol=0, atol=0)
+    assert patchify(images, 2).shape == (4, 16, 4)
+
+
+def test_patchify_bad_input():
+    with pytest.raises(ValueError, match="patch"):
+        patchify(torch.randn(2, 8, 8), 3)
+    with pytest.raises(ValueError, match="patch"):
+        patchify(torch.randn(2, 8, 8), 0)
+    with pytest.raises(ValueError, match="images"):
+        patchify(torch.randn(8, 8), 2)
+    with pytest.raises(TypeError, match="images"):
+        patchify(torch.zeros(2, 8, 8, dtype=torch.long), 2)
+
+
+def reference_vit(model: VisionTransformer, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The ViT written out from the model's weights with functional ops: patches, blocks, norm, mean, head."""
+    B, C, H, W = images.shape
+    emb = model.embed
+    p = emb.patch
+    z = patchify_loop(images, p) @ emb.proj.weight.T + emb.proj.bias + emb.pos
+    maps = []
+    for block in model.blocks:
+        attn = block.attn
+        n_heads, D = attn.n_heads, attn.head_dim
+        h = F.layer_norm(z, z.shape[-1:], block.norm1.weight, block.norm1.bias, eps=1e-5)
+        q, k, v = ((h @ w.weight.T).reshape(B, -1, n_heads, D).transpose(1, 2) for w in (attn.wq, attn.wk, attn.wv))
+        weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(D), dim=-1)
+        maps.append(weights)
+        z = z + (weights @ v).transpose(1, 2).reshape(B, -1, n_heads * D) @ attn.wo.weight.T
+        h = F.layer_norm(z, z.shape[-1:], block.norm2.weight, block.norm2.bias, eps=1e-5)
+        z = z + F.gelu(h @ block.ffn.w1.weight.T) @ block.ffn.w2.weight.T
+    z = F.layer_norm(z, z.shape[-1:], model.final_norm.weight, model.final_norm.bias, eps=1e-5)
+    return z.mean(dim=1) @ model.head.weight.T + model.head.bias, maps
+
+
+@pytest.mark.parametrize("channels, size, patch", [(1, 8, 2), (3, (6, 9), 3)])
+def test_vit_forward_equals_written_out_forward(channels, size, patch):
+    torch.manual_seed(0)
+    model = VisionTransformer(size, patch, 16, 2, 4, n_classes=5, d_ff=24, channels=channels).double()
+    with torch.no_grad():  # non-trivial norms, so that their weights are exercised
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.normal_()
+    height, width = (size, size) if isinstance(size, int) else size
+    images = torch.randn(3, channels, height, width, dtype=torch.float64)
+    logits, maps = model(images, return_attention=True)
+    ref_logits, ref_maps = reference_vit(model, images)
+    torch.testing.assert_close(logits, ref_logits, rtol=1e-12, atol=1e-12)
+    for got, want in zip(maps, ref_maps, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    n_tokens = (height // patch) * (width // patch)
+    assert logits.shape == (3, 5) and [m.shape for m in maps] == [(3, 4, n_tokens, n_tokens)] * 2
+    torch.testing.assert_close(model(images), logits, rtol=0, atol=0)
+
+
+def test_vit_accepts_single_channel_images_without_the_channel_axis():
+    torch.manual_seed(0)
+    model = VisionTransformer(8, 2, 16, 1, 2, n_classes=10)
+    images = torch.rand(4, 8, 8)
+    torch.testing.assert_close(model(images), model(images[:, None]), rtol=0, atol=0)
+
+
+def test_vit_output_is_invariant_to_permuting_patches_and_positions_together():
+    """Attention and mean pooling are permutation-equivariant: only the position table ties a patch to its place."""
+    torch.manual_seed(0)
+    model = VisionTransformer(8, 2, 16, 2, 2, n_classes=3).double()
+    images = torch.randn(2, 8, 8, dtype=torch.float64)
+    perm = torch.randperm(16)
+    tokens = model.embed(images)
+    permuted = model.embed.proj(patchify(images, 2)[:, perm]) + model.embed.pos[perm]
+    torch.testing.assert_close(permuted, tokens[:, perm], rtol=0, atol=0)
+    out, out_perm = tokens, permuted
+    for block in model.blocks:
+        out, out_perm = block(out), block(out_perm)
+    torch.testing.assert_close(out_perm, out[:, perm], rtol=1e-12, atol=1e-12)
+
+
+def test_vit_passes_attention_options_to_every_block():
+    model = VisionTransformer(8, 2, 16, 2, 2, n_classes=3, attn_kwargs=dict(score="sigmoid"))
+    assert all(block.attn.score == "sigmoid" for block in model.blocks)
+    assert model.blocks[0].ffn.w1.out_features == 64  # d_ff defaults to 4 d_model
+
+
+def test_bad_sizes_name_the_argument():
+    with pytest.raises(ValueError, match="patch"):
+        VisionTransformer(8, 3, 16, 1, 2, n_classes=10)
+    with pytest.raises(ValueError, match="n_classes"):
+        VisionTransformer(8, 2, 16, 1, 2, n_classes=0)
+    with pytest.raises(ValueError, match="n_layers"):
+        VisionTransformer(8, 2, 16, True, 2, n_classes=10)
+    with pytest.raises(ValueError, match="channels"):
+        PatchEmbedding(8, 2, 16, channels=0)
+    with pytest.raises(ValueError, match="d_ff"):
+        EncoderBlock(16, 2, d_ff=0)
+    model = VisionTransformer(8, 2, 16, 1, 2, n_classes=10)
+    with pytest.raises(ValueError, match="images"):
+        model(torch.rand(4, 3, 8, 8))
+    with pytest.raises(ValueError, match="images"):
+        model(torch.rand(4, 10, 10))
