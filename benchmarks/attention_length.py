@@ -1,7 +1,7 @@
 r"""Length extrapolation of a char-LM trained at 64 tokens, for every positional scheme of chapter 02.
 
     python benchmarks/attention_length.py           # writes benchmarks/results/attention_length.json and .png
-    python benchmarks/attention_length.py --check   # re-checks the claims on the saved JSON
+    python benchmarks/attention_length.py --quick   # tiny sizes, a smoke run; nothing saved
 
 Five models of one size (sinusoidal, learned, RoPE, ALiBi, NoPE) are trained with the same seed, batches and 800 steps
 on ``minilib.data.tiny_corpus`` windows of 64 characters, then evaluated on the same 16,384 validation characters cut
@@ -11,13 +11,13 @@ token by token with the KV cache (each query uses $s_t = \max(1, (t+1)/64)$, eac
 step that wrote it). Three copies of it are fine-tuned for 100 steps at 256 characters (plain, PI and NTK with
 $s = 4$), the setting of the PI paper's fine-tuning claim. ``TransformerLM`` scales the sinusoidal table to the
 embeddings' initial RMS (0.02); added at unit amplitude it swamped the tokens (loss 2.24 at 64 after 800 steps).
-Torch runs on one thread and the numbers are deterministic there; the saved run took 267 s on a shared 2-core
-machine (``total_seconds``; ``seconds`` per training); under heavier load it took about 7 minutes.
+One seed: the claims checked here are differences of tenths of a nat to several nats between schemes.
+Torch runs on ``--threads`` CPU threads (default 1, which gave the saved JSON) and the numbers are deterministic
+there; the run took about 4.5 minutes on a shared 2-core machine (``seconds`` per training in the JSON).
 """
 from __future__ import annotations
 
 import copy
-import json
 import math
 import sys
 import time
@@ -28,15 +28,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._experiments import RESULTS_DIR, run_experiments  # noqa: E402
 from minilib.data import CharTokenizer, lm_batches, lm_eval_windows, tiny_corpus, train_val_split  # noqa: E402
 from minilib.models import TransformerLM, set_rope_scaling, train  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "attention_length.json"
-COMMAND = "python benchmarks/attention_length.py"
 CONFIG = dict(corpus="tiny_corpus", n_chars=200_000, corpus_seed=0, val_frac=0.1, train_len=64,
               eval_lens=[64, 128, 256, 512], eval_chars=512 * 32, d_model=64, n_layers=2, n_heads=4, max_len=512,
               steps=800, batch=32, lr=3e-3, warmup=40, seed=0, bins=32,
               ft_len=256, ft_scale=4.0, ft_steps=100, ft_batch=8, ft_lr=1e-3, ft_warmup=10)
+QUICK = dict(CONFIG, n_chars=20_000, train_len=16, eval_lens=[16, 32], eval_chars=32 * 4, d_model=16, max_len=32,
+             steps=10, warmup=2, bins=4, ft_len=32, ft_steps=3, ft_warmup=1)
 TRAINED = ("sinusoidal", "learned", "rope", "alibi", "none")
 METHODS = ("sinusoidal", "learned", "rope", "rope_pi", "rope_ntk", "rope_dynamic", "alibi", "none")
 FINE_TUNED = ("rope_ft", "rope_pi_ft", "rope_ntk_ft")
@@ -59,9 +60,8 @@ def binned(per_position: torch.Tensor, bins: int) -> list[float]:
     return [round(float(c.mean()), 4) for c in per_position.chunk(bins)]
 
 
-def fine_tune_and_evaluate(model: TransformerLM, scaling, train_ids, eval_ids) -> dict:
+def fine_tune_and_evaluate(model: TransformerLM, scaling, train_ids, eval_ids, c: dict) -> dict:
     """A short fine-tune at ``ft_len`` with a fixed RoPE scaling, then the loss at every evaluation length."""
-    c = CONFIG
     if scaling is not None:
         set_rope_scaling(model, scaling)
     torch.manual_seed(c["seed"])
@@ -75,10 +75,9 @@ def fine_tune_and_evaluate(model: TransformerLM, scaling, train_ids, eval_ids) -
     return out
 
 
-def main() -> None:
-    torch.set_num_threads(1)
-    run_start = time.perf_counter()
-    c = CONFIG
+def run(quick: bool) -> dict:
+    """Train every scheme, evaluate it (and RoPE's scalings) at every length, fine-tune three RoPE copies."""
+    c = QUICK if quick else CONFIG
     text, source = tiny_corpus(c["n_chars"], seed=c["corpus_seed"])
     tok = CharTokenizer(text)
     train_ids, val_ids = train_val_split(tok.encode(text), c["val_frac"])
@@ -116,7 +115,7 @@ def main() -> None:
         if pos == "rope":
             for name, scaling in zip(FINE_TUNED, (None, ("pi", c["ft_scale"]), ("ntk", c["ft_scale"]))):
                 start = time.perf_counter()
-                results[name] = fine_tune_and_evaluate(copy.deepcopy(model), scaling, train_ids, eval_ids)
+                results[name] = fine_tune_and_evaluate(copy.deepcopy(model), scaling, train_ids, eval_ids, c)
                 seconds[name] = round(time.perf_counter() - start, 1)
                 print(name, results[name], flush=True)
         if pos == "learned":
@@ -125,13 +124,8 @@ def main() -> None:
             extra["learned_row_norm_untrained"] = round(float(norms[c["train_len"]:].mean()), 4)
         print(pos, seconds[pos], "s", {m: results[m] for m in variants}, flush=True)
 
-    out = dict(command=COMMAND, threads=torch.get_num_threads(), config=c,
-               floor=round(source.entropy_rate_per_char(), 4), unigram=round(source.char_unigram_entropy(), 4),
-               loss=results, curve_512=curves, seconds=seconds,
-               total_seconds=round(time.perf_counter() - run_start), **extra)
-    RESULTS.write_text(json.dumps(out, indent=1) + "\n")
-    plot(out, RESULTS.with_suffix(".png"))
-    check(out)
+    return dict(config=c, floor=round(source.entropy_rate_per_char(), 4), unigram=round(source.char_unigram_entropy(), 4),
+                loss=results, curve_512=curves, train_seconds=seconds, **extra)
 
 
 def plot(out: dict, path: Path) -> None:
@@ -169,8 +163,21 @@ def check(out: dict) -> None:
     assert out["learned_row_norm_untrained"] < 0.5 * out["learned_row_norm_trained"]
 
 
+def report(name: str, r: dict) -> str:
+    lens = r["config"]["eval_lens"]
+    rows = [f"  {m:12s} " + "  ".join(f"{r['loss'][m][str(L)]:.3f}" for L in lens if str(L) in r["loss"][m])
+            for m in METHODS + FINE_TUNED]
+    return f"{name}: loss at L = {lens} (floor {r['floor']:.3f}, unigram {r['unigram']:.3f})\n" + "\n".join(rows)
+
+
+EXPERIMENTS = {"length": (run, check)}
+
+
+def main(argv=None) -> None:
+    results = run_experiments(EXPERIMENTS, name="attention_length", description=__doc__, report=report, argv=argv)
+    if "--quick" not in (sys.argv[1:] if argv is None else argv):
+        plot(results["length"], RESULTS_DIR / "attention_length.png")
+
+
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--check"]:
-        check(json.loads(RESULTS.read_text()))
-    else:
-        main()
+    main()
