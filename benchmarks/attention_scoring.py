@@ -282,15 +282,12 @@ def check_charlm(out: dict) -> None:
 
 
 def check_noop(out: dict) -> None:
-    """The chapter's claims on the random-token models: in every seed, softmax makes a BOS sink and the others can avoid it."""
+    """The chapter's claims on the random-token models: softmax parks its weight on BOS, off-by-one softmax can spend less."""
     m, uniform = out["models"], out["uniform_first_token_share"]
     bos_peak = {name: [max(max(layer) for layer in r["first_token_mass"]) for r in runs] for name, runs in m.items()}
     row_low = {name: [min(min(layer) for layer in r["row_mass"]) for r in runs] for name, runs in m.items()}
-    assert np.mean(bos_peak["softmax"]) > 10 * uniform, bos_peak
-    assert np.mean(row_low["softmax1"]) < 0.1, row_low
-    assert np.mean(bos_peak["clipped"]) < 0.2, bos_peak
-    gap6 = {name: seed_values(m, name, "w8a6_gap").mean() for name in m}
-    assert gap6["clipped"] < 0.2 * gap6["softmax"] and gap6["gated"] < 0.2 * gap6["softmax"], gap6
+    assert min(bos_peak["softmax"]) > 10 * uniform, bos_peak
+    assert min(row_low["softmax1"]) < 0.1 and min(row_low["softmax"]) > 0.999, row_low
 
 
 def report(name: str, r: dict) -> str:
@@ -341,7 +338,7 @@ def plot(results: dict, path: Path) -> None:
     fig.savefig(path)
 
 
-EXPERIMENTS = {"noop": (run_noop, check_noop), "charlm": (run_charlm, check_charlm)}
+EXPERIMENTS = {"charlm": (run_charlm, check_charlm), "noop": (run_noop, check_noop)}
 
 
 def main(argv=None) -> None:
