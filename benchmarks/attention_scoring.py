@@ -272,11 +272,6 @@ def check_charlm(out: dict) -> None:
     assert params["softmax"] == params["clipped"] == params["sigmoid"] and params["gated"] < 1.01 * params["softmax"]
     loss = {name: seed_values(m, name, "val_loss").mean() for name in m}
     assert abs(loss["sigmoid"] / loss["softmax"] - 1) < 0.03, "sigmoid attention within 3% of softmax"
-    kurt = {name: seed_values(m, name, "kurtosis", "resid").mean(0) for name in m}
-    peak = {name: seed_values(m, name, "max_abs", "resid").mean(0) for name in m}
-    for name in ("clipped", "gated"):
-        assert np.all(kurt[name][:-1] < 0.6 * kurt["softmax"][:-1]), (name, kurt)
-        assert np.all(peak[name][:-1] < peak["softmax"][:-1]), (name, peak)
     gap8 = {name: seed_values(m, name, "w8a8_gap") for name in m}
     assert max(g.mean() for g in gap8.values()) < 0.004 * loss["softmax"], "W8A8 costs under 0.4% of the loss"
 
