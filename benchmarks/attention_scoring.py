@@ -10,7 +10,7 @@ then measured for attention sinks, activation outliers and the loss of 8-bit fak
 ``attn_kwargs`` of :class:`minilib.models.TransformerLM`: ``softmax``, ``clipped`` (zeta = 1, gamma = -0.03), ``gated``
 (a sigmoid gate per head and token) :cite:`bondarenko2023quantizable`, and ``sigmoid`` (bias -log n)
 :cite:`ramapuram2024sigmoid`, each with three seeds (the seed sets the initialisation and the training batches).
-The gate adds 780 parameters to 106k (0.7%); the other three have identical parameter counts. Same data
+The gate adds 780 parameters to 154k (0.5%); the other three have identical parameter counts. Same data
 (``tiny_corpus``, ``CharTokenizer``) and optimiser. Every training and evaluation window opens a line, and its first
 token (the newline) is replaced by a beginning-of-sequence id that occurs nowhere else (``bos_id = vocab_size``), as
 in large models, where that first token is where attention sinks form :cite:`xiao2024efficient`. The seed-0 softmax
@@ -266,14 +266,16 @@ def seed_values(models: dict, name: str, key: str, site: str | None = None) -> n
 
 
 def check_charlm(out: dict) -> None:
-    """The chapter's claims on the character LM, on the means over seeds."""
+    """The chapter's claims on the character LM: on the means over seeds, or in every seed where it says so."""
     m = out["models"]
     params = out["params"]
     assert params["softmax"] == params["clipped"] == params["sigmoid"] and params["gated"] < 1.01 * params["softmax"]
     loss = {name: seed_values(m, name, "val_loss").mean() for name in m}
     assert abs(loss["sigmoid"] / loss["softmax"] - 1) < 0.03, "sigmoid attention within 3% of softmax"
-    gap8 = {name: seed_values(m, name, "w8a8_gap") for name in m}
-    assert max(g.mean() for g in gap8.values()) < 0.004 * loss["softmax"], "W8A8 costs under 0.4% of the loss"
+    assert all(r["w8a8_gap"] < 0.006 * r["val_loss"] for runs in m.values() for r in runs), "W8A8 costs under 0.6%"
+    for key in ("kurtosis", "max_abs"):
+        gated, softmax = seed_values(m, "gated", key, "resid"), seed_values(m, "softmax", key, "resid")
+        assert np.all(gated[:, :2] < softmax[:, :2]), f"gates lower the {key} after blocks 1 and 2 in every seed"
 
 
 def check_noop(out: dict) -> None:
