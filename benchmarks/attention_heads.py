@@ -315,8 +315,10 @@ def run_kvroute(quick: bool) -> dict:
 
 
 def check_kvroute(out: dict) -> None:
-    routed = out["runs"][f"p={KVROUTE['p']}"]
-    assert np.mean(routed["increase_1_3"]) < 0.03, "sharing 2 of 4 layers' KV should cost the routed model < 3%"
+    """Sharing half of the layers' caches costs the routed model under 1%; the plain model's loss more than doubles."""
+    routed, plain = out["runs"][f"p={KVROUTE['p']}"], out["runs"]["p=0.0"]
+    assert np.mean(routed["increase_1_3"]) < 0.01, "sharing 2 of 4 layers' KV should cost the routed model < 1%"
+    assert min(plain["increase_1_3"]) > 1.0, "a model trained without routing cannot share"
 
 
 EXPERIMENTS = {"decode": (run_decode, check_decode), "sqa_speed": (run_sqa_speed, check_sqa_speed),
