@@ -27,8 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from minilib.attention import sdpa as naive_sdpa  # noqa: E402  (materialises the (B,H,T,S) scores)
-from minilib.flash import (_forward, _to_rows, block_sparse_attention, flash_attention,  # noqa: E402
+from minilib.flash import (block_sparse_attention, flash_attention,  # noqa: E402
                            flash_attention_numpy, predicted_hbm_accesses, sram_block_sizes, varlen_attention)
+from minilib.flash.kernel import _forward, _to_rows  # noqa: E402
 
 THREADS = 2
 TILE_Q, TILE_K = 128, 512  # the tuned tiles used for every "flash" row below
