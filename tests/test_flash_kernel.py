@@ -6,7 +6,7 @@ import pytest
 import torch
 from hypothesis import given
 
-from minilib.flash import flash_attention, flash_attention_lse, varlen_attention
+from minilib.flash import default_tiles, flash_attention, flash_attention_lse, varlen_attention
 from tests.flash_reference import FAST, TOL, grads, qkv, reference, reference_lse, shapes
 
 
@@ -118,3 +118,16 @@ def test_bad_shapes_raise():
     with pytest.raises(ValueError, match="length"):
         flash_attention(q[:, :2], k, v[:, :, :4])
 
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_default_tiles_span_several_tiles_and_match_sdpa(causal):
+    bq, bk = default_tiles(causal=causal)
+    assert bq >= 64 and bk >= 64, "the fast path uses large tiles; the chapter passes small ones explicitly"
+    T = S = max(bq, bk) + 37  # two tiles or more along both axes, the last one partial
+    q, k, v = qkv(1, 2, 1, T, S, 8, 8)
+    out = flash_attention(q, k, v, causal=causal)
+    torch.testing.assert_close(out, reference(q, k, v, causal=causal), **TOL)
+    assert torch.equal(out, flash_attention(q, k, v, causal=causal, block_q=bq, block_k=bk))
+    for a, b in zip(grads(out, (q, k, v)), grads(reference(q, k, v, causal=causal), (q, k, v))):
+        torch.testing.assert_close(a, b, **TOL)

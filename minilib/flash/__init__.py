@@ -24,7 +24,7 @@ from minilib.flash.block_sparse import block_sparse_attention
 from minilib.flash.decode import decode_schedule_utilisation, flash_decode, lean_attention_decode, merge_partials
 from minilib.flash.io_numpy import (attention_passes_numpy, flash_attention_numpy, online_softmax_step,
                                     predicted_hbm_accesses, sram_block_sizes, standard_attention_numpy)
-from minilib.flash.kernel import flash_attention, flash_attention_lse
+from minilib.flash.kernel import default_tiles, flash_attention, flash_attention_lse
 from minilib.flash.packed import packed_encoder_layer, varlen_attention
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "predicted_hbm_accesses",
     "flash_attention",
     "flash_attention_lse",
+    "default_tiles",
     "merge_partials",
     "flash_decode",
     "decode_schedule_utilisation",

@@ -23,7 +23,7 @@ import torch
 from minilib._checks import check_attention_inputs, check_positive_int, default_scale
 from minilib.flash._units import map_units
 
-__all__ = ["flash_attention", "flash_attention_lse"]
+__all__ = ["flash_attention", "flash_attention_lse", "default_tiles"]
 
 
 def _compute_dtype(*xs: torch.Tensor) -> torch.dtype:
@@ -197,7 +197,34 @@ def _bottom_right(T: int, S: int):
     return list(range(S - T, S)), list(range(S))
 
 
-def flash_attention_lse(q, k, v, *, causal=False, scale=None, block_q=64, block_k=64):
+# Tuned on a 2-core CPU by ``benchmarks/flash.py`` (experiment "tiles"): see :func:`default_tiles`.
+TUNED_BLOCK_Q = {True: 128, False: 256}
+TUNED_BLOCK_K = 512
+
+
+def default_tiles(*, causal: bool) -> tuple[int, int]:
+    r"""The tiles ``(block_q, block_k)`` a kernel uses when none are given: the measured fast path.
+
+    Each tile costs a fixed ~10 Python-level tensor ops besides its $2 B_q B_k D$ multiply-adds,
+    so tiles must be large enough to hide that overhead; the causal diagonal wastes about
+    $B_q / N$ of the work and leaves fewer query blocks, so causal calls take shorter query
+    blocks.  Tiles longer than the sequence are clipped to it, so one rule serves every
+    ``N``.  Measured against torch SDPA over ``N`` = 256..4096, ``D`` = 32/64/128, causal and
+    not, 1 and 2 threads, this rule was within the benchmark's stated factor of the best of the
+    swept tiles everywhere (``benchmarks/results/flash.json``, experiment ``tiles``).
+    """
+    return TUNED_BLOCK_Q[bool(causal)], TUNED_BLOCK_K
+
+
+def _tiles(block_q, block_k, causal):
+    """The checked tiles of a call, ``None`` meaning the tuned default of :func:`default_tiles`."""
+    tuned_q, tuned_k = default_tiles(causal=causal)
+    block_q = tuned_q if block_q is None else check_positive_int("block_q", block_q)
+    block_k = tuned_k if block_k is None else check_positive_int("block_k", block_k)
+    return block_q, block_k
+
+
+def flash_attention_lse(q, k, v, *, causal=False, scale=None, block_q=None, block_k=None):
     r"""Exact attention and its row log-sum-exp, computed tile by tile.
 
     $$ \mathrm{out} = \operatorname{softmax}(s\,QK^\top + \mathrm{mask})\,V,\qquad
@@ -207,18 +234,18 @@ def flash_attention_lse(q, k, v, *, causal=False, scale=None, block_q=64, block_
     returns ``out (B, H, T, Dv)`` in the inputs' dtype and ``lse (B, H, T)`` in the compute dtype
     (float32 for float16/bfloat16 inputs).  ``causal`` aligns bottom-right (queries are the
     last ``T`` of ``S`` positions); a row with no visible key gets zeros and ``lse = -inf``.
+    ``block_q``, ``block_k`` default to the tuned :func:`default_tiles`.
     Both outputs are differentiable.  See :cite:`dao2022flashattention,dao2023flashattention2`.
     """
     check_attention_inputs(q, k, v)
-    check_positive_int("block_q", block_q)
-    check_positive_int("block_k", block_k)
+    block_q, block_k = _tiles(block_q, block_k, causal)
     T, S = q.shape[2], k.shape[2]
     scale = default_scale(q.shape[-1], scale)
     q_pos, k_pos = _bottom_right(T, S) if causal else (None, None)
     return _attend(q, k, v, scale, q_pos, k_pos, block_q, block_k)
 
 
-def flash_attention(q, k, v, *, causal=False, scale=None, block_q=64, block_k=64):
+def flash_attention(q, k, v, *, causal=False, scale=None, block_q=None, block_k=None):
     r"""FlashAttention: exact softmax attention that never materialises the ``(T, S)`` scores.
 
     $$ \mathrm{out} = \operatorname{softmax}(s\,QK^\top + \mathrm{mask})\,V $$
@@ -227,9 +254,10 @@ def flash_attention(q, k, v, *, causal=False, scale=None, block_q=64, block_k=64
     ``torch.autograd.Function`` saves only ``out`` and the row log-sum-exp and recomputes each
     tile in the backward (FlashAttention-2 order).  Fully masked causal tiles are skipped; the
     (batch x kv-head) units are shared among ``torch.get_num_threads()`` single-threaded workers.
-    ``q (B, H, T, D)``, ``k (B, Hkv, S, D)``, ``v (B, Hkv, S, Dv)`` -> ``(B, H, T, Dv)``.
+    The tiles default to :func:`default_tiles` (``block_q = 128`` causal, ``256`` otherwise;
+    ``block_k = 512``), the fastest measured on a CPU; chapter 03 passes small tiles to show the
+    algorithm.  ``q (B, H, T, D)``, ``k (B, Hkv, S, D)``, ``v (B, Hkv, S, Dv)`` -> ``(B, H, T, Dv)``.
     float16/bfloat16 inputs are computed in float32.  See :func:`flash_attention_lse`,
     :cite:`dao2022flashattention,dao2023flashattention2`.
     """
     return flash_attention_lse(q, k, v, causal=causal, scale=scale, block_q=block_q, block_k=block_k)[0]
-

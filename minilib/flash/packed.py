@@ -8,21 +8,22 @@ from __future__ import annotations
 
 import torch
 
-from minilib._checks import check_attention_inputs, check_positive_int, default_scale, require_tensor
+from minilib._checks import check_attention_inputs, default_scale, require_tensor
 from minilib.flash._units import run_units
-from minilib.flash.kernel import _attend, _bottom_right
+from minilib.flash.kernel import _attend, _bottom_right, _tiles
 
 __all__ = ["varlen_attention", "packed_encoder_layer"]
 
 
-def varlen_attention(q, k, v, cu_seqlens, *, causal=False, scale=None, block_q=256, block_k=256):
+def varlen_attention(q, k, v, cu_seqlens, *, causal=False, scale=None, block_q=None, block_k=None):
     r"""Attention over a padding-free packed batch: no token attends across sequences.
 
     Sequence $i$ occupies rows $[c_i, c_{i+1})$ of the packed tensors and
     $\mathrm{out}_{c_i:c_{i+1}} = \operatorname{attn}(Q_{c_i:c_{i+1}}, K_{c_i:c_{i+1}}, V_{c_i:c_{i+1}})$,
     so the work is $\sum_i L_i^2$ instead of $n\,\max_i L_i^2$ for a padded batch.
     ``q (total, H, D)``, ``k (total, Hkv, D)``, ``v (total, Hkv, Dv)``, ``cu_seqlens (n+1,)``
-    integer offsets from 0 to ``total`` -> ``(total, H, Dv)``.  See :cite:`zhai2023bytetransformer`.
+    integer offsets from 0 to ``total`` -> ``(total, H, Dv)``; each sequence runs in
+    ``block_q x block_k`` tiles (default :func:`~minilib.flash.default_tiles`).  See :cite:`zhai2023bytetransformer`.
     """
     for name, x in (("q", q), ("k", k), ("v", v)):
         require_tensor(name, x, ndim=3, floating=True)
@@ -36,8 +37,7 @@ def varlen_attention(q, k, v, cu_seqlens, *, causal=False, scale=None, block_q=2
     if len(bounds) < 2 or bounds[0] != 0 or bounds[-1] != total or any(a > b for a, b in zip(bounds, bounds[1:])):
         raise ValueError(f"cu_seqlens must rise from 0 to total={total}, got {bounds}")
     check_attention_inputs(q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None])
-    check_positive_int("block_q", block_q)
-    check_positive_int("block_k", block_k)
+    block_q, block_k = _tiles(block_q, block_k, causal)
     scale = default_scale(q.shape[-1], scale)
 
     def one_sequence(span):
