@@ -122,12 +122,21 @@ def test_bad_shapes_raise():
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_default_tiles_span_several_tiles_and_match_sdpa(causal):
-    bq, bk = default_tiles(causal=causal)
-    assert bq >= 64 and bk >= 64, "the fast path uses large tiles; the chapter passes small ones explicitly"
-    T = S = max(bq, bk) + 37  # two tiles or more along both axes, the last one partial
+    T = S = 549  # two tiles or more along both axes, the last one partial
+    bq, bk = default_tiles(T, causal=causal)
+    assert 64 <= bq < T and 64 <= bk < T, "the fast path uses large tiles; the chapter passes small ones explicitly"
     q, k, v = qkv(1, 2, 1, T, S, 8, 8)
     out = flash_attention(q, k, v, causal=causal)
     torch.testing.assert_close(out, reference(q, k, v, causal=causal), **TOL)
     assert torch.equal(out, flash_attention(q, k, v, causal=causal, block_q=bq, block_k=bk))
     for a, b in zip(grads(out, (q, k, v)), grads(reference(q, k, v, causal=causal), (q, k, v))):
         torch.testing.assert_close(a, b, **TOL)
+
+
+def test_default_tiles_rule():
+    # causal: B_q = min(128, max(64, T // 8)), so the masked diagonal stays near 1/8 of the work
+    assert [default_tiles(T, causal=True) for T in (1, 256, 512, 800, 1024, 4096)] == \
+        [(64, 512), (64, 512), (64, 512), (100, 512), (128, 512), (128, 512)]
+    assert default_tiles(4096, causal=False) == default_tiles(3, causal=False) == (256, 512)
+    with pytest.raises(ValueError, match="T"):
+        default_tiles(0, causal=True)

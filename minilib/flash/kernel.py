@@ -197,28 +197,35 @@ def _bottom_right(T: int, S: int):
     return list(range(S - T, S)), list(range(S))
 
 
-# Tuned on a 2-core CPU by ``benchmarks/flash.py`` (experiment "tiles"): see :func:`default_tiles`.
-TUNED_BLOCK_Q = {True: 128, False: 256}
-TUNED_BLOCK_K = 512
+# Measured on a 2-core CPU by ``benchmarks/flash.py`` (experiment "tiles"): see :func:`default_tiles`.
+MIN_BLOCK_Q, MAX_BLOCK_Q, FULL_BLOCK_Q, BLOCK_K = 64, 128, 256, 512
 
 
-def default_tiles(*, causal: bool) -> tuple[int, int]:
-    r"""The tiles ``(block_q, block_k)`` a kernel uses when none are given: the measured fast path.
+def default_tiles(T: int, *, causal: bool) -> tuple[int, int]:
+    r"""The tiles ``(block_q, block_k)`` a kernel uses for ``T`` queries when none are given: the fast path.
 
-    Each tile costs a fixed ~10 Python-level tensor ops besides its $2 B_q B_k D$ multiply-adds,
-    so tiles must be large enough to hide that overhead; the causal diagonal wastes about
-    $B_q / N$ of the work and leaves fewer query blocks, so causal calls take shorter query
-    blocks.  Tiles longer than the sequence are clipped to it, so one rule serves every
-    ``N``.  Measured against torch SDPA over ``N`` = 256..4096, ``D`` = 32/64/128, causal and
-    not, 1 and 2 threads, this rule was within the benchmark's stated factor of the best of the
-    swept tiles everywhere (``benchmarks/results/flash.json``, experiment ``tiles``).
+    Each tile costs about ten Python-level tensor ops besides its $2 B_q B_k D$ multiply-adds,
+    so tiles must be large to hide that overhead: ``block_k = 512`` and, without a mask,
+    ``block_q = 256``.  With a causal mask the query block on the diagonal computes scores that
+    are masked away, about $B_q / T$ of the work, so causal calls keep that share near 1/8:
+
+    $$ B_q = \min\big(128, \max(64, \lfloor T / 8 \rfloor)\big) . $$
+
+    Tiles longer than the sequence are clipped to it.  Timed against torch SDPA over ``T = S`` =
+    256..4096, ``D`` = 32/64/128, causal and not (``benchmarks/flash.py``, experiment ``tiles``),
+    these tiles were within 1.35x of the best of ten swept shapes (64x64 to 512x512) on one
+    thread for every row, and on two threads at ``T = 4096``; the best shape otherwise moved from
+    row to row by about the timing noise, so no finer rule of ``D`` or threads was supported.
     """
-    return TUNED_BLOCK_Q[bool(causal)], TUNED_BLOCK_K
+    check_positive_int("T", T)
+    if not causal:
+        return FULL_BLOCK_Q, BLOCK_K
+    return min(MAX_BLOCK_Q, max(MIN_BLOCK_Q, T // 8)), BLOCK_K
 
 
-def _tiles(block_q, block_k, causal):
-    """The checked tiles of a call, ``None`` meaning the tuned default of :func:`default_tiles`."""
-    tuned_q, tuned_k = default_tiles(causal=causal)
+def _tiles(block_q, block_k, T, causal):
+    """The checked tiles of a call with ``T`` queries, ``None`` meaning the default of :func:`default_tiles`."""
+    tuned_q, tuned_k = default_tiles(max(T, 1), causal=causal)
     block_q = tuned_q if block_q is None else check_positive_int("block_q", block_q)
     block_k = tuned_k if block_k is None else check_positive_int("block_k", block_k)
     return block_q, block_k
@@ -238,8 +245,8 @@ def flash_attention_lse(q, k, v, *, causal=False, scale=None, block_q=None, bloc
     Both outputs are differentiable.  See :cite:`dao2022flashattention,dao2023flashattention2`.
     """
     check_attention_inputs(q, k, v)
-    block_q, block_k = _tiles(block_q, block_k, causal)
     T, S = q.shape[2], k.shape[2]
+    block_q, block_k = _tiles(block_q, block_k, T, causal)
     scale = default_scale(q.shape[-1], scale)
     q_pos, k_pos = _bottom_right(T, S) if causal else (None, None)
     return _attend(q, k, v, scale, q_pos, k_pos, block_q, block_k)
@@ -254,9 +261,9 @@ def flash_attention(q, k, v, *, causal=False, scale=None, block_q=None, block_k=
     ``torch.autograd.Function`` saves only ``out`` and the row log-sum-exp and recomputes each
     tile in the backward (FlashAttention-2 order).  Fully masked causal tiles are skipped; the
     (batch x kv-head) units are shared among ``torch.get_num_threads()`` single-threaded workers.
-    The tiles default to :func:`default_tiles` (``block_q = 128`` causal, ``256`` otherwise;
-    ``block_k = 512``), the fastest measured on a CPU; chapter 03 passes small tiles to show the
-    algorithm.  ``q (B, H, T, D)``, ``k (B, Hkv, S, D)``, ``v (B, Hkv, S, Dv)`` -> ``(B, H, T, Dv)``.
+    The tiles default to :func:`default_tiles` (``block_k = 512``; ``block_q = 256``, or 64..128
+    growing with ``T`` when causal), the fastest measured on a CPU; chapter 03 passes small tiles
+    to show the algorithm.  ``q (B, H, T, D)``, ``k (B, Hkv, S, D)``, ``v (B, Hkv, S, Dv)`` -> ``(B, H, T, Dv)``.
     float16/bfloat16 inputs are computed in float32.  See :func:`flash_attention_lse`,
     :cite:`dao2022flashattention,dao2023flashattention2`.
     """

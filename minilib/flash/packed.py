@@ -23,7 +23,7 @@ def varlen_attention(q, k, v, cu_seqlens, *, causal=False, scale=None, block_q=N
     so the work is $\sum_i L_i^2$ instead of $n\,\max_i L_i^2$ for a padded batch.
     ``q (total, H, D)``, ``k (total, Hkv, D)``, ``v (total, Hkv, Dv)``, ``cu_seqlens (n+1,)``
     integer offsets from 0 to ``total`` -> ``(total, H, Dv)``; each sequence runs in
-    ``block_q x block_k`` tiles (default :func:`~minilib.flash.default_tiles`).  See :cite:`zhai2023bytetransformer`.
+    ``block_q x block_k`` tiles (default :func:`~minilib.flash.default_tiles` of its length).  See :cite:`zhai2023bytetransformer`.
     """
     for name, x in (("q", q), ("k", k), ("v", v)):
         require_tensor(name, x, ndim=3, floating=True)
@@ -37,14 +37,14 @@ def varlen_attention(q, k, v, cu_seqlens, *, causal=False, scale=None, block_q=N
     if len(bounds) < 2 or bounds[0] != 0 or bounds[-1] != total or any(a > b for a, b in zip(bounds, bounds[1:])):
         raise ValueError(f"cu_seqlens must rise from 0 to total={total}, got {bounds}")
     check_attention_inputs(q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None])
-    block_q, block_k = _tiles(block_q, block_k, causal)
+    _tiles(block_q, block_k, 1, causal)  # check explicit tiles once, before any work
     scale = default_scale(q.shape[-1], scale)
 
     def one_sequence(span):
         a, b = span
         qi, ki, vi = (x[a:b].transpose(0, 1)[None] for x in (q, k, v))
         q_pos, k_pos = _bottom_right(b - a, b - a) if causal else (None, None)
-        return _attend(qi, ki, vi, scale, q_pos, k_pos, block_q, block_k)[0][0].transpose(0, 1)
+        return _attend(qi, ki, vi, scale, q_pos, k_pos, *_tiles(block_q, block_k, b - a, causal))[0][0].transpose(0, 1)
 
     # each sequence is one work unit, the longest first so the workers finish together
     spans = sorted(((a, b) for a, b in zip(bounds, bounds[1:]) if b > a), key=lambda ab: ab[0] - ab[1])
