@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._experiments import downsample, run_experiments  # noqa: E402
 from minilib.data import (  # noqa: E402
-    IGNORE_INDEX, CharTokenizer, delayed_recall, lm_batches, lm_eval_windows, masked_targets, reverse_task, tiny_corpus,
-    train_val_split)
+    IGNORE_INDEX, CharTokenizer, delayed_recall, digits_split, labelled_batches, lm_batches, lm_eval_windows, masked_targets,
+    reverse_task, tiny_corpus, train_val_split)
 from minilib.models import TransformerLM, evaluate, train  # noqa: E402
 from minilib.variants import (  # noqa: E402
     DualStreamLM, EncoderDecoderTransformer, GatedTransformerLM, MinimalTransformer, count_parameters)
@@ -79,31 +79,13 @@ def check_reversal(out: dict) -> None:
 # 2. Minimal transformer on the 8x8 digits
 # ---------------------------------------------------------------------------------------------
 
-MIN = dict(d_model=32, n_layers=2, n_heads=1, d_ff=128, steps=600, batch=64, lr=3e-3, test_fraction=0.2, seeds=[0, 1],
+MIN = dict(d_model=32, n_layers=2, n_heads=1, d_ff=128, steps=600, batch=64, lr=3e-3, n_test=359, seeds=[0, 1],
            tokens="8 pixel rows of 8 pixels")
 MIN_VARIANTS = {
     "full": dict(mlp=True, similarity="qk", value_out=True),
     "no_mlp": dict(mlp=False, similarity="qk", value_out=True),
     "minimal": dict(mlp=False, similarity="symmetric", value_out=False),
 }
-
-
-def digits_split(test_fraction: float, seed: int = 0):
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = torch.tensor(digits.images / 16.0, dtype=torch.float32)
-    y = torch.tensor(digits.target, dtype=torch.long)
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    n_test = int(round(test_fraction * len(y)))
-    test, tr = perm[:n_test], perm[n_test:]
-    return (x[tr], y[tr]), (x[test], y[test])
-
-
-def minibatches(x, y, batch: int, gen: torch.Generator):
-    while True:
-        idx = torch.randint(0, len(y), (batch,), generator=gen)
-        yield x[idx], y[idx]
 
 
 def classify_loss(model, batch):
@@ -113,14 +95,14 @@ def classify_loss(model, batch):
 
 def run_minimal(quick: bool = False) -> dict:
     c = MIN
-    (xtr, ytr), (xte, yte) = digits_split(c["test_fraction"])
+    (xtr, ytr), (xte, yte) = digits_split(n_test=c["n_test"], seed=0)
     out = dict(config=c, n_train=len(ytr), n_test=len(yte), variants={})
     for name, flags in MIN_VARIANTS.items():
         accs = []
         for seed in c["seeds"]:
             torch.manual_seed(seed)
             model = MinimalTransformer(8, 10, 8, c["d_model"], c["n_layers"], c["n_heads"], d_ff=c["d_ff"], **flags)
-            train(model, minibatches(xtr, ytr, c["batch"], torch.Generator().manual_seed(100 + seed)), steps=c["steps"],
+            train(model, labelled_batches(xtr, ytr, batch_size=c["batch"], generator=torch.Generator().manual_seed(100 + seed)), steps=c["steps"],
                   lr=c["lr"], warmup_steps=c["steps"] // 10, loss_fn=classify_loss, progress=False)
             model.eval()
             with torch.no_grad():
