@@ -126,7 +126,7 @@ MIN_VARIANTS = {
     # the control: a full block shrunk to the minimal block's parameter count (4 366 against 4 362)
     "full_small": dict(d_model=12, d_ff=40, mlp=True, similarity="qk", value_out=True),
 }
-MIN_GAP_BAR = 3.0  # points of test accuracy the minimal block may lose against the full block
+MIN_GAP_BAR = 5.0  # points of test accuracy the minimal block loses at most against the full block (mean over seeds)
 MIN_REDUCTION_BAR = 0.80
 
 
@@ -156,18 +156,20 @@ def run_minimal(quick: bool = False) -> dict:
     out["param_reduction"] = 1 - params["minimal"] / params["full"]
     out["gap_points"] = paired_difference(100 * np.array(accs["full"]), 100 * np.array(accs["minimal"]))
     out["minimal_vs_full_small_points"] = paired_difference(100 * np.array(accs["minimal"]), 100 * np.array(accs["full_small"]))
-    gap = out["gap_points"]
-    out["within_bar_established"] = gap["mean"] + gap["std"] <= MIN_GAP_BAR  # the bar lies above the spread
     return out
 
 
 def check_minimal(out: dict) -> None:
-    gap = out["gap_points"]
+    """The paper's parameter saving holds; its "same accuracy" does not at this scale: the loss is a few points,
+    on every seed, and a full block of the minimal block's size beats it."""
+    gap, matched = out["gap_points"], out["minimal_vs_full_small_points"]
     assert out["param_reduction"] >= MIN_REDUCTION_BAR, (
         f"minimal: only {out['param_reduction']:.1%} fewer parameters than the full block")
-    assert gap["mean"] <= MIN_GAP_BAR, (
+    assert gap["established"] and 0 < gap["mean"] <= MIN_GAP_BAR, (
         f"minimal: the full block is {gap['mean']:.2f} +- {gap['std']:.2f} points more accurate over seeds "
-        f"{out['config']['seeds']} (allowed {MIN_GAP_BAR}; per seed {gap['per_seed']})")
+        f"{out['config']['seeds']} (expected an established loss of at most {MIN_GAP_BAR}; per seed {gap['per_seed']})")
+    assert abs(out["variants"]["full_small"]["params"] / out["variants"]["minimal"]["params"] - 1) <= 0.05
+    assert matched["established"] and matched["mean"] < 0, f"minimal vs a full block of its size: {matched}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,10 +283,15 @@ def run_dualstream(quick: bool = False) -> dict:
     return out
 
 
+DUAL_GAP_BAR = 2.0  # percent: the paper's +2.5% (Kronecker) and +8% (independent) over dense are not seen here
+
+
 def check_dualstream(out: dict) -> None:
     assert out["param_spread"] <= 0.05, f"dualstream: parameter counts differ by {out['param_spread']:.1%}"
     for m, r in out["runs"].items():
         assert r["val_loss"]["max"] < out["unigram_entropy"], f"dualstream: {m} does not beat the unigram entropy: {r['val_loss']}"
+    for m, rel in out["percent_above_dense"].items():
+        assert abs(rel["mean"]) <= DUAL_GAP_BAR, f"dualstream: {m} is {rel['mean']:+.2f}% from dense (bar {DUAL_GAP_BAR}%): {rel}"
 
 
 EXPERIMENTS = {"reversal": (run_reversal, check_reversal), "minimal": (run_minimal, check_minimal),
@@ -305,8 +312,9 @@ def report(name: str, r: dict) -> str:
         rows = [f"  {k:10s} params {v['params']:6d}  test acc {spread_text(v['test_accuracy'], '.4f')}" for k, v in r["variants"].items()]
         return (f"minimal    digits, {r['n_test']} test images ({seeds}):\n" + "\n".join(rows)
                 + f"\n  reduction {r['param_reduction']:.1%}, gap full - minimal {spread_text(r['gap_points'], '.2f')} points"
-                + f" (within {MIN_GAP_BAR} established: {r['within_bar_established']})"
-                + f"\n  minimal - full_small {spread_text(r['minimal_vs_full_small_points'], '.2f')} points")
+                + f" (established: {r['gap_points']['established']})"
+                + f"\n  minimal - full_small {spread_text(r['minimal_vs_full_small_points'], '.2f')} points"
+                + f" (established: {r['minimal_vs_full_small_points']['established']})")
     if name == "gated":
         rows = [f"  {k:8s} params {v['params']:6d}  test loss {spread_text(v['test_loss'])}  recall acc {spread_text(v['test_accuracy'])}"
                 for k, v in r["models"].items()]
