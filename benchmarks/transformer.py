@@ -180,7 +180,7 @@ GATED = dict(n_values=8, delay=12, d_model=32, n_layers=12, n_heads=2, steps=300
              grad_clip=None, gate_bias=2.0, n_test=1000, test_seed=999, seeds=[0, 1, 2],
              d_ff={"gated": 64, "post_ln": 256, "pre_ln": 256})  # the gates' 12 d^2 per layer go to the others' FFN
 GATED_QUICK = dict(steps=10, n_test=50, seeds=[0, 1])
-GATED_LEARNS, POST_LN_STALLS = 0.95, 0.5  # mean recall accuracy: gated at least, Post-LN at most
+GATED_LEARNS, POST_LN_STALLS = 0.85, 0.5  # mean recall accuracy: gated at least, Post-LN at most
 
 
 def recall_batch(batch: int, gen: torch.Generator, c: dict):
@@ -242,6 +242,7 @@ def check_gated(out: dict) -> None:
     assert acc["post_ln"]["mean"] <= POST_LN_STALLS, (
         f"post_ln: mean recall accuracy {acc['post_ln']['mean']:.3f} > {POST_LN_STALLS} (expected a stall): {acc['post_ln']}")
     assert out["gated_minus_post_ln"]["established"], f"gated vs post_ln: {out['gated_minus_post_ln']}"
+    # gated vs pre_ln (the reordering without the gates) is recorded, not asserted: the seeds disagree on it.
 
 
 # ---------------------------------------------------------------------------------------------
