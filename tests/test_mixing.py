@@ -1,0 +1,41 @@
+"""The token-mixer registry: names resolve to their factories, bad names and clashes fail clearly."""
+import pytest
+import torch
+
+from minilib import mixing
+from minilib.mixing import TokenMixer, mixer_factory, register_mixer, registered_mixers
+
+
+class _Identity(TokenMixer):
+    def forward(self, x, *, cache=None):
+        return x
+
+
+@pytest.fixture
+def clean_registry(monkeypatch):
+    monkeypatch.setattr(mixing, "_REGISTRY", dict(mixing._REGISTRY))
+
+
+def test_registered_name_and_direct_factory_resolve(clean_registry):
+    def factory(config, layer):
+        return _Identity()
+
+    register_mixer("identity-test", factory)
+    assert "identity-test" in registered_mixers()
+    assert mixer_factory("identity-test") is factory
+    assert mixer_factory(factory) is factory
+    mixer = mixer_factory("identity-test")(None, 0)
+    x = torch.randn(2, 3, 4)
+    assert mixer.causal and mixer.new_cache() is None and torch.equal(mixer(x), x)
+
+
+def test_bad_names_fail_clearly(clean_registry):
+    with pytest.raises(ValueError, match="mixer must be a registered name"):
+        mixer_factory("no-such-mixer")
+    register_mixer("twice-test", lambda config, layer: _Identity())
+    with pytest.raises(ValueError, match="already registered"):
+        register_mixer("twice-test", lambda config, layer: _Identity())
+    with pytest.raises(TypeError, match="factory must be callable"):
+        register_mixer("not-callable", 3)
+    with pytest.raises(TypeError, match="name must be a non-empty str"):
+        register_mixer("", lambda config, layer: _Identity())
