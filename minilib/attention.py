@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from minilib._checks import check_attention_inputs, require_tensor
+from minilib.mixing import TokenMixer, register_mixer
 from minilib.norms import RMSNorm
 from minilib.positional import rope as apply_rope
 
@@ -254,7 +255,7 @@ class KVCache:
         return 0 if self._k is None else self._k.shape[2]
 
 
-class MultiHeadAttention(nn.Module):
+class MultiHeadAttention(TokenMixer):
     r"""Multi-head attention with grouped key/value heads, query-head reduction, scoring variants and gates.
 
     $$ \operatorname{MHA}(X) = \operatorname{Concat}(\text{head}_1, \dots, \text{head}_{H_q})\, W_O,\quad
@@ -299,6 +300,10 @@ class MultiHeadAttention(nn.Module):
         self.wg = nn.Linear(d_model, n_q_heads) if gate else None
         self.q_norm = RMSNorm(self.head_dim) if qk_norm else None
         self.k_norm = RMSNorm(self.head_dim) if qk_norm else None
+
+    def new_cache(self) -> KVCache:
+        """An empty :class:`KVCache`: decoding appends each new position's keys and values to it."""
+        return KVCache()
 
     def project_q(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Queries ``(B, H_q, T, D)`` of ``x (B,T,d_model)`` at ``positions (T,)``, normed and RoPE applied as configured."""
@@ -461,3 +466,14 @@ def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, caus
         keep = causal_mask(T, S, device=q.device).repeat(H // Hkv, 1)
         scores = scores.masked_fill(~keep, float("-inf"))
     return (_softmax_rows(scores) @ v).reshape(B, H, T, v.shape[-1])
+
+
+def _attention_mixer(cls: type[MultiHeadAttention]):
+    def factory(config, layer: int) -> MultiHeadAttention:
+        return cls(config.d_model, config.n_heads, n_kv_heads=config.n_kv_heads, rope=config.pos == "rope",
+                   **config.mixer_kwargs)
+    return factory
+
+
+register_mixer("attention", _attention_mixer(MultiHeadAttention))
+register_mixer("moh", _attention_mixer(MixtureOfHeadAttention))

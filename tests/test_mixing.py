@@ -39,3 +39,19 @@ def test_bad_names_fail_clearly(clean_registry):
         register_mixer("not-callable", 3)
     with pytest.raises(TypeError, match="name must be a non-empty str"):
         register_mixer("", lambda config, layer: _Identity())
+
+
+@pytest.mark.parametrize("name, kwargs", [("attention", {}), ("moh", {"top_k": 2, "n_shared": 1})])
+def test_registered_attention_mixers_decode_like_their_full_forward(name, kwargs):
+    from types import SimpleNamespace
+
+    import minilib.attention  # noqa: F401  (registers "attention" and "moh")
+
+    torch.manual_seed(0)
+    config = SimpleNamespace(d_model=16, n_heads=4, n_kv_heads=2, pos="rope", max_len=32, mixer_kwargs=kwargs)
+    mixer = mixer_factory(name)(config, 0).double()
+    assert isinstance(mixer, TokenMixer) and mixer.causal
+    x = torch.randn(2, 7, 16, dtype=torch.float64)
+    cache = mixer.new_cache()
+    pieces = [mixer(x[:, :3], cache=cache)] + [mixer(x[:, t:t + 1], cache=cache) for t in range(3, 7)]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), mixer(x))
