@@ -5,8 +5,8 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from minilib.attention import sdpa
-from minilib.positional import URPEAttention, toeplitz_matrix, urpe_attention
+from minilib.attention import URPEAttention, sdpa, urpe_attention
+from minilib.positional import toeplitz_matrix
 
 
 @settings(max_examples=25, deadline=None)
