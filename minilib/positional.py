@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from minilib._checks import require_tensor
+from minilib._checks import check_nonnegative_int, check_positive_int, require_tensor
 
 
 def sinusoidal(T: int, d: int) -> torch.Tensor:
@@ -20,8 +20,8 @@ def sinusoidal(T: int, d: int) -> torch.Tensor:
 
     Returns ``(T, d)`` float32. See :cite:`vaswani2017attention`.
     """
-    if T < 0 or d < 1:
-        raise ValueError(f"T must be >= 0 and d >= 1, got T={T}, d={d}")
+    check_nonnegative_int("T", T)
+    check_positive_int("d", d)
     pos = torch.arange(T, dtype=torch.float64)[:, None]
     freq = 10000.0 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
     table = torch.zeros(T, d, dtype=torch.float64)
@@ -33,7 +33,8 @@ def sinusoidal(T: int, d: int) -> torch.Tensor:
 SCALINGS = ("pi", "ntk", "dynamic")
 
 
-def _check_scaling(scaling) -> None:
+def check_rope_scaling(scaling) -> None:
+    """Raise ``ValueError`` unless ``scaling`` is ``None`` or ``(method, factor)`` as :func:`rope_angles` takes it."""
     if scaling is None:
         return
     if not (isinstance(scaling, tuple) and len(scaling) == 2 and scaling[0] in SCALINGS
@@ -55,9 +56,9 @@ def rope_angles(positions: torch.Tensor, D: int, *, base: float = 10000.0, scali
       already rotated, so while decoding each key keeps the scale of the step that wrote it.
     """
     require_tensor("positions", positions, ndim=1)
-    if D % 2:
+    if check_positive_int("D", D) % 2:
         raise ValueError(f"rope needs an even last dimension, got D={D}")
-    _check_scaling(scaling)
+    check_rope_scaling(scaling)
     pos = positions.to(torch.float64)
     method, factor = scaling if scaling is not None else ("pi", 1.0)
     if method == "dynamic":
@@ -99,8 +100,7 @@ def alibi_slopes(n_heads: int) -> torch.Tensor:
     of two $n' = 2^{\lfloor \log_2 n \rfloor}$, followed by every other slope of $2n'$ until there are ``n_heads``.
     Returns ``(n_heads,)`` float32. See :cite:`press2022alibi`.
     """
-    if n_heads < 1:
-        raise ValueError(f"n_heads must be >= 1, got {n_heads}")
+    check_positive_int("n_heads", n_heads)
 
     def geometric(n: int) -> list[float]:
         return [2.0 ** (-8.0 * i / n) for i in range(1, n + 1)]
@@ -116,9 +116,9 @@ def alibi_bias(n_heads: int, T: int, S: int | None = None) -> torch.Tensor:
     Queries are the last ``T`` of ``S`` positions (bottom-right, as with a KV cache); future keys
     get bias 0 (the causal mask removes them). Returns ``(n_heads, T, S)``. See :cite:`press2022alibi`.
     """
-    S = T if S is None else S
-    if T < 0 or S < T:
-        raise ValueError(f"need 0 <= T <= S, got T={T}, S={S}")
+    S = T if S is None else check_nonnegative_int("S", S)
+    if check_nonnegative_int("T", T) > S:
+        raise ValueError(f"T must be at most S (queries are the last T of S positions), got T={T}, S={S}")
     distance = (torch.arange(S - T, S)[:, None] - torch.arange(S)[None, :]).clamp(min=0)
     return -alibi_slopes(n_heads)[:, None, None] * distance.float()
 
@@ -131,9 +131,9 @@ def toeplitz_matrix(c: torch.Tensor, T: int, S: int | None = None, *, causal: bo
     Returns ``(..., T, S)``. See :cite:`luo2022urpe`.
     """
     require_tensor("c", c, floating=True)
-    S = T if S is None else S
-    if T < 1 or S < T:
-        raise ValueError(f"need 1 <= T <= S, got T={T}, S={S}")
+    S = T if S is None else check_positive_int("S", S)
+    if check_positive_int("T", T) > S:
+        raise ValueError(f"T must be at most S (queries are the last T of S positions), got T={T}, S={S}")
     need = S if causal else 2 * S - 1
     if c.ndim == 0 or c.shape[-1] != need:
         raise ValueError(f"c must end in {need} entries ({'S' if causal else '2S - 1'} for S={S}, causal={causal}), "
@@ -162,7 +162,7 @@ def laplacian_positional_encoding(adjacency: torch.Tensor, k: int, *, normalized
     if adjacency.shape[1] != n or not torch.equal(A, A.T) or (A < 0).any():
         raise ValueError("adjacency must be a symmetric non-negative (n, n) matrix, "
                          f"got shape {tuple(adjacency.shape)}")
-    if not isinstance(k, int) or not 1 <= k <= n - 1:
+    if check_positive_int("k", k) > n - 1:
         raise ValueError(f"k must be an int in [1, n - 1] for adjacency of shape {tuple(adjacency.shape)}, got {k!r}")
     degree = A.sum(dim=1)
     if normalized:

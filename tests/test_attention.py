@@ -115,7 +115,7 @@ def test_sigmoid_attention_matches_naive_loop():
         for t in range(3):
             for s in range(5):
                 if s <= t + 2:
-                    gate = 1 / (1 + math.exp(-(q[0, h, t] @ k[0, 0, s] / 2.0 - math.log(5))))
+                    gate = 1 / (1 + math.exp(-(q[0, h, t] @ k[0, 0, s] / 2.0 - math.log(t + 3))))  # row t sees t + 3 keys
                     want[0, h, t] += gate * v[0, 0, s]
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
 

@@ -8,7 +8,7 @@ With ``causal=True`` and ``T != S`` the queries are the *last* ``T`` of the ``S`
 - :mod:`~minilib.attention.dot_product`: :func:`causal_mask`, :func:`attention_weights`, :func:`sdpa`,
   :func:`grouped_attention`, :func:`attention_entropy`;
 - :mod:`~minilib.attention.heads`: :func:`split_heads`, :func:`merge_heads`, :func:`expand_kv_heads`;
-- :mod:`~minilib.attention.scoring`: :func:`score_weights`, :func:`attend`, :func:`sigmoid_attention`,
+- :mod:`~minilib.attention.scoring`: :func:`score_weights`, :func:`attend`, :func:`sigmoid_attention`, :func:`sigmoid_length_bias`,
   :func:`softmax_one`, :func:`clipped_softmax`;
 - :mod:`~minilib.attention.cache`: :class:`KVCache`, :func:`kv_cache_bytes`;
 - :mod:`~minilib.attention.multihead`: :class:`MultiHeadAttention` (the ``"attention"`` token mixer);
@@ -26,12 +26,13 @@ from minilib.attention.dot_product import attention_entropy, attention_weights, 
 from minilib.attention.heads import expand_kv_heads, merge_heads, split_heads
 from minilib.attention.mixture_of_heads import MixtureOfHeadAttention
 from minilib.attention.multihead import MultiHeadAttention
-from minilib.attention.scoring import SCORES, attend, clipped_softmax, score_weights, sigmoid_attention, softmax_one
+from minilib.attention.scoring import (SCORES, attend, clipped_softmax, score_weights, sigmoid_attention,
+                                      sigmoid_length_bias, softmax_one)
 from minilib.attention.urpe import URPEAttention, urpe_attention
 
 __all__ = [
     "KVCache", "MixtureOfHeadAttention", "MultiHeadAttention", "RelConvAttention", "SCORES", "URPEAttention", "attend",
     "attention_calibration", "attention_entropy", "attention_weights", "calibrated_heads", "causal_mask",
     "clipped_softmax", "expand_kv_heads", "grouped_attention", "kv_cache_bytes", "merge_heads", "score_weights", "sdpa",
-    "sigmoid_attention", "softmax_one", "split_heads", "urpe_attention",
+    "sigmoid_attention", "sigmoid_length_bias", "softmax_one", "split_heads", "urpe_attention",
 ]

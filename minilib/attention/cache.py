@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from minilib._checks import require_tensor
+from minilib._checks import check_nonnegative_int, require_tensor
 
 
 def kv_cache_bytes(*, n_layers: int, n_kv_heads: int, head_dim: int, seq_len: int, batch: int = 1,
@@ -16,8 +16,7 @@ def kv_cache_bytes(*, n_layers: int, n_kv_heads: int, head_dim: int, seq_len: in
     """
     sizes = dict(n_layers=n_layers, n_kv_heads=n_kv_heads, head_dim=head_dim, seq_len=seq_len, batch=batch)
     for name, value in sizes.items():
-        if not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        check_nonnegative_int(name, value)
     if not isinstance(dtype, torch.dtype):
         raise TypeError(f"dtype must be a torch.dtype, got {type(dtype).__name__}")
     element = torch.empty((), dtype=dtype).element_size()

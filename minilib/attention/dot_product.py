@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from minilib._checks import check_attention_inputs, require_tensor
+from minilib._checks import check_attention_inputs, check_nonnegative_int, default_scale, require_tensor
 from minilib.attention.heads import expand_kv_heads
 
 
@@ -18,9 +18,8 @@ def causal_mask(T: int, S: int | None = None, *, device=None) -> torch.Tensor:
 
     Bottom-right aligned: query ``t`` sits at absolute position ``S - T + t``. See :cite:`vaswani2017attention`.
     """
-    S = T if S is None else S
-    if T < 0 or S < 0:
-        raise ValueError(f"T and S must be non-negative, got T={T}, S={S}")
+    T = check_nonnegative_int("T", T)
+    S = T if S is None else check_nonnegative_int("S", S)
     t = torch.arange(T, device=device)[:, None]
     s = torch.arange(S, device=device)[None, :]
     return s <= t + (S - T)
@@ -30,8 +29,7 @@ def _scaled_scores(q, k, *, causal, mask, bias, scale) -> torch.Tensor:
     r"""$s_{ts} = \text{scale}\; q_t \cdot k_s + \text{bias}_{ts}$, with $-\infty$ where masked. ``(B, H, T, S)``."""
     check_attention_inputs(q, k, k)
     T, S, D = q.shape[2], k.shape[2], q.shape[3]
-    scale = D ** -0.5 if scale is None else scale
-    scores = scale * (q @ expand_kv_heads(k, q.shape[1]).transpose(-2, -1))
+    scores = default_scale(D, scale) * (q @ expand_kv_heads(k, q.shape[1]).transpose(-2, -1))
     if bias is not None:
         scores = scores + bias
     keep = torch.ones((), dtype=torch.bool, device=q.device)
@@ -107,8 +105,7 @@ def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, caus
     check_attention_inputs(q, k, v)
     B, H, T, D = q.shape
     Hkv, S = k.shape[1], k.shape[2]
-    scale = D ** -0.5 if scale is None else scale
-    scores = scale * (q.reshape(B, Hkv, (H // Hkv) * T, D) @ k.transpose(-2, -1))  # rows: (group member, t)
+    scores = default_scale(D, scale) * (q.reshape(B, Hkv, (H // Hkv) * T, D) @ k.transpose(-2, -1))  # rows: (group member, t)
     if causal:
         keep = causal_mask(T, S, device=q.device).repeat(H // Hkv, 1)
         scores = scores.masked_fill(~keep, float("-inf"))

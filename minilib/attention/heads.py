@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from minilib._checks import require_tensor
+from minilib._checks import check_positive_int, require_tensor
 
 
 def expand_kv_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -11,8 +11,9 @@ def expand_kv_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
 
     ``(B, Hkv, S, D) -> (B, H, S, D)``; query head ``h`` reads key/value head ``h // (H / Hkv)``.
     """
+    require_tensor("x", x, ndim=4)
     n_kv = x.shape[1]
-    if n_heads % n_kv != 0:
+    if check_positive_int("n_heads", n_heads) % n_kv != 0:
         raise ValueError(f"n_heads ({n_heads}) must be a multiple of the key/value heads in x {tuple(x.shape)}")
     return x if n_kv == n_heads else x.repeat_interleave(n_heads // n_kv, dim=1)
 
@@ -21,7 +22,7 @@ def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
     r"""Cut the model dimension into heads: ``(B, T, H * D) -> (B, H, T, D)``, head $h$ taking columns $hD, \dots, (h+1)D - 1$."""
     require_tensor("x", x, ndim=3)
     B, T, C = x.shape
-    if n_heads < 1 or C % n_heads:
+    if C % check_positive_int("n_heads", n_heads):
         raise ValueError(f"the last dimension of x {tuple(x.shape)} must be divisible by n_heads={n_heads}")
     return x.view(B, T, n_heads, C // n_heads).transpose(1, 2)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minilib._checks import require_tensor
+from minilib._checks import check_nonnegative_int, check_positive_int, require_tensor
 from minilib.attention.multihead import MultiHeadAttention, _attention_mixer
 from minilib.mixing import register_mixer
 
@@ -37,10 +37,10 @@ class MixtureOfHeadAttention(MultiHeadAttention):
     def __init__(self, d_model: int, n_heads: int, *, top_k: int, n_shared: int = 0, n_kv_heads: int | None = None,
                  rope: bool = False, renormalize: bool = False, **kwargs):
         super().__init__(d_model, n_heads, n_kv_heads=n_kv_heads, rope=rope, **kwargs)
-        if not isinstance(n_shared, int) or not 0 <= n_shared < self.n_heads:
+        if check_nonnegative_int("n_shared", n_shared) >= self.n_heads:
             raise ValueError(f"n_shared must be an int in [0, n_heads={self.n_heads}), got {n_shared!r}")
         n_routed = self.n_heads - n_shared
-        if not isinstance(top_k, int) or not 1 <= top_k <= n_routed:
+        if check_positive_int("top_k", top_k) > n_routed:
             raise ValueError(f"top_k must be an int in [1, {n_routed}] (the n_heads={self.n_heads} minus "
                              f"n_shared={n_shared} routed heads), got {top_k!r}")
         self.top_k, self.n_shared, self.renormalize = top_k, n_shared, renormalize

@@ -4,13 +4,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minilib._checks import require_tensor
+from minilib._checks import check_positive_int, require_tensor
 from minilib.attention.cache import KVCache
 from minilib.attention.heads import merge_heads, split_heads
 from minilib.attention.scoring import SCORES, attend, score_weights
 from minilib.mixing import TokenMixer, register_mixer
 from minilib.norms import RMSNorm
-from minilib.positional import rope as apply_rope
+from minilib.positional import check_rope_scaling, rope as apply_rope
 
 
 class MultiHeadAttention(TokenMixer):
@@ -36,16 +36,23 @@ class MultiHeadAttention(TokenMixer):
                  rope_scaling: tuple | None = None, score: str = "softmax", score_kwargs: dict | None = None,
                  gate: bool = False):
         super().__init__()
-        n_q_heads = n_heads if n_q_heads is None else n_q_heads
-        n_kv_heads = n_q_heads if n_kv_heads is None else n_kv_heads
-        if n_heads < 1 or d_model % n_heads != 0:
+        check_positive_int("d_model", d_model)
+        check_positive_int("n_heads", n_heads)
+        n_q_heads = n_heads if n_q_heads is None else check_positive_int("n_q_heads", n_q_heads)
+        n_kv_heads = n_q_heads if n_kv_heads is None else check_positive_int("n_kv_heads", n_kv_heads)
+        if d_model % n_heads != 0:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
         if not 1 <= n_q_heads <= n_heads:
             raise ValueError(f"n_q_heads must be in [1, n_heads={n_heads}], got {n_q_heads}")
-        if n_kv_heads < 1 or n_q_heads % n_kv_heads != 0:
+        if n_q_heads % n_kv_heads != 0:
             raise ValueError(f"n_q_heads ({n_q_heads}) must be a multiple of n_kv_heads ({n_kv_heads})")
         if score not in SCORES:
             raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+        if not set(score_kwargs or {}) <= {"zeta", "gamma"}:
+            raise TypeError(f"score_kwargs may hold zeta and gamma (for score='clipped'), got {sorted(score_kwargs)}")
+        if isinstance(rope_base, bool) or not isinstance(rope_base, (int, float)) or rope_base <= 0:
+            raise ValueError(f"rope_base must be a positive number, got {rope_base!r}")
+        check_rope_scaling(rope_scaling)
         self.n_heads, self.n_kv_heads, self.head_dim = n_q_heads, n_kv_heads, d_model // n_heads
         if rope and self.head_dim % 2:
             raise ValueError(f"rope needs an even head_dim, got d_model / n_heads = {self.head_dim}")
@@ -90,15 +97,26 @@ class MultiHeadAttention(TokenMixer):
             heads = heads * torch.sigmoid(self.wg(x)).transpose(1, 2)[..., None]
         return self.wo(merge_heads(heads))
 
-    def forward(self, x: torch.Tensor, *, causal: bool = True, cache: KVCache | None = None,
+    def forward(self, x: torch.Tensor, *, causal: bool | None = None, cache: KVCache | None = None,
                 positions: torch.Tensor | None = None, bias: torch.Tensor | None = None,
                 memory: torch.Tensor | None = None, kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """``x (B, T, d_model) -> (B, T, d_model)``. ``kv=(k, v)``, each ``(B, H_kv, S, D)`` and already projected
-        (and rotated) by another layer, replaces this module's own keys and values: only the queries are computed,
-        at positions ``S - T .. S - 1`` unless ``positions`` says otherwise (cross-layer KV sharing)."""
+        """``x (B, T, d_model) -> (B, T, d_model)``; self-attention is causal unless ``causal=False``.
+
+        ``memory (B, S, d_model)``: cross-attention, keys and values projected from ``memory``, every query sees
+        every key; it takes no ``cache``, ``positions``, ``bias``, ``kv`` or ``causal=True`` (a ``ValueError`` names
+        the one given). ``kv=(k, v)``, each ``(B, H_kv, S, D)`` and already projected (and rotated) by another layer,
+        replaces this module's own keys and values: only the queries are computed, at positions ``S - T .. S - 1``
+        unless ``positions`` says otherwise (cross-layer KV sharing).
+        """
         require_tensor("x", x, ndim=3, floating=True)
         if memory is not None:
+            given = {"causal=True": causal is True, "cache": cache is not None, "positions": positions is not None,
+                     "bias": bias is not None, "kv": kv is not None}
+            if any(given.values()):
+                raise ValueError(f"cross-attention (memory=...) attends to all of memory and takes no "
+                                 f"{', '.join(name for name, on in given.items() if on)}")
             return self._cross(x, memory)
+        causal = True if causal is None else causal
         if kv is not None:
             return self._shared_kv(x, kv, causal=causal, cache=cache, positions=positions, bias=bias)
         B, T, _ = x.shape
@@ -118,10 +136,12 @@ class MultiHeadAttention(TokenMixer):
             raise TypeError(f"kv must be a pair (k, v) of tensors, got {type(kv).__name__}")
         k, v = kv
         require_tensor("kv[0]", k, ndim=4, floating=True)
-        if k.shape[0] != x.shape[0] or k.shape[1] != self.n_kv_heads or k.shape[3] != self.head_dim:
-            raise ValueError(f"kv must hold (B={x.shape[0]}, n_kv_heads={self.n_kv_heads}, S, head_dim={self.head_dim}) "
-                             f"keys for x {tuple(x.shape)}, got k {tuple(k.shape)}")
-        T, S = x.shape[1], k.shape[2]
+        require_tensor("kv[1]", v, ndim=4, floating=True)
+        B, S = x.shape[0], k.shape[2]
+        if k.shape != (B, self.n_kv_heads, S, self.head_dim) or v.shape != k.shape:
+            raise ValueError(f"kv must hold keys and values of shape (B={B}, n_kv_heads={self.n_kv_heads}, S, "
+                             f"head_dim={self.head_dim}) for x {tuple(x.shape)}, got k {tuple(k.shape)}, v {tuple(v.shape)}")
+        T = x.shape[1]
         if positions is None:
             positions = torch.arange(S - T, S, device=x.device)
         q = self.project_q(x, positions)
@@ -134,6 +154,8 @@ class MultiHeadAttention(TokenMixer):
         q = split_heads(self.wq(x), self.n_heads)
         k = split_heads(self.wk(memory), self.n_kv_heads)
         v = split_heads(self.wv(memory), self.n_kv_heads)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         return self.combine(x, attend(q, k, v, score=self.score, **self.score_kwargs))
 
 

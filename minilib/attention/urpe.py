@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minilib._checks import check_attention_inputs, require_tensor
+from minilib._checks import check_attention_inputs, check_positive_int, require_tensor
 from minilib.attention.dot_product import attention_weights, sdpa
 from minilib.attention.heads import expand_kv_heads, merge_heads, split_heads
 from minilib.positional import toeplitz_matrix
@@ -50,10 +50,9 @@ class URPEAttention(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int, *, max_len: int, urpe: bool = True, causal: bool = False):
         super().__init__()
-        if n_heads < 1 or d_model % n_heads:
+        if check_positive_int("d_model", d_model) % check_positive_int("n_heads", n_heads):
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        if max_len < 1:
-            raise ValueError(f"max_len must be >= 1, got {max_len}")
+        check_positive_int("max_len", max_len)
         self.n_heads, self.max_len, self.urpe, self.causal = n_heads, max_len, urpe, causal
         self.wqkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.wo = nn.Linear(d_model, d_model, bias=False)
