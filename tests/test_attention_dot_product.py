@@ -120,3 +120,10 @@ def test_attention_entropy_against_closed_forms():
     loop = torch.tensor([[[-sum(float(x) * math.log(float(x)) for x in row) for row in head] for head in batch] for batch in p],
                         dtype=f64)
     torch.testing.assert_close(attention_entropy(p), loop)
+
+
+def test_causal_mask_names_bad_lengths():
+    with pytest.raises(ValueError, match="T"):
+        causal_mask(-1)
+    with pytest.raises(ValueError, match="S"):
+        causal_mask(2, 1.5)

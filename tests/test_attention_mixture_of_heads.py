@@ -139,3 +139,10 @@ def test_lm_accepts_a_mixture_of_head_attention_class():
     assert all(isinstance(b.attn, MixtureOfHeadAttention) and b.attn.top_k == 3 for b in model.blocks)
     prompt = torch.randint(0, 13, (2, 5), generator=torch.Generator().manual_seed(1))
     assert torch.equal(model.generate(prompt, 8, temperature=0), model.generate(prompt, 8, temperature=0, use_cache=False))
+
+
+@pytest.mark.parametrize("kwargs, name", [(dict(top_k=True), "top_k"), (dict(top_k=0), "top_k"),
+                                          (dict(top_k=1, n_shared=-1), "n_shared"), (dict(top_k=1, n_shared=1.0), "n_shared")])
+def test_moh_names_bad_router_sizes(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        MixtureOfHeadAttention(16, 4, **kwargs)

@@ -176,3 +176,49 @@ def test_lm_forwards_attention_options_and_rope_scaling():
     torch.testing.assert_close(model(idx), before)
     with pytest.raises(ValueError, match="RoPE"):
         set_rope_scaling(TransformerLM(11, 16, 1, 4, pos="alibi"), ("pi", 2.0))
+
+
+def test_cross_attention_matches_torch_sdpa_over_all_of_memory():
+    torch.manual_seed(0)
+    m = MultiHeadAttention(16, 4, n_kv_heads=2, qk_norm=True).double()
+    x, memory = randn(2, 3, 16), randn(2, 7, 16, seed=1)
+    q = m.q_norm((x @ m.wq.weight.T).view(2, 3, 4, 4).transpose(1, 2))
+    k = m.k_norm((memory @ m.wk.weight.T).view(2, 7, 2, 4).transpose(1, 2))
+    v = (memory @ m.wv.weight.T).view(2, 7, 2, 4).transpose(1, 2)
+    heads = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+    want = heads.transpose(1, 2).reshape(2, 3, 16) @ m.wo.weight.T
+    torch.testing.assert_close(m(x, memory=memory), want, rtol=0, atol=1e-12)
+    assert torch.equal(m(x, memory=memory, causal=False), m(x, memory=memory))
+
+
+@pytest.mark.parametrize("extra, name", [
+    (dict(causal=True), "causal=True"), (dict(cache=KVCache()), "cache"), (dict(positions=torch.arange(3)), "positions"),
+    (dict(bias=torch.zeros(4, 3, 5)), "bias"), (dict(kv=(torch.zeros(1, 4, 5, 2),) * 2), "kv"),
+])
+def test_cross_attention_rejects_what_it_would_ignore(extra, name):
+    m = MultiHeadAttention(8, 4)
+    with pytest.raises(ValueError, match=f"takes no {name}"):
+        m(torch.randn(1, 3, 8), memory=torch.randn(1, 5, 8), **extra)
+
+
+def test_kv_keyword_checks_the_values_too():
+    m = MultiHeadAttention(16, 4, n_kv_heads=2)
+    x, k = torch.randn(1, 3, 16), torch.randn(1, 2, 5, 4)
+    with pytest.raises(ValueError, match=r"got k \(1, 2, 5, 4\), v \(1, 2, 6, 4\)"):
+        m(x, kv=(k, torch.randn(1, 2, 6, 4)))
+    with pytest.raises(ValueError, match=r"kv\[1\] must have 4 dimensions"):
+        m(x, kv=(k, torch.randn(2, 5, 4)))
+    with pytest.raises(TypeError, match=r"kv\[1\] must be a floating-point tensor"):
+        m(x, kv=(k, torch.ones(1, 2, 5, 4, dtype=torch.long)))
+
+
+@pytest.mark.parametrize("args, kwargs, error, name", [
+    ((0, 2), {}, ValueError, "d_model"), ((8, True), {}, ValueError, "n_heads"), ((8, 0), {}, ValueError, "n_heads"),
+    ((8, 2), dict(n_kv_heads=0), ValueError, "n_kv_heads"), ((8, 2), dict(n_q_heads=2.0), ValueError, "n_q_heads"),
+    ((8, 2), dict(rope_base=0.0), ValueError, "rope_base"), ((8, 2), dict(rope_scaling=("yarn", 2.0)), ValueError, "scaling"),
+    ((8, 2), dict(score_kwargs={"zeta": 1.0, "tau": 2.0}), TypeError, "score_kwargs"),
+    ((8, 2), dict(score="relu"), ValueError, "score"),
+])
+def test_constructor_names_the_bad_argument(args, kwargs, error, name):
+    with pytest.raises(error, match=name):
+        MultiHeadAttention(*args, **kwargs)

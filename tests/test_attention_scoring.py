@@ -3,10 +3,12 @@ on (off-by-one softmax, clipped softmax and gates let a head attend nowhere; sig
 each against a closed form."""
 import math
 
+import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from minilib.attention import attend, clipped_softmax, score_weights, sigmoid_attention, softmax_one
+from minilib.attention import (attend, clipped_softmax, score_weights, sigmoid_attention, sigmoid_length_bias,
+                               softmax_one)
 from tests.attention_reference import attention_shapes, qkv, randn, torch_reference
 
 SETTINGS = settings(max_examples=30, deadline=None)
@@ -136,3 +138,41 @@ def test_masked_keys_get_zero_weight_in_every_score():
     for score in ("softmax", "softmax1", "sigmoid", "clipped"):
         w = score_weights(q, k, score=score, causal=True, zeta=1.0, gamma=0.05)
         assert torch.equal(w.triu(1), torch.zeros_like(w)), score
+
+
+@SETTINGS
+@given(shape=attention_shapes(), causal=st.booleans())
+def test_sigmoid_attention_and_the_sigmoid_score_are_one_definition(shape, causal):
+    B, H, Hkv, T, S, D, Dv = shape
+    q, k, v = qkv(B, H, Hkv, T, S, D, Dv)
+    torch.testing.assert_close(sigmoid_attention(q, k, v, causal=causal), attend(q, k, v, score="sigmoid", causal=causal),
+                               rtol=0, atol=0)
+
+
+@SETTINGS
+@given(T=st.integers(0, 9), extra=st.integers(0, 5), causal=st.booleans())
+def test_sigmoid_length_bias_is_minus_the_log_of_the_keys_each_row_sees(T, extra, causal):
+    S = T + extra
+    seen = torch.ones(T, S, dtype=f64).tril(S - T) if causal else torch.ones(T, S, dtype=f64)
+    want = -seen.sum(-1, keepdim=True).clamp(min=1).log()
+    torch.testing.assert_close(sigmoid_length_bias(T, S, causal=causal, dtype=f64), want, rtol=0, atol=1e-15)
+
+
+def test_causal_sigmoid_attention_decodes_one_query_at_a_time_like_the_full_forward():
+    q, k, v = randn(2, 4, 11, 6, seed=1), randn(2, 2, 11, 6, seed=2), randn(2, 2, 11, 5, seed=3)
+    full = sigmoid_attention(q, k, v, causal=True)
+    for t in range(11):
+        step = sigmoid_attention(q[:, :, t:t + 1], k[:, :, :t + 1], v[:, :, :t + 1], causal=True)
+        torch.testing.assert_close(step[:, :, 0], full[:, :, t], rtol=0, atol=1e-14)
+    # the paper's fixed scalar for a causal model of length n is an explicit bias
+    fixed = sigmoid_attention(q, k, v, causal=True, bias=-math.log(11))
+    kk, vv = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
+    gate = torch.sigmoid(q @ kk.transpose(-2, -1) / math.sqrt(6) - math.log(11)) * torch.ones(11, 11, dtype=f64).tril()
+    torch.testing.assert_close(fixed, gate @ vv, rtol=0, atol=1e-12)
+
+
+def test_sigmoid_bias_rejects_bad_lengths():
+    with pytest.raises(ValueError, match="S"):
+        sigmoid_length_bias(2, -1)
+    with pytest.raises(ValueError, match="T"):
+        sigmoid_length_bias(True, 4)

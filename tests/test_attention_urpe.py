@@ -103,3 +103,22 @@ def test_bad_inputs_raise():
         URPEAttention(4, 2, max_len=3)(torch.randn(1, 4, 4))
     with pytest.raises(ValueError, match="n_heads"):
         URPEAttention(5, 2, max_len=3)
+
+
+@pytest.mark.parametrize("args, kwargs, name", [((0, 2), dict(max_len=4), "d_model"), ((4, True), dict(max_len=4), "n_heads"),
+                                                ((4, 2), dict(max_len=0), "max_len")])
+def test_module_names_bad_sizes(args, kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        URPEAttention(*args, **kwargs)
+
+
+def test_old_positional_path_still_works_with_a_deprecation_warning():
+    import minilib.positional
+
+    with pytest.warns(DeprecationWarning, match="minilib.attention.urpe"):
+        assert minilib.positional.urpe_attention is urpe_attention
+    with pytest.warns(DeprecationWarning, match="minilib.attention.urpe"):
+        from minilib.positional import URPEAttention as old
+    assert old is URPEAttention
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        minilib.positional.nothing

@@ -336,3 +336,14 @@ def test_laplacian_encoding_rejects_bad_input():
         laplacian_positional_encoding(torch.zeros(3, 3), 1)
     with pytest.raises(TypeError, match="adjacency"):
         laplacian_positional_encoding([[0, 1], [1, 0]], 1)
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda: sinusoidal(-1, 4), "T"), (lambda: sinusoidal(4, 0), "d"), (lambda: alibi_slopes(True), "n_heads"),
+    (lambda: alibi_bias(2, 5, 3), "T must be at most S"), (lambda: alibi_bias(2, 3, -1), "S"),
+    (lambda: toeplitz_matrix(torch.ones(5), 0, 3), "T"), (lambda: rope_angles(torch.arange(3), 0), "D"),
+    (lambda: laplacian_positional_encoding(torch.ones(3, 3) - torch.eye(3), True), "k"),
+])
+def test_sizes_are_checked_by_name(call, name):
+    with pytest.raises(ValueError, match=name):
+        call()
