@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from minilib.attention import merge_heads, split_heads
-from minilib.models import FeedForward, TransformerLM, attention_maps, evaluate, lm_loss, sample_next, train
+from minilib.feedforward import FeedForward
+from minilib.models import TransformerLM, attention_maps, evaluate, lm_loss, sample_next, train
 
 CONFIGS = [
     dict(pos="rope"), dict(pos="sinusoidal", norm="layer"), dict(pos="learned", ffn="gelu"),

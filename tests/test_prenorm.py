@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from minilib.activations import swish, swoosh_l, swoosh_r
 from minilib.models import TransformerLM, train
 from minilib.norms import BiasNorm, CRMSNorm, LayerNorm, RMSNorm
-from minilib.prenorm import ConvertedLM, to_pre_crmsnorm, to_pre_rmsnorm
+from minilib.models import ConvertedLM, to_pre_crmsnorm, to_pre_rmsnorm
 
 POSITIONS = ["rope", "sinusoidal", "learned", "alibi", "none"]
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from minilib.models import Block, FeedForward, TransformerLM
+from minilib.feedforward import FeedForward
+from minilib.models import Block, TransformerLM
 from minilib.signal_propagation import (causal_average_moments, ffn_moments, gaussian_expectation, predicted_moments,
                                         residual_scales, signal_moments)
 

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from minilib.variants import (
+from minilib.models import (
     DualStreamBlock, DualStreamLM, EncoderDecoderTransformer, GatedResidual, GatedTransformerLM, MinimalAttention,
     MinimalTransformer, count_parameters)
 

@@ -1,4 +1,4 @@
-r"""Whole models composed from the families, and a small training loop.
+r"""The decoder-only Transformer language model and its sampler.
 
 ``TransformerLM`` is a decoder-only language model in the nanoGPT mould, with the choices a
 reader wants to compare as constructor arguments: Pre-/Post-norm, LayerNorm/RMSNorm, GELU/SwiGLU
@@ -6,54 +6,19 @@ feed-forward, and sinusoidal / learned / RoPE / ALiBi / no positions.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
-
 import torch
-import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from minilib._checks import require_tensor
 from minilib.attention import KVCache, MultiHeadAttention
-from minilib.norms import LayerNorm, RMSNorm
+from minilib.feedforward import FeedForward
+from minilib.norms import make_norm
 from minilib.positional import alibi_bias, sinusoidal
 from minilib.signal_propagation import deepscale_init_
 
 POSITIONS = ("rope", "sinusoidal", "learned", "alibi", "none")
 INIT_STD = 0.02  # GPT-2's initial weight scale, also the scale of the sinusoidal table added to the embeddings
 INITS = ("default", "xavier", "deepscale")
-
-
-def make_norm(kind: str, d: int) -> nn.Module:
-    """``"rms"`` -> :class:`RMSNorm`, ``"layer"`` -> :class:`LayerNorm`."""
-    if kind == "rms":
-        return RMSNorm(d)
-    if kind == "layer":
-        return LayerNorm(d)
-    raise ValueError(f"norm must be 'rms' or 'layer', got {kind!r}")
-
-
-class FeedForward(nn.Module):
-    r"""Position-wise feed-forward network.
-
-    $$ \text{GELU: } W_2\, \operatorname{gelu}(W_1 x) \qquad
-       \text{SwiGLU: } W_2\, \big(\operatorname{silu}(W_1 x) \odot W_3 x\big) $$
-
-    ``x (B, T, d_model) -> (B, T, d_model)``. See :cite:`vaswani2017attention`, :cite:`shazeer2020glu`.
-    """
-
-    def __init__(self, d_model: int, d_ff: int, *, kind: str = "swiglu"):
-        super().__init__()
-        if kind not in ("gelu", "swiglu"):
-            raise ValueError(f"ffn must be 'gelu' or 'swiglu', got {kind!r}")
-        self.kind = kind
-        self.w1 = nn.Linear(d_model, d_ff, bias=False)
-        self.w3 = nn.Linear(d_model, d_ff, bias=False) if kind == "swiglu" else None
-        self.w2 = nn.Linear(d_ff, d_model, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = F.gelu(self.w1(x)) if self.w3 is None else F.silu(self.w1(x)) * self.w3(x)
-        return self.w2(hidden)
 
 
 class Block(nn.Module):
@@ -255,96 +220,3 @@ def sample_next(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | 
         kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
-
-
-def lm_loss(model: nn.Module, batch) -> torch.Tensor:
-    r"""Mean next-token cross-entropy $-\frac1{BT}\sum \log p(y_{bt} \mid x_{b,\le t})$ in nats; targets ``-100`` are ignored."""
-    x, y = batch
-    logits = model(x)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-100)
-
-
-def train(model: nn.Module, batches: Iterable, *, steps: int, lr: float, weight_decay: float = 0.1,
-          warmup_steps: int = 0, grad_clip: float | None = 1.0,
-          loss_fn: Callable[[nn.Module, object], torch.Tensor] = lm_loss, progress: bool = True) -> list[float]:
-    r"""Train with AdamW, linear warm-up then cosine decay to 10% of ``lr``; returns the loss of every step.
-
-    ``batches`` yields whatever ``loss_fn(model, batch)`` takes (default: ``(x, y)`` for :func:`lm_loss`).
-    See :cite:`loshchilov2019adamw`.
-    """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
-
-    def schedule(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress_frac = (step - warmup_steps) / max(1, steps - warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * progress_frac)).item())
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-    model.train()
-    losses, batch_iter = [], iter(batches)
-    bar = tqdm(range(steps), disable=not progress, desc="train")
-    for _ in bar:
-        loss = loss_fn(model, next(batch_iter))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    return losses
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable, *, n_batches: int, loss_fn=lm_loss) -> float:
-    """Mean of ``loss_fn`` over ``n_batches`` batches, in eval mode."""
-    was_training = model.training
-    model.eval()
-    it = iter(batches)
-    total = sum(loss_fn(model, next(it)).item() for _ in range(n_batches)) / n_batches
-    model.train(was_training)
-    return total
-
-
-def set_rope_scaling(model: nn.Module, scaling: tuple | None) -> None:
-    """Set ``rope_scaling`` (see :func:`minilib.positional.rope_angles`) on every attention module of ``model``, in place."""
-    modules = [m for m in model.modules() if isinstance(m, MultiHeadAttention)]
-    if not any(m.rope for m in modules):
-        raise ValueError("set_rope_scaling needs a model whose attention uses RoPE (pos='rope')")
-    for module in modules:
-        module.rope_scaling = scaling
-
-
-@torch.no_grad()
-def attention_maps(model: TransformerLM, idx: torch.Tensor) -> torch.Tensor:
-    r"""Causal attention weights of every layer and head of ``model`` on ``idx (B, T)``.
-
-    Returns ``(n_layers, B, H, T, T)``; row ``t`` of head ``h`` in layer ``l`` is, for the default
-    softmax scoring, $\operatorname{softmax}_s(q_t \cdot k_s / \sqrt{D} + b_{ts})$ over $s \le t$ (each
-    module's own ``score`` otherwise), recomputed from the input each attention layer receives (with the
-    keys of the layer below in the layers of ``share_kv_layers``).
-    """
-    inputs = []
-    hooks = [block.attn.register_forward_pre_hook(lambda module, args: inputs.append(args[0])) for block in model.blocks]
-    try:
-        model(idx)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    T = idx.shape[1]
-    positions = torch.arange(T, device=idx.device)
-    bias = alibi_bias(model.n_heads, T).to(inputs[0].dtype) if model.pos == "alibi" else None
-    maps, shared, owner_keys = [], getattr(model, "share_kv_layers", set()), None
-    for i, (block, x) in enumerate(zip(model.blocks, inputs)):
-        q, k, _ = block.attn.project_qkv(x, positions)
-        k = owner_keys if i in shared else k  # a sharing layer reads the keys of the last layer that made its own
-        owner_keys = k
-        maps.append(block.attn.weights(q, k, causal=True, bias=bias))
-    return torch.stack(maps)
