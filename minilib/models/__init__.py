@@ -17,10 +17,10 @@ from minilib.models.encoder_decoder import DecoderLayer, EncoderDecoderTransform
 from minilib.models.gated import GatedBlock, GatedResidual, GatedTransformerLM
 from minilib.models.minimal import MinimalAttention, MinimalBlock, MinimalTransformer
 from minilib.models.training import count_parameters, evaluate, lm_loss, train
-from minilib.models.transformer import Block, TransformerLM, sample_next
+from minilib.models.transformer import Block, TransformerConfig, TransformerLM, sample_next
 
 __all__ = [
-    "Block", "TransformerLM", "sample_next",
+    "TransformerConfig", "Block", "TransformerLM", "sample_next",
     "lm_loss", "train", "evaluate", "count_parameters",
     "attention_maps", "set_rope_scaling",
     "ConvertedLM", "to_pre_rmsnorm", "to_pre_crmsnorm",

@@ -6,13 +6,18 @@ feed-forward, and sinusoidal / learned / RoPE / ALiBi / no positions.
 """
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
 import torch
 from torch import nn
 
-from minilib._checks import require_tensor
-from minilib.attention import KVCache, MultiHeadAttention
-from minilib.feedforward import FeedForward
-from minilib.norms import make_norm
+from minilib._checks import check_divisible, check_nonnegative_int, check_positive_int, check_token_ids
+from minilib.attention import KVCache, MixtureOfHeadAttention, MultiHeadAttention
+from minilib.feedforward import FFN_KINDS, FeedForward
+from minilib.mixing import MixerFactory, mixer_factory
+from minilib.norms import NORMS, make_norm
 from minilib.positional import alibi_bias, sinusoidal
 from minilib.signal_propagation import deepscale_init_
 
@@ -21,23 +26,101 @@ INIT_STD = 0.02  # GPT-2's initial weight scale, also the scale of the sinusoida
 INITS = ("default", "xavier", "deepscale")
 
 
+@dataclass
+class TransformerConfig:
+    r"""Everything that fixes the architecture of a :class:`TransformerLM`, checked when it is made.
+
+    Sizes: ``vocab_size`` $V$, ``d_model`` $d$, ``n_layers`` $L$, ``n_heads`` $H$ (the head size is $d / H$),
+    ``n_kv_heads`` (default: one per query head; fewer is GQA/MQA), ``d_ff`` (default
+    :func:`~minilib.feedforward.default_d_ff`), ``max_len`` (longest sequence). Choices: ``norm``
+    (``"rms"``, ``"layer"``), ``pre_norm``, ``ffn`` (``"swiglu"``, ``"gelu"``), ``pos`` (``"rope"``,
+    ``"sinusoidal"``, ``"learned"``, ``"alibi"``, ``"none"``), ``init`` (``"default"``, ``"xavier"``,
+    ``"deepscale"``). ``mixer`` names the token mixer of every block, a name registered with
+    :func:`minilib.mixing.register_mixer` (``"attention"``, ``"moh"``, ...) or a factory; each block builds
+    ``factory(config, layer)``, which reads what it needs, e.g. ``mixer_kwargs`` (for attention: ``n_q_heads``,
+    ``score``, ``gate``, ``rope_scaling``, ...). ``kv_route_p``: see :class:`TransformerLM`.
+    """
+
+    vocab_size: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int | None = None
+    d_ff: int | None = None
+    max_len: int = 1024
+    norm: str = "rms"
+    pre_norm: bool = True
+    ffn: str = "swiglu"
+    pos: str = "rope"
+    init: str = "default"
+    mixer: str | MixerFactory = "attention"
+    mixer_kwargs: dict = field(default_factory=dict)
+    kv_route_p: float = 0.0
+
+    def __post_init__(self):
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_len"):
+            check_positive_int(name, getattr(self, name))
+        check_divisible("d_model", self.d_model, "n_heads", self.n_heads)
+        for name in ("n_kv_heads", "d_ff"):
+            if getattr(self, name) is not None:
+                check_positive_int(name, getattr(self, name))
+        for name, allowed in (("norm", NORMS), ("ffn", FFN_KINDS), ("pos", POSITIONS), ("init", INITS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not isinstance(self.pre_norm, bool):
+            raise TypeError(f"pre_norm must be a bool, got {self.pre_norm!r}")
+        mixer_factory(self.mixer)  # an unknown name fails here, naming the registered ones
+        if not isinstance(self.mixer_kwargs, Mapping):
+            raise TypeError(f"mixer_kwargs must be a dict of keyword arguments, got {type(self.mixer_kwargs).__name__}")
+        self.mixer_kwargs = dict(self.mixer_kwargs)
+        p = self.kv_route_p
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+            raise ValueError(f"kv_route_p must be a probability in [0, 1], got {p!r}")
+        self.kv_route_p = float(p)
+
+
+def _legacy_keywords(fields: dict) -> dict:
+    """The config fields of TransformerLM's deprecated keywords: ``attn_kwargs=`` is ``mixer_kwargs=``, and
+    ``attention=<a MultiHeadAttention subclass>`` is ``mixer=`` (its registered name, or a factory calling it)."""
+    fields = dict(fields)
+    if "attn_kwargs" in fields:
+        if "mixer_kwargs" in fields:
+            raise TypeError("pass mixer_kwargs= only (attn_kwargs= is its deprecated name)")
+        warnings.warn("TransformerLM(attn_kwargs=...) is deprecated: use mixer_kwargs=...", DeprecationWarning, stacklevel=3)
+        fields["mixer_kwargs"] = fields.pop("attn_kwargs") or {}
+    if "attention" in fields:
+        if "mixer" in fields:
+            raise TypeError("pass mixer= only (attention= is its deprecated form)")
+        cls = fields.pop("attention")
+        if not (isinstance(cls, type) and issubclass(cls, MultiHeadAttention)):
+            raise TypeError(f"attention must be a subclass of MultiHeadAttention, got {cls!r}")
+        named = {MultiHeadAttention: "attention", MixtureOfHeadAttention: "moh"}
+        warnings.warn(f"TransformerLM(attention={cls.__name__}) is deprecated: use mixer={named.get(cls, 'a factory')!r}",
+                      DeprecationWarning, stacklevel=3)
+        fields["mixer"] = named.get(cls) or (lambda config, layer: cls(
+            config.d_model, config.n_heads, n_kv_heads=config.n_kv_heads, rope=config.pos == "rope", **config.mixer_kwargs))
+    return fields
+
+
 class Block(nn.Module):
-    r"""One Transformer layer: attention then feed-forward, each wrapped in a residual connection.
+    r"""One Transformer layer: a token mixer (attention) then a feed-forward network, each in a residual connection.
 
     $$ \text{Pre-norm: } x \leftarrow x + f(\operatorname{Norm}(x)) \qquad
        \text{Post-norm: } x \leftarrow \operatorname{Norm}(x + f(x)) $$
 
-    for $f$ = attention, then $f$ = feed-forward. See :cite:`xiong2020layernorm`.
+    for $f$ = the mixer, then $f$ = feed-forward. Layer ``layer`` of a model with ``config``
+    (a :class:`TransformerConfig`). ``x (B, T, d_model) -> (B, T, d_model)``. See :cite:`xiong2020layernorm`.
     """
 
-    def __init__(self, d_model: int, n_heads: int, *, n_kv_heads: int | None, d_ff: int, norm: str,
-                 pre_norm: bool, ffn: str, rope: bool, attn_kwargs: dict | None = None,
-                 attention: type[MultiHeadAttention] = MultiHeadAttention):
+    def __init__(self, config: TransformerConfig, layer: int = 0):
         super().__init__()
-        self.pre_norm = pre_norm
-        self.attn = attention(d_model, n_heads, n_kv_heads=n_kv_heads, rope=rope, **(attn_kwargs or {}))
-        self.ffn = FeedForward(d_model, d_ff, kind=ffn)
-        self.norm1, self.norm2 = make_norm(norm, d_model), make_norm(norm, d_model)
+        if not isinstance(config, TransformerConfig):
+            raise TypeError(f"config must be a TransformerConfig, got {type(config).__name__}")
+        check_nonnegative_int("layer", layer)
+        self.pre_norm = config.pre_norm
+        self.attn = mixer_factory(config.mixer)(config, layer)
+        self.ffn = FeedForward(config.d_model, config.d_ff, kind=config.ffn)
+        self.norm1, self.norm2 = make_norm(config.norm, config.d_model), make_norm(config.norm, config.d_model)
         # (lam, beta) of DeepScaleLM's scaled residual lam * x + beta * f; (1.0, 1.0) is the plain residual.
         self.residual_scales = (1.0, 1.0)
 
@@ -71,9 +154,10 @@ class TransformerLM(nn.Module):
     ``init="default"`` draws every weight from $\mathcal N(0, 0.02^2)$; ``"xavier"`` then redraws the linear
     layers with variance $2/(d_\text{in} + d_\text{out})$ :cite:`glorot2010understanding`; ``"deepscale"`` applies
     :func:`minilib.signal_propagation.deepscale_init_` (moment-preserving weights, residual scaling)
-    for sequences of ``max_len`` uniformly random tokens. ``attn_kwargs`` go to every
-    :class:`~minilib.attention.MultiHeadAttention` (e.g. ``n_q_heads``, ``score``, ``gate``, ``rope_scaling``), or to
-    ``attention``, a subclass of it with the same first arguments (e.g. ``MixtureOfHeadAttention`` with ``top_k``).
+    for sequences of ``max_len`` uniformly random tokens.
+
+    Built as ``TransformerLM(config)`` from a :class:`TransformerConfig`, or from its fields,
+    ``TransformerLM(vocab_size, d_model, n_layers, n_heads, **options)``; ``model.config`` holds it.
 
     Stochastic KV routing :cite:`stochastickv2025`: with ``kv_route_p = p > 0``, at every training forward each
     layer $\ell \ge 1$ independently, with probability $p$, attends (with its own queries) to the keys and values
@@ -83,41 +167,38 @@ class TransformerLM(nn.Module):
     See :cite:`vaswani2017attention`, :cite:`radford2019gpt2`, :cite:`kedia2024stable`.
     """
 
-    def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, *, n_kv_heads: int | None = None,
-                 d_ff: int | None = None, max_len: int = 1024, norm: str = "rms", pre_norm: bool = True,
-                 ffn: str = "swiglu", pos: str = "rope", init: str = "default",
-                 attn_kwargs: dict | None = None, kv_route_p: float = 0.0,
-                 attention: type[MultiHeadAttention] = MultiHeadAttention):
+    def __init__(self, *args, **kwargs):
         super().__init__()
-        if not isinstance(kv_route_p, (int, float)) or isinstance(kv_route_p, bool) or not 0.0 <= kv_route_p <= 1.0:
-            raise ValueError(f"kv_route_p must be a probability in [0, 1], got {kv_route_p!r}")
-        if pos not in POSITIONS:
-            raise ValueError(f"pos must be one of {POSITIONS}, got {pos!r}")
-        if init not in INITS:
-            raise ValueError(f"init must be one of {INITS}, got {init!r}")
-        if d_ff is None:
-            d_ff = 4 * d_model if ffn == "gelu" else 8 * ((8 * d_model // 3 + 7) // 8)
-        self.vocab_size, self.max_len, self.pos = vocab_size, max_len, pos
-        self.embed = nn.Embedding(vocab_size, d_model)
-        self.pos_embed = nn.Embedding(max_len, d_model) if pos == "learned" else None
-        if pos == "sinusoidal":
+        if len(args) == 1 and isinstance(args[0], TransformerConfig):
+            if kwargs:
+                raise TypeError(f"pass either a TransformerConfig or its fields, not both (got {sorted(kwargs)}); "
+                                "dataclasses.replace(config, ...) changes fields")
+            config = args[0]
+        elif len(args) > 4:
+            raise TypeError(f"TransformerLM takes at most 4 positional sizes (vocab_size, d_model, n_layers, n_heads), "
+                            f"got {len(args)}; pass the other fields by keyword")
+        else:
+            config = TransformerConfig(*args, **_legacy_keywords(kwargs))
+        self.config = config
+        self.vocab_size, self.max_len, self.pos = config.vocab_size, config.max_len, config.pos
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.pos_embed = nn.Embedding(config.max_len, config.d_model) if config.pos == "learned" else None
+        if config.pos == "sinusoidal":
             # at unit amplitude the fixed table would swamp embeddings drawn with std INIT_STD
-            table = sinusoidal(max_len, d_model)
+            table = sinusoidal(config.max_len, config.d_model)
             self.register_buffer("pos_table", table * (INIT_STD / table.pow(2).mean().sqrt()), persistent=False)
-        self.blocks = nn.ModuleList(
-            Block(d_model, n_heads, n_kv_heads=n_kv_heads, d_ff=d_ff, norm=norm, pre_norm=pre_norm, ffn=ffn,
-                  rope=pos == "rope", attn_kwargs=attn_kwargs, attention=attention) for _ in range(n_layers))
-        self.n_heads = self.blocks[0].attn.n_heads if n_layers else n_heads  # query heads actually computed
-        self.kv_route_p = float(kv_route_p)
+        self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.n_layers))
+        self.n_heads = self.blocks[0].attn.n_heads  # query heads actually computed
+        self.kv_route_p = config.kv_route_p
         self.share_kv_layers = set()
-        self.final_norm = make_norm(norm, d_model) if pre_norm else nn.Identity()
+        self.final_norm = make_norm(config.norm, config.d_model) if config.pre_norm else nn.Identity()
         self.apply(self._init_weights)
-        if init == "xavier":
+        if config.init == "xavier":
             for module in self.modules():
                 if isinstance(module, nn.Linear):
                     nn.init.xavier_normal_(module.weight)
-        if init == "deepscale":
-            deepscale_init_(self, seq_len=max_len, r0=1.0 / vocab_size)
+        if config.init == "deepscale":
+            deepscale_init_(self, seq_len=config.max_len, r0=1.0 / config.vocab_size)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -151,9 +232,7 @@ class TransformerLM(nn.Module):
         return [KVCache() for _ in self.blocks]
 
     def forward(self, idx: torch.Tensor, *, caches: list[KVCache] | None = None) -> torch.Tensor:
-        require_tensor("idx", idx, ndim=2)
-        if idx.is_floating_point():
-            raise TypeError(f"idx must hold integer token ids, got dtype {idx.dtype}")
+        check_token_ids("idx", idx, ndim=2, vocab_size=self.vocab_size)
         past = 0 if caches is None else caches[0].length
         T = idx.shape[1]
         if past + T > self.max_len:
@@ -189,8 +268,7 @@ class TransformerLM(nn.Module):
         and values of the earlier ones, $O(T)$ work per step instead of $O(T^2)$.
         ``temperature=0`` picks the most likely token.
         """
-        if max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        check_nonnegative_int("max_new_tokens", max_new_tokens)
         was_training = self.training
         self.eval()
         caches = self.new_caches() if use_cache else None
