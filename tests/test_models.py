@@ -100,10 +100,10 @@ def test_attention_maps_reproduce_the_layer_outputs(cfg):
     torch.testing.assert_close(maps.sum(-1), torch.ones(2, 2, 4, 8, dtype=torch.float64))
     assert torch.all(maps.triu(diagonal=1) == 0)
     seen = []
-    model.blocks[1].attn.register_forward_hook(lambda m, args, out: seen.append((args[0], out)))
+    model.blocks[1].mixer.register_forward_hook(lambda m, args, out: seen.append((args[0], out)))
     model(idx)
     x, out = seen[0]
-    attn = model.blocks[1].attn
+    attn = model.blocks[1].mixer
     v = split_heads(attn.wv(x), attn.n_kv_heads).repeat_interleave(attn.n_heads // attn.n_kv_heads, dim=1)
     heads = maps[1] @ v
     torch.testing.assert_close(attn.wo(merge_heads(heads)), out, rtol=0, atol=1e-10)
@@ -128,10 +128,10 @@ def test_attention_maps_of_a_layer_sharing_kv_use_the_keys_below():
     maps = attention_maps(model, idx)
     seen = []
     for block in model.blocks:
-        block.attn.register_forward_hook(lambda m, args, out: seen.append((args[0], out)))
+        block.mixer.register_forward_hook(lambda m, args, out: seen.append((args[0], out)))
     model(idx)
     (x0, _), (_, out1) = seen
-    below, attn = model.blocks[0].attn, model.blocks[1].attn
+    below, attn = model.blocks[0].mixer, model.blocks[1].mixer
     v0 = split_heads(below.wv(x0), below.n_kv_heads)
     torch.testing.assert_close(attn.wo(merge_heads(maps[1] @ v0)), out1, rtol=0, atol=1e-10)
     model.share_kv_layers = set()

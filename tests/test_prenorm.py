@@ -92,7 +92,7 @@ def test_a_nonzero_mean_write_breaks_equivalence():
     rms = to_pre_rmsnorm(model)
     idx = torch.randint(0, 13, (2, 10))
     with torch.no_grad():
-        rms.blocks[0].attn.wo.weight.add_(0.1)
+        rms.blocks[0].mixer.wo.weight.add_(0.1)
     assert (rms(idx) - model(idx)).abs().max() > 1e-3
 
 

@@ -27,8 +27,11 @@ def attention_maps(model: TransformerLM, idx: torch.Tensor) -> torch.Tensor:
     module's own ``score`` otherwise), recomputed from the input each attention layer receives (with the
     keys of the layer below in the layers of ``share_kv_layers``).
     """
+    if not isinstance(model, TransformerLM):
+        raise TypeError(f"model must be a TransformerLM, got {type(model).__name__}")
+    model._require_attention("attention_maps")
     inputs = []
-    hooks = [block.attn.register_forward_pre_hook(lambda module, args: inputs.append(args[0])) for block in model.blocks]
+    hooks = [block.mixer.register_forward_pre_hook(lambda module, args: inputs.append(args[0])) for block in model.blocks]
     try:
         model(idx)
     finally:
@@ -37,10 +40,10 @@ def attention_maps(model: TransformerLM, idx: torch.Tensor) -> torch.Tensor:
     T = idx.shape[1]
     positions = torch.arange(T, device=idx.device)
     bias = alibi_bias(model.n_heads, T).to(inputs[0].dtype) if model.pos == "alibi" else None
-    maps, shared, owner_keys = [], getattr(model, "share_kv_layers", set()), None
+    maps, shared, owner_keys = [], model.share_kv_layers, None
     for i, (block, x) in enumerate(zip(model.blocks, inputs)):
-        q, k, _ = block.attn.project_qkv(x, positions)
+        q, k, _ = block.mixer.project_qkv(x, positions)
         k = owner_keys if i in shared else k  # a sharing layer reads the keys of the last layer that made its own
         owner_keys = k
-        maps.append(block.attn.weights(q, k, causal=True, bias=bias))
+        maps.append(block.mixer.weights(q, k, causal=True, bias=bias))
     return torch.stack(maps)

@@ -16,32 +16,36 @@ import copy
 import torch
 from torch import nn
 
-from minilib._checks import require_tensor
 from minilib.models.transformer import TransformerLM
+from minilib.attention import MultiHeadAttention
 from minilib.norms import CRMSNorm, LayerNorm, RMSNorm
-from minilib.positional import alibi_bias
 
 
-class ConvertedLM(nn.Module):
-    r"""A Pre-norm decoder-only LM like :class:`~minilib.models.TransformerLM`, with an untied output head.
+class ConvertedLM(TransformerLM):
+    r"""A :class:`~minilib.models.TransformerLM` with an untied output head, the result of a conversion.
 
     $$ h^{(0)} = E[\text{idx}] (+ P),\quad h^{(\ell)} = \operatorname{Block}_\ell(h^{(\ell-1)}),\quad
        \text{logits} = W_\text{head}\, \operatorname{Norm}(h^{(L)}) + b_\text{head} $$
 
-    Built by :func:`to_pre_rmsnorm` / :func:`to_pre_crmsnorm`; the residual stream has ``d_stream``
-    coordinates ($d$, or $d-1$ for CRMSNorm). ``idx (B, T)`` -> ``logits (B, T, vocab)``.
-    See :cite:`jiang2023prermsnorm`.
+    ``ConvertedLM(lm)`` copies ``lm`` (weights, dtype, device) and starts the head at $W_\text{head} = E$,
+    $b_\text{head} = 0$, so it computes the same logits; :func:`to_pre_rmsnorm` / :func:`to_pre_crmsnorm` then
+    rewrite its layers, after which ``config`` describes the source model rather than the rewritten norms. The
+    residual stream has ``d_stream`` coordinates ($d$, or $d-1$ for CRMSNorm). ``idx (B, T)`` ->
+    ``logits (B, T, vocab)``, by :meth:`TransformerLM.forward`. See :cite:`jiang2023prermsnorm`.
     """
 
     def __init__(self, lm: TransformerLM):
-        super().__init__()
-        src = copy.deepcopy(lm)
-        self.pos, self.n_heads, self.max_len = src.pos, src.n_heads, src.max_len
-        self.embed, self.pos_embed, self.blocks, self.final_norm = src.embed, src.pos_embed, src.blocks, src.final_norm
-        if self.pos == "sinusoidal":
-            self.register_buffer("pos_table", src.pos_table.clone(), persistent=False)
-        weight = src.embed.weight.detach()
-        self.head = nn.Linear(weight.shape[1], weight.shape[0]).to(weight.dtype)
+        if not isinstance(lm, TransformerLM) or isinstance(lm, ConvertedLM):
+            raise TypeError(f"lm must be a TransformerLM not yet converted, got {type(lm).__name__}")
+        weight = lm.embed.weight.detach()
+        with torch.random.fork_rng(devices=[]):  # the fresh weights are overwritten: leave the caller's RNG alone
+            super().__init__(lm.config)
+        self.to(device=weight.device, dtype=weight.dtype)
+        self.load_state_dict(lm.state_dict())
+        for mine, theirs in zip(self.blocks, lm.blocks):
+            mine.residual_scales = theirs.residual_scales
+        self.kv_route_p, self.share_kv_layers = lm.kv_route_p, lm.share_kv_layers
+        self.head = nn.Linear(weight.shape[1], weight.shape[0]).to(device=weight.device, dtype=weight.dtype)
         with torch.no_grad():
             self.head.weight.copy_(weight)
             self.head.bias.zero_()
@@ -50,21 +54,9 @@ class ConvertedLM(nn.Module):
     def d_stream(self) -> int:
         return self.embed.weight.shape[1]
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        require_tensor("idx", idx, ndim=2)
-        T = idx.shape[1]
-        if T > self.max_len:
-            raise ValueError(f"idx of shape {tuple(idx.shape)} exceeds max_len={self.max_len}")
-        positions = torch.arange(T, device=idx.device)
-        x = self.embed(idx)
-        if self.pos_embed is not None:
-            x = x + self.pos_embed(positions)
-        if self.pos == "sinusoidal":
-            x = x + self.pos_table[positions].to(x.dtype)
-        bias = alibi_bias(self.n_heads, T).to(x) if self.pos == "alibi" else None
-        for block in self.blocks:
-            x = block(x, bias=bias)
-        return self.head(self.final_norm(x))
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        r"""The untied head: $W_\text{head} \operatorname{Norm}(h) + b_\text{head}$, ``h (B, T, d_stream) -> (B, T, V)``."""
+        return self.head(self.final_norm(h))
 
 
 def _centre_rows_(weight: torch.Tensor) -> None:
@@ -89,8 +81,8 @@ def _with_bias(linear: nn.Linear, extra: torch.Tensor) -> nn.Linear:
 
 def _readers(block) -> list[tuple[nn.Module, str, nn.Module]]:
     """(norm, attribute name, owner) of every linear layer reading each of the block's two norms."""
-    attn, ffn = block.attn, block.ffn
-    first = [(attn, "wq"), (attn, "wk"), (attn, "wv")]
+    attn, ffn = block.mixer, block.ffn
+    first = [(attn, "wq"), (attn, "wk"), (attn, "wv")] + ([(attn, "wg")] if attn.wg is not None else [])
     second = [(ffn, "w1")] + ([(ffn, "w3")] if ffn.w3 is not None else [])
     return [(block.norm1, name, owner) for owner, name in first] + [(block.norm2, name, owner) for owner, name in second]
 
@@ -115,6 +107,9 @@ def to_pre_rmsnorm(model: TransformerLM) -> ConvertedLM:
         raise ValueError("model must be a Pre-LN TransformerLM (norm='layer', pre_norm=True)")
     if any(b.residual_scales != (1.0, 1.0) for b in model.blocks):
         raise ValueError("model must use plain residuals (residual_scales == (1.0, 1.0))")
+    if not all(type(b.mixer) is MultiHeadAttention for b in model.blocks):
+        # other mixers (MoH's routers, ...) read the norm through layers the rewrite does not know
+        raise ValueError(f"model must use MultiHeadAttention mixers, got {type(model.blocks[0].mixer).__name__}")
     out = ConvertedLM(model)
     _centre_rows_(out.embed.weight)
     if out.pos_embed is not None:
@@ -131,7 +126,7 @@ def to_pre_rmsnorm(model: TransformerLM) -> ConvertedLM:
         return torch.zeros_like(ln.weight) if ln.bias is None else ln.bias
 
     for block in out.blocks:
-        _centre_output_(block.attn.wo)
+        _centre_output_(block.mixer.wo)
         _centre_output_(block.ffn.w2)
         for norm, name, owner in _readers(block):
             linear = getattr(owner, name)
@@ -153,7 +148,7 @@ def to_pre_crmsnorm(model: TransformerLM | ConvertedLM) -> ConvertedLM:
     $W'_{:,j} = \gamma_j W_{:,j} - \gamma_d W_{:,d}$. Returns a new :class:`ConvertedLM`.
     See :cite:`jiang2023prermsnorm`.
     """
-    if isinstance(model, TransformerLM):
+    if isinstance(model, TransformerLM) and not isinstance(model, ConvertedLM):
         model = to_pre_rmsnorm(model)
     if not isinstance(model, ConvertedLM) or not isinstance(model.final_norm, RMSNorm):
         raise TypeError(f"model must be a Pre-LN TransformerLM or the output of to_pre_rmsnorm, got {type(model).__name__}")
@@ -189,7 +184,7 @@ def to_pre_crmsnorm(model: TransformerLM | ConvertedLM) -> ConvertedLM:
     if out.pos == "sinusoidal":
         out.pos_table = out.pos_table[:, : d - 1]
     for block in out.blocks:
-        block.attn.wo = keep_outputs(block.attn.wo)
+        block.mixer.wo = keep_outputs(block.mixer.wo)
         block.ffn.w2 = keep_outputs(block.ffn.w2)
         for norm, name, owner in _readers(block):
             setattr(owner, name, compress_input(getattr(owner, name), norm.weight))

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from minilib._checks import check_divisible, check_nonnegative_int, check_positive_int, check_token_ids
-from minilib.attention import KVCache, MixtureOfHeadAttention, MultiHeadAttention
+from minilib.attention import MixtureOfHeadAttention, MultiHeadAttention
 from minilib.feedforward import FFN_KINDS, FeedForward
-from minilib.mixing import MixerFactory, mixer_factory
+from minilib.mixing import MixerFactory, TokenMixer, mixer_factory
 from minilib.norms import NORMS, make_norm
 from minilib.positional import alibi_bias, sinusoidal
 from minilib.signal_propagation import deepscale_init_
@@ -103,13 +103,15 @@ def _legacy_keywords(fields: dict) -> dict:
 
 
 class Block(nn.Module):
-    r"""One Transformer layer: a token mixer (attention) then a feed-forward network, each in a residual connection.
+    r"""One Transformer layer: a token mixer then a feed-forward network, each in a residual connection.
 
     $$ \text{Pre-norm: } x \leftarrow x + f(\operatorname{Norm}(x)) \qquad
        \text{Post-norm: } x \leftarrow \operatorname{Norm}(x + f(x)) $$
 
-    for $f$ = the mixer, then $f$ = feed-forward. Layer ``layer`` of a model with ``config``
-    (a :class:`TransformerConfig`). ``x (B, T, d_model) -> (B, T, d_model)``. See :cite:`xiong2020layernorm`.
+    for $f$ = the mixer (``mixer``, attention by default), then $f$ = feed-forward (``ffn``). Layer ``layer`` of
+    a model with ``config`` (a :class:`TransformerConfig`). ``x (B, T, d_model) -> (B, T, d_model)``; with a
+    ``cache`` from the mixer's ``new_cache()``, ``x`` holds only the positions after those in it.
+    See :cite:`xiong2020layernorm`.
     """
 
     def __init__(self, config: TransformerConfig, layer: int = 0):
@@ -118,28 +120,50 @@ class Block(nn.Module):
             raise TypeError(f"config must be a TransformerConfig, got {type(config).__name__}")
         check_nonnegative_int("layer", layer)
         self.pre_norm = config.pre_norm
-        self.attn = mixer_factory(config.mixer)(config, layer)
+        self.mixer = mixer_factory(config.mixer)(config, layer)
+        if not isinstance(self.mixer, TokenMixer):
+            raise TypeError(f"the mixer factory {config.mixer!r} must return a minilib.mixing.TokenMixer, "
+                            f"got {type(self.mixer).__name__}")
+        if not self.mixer.causal:
+            raise ValueError(f"a language model needs a causal mixer; {type(self.mixer).__name__} has causal=False")
         self.ffn = FeedForward(config.d_model, config.d_ff, kind=config.ffn)
         self.norm1, self.norm2 = make_norm(config.norm, config.d_model), make_norm(config.norm, config.d_model)
         # (lam, beta) of DeepScaleLM's scaled residual lam * x + beta * f; (1.0, 1.0) is the plain residual.
         self.residual_scales = (1.0, 1.0)
+        self.register_load_state_dict_pre_hook(_rename_attn_keys)
+
+    @property
+    def attn(self) -> TokenMixer:
+        """Deprecated name of :attr:`mixer` (the block's attention before mixers were pluggable)."""
+        warnings.warn("Block.attn is deprecated: use Block.mixer", DeprecationWarning, stacklevel=2)
+        return self.mixer
 
     def residual(self, x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
         r"""$x + f$, or DeepScaleLM's $\lambda x + \beta f$ when ``residual_scales`` is not ``(1.0, 1.0)``. See :cite:`kedia2024stable`."""
         lam, beta = self.residual_scales
         return x + update if (lam, beta) == (1.0, 1.0) else lam * x + beta * update
 
-    def forward(self, x: torch.Tensor, *, cache: KVCache | None = None, bias: torch.Tensor | None = None,
+    def forward(self, x: torch.Tensor, *, cache=None, bias: torch.Tensor | None = None,
                 kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """``kv=(k, v)``: attend to another layer's keys and values instead of this layer's own (see ``kv_route_p``)."""
-        def attend(h):
-            return self.attn(h, causal=True, cache=cache, bias=bias, kv=kv)
+        """Attention mixers only: ``bias`` is added to the scores (ALiBi); ``kv=(k, v)`` replaces this layer's own
+        keys and values by another layer's (see ``kv_route_p``)."""
+        attention_only = {name: value for name, value in (("bias", bias), ("kv", kv)) if value is not None}
+
+        def mix(h):
+            return self.mixer(h, cache=cache, **attention_only)
 
         if self.pre_norm:
-            x = self.residual(x, attend(self.norm1(x)))
+            x = self.residual(x, mix(self.norm1(x)))
             return self.residual(x, self.ffn(self.norm2(x)))
-        x = self.norm1(self.residual(x, attend(x)))
+        x = self.norm1(self.residual(x, mix(x)))
         return self.norm2(self.residual(x, self.ffn(x)))
+
+
+def _rename_attn_keys(module, state_dict, prefix, *args) -> None:
+    """Load state dicts saved before ``Block.attn`` became ``Block.mixer`` (keys ``blocks.N.attn.*``)."""
+    old = prefix + "attn."
+    for key in [key for key in state_dict if key.startswith(old)]:
+        state_dict[prefix + "mixer." + key[len(old):]] = state_dict.pop(key)
 
 
 class TransformerLM(nn.Module):
@@ -158,12 +182,15 @@ class TransformerLM(nn.Module):
 
     Built as ``TransformerLM(config)`` from a :class:`TransformerConfig`, or from its fields,
     ``TransformerLM(vocab_size, d_model, n_layers, n_heads, **options)``; ``model.config`` holds it.
+    Every block's token mixer comes from ``config.mixer`` (see :mod:`minilib.mixing`); ALiBi and the KV
+    sharing below need attention mixers, and fail with a clear error for others; ``pos="rope"`` is applied
+    inside attention, so another mixer reads ``config.pos`` itself (or ignores it).
 
     Stochastic KV routing :cite:`stochastickv2025`: with ``kv_route_p = p > 0``, at every training forward each
     layer $\ell \ge 1$ independently, with probability $p$, attends (with its own queries) to the keys and values
     that layer $\ell - 1$ used instead of computing its own. Outside training the layers in ``share_kv_layers``
     (a set of layer indices $\ge 1$, empty by default) always do so: they keep no cache (their
-    :class:`KVCache` in :meth:`new_caches` stays empty), so the cache holds only the other layers.
+    :class:`~minilib.attention.KVCache` in :meth:`new_caches` stays empty), so the cache holds only the other layers.
     See :cite:`vaswani2017attention`, :cite:`radford2019gpt2`, :cite:`kedia2024stable`.
     """
 
@@ -188,7 +215,11 @@ class TransformerLM(nn.Module):
             table = sinusoidal(config.max_len, config.d_model)
             self.register_buffer("pos_table", table * (INIT_STD / table.pow(2).mean().sqrt()), persistent=False)
         self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.n_layers))
-        self.n_heads = self.blocks[0].attn.n_heads  # query heads actually computed
+        self.n_heads = self.blocks[0].mixer.n_heads if self.is_attention() else config.n_heads  # query heads computed
+        if config.pos == "alibi":
+            self._require_attention("pos='alibi' (a bias on the attention scores)")
+        if config.kv_route_p > 0:
+            self._require_attention("kv_route_p > 0 (layers sharing keys and values)")
         self.kv_route_p = config.kv_route_p
         self.share_kv_layers = set()
         self.final_norm = make_norm(config.norm, config.d_model) if config.pre_norm else nn.Identity()
@@ -207,6 +238,15 @@ class TransformerLM(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
+    def is_attention(self) -> bool:
+        """Whether every block's mixer is a :class:`~minilib.attention.MultiHeadAttention` (ALiBi, KV sharing, maps)."""
+        return all(isinstance(block.mixer, MultiHeadAttention) for block in self.blocks)
+
+    def _require_attention(self, what: str) -> None:
+        if not self.is_attention():
+            mixers = sorted({type(block.mixer).__name__ for block in self.blocks})
+            raise ValueError(f"{what} needs attention mixers (MultiHeadAttention); this model's mixers are {mixers}")
+
     @property
     def share_kv_layers(self) -> set[int]:
         """Layers that reuse the previous layer's keys and values outside training (see ``kv_route_p``)."""
@@ -218,6 +258,8 @@ class TransformerLM(nn.Module):
         if not all(isinstance(i, int) and 1 <= i < len(self.blocks) for i in layers):
             raise ValueError(f"share_kv_layers must hold layer indices in [1, {len(self.blocks) - 1}] "
                              f"(layer 0 has no previous layer), got {sorted(layers, key=repr)}")
+        if layers:
+            self._require_attention("share_kv_layers")
         self._share_kv_layers = layers
 
     def kv_sharing(self) -> set[int]:
@@ -227,12 +269,18 @@ class TransformerLM(nn.Module):
             return {i + 1 for i in torch.nonzero(draw).flatten().tolist()}
         return set(self.share_kv_layers)
 
-    def new_caches(self) -> list[KVCache]:
-        """One empty :class:`KVCache` per layer, for incremental decoding (those of ``share_kv_layers`` stay empty)."""
-        return [KVCache() for _ in self.blocks]
+    def new_caches(self) -> list | None:
+        """One empty decoding cache per layer, from its mixer's ``new_cache()`` (a :class:`~minilib.attention.KVCache` for attention;
+        those of ``share_kv_layers`` stay empty); ``None`` when some mixer has no incremental form."""
+        caches = [block.mixer.new_cache() for block in self.blocks]
+        return None if any(cache is None for cache in caches) else caches
 
-    def forward(self, idx: torch.Tensor, *, caches: list[KVCache] | None = None) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, *, caches: list | None = None) -> torch.Tensor:
+        """``idx (B, T)`` int -> ``logits (B, T, vocab_size)``. With ``caches`` (from :meth:`new_caches`, updated in
+        place) ``idx`` holds only the tokens after those already in them."""
         check_token_ids("idx", idx, ndim=2, vocab_size=self.vocab_size)
+        if caches is not None and (not isinstance(caches, (list, tuple)) or len(caches) != len(self.blocks)):
+            raise ValueError(f"caches must be a list of {len(self.blocks)} per-layer caches from new_caches(), got {caches!r}")
         past = 0 if caches is None else caches[0].length
         T = idx.shape[1]
         if past + T > self.max_len:
@@ -255,9 +303,13 @@ class TransformerLM(nn.Module):
             if i in shared:
                 x = block(x, kv=(owner.k, owner.v), bias=bias)
                 continue
-            owner = caches[i] if caches is not None else (KVCache() if shared else None)
+            owner = caches[i] if caches is not None else (block.mixer.new_cache() if shared else None)
             x = block(x, cache=owner, bias=bias)
-        return self.final_norm(x) @ self.embed.weight.T
+        return self.logits(x)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        r"""The output head on the last block's stream ``h (B, T, d_model)``: $\operatorname{Norm}(h)\, E^\top$, ``(B, T, V)``."""
+        return self.final_norm(h) @ self.embed.weight.T
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
@@ -265,8 +317,9 @@ class TransformerLM(nn.Module):
         r"""Sample ``max_new_tokens`` tokens after ``idx (B, T)``; returns ``(B, T + max_new_tokens)``.
 
         With ``use_cache`` each step feeds only the newest token and attends to the cached keys
-        and values of the earlier ones, $O(T)$ work per step instead of $O(T^2)$.
-        ``temperature=0`` picks the most likely token.
+        and values of the earlier ones (or updates its mixers' states), $O(T)$ work per step instead of $O(T^2)$;
+        a model whose mixers have no incremental form (:meth:`new_caches` is ``None``) recomputes the
+        whole prefix every step instead. ``temperature=0`` picks the most likely token.
         """
         check_nonnegative_int("max_new_tokens", max_new_tokens)
         was_training = self.training
@@ -278,7 +331,7 @@ class TransformerLM(nn.Module):
             nxt = sample_next(logits, temperature=temperature, top_k=top_k, generator=generator)
             out = torch.cat([out, nxt], dim=1)
             if step + 1 < max_new_tokens:
-                logits = (self(nxt, caches=caches) if use_cache else self(out))[:, -1]
+                logits = (self(out) if caches is None else self(nxt, caches=caches))[:, -1]
         self.train(was_training)
         return out
 
