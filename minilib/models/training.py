@@ -8,6 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from minilib._checks import check_nonnegative_int, check_positive_int
+
 
 def lm_loss(model: nn.Module, batch) -> torch.Tensor:
     r"""Mean next-token cross-entropy $-\frac1{BT}\sum \log p(y_{bt} \mid x_{b,\le t})$ in nats; targets ``-100`` are ignored."""
@@ -24,8 +26,8 @@ def train(model: nn.Module, batches: Iterable, *, steps: int, lr: float, weight_
     ``batches`` yields whatever ``loss_fn(model, batch)`` takes (default: ``(x, y)`` for :func:`lm_loss`).
     See :cite:`loshchilov2019adamw`.
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    check_positive_int("steps", steps)
+    check_nonnegative_int("warmup_steps", warmup_steps)
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
@@ -57,6 +59,7 @@ def train(model: nn.Module, batches: Iterable, *, steps: int, lr: float, weight_
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable, *, n_batches: int, loss_fn=lm_loss) -> float:
     """Mean of ``loss_fn`` over ``n_batches`` batches, in eval mode."""
+    check_positive_int("n_batches", n_batches)
     was_training = model.training
     model.eval()
     it = iter(batches)
