@@ -1,8 +1,9 @@
 r"""The decoder-only Transformer language model and its sampler.
 
-``TransformerLM`` is a decoder-only language model in the nanoGPT mould, with the choices a
-reader wants to compare as constructor arguments: Pre-/Post-norm, LayerNorm/RMSNorm, GELU/SwiGLU
-feed-forward, and sinusoidal / learned / RoPE / ALiBi / no positions.
+``TransformerLM`` is a decoder-only language model in the nanoGPT mould. The choices a reader wants to
+compare are fields of its :class:`TransformerConfig` (a small dataclass, like nanoGPT's ``GPTConfig``):
+Pre-/Post-norm, LayerNorm/RMSNorm, GELU/SwiGLU feed-forward, sinusoidal / learned / RoPE / ALiBi / no
+positions, and the token mixer of every block (attention by default; any :class:`~minilib.mixing.TokenMixer`).
 """
 from __future__ import annotations
 
