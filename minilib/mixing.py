@@ -10,9 +10,10 @@ mixers (chapters 04-07) are others. Each is a :class:`TokenMixer`:
   attention, a fixed-size state for a recurrent form), or ``None`` when the mixer has no incremental form;
 - ``forward(x_new, cache=c)`` takes only the positions after those already in ``c``, updates ``c`` in
   place and returns the outputs of the new positions: feeding a sequence in pieces equals one full forward.
-  A mixer whose ``new_cache()`` is ``None`` is decoded by recomputing the whole prefix.
+  A cache tells how many positions it holds in its ``length`` attribute (a model reads the position of
+  the next token from it). A mixer whose ``new_cache()`` is ``None`` is decoded by recomputing the whole prefix.
 
-A model names its mixer in its config: a name registered here with :func:`register_mixer` (the module
+A model names its mixer in its config (:class:`minilib.models.TransformerConfig`): a name registered here with :func:`register_mixer` (the module
 that defines the mixer registers it when imported; ``"attention"`` is registered by
 :mod:`minilib.attention`), or a factory. Either way the mixer is built as ``factory(config, layer)``, where
 ``config`` is the model's config (it has at least ``d_model``, ``n_heads``, ``n_kv_heads``, ``pos``,

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from minilib._checks import (check_attention_inputs, check_nonnegative_int, check_positive_int, check_token_ids,
-                             default_scale, require_tensor)
+from minilib._checks import (check_attention_inputs, check_divisible, check_nonnegative_int, check_positive_int,
+                             check_token_ids, default_scale, require_tensor)
 
 
 @pytest.mark.parametrize("value", [1, 7, 2**40])
@@ -51,3 +51,9 @@ def test_require_tensor_and_attention_inputs():
         check_attention_inputs(q, k, k)
     with pytest.raises(ValueError, match="k and v must share heads and length"):
         check_attention_inputs(q, torch.randn(2, 2, 6, 8), torch.randn(2, 2, 5, 8))
+
+
+def test_divisible_names_both_sizes():
+    check_divisible("d_model", 24, "n_heads", 4)
+    with pytest.raises(ValueError, match=r"d_model \(18\) must be divisible by n_heads \(4\)"):
+        check_divisible("d_model", 18, "n_heads", 4)
