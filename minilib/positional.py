@@ -11,6 +11,7 @@ import math
 import torch
 
 from minilib._checks import check_nonnegative_int, check_positive_int, require_tensor
+from minilib._moved import moved_names
 
 
 def sinusoidal(T: int, d: int) -> torch.Tensor:
@@ -179,16 +180,5 @@ def laplacian_positional_encoding(adjacency: torch.Tensor, k: int, *, normalized
     return vectors * torch.sign(vectors[first, torch.arange(k)])
 
 
-_MOVED = {"urpe_attention": "minilib.attention.urpe", "URPEAttention": "minilib.attention.urpe"}
-
-
-def __getattr__(name: str):
-    """Deprecated names that moved to :mod:`minilib.attention`, imported only when asked for (no import cycle)."""
-    if name in _MOVED:
-        import importlib
-        import warnings
-
-        warnings.warn(f"minilib.positional.{name} moved to {_MOVED[name]}; import it from minilib.attention",
-                      DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# names that moved to minilib.attention, imported only when asked for (no import cycle)
+__getattr__ = moved_names(__name__, {"urpe_attention": "minilib.attention.urpe", "URPEAttention": "minilib.attention.urpe"})

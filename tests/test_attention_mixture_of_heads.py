@@ -132,11 +132,10 @@ def test_moh_rejects_bad_head_counts():
         MixtureOfHeadAttention(16, 4, top_k=1, n_shared=4)
 
 
-def test_lm_accepts_a_mixture_of_head_attention_class():
+def test_lm_builds_mixture_of_head_attention_by_name():
     torch.manual_seed(0)
-    model = TransformerLM(13, 16, 2, 4, max_len=32, attention=MixtureOfHeadAttention,
-                          attn_kwargs=dict(top_k=3, n_shared=1)).double()
-    assert all(isinstance(b.attn, MixtureOfHeadAttention) and b.attn.top_k == 3 for b in model.blocks)
+    model = TransformerLM(13, 16, 2, 4, max_len=32, mixer="moh", mixer_kwargs=dict(top_k=3, n_shared=1)).double()
+    assert all(isinstance(b.mixer, MixtureOfHeadAttention) and b.mixer.top_k == 3 for b in model.blocks)
     prompt = torch.randint(0, 13, (2, 5), generator=torch.Generator().manual_seed(1))
     assert torch.equal(model.generate(prompt, 8, temperature=0), model.generate(prompt, 8, temperature=0, use_cache=False))
 

@@ -165,12 +165,12 @@ def test_a_closed_gate_silences_the_head_and_an_open_one_scales_it():
 
 def test_lm_forwards_attention_options_and_rope_scaling():
     torch.manual_seed(0)
-    model = TransformerLM(11, 16, 2, 4, n_kv_heads=1, attn_kwargs=dict(n_q_heads=2, gate=True)).double()
-    assert model.n_heads == 2 and all(b.attn.wg is not None for b in model.blocks)
+    model = TransformerLM(11, 16, 2, 4, n_kv_heads=1, mixer_kwargs=dict(n_q_heads=2, gate=True)).double()
+    assert model.n_heads == 2 and all(b.mixer.wg is not None for b in model.blocks)
     idx = torch.randint(0, 11, (2, 9))
     before = model(idx)
     set_rope_scaling(model, ("pi", 4.0))
-    assert all(b.attn.rope_scaling == ("pi", 4.0) for b in model.blocks)
+    assert all(b.mixer.rope_scaling == ("pi", 4.0) for b in model.blocks)
     assert not torch.allclose(model(idx), before)
     set_rope_scaling(model, None)
     torch.testing.assert_close(model(idx), before)

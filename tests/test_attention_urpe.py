@@ -110,15 +110,3 @@ def test_bad_inputs_raise():
 def test_module_names_bad_sizes(args, kwargs, name):
     with pytest.raises(ValueError, match=name):
         URPEAttention(*args, **kwargs)
-
-
-def test_old_positional_path_still_works_with_a_deprecation_warning():
-    import minilib.positional
-
-    with pytest.warns(DeprecationWarning, match="minilib.attention.urpe"):
-        assert minilib.positional.urpe_attention is urpe_attention
-    with pytest.warns(DeprecationWarning, match="minilib.attention.urpe"):
-        from minilib.positional import URPEAttention as old
-    assert old is URPEAttention
-    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
-        minilib.positional.nothing
