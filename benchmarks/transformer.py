@@ -1,4 +1,4 @@
-"""Training experiments for chapter 01's Transformer variants (minilib.variants), with their claims asserted.
+"""Training experiments for chapter 01's variations on the block (minilib.models), with their claims asserted.
 
     python benchmarks/transformer.py                 # all four, writes benchmarks/results/transformer.json
     python benchmarks/transformer.py --only gated    # one of: reversal, minimal, gated, dualstream
@@ -35,9 +35,9 @@ from benchmarks._experiments import downsample, run_experiments  # noqa: E402
 from minilib.data import (  # noqa: E402
     IGNORE_INDEX, CharTokenizer, delayed_recall, digits_split, labelled_batches, lm_batches, lm_eval_windows, masked_targets,
     reverse_task, tiny_corpus, train_val_split)
-from minilib.models import TransformerLM, evaluate, train  # noqa: E402
-from minilib.variants import (  # noqa: E402
-    DualStreamLM, EncoderDecoderTransformer, GatedTransformerLM, MinimalTransformer, count_parameters)
+from minilib.models import (  # noqa: E402
+    DualStreamLM, EncoderDecoderTransformer, GatedTransformerLM, MinimalTransformer, TransformerLM, count_parameters, evaluate,
+    train)
 
 
 def sized(config: dict, quick_sizes: dict, quick: bool) -> dict:
