@@ -49,12 +49,16 @@ def downsample(values, n: int = 50) -> list[float]:
 
 
 def git_commit() -> str:
-    """The checkout's commit, with ``+dirty`` when tracked files differ from it (``unknown`` outside git)."""
+    """The checkout's commit, with ``+dirty`` when tracked code differs from it (``unknown`` outside git).
+
+    Changed files under ``benchmarks/results/`` don't count: an earlier ``--only`` run rewrote them.
+    """
     def git(*args):
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
     try:
         commit = git("rev-parse", "HEAD")
-        return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
+        return commit + ("+dirty" if changed else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -87,13 +91,14 @@ def run_experiments(experiments: dict[str, Experiment], *, name: str, descriptio
     _artifact_dir = out.parent if out is not None else Path(tempfile.mkdtemp(prefix=f"{name}-quick-"))
     torch.set_num_threads(args.threads)
     results = json.loads(out.read_text()) if args.only and out is not None and out.exists() else {}
+    made_by = provenance(args.threads)  # read before running: the code that ran is the code checked out now
     for key in [args.only] if args.only else experiments:
         start, cpu_start = time.perf_counter(), time.process_time()
         run, check = experiments[key]
         r = run(args.quick)
         r["seconds"] = round(time.perf_counter() - start, 1)
         r["cpu_seconds"] = round(time.process_time() - cpu_start, 1)  # all threads together; wall time on a busy machine is longer
-        r["provenance"] = provenance(args.threads)
+        r["provenance"] = made_by
         print(report(key, r), f"[{r['seconds']} s wall, {r['cpu_seconds']} s CPU]", flush=True)
         if not args.quick:
             check(r)
