@@ -17,9 +17,7 @@ Every public name is importable from here (``from minilib.flash import flash_att
 """
 from __future__ import annotations
 
-import importlib
-import warnings
-
+from minilib._moved import moved_names
 from minilib.flash.block_sparse import block_sparse_attention
 from minilib.flash.decode import decode_schedule_utilisation, flash_decode, lean_attention_decode, merge_partials
 from minilib.flash.io_numpy import (attention_passes_numpy, flash_attention_numpy, online_softmax_step,
@@ -46,14 +44,5 @@ __all__ = [
     "block_sparse_attention",
 ]
 
-_MOVED = {"ring_attention": "minilib.parallel", "monarch_fft_conv": "minilib.ssm"}
-
-
-def __getattr__(name: str):
-    """Old homes of moved names: import the new module only when the name is asked for."""
-    if name not in _MOVED:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    new_home = _MOVED[name]
-    warnings.warn(f"minilib.flash.{name} moved to {new_home}.{name}; import it from there",
-                  DeprecationWarning, stacklevel=2)
-    return getattr(importlib.import_module(new_home), name)
+# moved to their own families; the old import path still works, with a DeprecationWarning
+__getattr__ = moved_names(__name__, {"ring_attention": "minilib.parallel", "monarch_fft_conv": "minilib.ssm"})
