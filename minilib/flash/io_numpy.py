@@ -17,6 +17,11 @@ __all__ = ["standard_attention_numpy", "attention_passes_numpy", "online_softmax
            "sram_block_sizes", "predicted_hbm_accesses"]
 
 
+def _shift(m):
+    """The row maxima to subtract before ``exp``: ``m``, or 0 where a row has no visible score yet (weight stays 0)."""
+    return np.where(np.isfinite(m), m, 0.0)
+
+
 def _numpy_heads(q, k, v):
     """Bring (T, D) or (B, H, T, D) arrays to (B, H, T, D) and check them; returns the arrays and whether to squeeze."""
     for name, x in (("q", q), ("k", k), ("v", v)):
@@ -78,7 +83,7 @@ def standard_attention_numpy(q, k, v, *, causal=False, scale=None):
         io["hbm_reads"] += Q.size + K.size
         io["hbm_writes"] += scores.size
         m = scores.max(axis=1, keepdims=True) if S else np.zeros((T, 1))
-        m = np.where(np.isfinite(m), m, 0.0)
+        m = _shift(m)
         e = np.exp(scores - m)
         den = e.sum(axis=1, keepdims=True)
         P = e / np.where(den > 0, den, 1.0)  # pass 2
@@ -132,9 +137,6 @@ def attention_passes_numpy(q, k, v, *, passes=3, causal=False, scale=None, block
             io["sram_peak"] = max(io["sram_peak"], held)
             yield s, V[c0:c1]
 
-    def finite(m):
-        return np.where(np.isfinite(m), m, 0.0)  # a row with no visible key so far keeps weight zero
-
     for b, h, Q, K, V in _per_head(q, k, v):
         Q, K, V = Q.astype(dtype), K.astype(dtype), V.astype(dtype)
         m, l, o = np.full(T, -np.inf, dtype), np.zeros(T, dtype), np.zeros((T, Dv), dtype)
@@ -142,15 +144,15 @@ def attention_passes_numpy(q, k, v, *, passes=3, causal=False, scale=None, block
             for s, _ in sweep(Q, K, V, False):
                 m = np.maximum(m, s.max(axis=1))
             for s, _ in sweep(Q, K, V, False):
-                l += np.exp(s - finite(m)[:, None]).sum(axis=1)
+                l += np.exp(s - _shift(m)[:, None]).sum(axis=1)
         elif passes == 2:
             for s, _ in sweep(Q, K, V, False):
                 m_new = np.maximum(m, s.max(axis=1))
-                l = np.exp(m - finite(m_new)) * l + np.exp(s - finite(m_new)[:, None]).sum(axis=1)
+                l = np.exp(m - _shift(m_new)) * l + np.exp(s - _shift(m_new)[:, None]).sum(axis=1)
                 m = m_new
         if passes > 1:
             for s, Vj in sweep(Q, K, V, True):
-                o += np.exp(s - finite(m)[:, None]) @ Vj
+                o += np.exp(s - _shift(m)[:, None]) @ Vj
         else:
             for s, Vj in sweep(Q, K, V, True):
                 m, l, o = online_softmax_step(m, l, o, s, Vj)
@@ -173,7 +175,7 @@ def online_softmax_step(m, l, acc, s, v):
     Every exponent is at most 0, so nothing overflows.  See :cite:`milakov2018online,dao2022flashattention`.
     """
     m_new = np.maximum(m, s.max(axis=1))
-    m_use = np.where(np.isfinite(m_new), m_new, 0.0)  # a row masked so far stays at zero weight
+    m_use = _shift(m_new)
     p = np.exp(s - m_use[:, None])
     alpha = np.exp(m - m_use)
     return m_new, alpha * l + p.sum(axis=1), alpha[:, None] * acc + p @ v
