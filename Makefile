@@ -1,12 +1,13 @@
 # Two commands set everything up on a fresh machine with Python 3.11:
 #   make book   create .venv, install everything, build the book into _build/html
 #   make test   the whole test suite (library, grader, notebooks, book build + browser check)
+#   make bench  rerun every benchmark in benchmarks/ and rewrite benchmarks/results/ (claims checked first)
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 OFFLINE := book/_offline
 
-.PHONY: book test env offline clean
+.PHONY: book test bench env offline clean
 
 env: $(VENV)/.installed
 
@@ -28,6 +29,11 @@ book: env offline
 
 test: env offline
 	$(BIN)/python -m pytest --nbval-lax tests chapters solutions
+
+bench: env
+	@for script in benchmarks/[!_]*.py; do \
+	  echo "== $$script"; $(BIN)/python $$script || exit 1; \
+	done
 
 clean:
 	rm -rf _build

@@ -8,6 +8,8 @@ Each experiment is a pair ``(run, check)``: ``run(quick)`` returns a JSON-able d
 asserts the claim. A result is written only after its check passed, so a failed claim never
 overwrites a committed number. Every saved result records how it was made: the command, the git
 commit, the date, Python, torch and NumPy versions, the torch thread count and its wall/CPU seconds.
+Files a run saves beside its JSON (figures, weights) go to :func:`artifact_path`, so ``--quick`` never
+touches the committed ones.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import json
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -29,6 +32,15 @@ RESULTS_DIR = ROOT / "benchmarks" / "results"
 
 Experiment = tuple[Callable[[bool], dict], Callable[[dict], None]]
 
+_artifact_dir = RESULTS_DIR
+
+
+def artifact_path(filename: str) -> Path:
+    """Where a run saves a file beside its JSON (a figure, model weights): the results folder, or, for
+    ``--quick`` and ``--out``, the folder of ``--out`` (a temporary one when ``--quick`` has no ``--out``)."""
+    _artifact_dir.mkdir(parents=True, exist_ok=True)
+    return _artifact_dir / filename
+
 
 def downsample(values, n: int = 50) -> list[float]:
     """``n`` window means of a training curve, rounded, so the JSON stays small."""
@@ -37,12 +49,16 @@ def downsample(values, n: int = 50) -> list[float]:
 
 
 def git_commit() -> str:
-    """The checkout's commit, with ``+dirty`` when tracked files differ from it (``unknown`` outside git)."""
+    """The checkout's commit, with ``+dirty`` when tracked code differs from it (``unknown`` outside git).
+
+    Changed files under ``benchmarks/results/`` don't count: an earlier ``--only`` run rewrote them.
+    """
     def git(*args):
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
     try:
         commit = git("rev-parse", "HEAD")
-        return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
+        return commit + ("+dirty" if changed else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -71,15 +87,18 @@ def run_experiments(experiments: dict[str, Experiment], *, name: str, descriptio
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the saved results used 1)")
     args = parser.parse_args(argv)
     out = args.out if args.out is not None or args.quick else RESULTS_DIR / f"{name}.json"
+    global _artifact_dir
+    _artifact_dir = out.parent if out is not None else Path(tempfile.mkdtemp(prefix=f"{name}-quick-"))
     torch.set_num_threads(args.threads)
     results = json.loads(out.read_text()) if args.only and out is not None and out.exists() else {}
+    made_by = provenance(args.threads)  # read before running: the code that ran is the code checked out now
     for key in [args.only] if args.only else experiments:
         start, cpu_start = time.perf_counter(), time.process_time()
         run, check = experiments[key]
         r = run(args.quick)
         r["seconds"] = round(time.perf_counter() - start, 1)
         r["cpu_seconds"] = round(time.process_time() - cpu_start, 1)  # all threads together; wall time on a busy machine is longer
-        r["provenance"] = provenance(args.threads)
+        r["provenance"] = made_by
         print(report(key, r), f"[{r['seconds']} s wall, {r['cpu_seconds']} s CPU]", flush=True)
         if not args.quick:
             check(r)

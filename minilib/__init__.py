@@ -1,7 +1,7 @@
 """minilib: the library of The Transformer Zoo.
 
-`import minilib` loads the core families (`attention`, `norms`, `positional`), the composed
-`models` and the `data` generators, so `minilib.attention.sdpa` works after it; other families
-(`flash`, `grade`, ...) are imported by name.
+`import minilib` loads the core (`attention`, `feedforward`, `mixing`, `norms`, `positional`), the
+composed `models` and the `data` generators, so `minilib.attention.sdpa` works after it; other
+families (`flash`, `signal_propagation`, `grade`, ...) are imported by name.
 """
-from minilib import attention, data, models, norms, positional  # noqa: F401
+from minilib import attention, data, feedforward, mixing, models, norms, positional  # noqa: F401

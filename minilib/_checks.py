@@ -58,3 +58,9 @@ def check_token_ids(name: str, idx, *, ndim: int | tuple[int, ...] | None = None
 def default_scale(head_dim: int, scale: float | None) -> float:
     r"""The attention scale: ``scale`` if given, else $1/\sqrt{D}$ for head size ``head_dim``."""
     return head_dim ** -0.5 if scale is None else float(scale)
+
+
+def check_divisible(name: str, value: int, by_name: str, by: int) -> None:
+    """Raise ValueError naming both sizes unless ``value`` is a multiple of ``by`` (e.g. ``d_model`` of ``n_heads``)."""
+    if value % by:
+        raise ValueError(f"{name} ({value}) must be divisible by {by_name} ({by})")

@@ -15,11 +15,11 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from minilib._checks import require_tensor
+from minilib._checks import check_positive_int, require_tensor
 
 
 def _check_bits(bits) -> int:
-    if not isinstance(bits, int) or isinstance(bits, bool) or not 2 <= bits <= 16:
+    if not 2 <= check_positive_int("bits", bits) <= 16:
         raise ValueError(f"bits must be an int in [2, 16], got {bits!r}")
     return bits
 

@@ -8,13 +8,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minilib._checks import require_tensor
+from minilib._checks import check_positive_int, require_tensor
+
+NORMS = ("rms", "layer")
 
 
 def _check_last_dim(x: torch.Tensor, d: int) -> None:
     require_tensor("x", x, floating=True)
     if x.ndim == 0 or x.shape[-1] != d:
         raise ValueError(f"x must end in the normalised size {d}, got shape {tuple(x.shape)}")
+
+
+def _check_eps(eps: float) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
+        raise ValueError(f"eps must be a non-negative number, got {eps!r}")
+    return float(eps)
 
 
 class LayerNorm(nn.Module):
@@ -28,7 +36,7 @@ class LayerNorm(nn.Module):
 
     def __init__(self, d: int, *, eps: float = 1e-5, bias: bool = True):
         super().__init__()
-        self.d, self.eps = d, eps
+        self.d, self.eps = check_positive_int("d", d), _check_eps(eps)
         self.weight = nn.Parameter(torch.ones(d))
         self.bias = nn.Parameter(torch.zeros(d)) if bias else None
 
@@ -49,7 +57,7 @@ class RMSNorm(nn.Module):
 
     def __init__(self, d: int, *, eps: float = 1e-6):
         super().__init__()
-        self.d, self.eps = d, eps
+        self.d, self.eps = check_positive_int("d", d), _check_eps(eps)
         self.weight = nn.Parameter(torch.ones(d))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,9 +79,9 @@ class CRMSNorm(nn.Module):
 
     def __init__(self, d: int, *, eps: float = 1e-6):
         super().__init__()
-        if d < 2:
+        if check_positive_int("d", d) < 2:
             raise ValueError(f"CRMSNorm needs the implied size d >= 2, got d={d}")
-        self.d, self.eps = d, eps
+        self.d, self.eps = d, _check_eps(eps)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         _check_last_dim(z, self.d - 1)
@@ -94,13 +102,22 @@ class BiasNorm(nn.Module):
 
     def __init__(self, d: int):
         super().__init__()
-        self.d = d
+        self.d = check_positive_int("d", d)
         self.bias = nn.Parameter(torch.zeros(d))
         self.log_scale = nn.Parameter(torch.zeros(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_last_dim(x, self.d)
         return x * torch.rsqrt((x - self.bias).pow(2).mean(dim=-1, keepdim=True)) * self.log_scale.exp()
+
+
+def make_norm(kind: str, d: int) -> nn.Module:
+    """The norm a config names: ``"rms"`` -> :class:`RMSNorm`, ``"layer"`` -> :class:`LayerNorm`, over ``d`` channels."""
+    if kind == "rms":
+        return RMSNorm(d)
+    if kind == "layer":
+        return LayerNorm(d)
+    raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
 
 
 class SigmaReparamLinear(nn.Module):
@@ -121,8 +138,7 @@ class SigmaReparamLinear(nn.Module):
     def __init__(self, d_in: int, d_out: int, *, bias: bool = True, n_power_iterations: int = 1):
         super().__init__()
         for name, value in (("d_in", d_in), ("d_out", d_out), ("n_power_iterations", n_power_iterations)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_positive_int(name, value)
         self.d_in, self.d_out, self.n_power_iterations = d_in, d_out, n_power_iterations
         self.weight = nn.Parameter(torch.empty(d_out, d_in))
         self.bias = nn.Parameter(torch.empty(d_out)) if bias else None

@@ -1,11 +1,17 @@
-r"""Positional information: absolute sinusoids, rotary embeddings (RoPE) and ALiBi biases."""
+r"""Positional information: absolute sinusoids, rotary embeddings (RoPE) and their scaling, ALiBi biases,
+the Toeplitz matrices of relative offsets, and Laplacian eigenvector positions for graphs.
+
+URPE attention, which multiplies attention by a Toeplitz matrix, is an attention mechanism and lives in
+:mod:`minilib.attention.urpe`; ``minilib.positional.urpe_attention`` and ``URPEAttention`` still work (deprecated).
+"""
 from __future__ import annotations
 
 import math
 
 import torch
 
-from minilib._checks import require_tensor
+from minilib._checks import check_nonnegative_int, check_positive_int, require_tensor
+from minilib._moved import moved_names
 
 
 def sinusoidal(T: int, d: int) -> torch.Tensor:
@@ -15,8 +21,8 @@ def sinusoidal(T: int, d: int) -> torch.Tensor:
 
     Returns ``(T, d)`` float32. See :cite:`vaswani2017attention`.
     """
-    if T < 0 or d < 1:
-        raise ValueError(f"T must be >= 0 and d >= 1, got T={T}, d={d}")
+    check_nonnegative_int("T", T)
+    check_positive_int("d", d)
     pos = torch.arange(T, dtype=torch.float64)[:, None]
     freq = 10000.0 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
     table = torch.zeros(T, d, dtype=torch.float64)
@@ -28,7 +34,8 @@ def sinusoidal(T: int, d: int) -> torch.Tensor:
 SCALINGS = ("pi", "ntk", "dynamic")
 
 
-def _check_scaling(scaling) -> None:
+def check_rope_scaling(scaling) -> None:
+    """Raise ``ValueError`` unless ``scaling`` is ``None`` or ``(method, factor)`` as :func:`rope_angles` takes it."""
     if scaling is None:
         return
     if not (isinstance(scaling, tuple) and len(scaling) == 2 and scaling[0] in SCALINGS
@@ -50,9 +57,9 @@ def rope_angles(positions: torch.Tensor, D: int, *, base: float = 10000.0, scali
       already rotated, so while decoding each key keeps the scale of the step that wrote it.
     """
     require_tensor("positions", positions, ndim=1)
-    if D % 2:
+    if check_positive_int("D", D) % 2:
         raise ValueError(f"rope needs an even last dimension, got D={D}")
-    _check_scaling(scaling)
+    check_rope_scaling(scaling)
     pos = positions.to(torch.float64)
     method, factor = scaling if scaling is not None else ("pi", 1.0)
     if method == "dynamic":
@@ -94,8 +101,7 @@ def alibi_slopes(n_heads: int) -> torch.Tensor:
     of two $n' = 2^{\lfloor \log_2 n \rfloor}$, followed by every other slope of $2n'$ until there are ``n_heads``.
     Returns ``(n_heads,)`` float32. See :cite:`press2022alibi`.
     """
-    if n_heads < 1:
-        raise ValueError(f"n_heads must be >= 1, got {n_heads}")
+    check_positive_int("n_heads", n_heads)
 
     def geometric(n: int) -> list[float]:
         return [2.0 ** (-8.0 * i / n) for i in range(1, n + 1)]
@@ -111,9 +117,9 @@ def alibi_bias(n_heads: int, T: int, S: int | None = None) -> torch.Tensor:
     Queries are the last ``T`` of ``S`` positions (bottom-right, as with a KV cache); future keys
     get bias 0 (the causal mask removes them). Returns ``(n_heads, T, S)``. See :cite:`press2022alibi`.
     """
-    S = T if S is None else S
-    if T < 0 or S < T:
-        raise ValueError(f"need 0 <= T <= S, got T={T}, S={S}")
+    S = T if S is None else check_nonnegative_int("S", S)
+    if check_nonnegative_int("T", T) > S:
+        raise ValueError(f"T must be at most S (queries are the last T of S positions), got T={T}, S={S}")
     distance = (torch.arange(S - T, S)[:, None] - torch.arange(S)[None, :]).clamp(min=0)
     return -alibi_slopes(n_heads)[:, None, None] * distance.float()
 
@@ -126,9 +132,9 @@ def toeplitz_matrix(c: torch.Tensor, T: int, S: int | None = None, *, causal: bo
     Returns ``(..., T, S)``. See :cite:`luo2022urpe`.
     """
     require_tensor("c", c, floating=True)
-    S = T if S is None else S
-    if T < 1 or S < T:
-        raise ValueError(f"need 1 <= T <= S, got T={T}, S={S}")
+    S = T if S is None else check_positive_int("S", S)
+    if check_positive_int("T", T) > S:
+        raise ValueError(f"T must be at most S (queries are the last T of S positions), got T={T}, S={S}")
     need = S if causal else 2 * S - 1
     if c.ndim == 0 or c.shape[-1] != need:
         raise ValueError(f"c must end in {need} entries ({'S' if causal else '2S - 1'} for S={S}, causal={causal}), "
@@ -137,77 +143,6 @@ def toeplitz_matrix(c: torch.Tensor, T: int, S: int | None = None, *, causal: bo
     if causal:
         return c[..., offset.clamp(min=0)] * (offset >= 0).to(c.dtype)
     return c[..., offset + S - 1]
-
-
-def urpe_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, toeplitz: torch.Tensor,
-                   bias: torch.Tensor | None = None, causal: bool = False, scale: float | None = None) -> torch.Tensor:
-    r"""Universal relative positional encoding (URPE): softmax attention re-weighted, entry by entry, by a Toeplitz matrix.
-
-    $$ \operatorname{URPE}(Q, K, V) = \Big(\operatorname{softmax}\!\Big(\frac{QK^\top}{\sqrt D} + B\Big) \odot C\Big) V,
-       \qquad C_{ts} = c_{t - s} $$
-
-    $B$ is any relative-position bias inside the softmax (``bias``, broadcastable to ``(B,H,T,S)``);
-    $C$ is built from ``toeplitz`` (``(2S-1,)`` or ``(H, 2S-1)``; ``(S,)`` or ``(H, S)`` when causal) by
-    :func:`toeplitz_matrix`. A softmax row sums to one, so without $C$ a constant input gives the same output at
-    every position whatever $B$ is; $C$ lifts that restriction. ``q (B,H,T,D)``, ``k (B,Hkv,S,D)``,
-    ``v (B,Hkv,S,Dv)`` -> ``(B,H,T,Dv)``. See :cite:`luo2022urpe`.
-    """
-    # attention imports this module (for rope), so its helpers are imported when called, not at load time
-    from minilib.attention import attention_weights, expand_kv_heads
-    from minilib._checks import check_attention_inputs
-
-    check_attention_inputs(q, k, v)
-    H, T, S = q.shape[1], q.shape[2], k.shape[2]
-    require_tensor("toeplitz", toeplitz, ndim=(1, 2), floating=True)
-    if toeplitz.ndim == 2 and toeplitz.shape[0] != H:
-        raise ValueError(f"toeplitz must have shape (L,) or (H={H}, L), got {tuple(toeplitz.shape)}")
-    C = toeplitz_matrix(toeplitz, T, S, causal=causal)
-    weights = attention_weights(q, k, causal=causal, bias=bias, scale=scale)
-    return (weights * C.to(weights.dtype)) @ expand_kv_heads(v, H)
-
-
-class URPEAttention(torch.nn.Module):
-    r"""Self-attention with a learned relative bias inside the softmax and, optionally, URPE's Toeplitz re-weighting.
-
-    $$ \operatorname{head}_h = \big(\operatorname{softmax}(Q_h K_h^\top/\sqrt D + B_h) \odot C_h\big) V_h,
-       \qquad (B_h)_{ts} = b_{h,t-s},\ (C_h)_{ts} = c_{h,t-s} $$
-
-    followed by the output projection. ``urpe=False`` fixes $C_h = \mathbf 1$: plain relative position
-    encoding inside the softmax (a T5/Shaw-style scalar bias per head and offset). $b$ starts at 0 and
-    $c$ at 1, so both forms start equal. ``x (B, T, d_model) -> (B, T, d_model)`` for ``T <= max_len``.
-    See :cite:`luo2022urpe`.
-    """
-
-    def __init__(self, d_model: int, n_heads: int, *, max_len: int, urpe: bool = True, causal: bool = False):
-        super().__init__()
-        if n_heads < 1 or d_model % n_heads:
-            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        if max_len < 1:
-            raise ValueError(f"max_len must be >= 1, got {max_len}")
-        self.n_heads, self.max_len, self.urpe, self.causal = n_heads, max_len, urpe, causal
-        self.wqkv = torch.nn.Linear(d_model, 3 * d_model, bias=False)
-        self.wo = torch.nn.Linear(d_model, d_model, bias=False)
-        self.rel_bias = torch.nn.Parameter(torch.zeros(n_heads, 2 * max_len - 1))
-        n_c = max_len if causal else 2 * max_len - 1
-        self.toeplitz_c = torch.nn.Parameter(torch.ones(n_heads, n_c)) if urpe else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from minilib.attention import merge_heads, sdpa, split_heads  # see urpe_attention
-
-        require_tensor("x", x, ndim=3, floating=True)
-        T = x.shape[1]
-        if T > self.max_len:
-            raise ValueError(f"x has {T} positions, more than max_len={self.max_len}; shape {tuple(x.shape)}")
-        q, k, v = (split_heads(part, self.n_heads) for part in self.wqkv(x).chunk(3, dim=-1))
-        # the tables hold offsets -(max_len-1)..(max_len-1) (c: 0..max_len-1 when causal); keep those a length-T input has
-        centre = self.max_len - 1
-        bias = toeplitz_matrix(self.rel_bias[:, centre - (T - 1):centre + T], T)
-        if self.toeplitz_c is None:
-            heads = sdpa(q, k, v, causal=self.causal, bias=bias)
-        else:
-            c = self.toeplitz_c[:, :T] if self.causal else self.toeplitz_c[:, centre - (T - 1):centre + T]
-            heads = urpe_attention(q, k, v, toeplitz=c, bias=bias, causal=self.causal)
-        return self.wo(merge_heads(heads))
 
 
 def laplacian_positional_encoding(adjacency: torch.Tensor, k: int, *, normalized: bool = True) -> torch.Tensor:
@@ -228,7 +163,7 @@ def laplacian_positional_encoding(adjacency: torch.Tensor, k: int, *, normalized
     if adjacency.shape[1] != n or not torch.equal(A, A.T) or (A < 0).any():
         raise ValueError("adjacency must be a symmetric non-negative (n, n) matrix, "
                          f"got shape {tuple(adjacency.shape)}")
-    if not isinstance(k, int) or not 1 <= k <= n - 1:
+    if check_positive_int("k", k) > n - 1:
         raise ValueError(f"k must be an int in [1, n - 1] for adjacency of shape {tuple(adjacency.shape)}, got {k!r}")
     degree = A.sum(dim=1)
     if normalized:
@@ -243,3 +178,7 @@ def laplacian_positional_encoding(adjacency: torch.Tensor, k: int, *, normalized
     vectors = vectors[:, 1:k + 1]
     first = (vectors.abs() > 1e-9 * vectors.abs().amax(dim=0)).to(torch.int8).argmax(dim=0)
     return vectors * torch.sign(vectors[first, torch.arange(k)])
+
+
+# names that moved to minilib.attention, imported only when asked for (no import cycle)
+__getattr__ = moved_names(__name__, {"urpe_attention": "minilib.attention.urpe", "URPEAttention": "minilib.attention.urpe"})

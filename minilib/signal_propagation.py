@@ -13,7 +13,8 @@ variance, and scales each residual update so that the stream keeps unit variance
 $$ x_{l+1} = \lambda\, x_l + \beta\, f(x_l), \qquad \lambda^2 + \beta^2 = 1. $$
 
 This module reads models through the attributes of :class:`minilib.models.TransformerLM`
-(``embed``, ``blocks``, ``block.attn``, ``block.ffn``) and imports nothing from ``models``.
+(``embed``, ``blocks``, ``block.mixer``, ``block.ffn``) and imports nothing from ``models``; the rules are
+those of softmax attention, so every mixer must be a :class:`~minilib.attention.MultiHeadAttention`.
 See :cite:`kedia2024stable`.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minilib._checks import require_tensor
+from minilib.attention import MultiHeadAttention
 
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(64)
 _WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
@@ -150,6 +152,13 @@ def residual_scales(n_layers: int) -> tuple[float, float]:
     return math.sqrt(1.0 - beta2), math.sqrt(beta2)
 
 
+def _attention(block) -> MultiHeadAttention:
+    if not isinstance(block.mixer, MultiHeadAttention):
+        raise ValueError(f"signal propagation follows softmax attention: the block's mixer must be a "
+                         f"MultiHeadAttention, got {type(block.mixer).__name__}")
+    return block.mixer
+
+
 def _additive_tables(model) -> int:
     return 2 if model.pos in ("learned", "sinusoidal") else 1
 
@@ -176,7 +185,7 @@ def deepscale_init_(model: nn.Module, *, seq_len: int, r0: float) -> nn.Module:
     r = r0 / _additive_tables(model)
     for block in model.blocks:
         block.residual_scales = (lam, beta)
-        attn, ffn = block.attn, block.ffn
+        attn, ffn = _attention(block), block.ffn
         g_fwd, r_attn, _, _ = causal_average_moments(seq_len, r, score_var=1.0)
         vo_std = math.sqrt(g_fwd ** -0.5 / d)
         for lin, std in ((attn.wq, d ** -0.5), (attn.wk, d ** -0.5), (attn.wv, vo_std), (attn.wo, vo_std)):
@@ -233,7 +242,7 @@ def predicted_moments(model: nn.Module, *, seq_len: int, r0: float) -> dict[str,
     fwd, corr, subs = [q], [r], []
     for block in model.blocks:
         lam2, beta2 = (s ** 2 for s in block.residual_scales)
-        attn, ffn = block.attn, block.ffn
+        attn, ffn = _attention(block), block.ffn
         s_q, s_k, s_v, s_o = (lin.in_features * _mean_square(lin.weight) for lin in (attn.wq, attn.wk, attn.wv, attn.wo))
         s1 = ffn.w1.in_features * _mean_square(ffn.w1.weight)
         s2 = ffn.w2.in_features * _mean_square(ffn.w2.weight)

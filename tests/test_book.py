@@ -9,7 +9,9 @@ left, saved widgets render, and a screenshot of each chapter is a real picture.
 from __future__ import annotations
 
 import functools
+import html
 import http.server
+import json
 import os
 import re
 import shutil
@@ -187,6 +189,35 @@ def test_saved_widget_renders(html_dir, rendered, docname):
     dom = rendered(docname)
     widgets = re.findall(r'<div class="[^"]*\blm-Widget\b[^"]*\bjupyter-widgets\b', dom)
     assert widgets, f"{docname}: the saved widget state did not render (no jupyter-widgets markup)"
+
+
+def _show_table_calls(docname):
+    """Per code cell of the notebook that calls ``show_table``: its source, and how many calls it makes."""
+    nb = json.loads((ROOT / f"{docname}.ipynb").read_text(encoding="utf-8"))
+    cells = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    return [(src, src.count("show_table(")) for src in cells if "show_table(" in src]
+
+
+def _rendered_cells(dom):
+    """(input text, output HTML) of every code cell in a rendered myst-nb page."""
+    cells = []
+    for chunk in re.split(r'<div class="cell docutils container"', dom)[1:]:
+        source, _, output = chunk.partition('class="cell_output')
+        cells.append((html.unescape(re.sub(r"<[^>]+>", "", source)), output))
+    return cells
+
+
+@pytest.mark.parametrize("docname", CHAPTERS)
+def test_show_table_renders_tables(rendered, docname):
+    """myst-nb parses displayed Markdown as CommonMark (no tables) unless nb_render_markdown_format is myst."""
+    calls = _show_table_calls(docname)
+    assert calls, f"{docname} calls show_table nowhere; nothing to check"
+    cells = [(text, out) for text, out in _rendered_cells(rendered(docname)) if "show_table(" in text]
+    assert len(cells) == len(calls), f"{docname}: {len(calls)} cells call show_table, {len(cells)} found in the page"
+    for (src, n_calls), (_, out) in zip(calls, cells):
+        n_tables = len(re.findall(r"<table\b", out))
+        assert n_tables >= n_calls, (f"{docname}: a cell makes {n_calls} show_table call(s) but its output has "
+                                     f"{n_tables} <table>:\n{src[:300]}")
 
 
 @pytest.mark.parametrize("docname", CHAPTERS)

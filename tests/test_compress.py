@@ -118,3 +118,10 @@ def test_w8a8_restores_the_model_after_an_exception():
         with fake_quantized(layer):
             raise RuntimeError("boom")
     assert type(layer) is nn.Linear and {name: id(p) for name, p in layer.named_parameters()} == params and not layer._forward_pre_hooks
+
+
+def test_bits_must_be_an_int_not_a_bool():
+    with pytest.raises(ValueError, match="bits"):
+        fake_quantize(torch.ones(3), bits=True)
+    with pytest.raises(ValueError, match="bits"):
+        quantization_scale(torch.ones(3), bits=8.0)

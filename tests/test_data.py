@@ -582,3 +582,23 @@ def test_labelled_batches_draw_matching_rows():
         next(labelled_batches(x, y, batch_size=0, generator=torch.Generator()))
     with pytest.raises(ValueError, match="same non-zero number of rows"):
         next(labelled_batches(x, y[:3], batch_size=2, generator=torch.Generator()))
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda g: lm_batches(torch.arange(50), batch_size=True, seq_len=4, generator=g), "batch_size"),
+    (lambda g: lm_eval_windows(torch.arange(50), seq_len=0), "seq_len"),
+    (lambda g: copy_task(2, seq_len=True, vocab_size=5, generator=g), "seq_len"),
+    (lambda g: induction_heads(2, seq_len=2, vocab_size=5, generator=g), "seq_len must be an int >= 3"),
+    (lambda g: delayed_recall(2, delay=-1, vocab_size=5, generator=g), "delay"),
+    (lambda g: MarkovTextSource(*english_like_grammar()).sample(True, seed=0), "n_chars"),
+])
+def test_sizes_are_checked_by_name(call, name):
+    with pytest.raises(ValueError, match=name):
+        call(torch.Generator().manual_seed(0))
+
+
+def test_token_ids_are_checked_by_name():
+    with pytest.raises(TypeError, match="ids must hold integer token ids"):
+        lm_eval_windows(torch.ones(10), seq_len=2)
+    with pytest.raises(ValueError, match=r"ids must have 1 dimensions, got shape \(2, 5\)"):
+        train_val_split(torch.zeros(2, 5, dtype=torch.long))

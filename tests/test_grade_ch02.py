@@ -37,8 +37,8 @@ def test_every_question_has_float32_and_float64_cases():
 def test_hints_name_the_mistake():
     expect = [
         ("02.q1", wrong_ch02.repeat_tiled, "x.repeat(1, n_rep, 1, 1) tiles"),
-        ("02.q2", wrong_ch02.sigmoid_no_bias, "- log S"),
-        ("02.q2", wrong_ch02.sigmoid_bias_visible_keys, "not minus the log of the number row t sees"),
+        ("02.q2", wrong_ch02.sigmoid_no_bias, "- log n_t"),
+        ("02.q2", wrong_ch02.sigmoid_bias_all_keys, "not -log S = -log 5 for every row"),
         ("02.q2", wrong_ch02.sigmoid_top_left, "queries are the last T=3 of S=8 positions"),
         ("02.q3", wrong_ch02.clip_forgotten, "values below 0 become exactly 0"),
         ("02.q4", wrong_ch02.ntk_position_interpolation, "changes the base, not the positions"),
@@ -64,8 +64,8 @@ def test_library_helper_is_forbidden_inside_the_students_own_helper():
 
 
 def test_references_follow_the_library_conventions():
-    # The questions must teach what the library does: the same GQA grouping, the same -log S with
-    # bottom-right causal masking, the same clip, NTK base and ALiBi alignment (zero for future keys).
+    # The questions must teach what the library does: the same GQA grouping, the same -log (keys the row
+    # sees) with bottom-right causal masking, the same clip, NTK base and ALiBi alignment (zero for future keys).
     for case in get("02.q1").cases():
         (x, n), _ = _f64(case)
         assert torch.equal(get("02.q1").reference(x, n), attention.expand_kv_heads(x, x.shape[1] * n))
@@ -94,9 +94,8 @@ def test_sigmoid_reference_equals_a_vectorised_form():
         (q, k, v), kw = _f64(case)
         H, Hkv, T, S = q.shape[1], k.shape[1], q.shape[2], k.shape[2]
         kk, vv = (t.repeat_interleave(H // Hkv, dim=1) for t in (k, v))
-        w = torch.sigmoid(q @ kk.transpose(-2, -1) / math.sqrt(q.shape[-1]) - math.log(S))
-        if kw["causal"]:
-            w = w * torch.ones(T, S).tril(S - T)
+        seen = torch.ones(T, S, dtype=torch.float64).tril(S - T) if kw["causal"] else torch.ones(T, S, dtype=torch.float64)
+        w = torch.sigmoid(q @ kk.transpose(-2, -1) / math.sqrt(q.shape[-1]) - seen.sum(-1, keepdim=True).log()) * seen
         torch.testing.assert_close(get("02.q2").reference(q, k, v, **kw), w @ vv, rtol=0, atol=1e-12)
 
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from minilib.models import Block, FeedForward, TransformerLM
+from minilib.feedforward import FeedForward
+from minilib.models import Block, TransformerConfig, TransformerLM
 from minilib.signal_propagation import (causal_average_moments, ffn_moments, gaussian_expectation, predicted_moments,
                                         residual_scales, signal_moments)
 
@@ -21,7 +22,7 @@ def test_plain_residual_is_bit_identical(pre_norm):
     idx = torch.randint(0, 11, (2, 9))
     x = model.embed(idx)
     for block in model.blocks:
-        attend = lambda h: block.attn(h, causal=True)
+        attend = lambda h: block.mixer(h, causal=True)
         if pre_norm:
             x = x + attend(block.norm1(x))
             x = x + block.ffn(block.norm2(x))
@@ -38,10 +39,10 @@ def test_plain_residual_is_bit_identical(pre_norm):
 
 def test_scaled_residual_follows_its_equation():
     torch.manual_seed(0)
-    block = Block(16, 4, n_kv_heads=None, d_ff=24, norm="layer", pre_norm=True, ffn="gelu", rope=False)
+    block = Block(TransformerConfig(11, 16, 1, 4, d_ff=24, norm="layer", ffn="gelu", pos="none"))
     block.residual_scales = (0.6, 0.8)
     x = torch.randn(2, 7, 16)
-    h = 0.6 * x + 0.8 * block.attn(block.norm1(x), causal=True)
+    h = 0.6 * x + 0.8 * block.mixer(block.norm1(x), causal=True)
     torch.testing.assert_close(block(x), 0.6 * h + 0.8 * block.ffn(block.norm2(h)))
 
 

@@ -5,19 +5,7 @@ from typing import Iterator
 
 import torch
 
-
-def _check_ids(ids) -> None:
-    if not isinstance(ids, torch.Tensor):
-        raise TypeError(f"ids must be a torch.Tensor, got {type(ids).__name__}")
-    if ids.ndim != 1:
-        raise ValueError(f"ids must be 1-D, got shape {tuple(ids.shape)}")
-    if ids.is_floating_point() or ids.dtype == torch.bool:
-        raise TypeError(f"ids must be an integer tensor, got dtype {ids.dtype}")
-
-
-def _check_positive(name: str, value) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+from minilib._checks import check_positive_int, check_token_ids
 
 
 def train_val_split(ids: torch.Tensor, val_frac: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,7 +16,7 @@ def train_val_split(ids: torch.Tensor, val_frac: float = 0.1) -> tuple[torch.Ten
     Contiguous (not shuffled), so no validation window overlaps a training window.
     ``ids (N,)`` -> ``(train (N - v,), val (v,))``, both views of ``ids``. See :cite:`karpathy2015char`.
     """
-    _check_ids(ids)
+    check_token_ids("ids", ids, ndim=1)
     if not isinstance(val_frac, (int, float)) or not 0.0 < val_frac < 1.0:
         raise ValueError(f"val_frac must be a number in (0, 1), got {val_frac!r}")
     n = ids.numel()
@@ -49,9 +37,9 @@ def lm_batches(ids: torch.Tensor, *, batch_size: int, seq_len: int,
     ``generator`` only, so a seeded generator gives the same batches every run.
     See :cite:`karpathy2015char`.
     """
-    _check_ids(ids)
-    _check_positive("batch_size", batch_size)
-    _check_positive("seq_len", seq_len)
+    check_token_ids("ids", ids, ndim=1)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("seq_len", seq_len)
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if ids.numel() < seq_len + 1:
@@ -77,8 +65,8 @@ def lm_eval_windows(ids: torch.Tensor, *, seq_len: int) -> tuple[torch.Tensor, t
     ``ids (N,)`` -> ``x (K, T)``, ``y (K, T)`` int64, $K = \lfloor (N-1)/T \rfloor \ge 1$.
     See :cite:`karpathy2015char`.
     """
-    _check_ids(ids)
-    _check_positive("seq_len", seq_len)
+    check_token_ids("ids", ids, ndim=1)
+    check_positive_int("seq_len", seq_len)
     k = (ids.numel() - 1) // seq_len
     if k < 1:
         raise ValueError(f"ids must hold at least seq_len + 1 = {seq_len + 1} tokens, got shape {tuple(ids.shape)}")

@@ -16,6 +16,8 @@ from typing import Hashable
 
 import numpy as np
 
+from minilib._checks import check_nonnegative_int
+
 State = Hashable
 
 
@@ -210,8 +212,7 @@ class MarkovTextSource:
         Words are drawn by $w_k \sim p(\cdot \mid s_{k-1})$ with a ``numpy.random.Generator(PCG64(seed))``,
         so the text depends on ``seed`` only. See :cite:`cover2006elements`.
         """
-        if not isinstance(n_chars, int) or n_chars < 0:
-            raise ValueError(f"n_chars must be a non-negative int, got {n_chars!r}")
+        check_nonnegative_int("n_chars", n_chars)
         if not isinstance(seed, (int, np.integer)):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")
         rng = np.random.Generator(np.random.PCG64(seed))

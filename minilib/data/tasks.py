@@ -14,6 +14,8 @@ from typing import NamedTuple
 
 import torch
 
+from minilib._checks import check_nonnegative_int, check_positive_int
+
 IGNORE_INDEX = -100
 
 
@@ -31,11 +33,6 @@ class Seq2SeqBatch(NamedTuple):
     src: torch.Tensor
     tgt_in: torch.Tensor
     tgt_out: torch.Tensor
-
-
-def _check_int(name: str, value, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
 def _check_generator(generator) -> None:
@@ -79,9 +76,9 @@ def copy_task(batch_size: int, *, seq_len: int, vocab_size: int, generator: torc
     Returns ``inputs, targets, mask`` of shape ``(B, 2L)``; ``mask[:, t]`` is True for
     $t \ge L$, where ``targets[:, L + i] = s_{i+1}``. See :cite:`graves2014ntm`.
     """
-    _check_int("batch_size", batch_size, 1)
-    _check_int("seq_len", seq_len, 1)
-    _check_int("vocab_size", vocab_size, 1)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("seq_len", seq_len)
+    check_positive_int("vocab_size", vocab_size)
     _check_generator(generator)
     s = torch.randint(0, vocab_size, (batch_size, seq_len), generator=generator)
     sep = torch.full((batch_size, 1), vocab_size)
@@ -97,9 +94,9 @@ def reverse_task(batch_size: int, *, seq_len: int, vocab_size: int, generator: t
     Token ids: content ``0..V-1``, ``BOS = V``; a model needs ``V + 1`` ids. All ``L`` decoder
     targets count. Returns ``src, tgt_in, tgt_out``, each ``(B, L)``. See :cite:`vaswani2017attention`.
     """
-    _check_int("batch_size", batch_size, 1)
-    _check_int("seq_len", seq_len, 1)
-    _check_int("vocab_size", vocab_size, 1)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("seq_len", seq_len)
+    check_positive_int("vocab_size", vocab_size)
     _check_generator(generator)
     src = torch.randint(0, vocab_size, (batch_size, seq_len), generator=generator)
     tgt_out = src.flip(1)
@@ -121,11 +118,11 @@ def associative_recall(batch_size: int, *, n_pairs: int, n_keys: int, n_values: 
     Returns ``(B, 2N + 2Q - 1)`` tensors; ``mask`` is True at the query positions, whose targets are
     the answers. See :cite:`ba2016fastweights`, :cite:`fu2023h3`, :cite:`arora2023zoology`.
     """
-    _check_int("batch_size", batch_size, 1)
-    _check_int("n_pairs", n_pairs, 1)
-    _check_int("n_keys", n_keys, 1)
-    _check_int("n_values", n_values, 1)
-    _check_int("n_queries", n_queries, 1)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("n_pairs", n_pairs)
+    check_positive_int("n_keys", n_keys)
+    check_positive_int("n_values", n_values)
+    check_positive_int("n_queries", n_queries)
     _check_generator(generator)
     if distinct_keys and n_pairs > n_keys:
         raise ValueError(f"n_pairs ({n_pairs}) must be <= n_keys ({n_keys}) when distinct_keys=True")
@@ -158,10 +155,10 @@ def selective_copying(batch_size: int, *, n_tokens: int, seq_len: int, vocab_siz
     Returns ``(B, L + n)`` tensors; ``mask[:, t]`` is True for $t \ge L$, where
     ``targets[:, L + i] = c_{i+1}``. See :cite:`gu2023mamba`.
     """
-    _check_int("batch_size", batch_size, 1)
-    _check_int("n_tokens", n_tokens, 1)
-    _check_int("seq_len", seq_len, 1)
-    _check_int("vocab_size", vocab_size, 1)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("n_tokens", n_tokens)
+    check_positive_int("seq_len", seq_len)
+    check_positive_int("vocab_size", vocab_size)
     _check_generator(generator)
     if n_tokens > seq_len:
         raise ValueError(f"n_tokens ({n_tokens}) must be <= seq_len ({seq_len})")
@@ -183,10 +180,10 @@ def delayed_recall(batch_size: int, *, delay: int, vocab_size: int, generator: t
     Returns ``(B, 2k + delay)`` tensors; ``mask[:, t]`` is True for $t \ge k + \text{delay}$, where
     ``targets[:, k + delay + i] = c_{i+1}``. See :cite:`parisotto2020gtrxl`.
     """
-    _check_int("batch_size", batch_size, 1)
-    _check_int("delay", delay, 0)
-    _check_int("vocab_size", vocab_size, 1)
-    _check_int("n_remember", n_remember, 1)
+    check_positive_int("batch_size", batch_size)
+    check_nonnegative_int("delay", delay)
+    check_positive_int("vocab_size", vocab_size)
+    check_positive_int("n_remember", n_remember)
     _check_generator(generator)
     content = torch.randint(0, vocab_size, (batch_size, n_remember), generator=generator)
     fill = torch.full((batch_size, delay), vocab_size)
@@ -206,9 +203,10 @@ def induction_heads(batch_size: int, *, seq_len: int, vocab_size: int, generator
     Token ids: content ``0..V-1``, trigger ``A = V``; a model needs ``V + 1`` ids.
     Returns ``(B, L)`` tensors; only ``mask[:, L-1]`` is True (target $b$). See :cite:`olsson2022induction`.
     """
-    _check_int("batch_size", batch_size, 1)
-    _check_int("seq_len", seq_len, 3)
-    _check_int("vocab_size", vocab_size, 1)
+    check_positive_int("batch_size", batch_size)
+    if check_positive_int("seq_len", seq_len) < 3:
+        raise ValueError(f"seq_len must be an int >= 3, got {seq_len!r}")
+    check_positive_int("vocab_size", vocab_size)
     _check_generator(generator)
     z = torch.randint(0, vocab_size, (batch_size, seq_len + 1), generator=generator)
     p = torch.randint(0, seq_len - 2, (batch_size, 1), generator=generator)
@@ -236,11 +234,11 @@ def key_value_lookup(batch_size: int, *, n_pairs: int, vocab_size: int, generato
     Returns ``(B, N(k + w + 2) + k + w + 1)`` tensors; ``mask`` is True on the last ``value_len``
     positions, whose targets are $W_j$. See :cite:`zhuang2025meap`, :cite:`liu2024lost`.
     """
-    _check_int("batch_size", batch_size, 1)
-    _check_int("n_pairs", n_pairs, 1)
-    _check_int("vocab_size", vocab_size, 1)
-    _check_int("key_len", key_len, 1)
-    _check_int("value_len", value_len, 1)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("n_pairs", n_pairs)
+    check_positive_int("vocab_size", vocab_size)
+    check_positive_int("key_len", key_len)
+    check_positive_int("value_len", value_len)
     _check_generator(generator)
     n_keys = vocab_size ** key_len
     if n_pairs > n_keys:

@@ -38,19 +38,17 @@ def sigmoid_softmax_instead(q, k, v, causal=False):
     return _sigmoid(q, k, v, causal, 0.0, weight=lambda s: torch.softmax(s, -1))
 
 
-def sigmoid_bias_visible_keys(q, k, v, causal=False):
-    """Uses -log(number of keys row t can see) as the bias for causal rows."""
-    T, S = q.shape[2], k.shape[2]
-    if not causal:
-        return _sigmoid(q, k, v, causal, -math.log(S))
-    return _sigmoid(q, k, v, causal, -torch.log(torch.arange(T, dtype=q.dtype)[:, None] + (S - T + 1)))
+def sigmoid_bias_all_keys(q, k, v, causal=False):
+    """Uses -log S (all the keys) as the bias of every row, also for causal rows that see fewer."""
+    return _sigmoid(q, k, v, causal, -math.log(k.shape[2]))
 
 
 def sigmoid_top_left(q, k, v, causal=False):
     """Aligns the causal mask top-left (query t at position t) when T < S."""
     T, S, D = q.shape[2], k.shape[2], q.shape[3]
     k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
-    s = q @ k.transpose(-2, -1) / math.sqrt(D) - math.log(S)
+    seen = torch.arange(1, T + 1, dtype=q.dtype)[:, None].clamp(max=S) if causal else S * torch.ones(T, 1, dtype=q.dtype)
+    s = q @ k.transpose(-2, -1) / math.sqrt(D) - torch.log(seen)
     keep = torch.ones(T, S, dtype=torch.bool).tril(0) if causal else torch.ones(T, S, dtype=torch.bool)
     return torch.sigmoid(s).masked_fill(~keep, 0.0) @ v
 
@@ -166,7 +164,7 @@ WRONG = [
     ("02.q1", repeat_library, "forbidden minilib.attention.expand_kv_heads"),
     ("02.q2", sigmoid_no_bias, "case 1/7"),
     ("02.q2", sigmoid_softmax_instead, "case 1/7"),
-    ("02.q2", sigmoid_bias_visible_keys, "causal=True"),
+    ("02.q2", sigmoid_bias_all_keys, "causal=True"),
     ("02.q2", sigmoid_top_left, "T=3, S=8"),
     ("02.q2", sigmoid_library, "forbidden minilib.attention.sigmoid_attention"),
     ("02.q3", clip_forgotten, "case 1/6"),

@@ -96,8 +96,8 @@ def _sigmoid_cases() -> list[Case]:
         hint = ""
         if causal:
             where = f"queries are the last T={T} of S={S} positions: " if T != S else ""
-            hint = (f"{where}row t sees keys s <= t + {S - T}, the others get weight 0; the bias is still "
-                    f"-log S = -log {S} (all the keys), not minus the log of the number row t sees")
+            hint = (f"{where}row t sees keys s <= t + {S - T}, the others get weight 0, and its bias is minus the "
+                    f"log of the number it sees, -log(t + {S - T + 1}), not -log S = -log {S} for every row")
         elif Hkv != H:
             hint = "k and v have fewer heads than q: query head h reads kv head h // (H // Hkv) (repeat_kv)"
         cases.append(Case(label, (q, k, v), {"causal": causal}, hint=hint))
@@ -113,7 +113,8 @@ def _sigmoid_reference(q, k, v, causal=False):
             for s in range(S):
                 if causal and s > t + (S - T):
                     continue
-                logit = (q[:, h, t] * k[:, g, s]).sum(-1) / math.sqrt(D) - math.log(S)
+                seen = t + (S - T) + 1 if causal else S
+                logit = (q[:, h, t] * k[:, g, s]).sum(-1) / math.sqrt(D) - math.log(seen)
                 out[:, h, t] += torch.sigmoid(logit)[:, None] * v[:, g, s]
     return out
 
@@ -122,11 +123,11 @@ Q2 = Question(
     id="02.q2",
     name="sigmoid_attention",
     arg_names=("q", "k", "v"),
-    title="sigmoid attention with bias b = -log S",
+    title="sigmoid attention with bias b = -log (keys the row sees)",
     make_cases=_sigmoid_cases,
     reference=_sigmoid_reference,
-    hint="out = sigmoid(q k^T / sqrt(D) - log S) v with S = the number of keys (k.shape[2]); "
-    "no normalisation over keys; masked (future) keys get weight 0",
+    hint="out_t = sum_s sigmoid(q_t . k_s / sqrt(D) - log n_t) v_s with n_t the number of keys row t sees "
+    "(S = k.shape[2], or t + S - T + 1 when causal); no normalisation over keys; masked (future) keys get weight 0",
     points=2,
     forbidden=("minilib.attention.sigmoid_attention", "minilib.attention.attend",
                "minilib.attention.expand_kv_heads"),

@@ -20,7 +20,10 @@ KERNELS = ("torch.nn.functional.scaled_dot_product_attention", "minilib.attentio
            "minilib.attention.attention_weights", "minilib.flash.flash_attention",
            "minilib.flash.flash_attention_lse", "minilib.flash.flash_attention_numpy",
            "minilib.flash.standard_attention_numpy", "minilib.flash.merge_partials",
-           "minilib.flash.flash_decode")
+           "minilib.flash.flash_decode", "minilib.flash.online_softmax_step",
+           "minilib.flash.attention_passes_numpy", "minilib.flash.lean_attention_decode",
+           "minilib.flash.varlen_attention", "minilib.flash.block_sparse_attention",
+           "minilib.parallel.ring_attention")
 
 
 def _randn(shape, seed, scale=1.0):

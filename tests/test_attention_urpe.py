@@ -1,28 +1,12 @@
-"""URPE: the Toeplitz matrix, urpe_attention against a naive loop in fp64, and the constant-input limit of RPE."""
+"""minilib.attention.urpe: urpe_attention against a naive loop in fp64, URPEAttention's relative tables, and the
+constant-input limit of relative positions inside softmax."""
 import math
 
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from minilib.attention import sdpa
-from minilib.positional import URPEAttention, toeplitz_matrix, urpe_attention
-
-
-@settings(max_examples=25, deadline=None)
-@given(T=st.integers(1, 9), extra=st.integers(0, 4), causal=st.booleans(), seed=st.integers(0, 999))
-def test_toeplitz_matrix_entries(T, extra, causal, seed):
-    S = T + extra
-    c = torch.randn(3, S if causal else 2 * S - 1, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    C = toeplitz_matrix(c, T, S, causal=causal)
-    assert C.shape == (3, T, S)
-    for t in range(T):
-        for s in range(S):
-            delta = (S - T + t) - s
-            want = (c[:, delta] if delta >= 0 else torch.zeros(3, dtype=torch.float64)) if causal else c[:, delta + S - 1]
-            assert torch.equal(C[:, t, s], want)
-    # constant along every diagonal
-    assert torch.equal(C[:, 1:, 1:], C[:, :-1, :-1])
+from minilib.attention import URPEAttention, sdpa, urpe_attention
 
 
 def naive_urpe(q, k, v, c, bias, causal):
@@ -119,3 +103,10 @@ def test_bad_inputs_raise():
         URPEAttention(4, 2, max_len=3)(torch.randn(1, 4, 4))
     with pytest.raises(ValueError, match="n_heads"):
         URPEAttention(5, 2, max_len=3)
+
+
+@pytest.mark.parametrize("args, kwargs, name", [((0, 2), dict(max_len=4), "d_model"), ((4, True), dict(max_len=4), "n_heads"),
+                                                ((4, 2), dict(max_len=0), "max_len")])
+def test_module_names_bad_sizes(args, kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        URPEAttention(*args, **kwargs)

@@ -1,0 +1,53 @@
+r"""Position-wise feed-forward networks: the channel MLP that every Transformer block applies to each token alone.
+
+Chapter 01 uses the GELU and SwiGLU forms; the FFN family (chapter 09) grows here.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minilib._checks import check_positive_int
+
+FFN_KINDS = ("gelu", "swiglu")
+
+
+def default_d_ff(d_model: int, kind: str) -> int:
+    r"""The usual hidden width: $4d$ for GELU; for SwiGLU $\tfrac83 d$ rounded up to a multiple of 8.
+
+    The two then hold about the same number of weights ($8d^2$) :cite:`shazeer2020glu`.
+    """
+    check_positive_int("d_model", d_model)
+    _check_kind(kind)
+    return 4 * d_model if kind == "gelu" else 8 * ((8 * d_model // 3 + 7) // 8)
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in FFN_KINDS:
+        raise ValueError(f"ffn kind must be one of {FFN_KINDS}, got {kind!r}")
+
+
+class FeedForward(nn.Module):
+    r"""Position-wise feed-forward network.
+
+    $$ \text{GELU: } W_2\, \operatorname{gelu}(W_1 x) \qquad
+       \text{SwiGLU: } W_2\, \big(\operatorname{silu}(W_1 x) \odot W_3 x\big) $$
+
+    ``x (B, T, d_model) -> (B, T, d_model)``; hidden width ``d_ff`` (default :func:`default_d_ff`).
+    See :cite:`vaswani2017attention`, :cite:`shazeer2020glu`.
+    """
+
+    def __init__(self, d_model: int, d_ff: int | None = None, *, kind: str = "swiglu"):
+        super().__init__()
+        check_positive_int("d_model", d_model)
+        _check_kind(kind)
+        d_ff = default_d_ff(d_model, kind) if d_ff is None else check_positive_int("d_ff", d_ff)
+        self.kind = kind
+        self.w1 = nn.Linear(d_model, d_ff, bias=False)
+        self.w3 = nn.Linear(d_model, d_ff, bias=False) if kind == "swiglu" else None
+        self.w2 = nn.Linear(d_ff, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = F.gelu(self.w1(x)) if self.w3 is None else F.silu(self.w1(x)) * self.w3(x)
+        return self.w2(hidden)

@@ -1,0 +1,34 @@
+"""FeedForward: GELU and SwiGLU against their equations in fp64, the default widths, bad sizes named."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minilib.feedforward import FeedForward, default_d_ff
+
+
+def test_swiglu_and_gelu_match_their_equations():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, dtype=torch.float64)
+    swiglu, gelu = FeedForward(8, 12).double(), FeedForward(8, 12, kind="gelu").double()
+    want = (F.silu(x @ swiglu.w1.weight.T) * (x @ swiglu.w3.weight.T)) @ swiglu.w2.weight.T
+    torch.testing.assert_close(swiglu(x), want)
+    erf_gelu = lambda z: 0.5 * z * (1 + torch.erf(z / 2 ** 0.5))
+    torch.testing.assert_close(gelu(x), erf_gelu(x @ gelu.w1.weight.T) @ gelu.w2.weight.T)
+
+
+def test_default_widths_hold_about_the_same_weights():
+    for d in (8, 16, 48, 100):
+        assert default_d_ff(d, "gelu") == 4 * d
+        swiglu = default_d_ff(d, "swiglu")
+        assert swiglu % 8 == 0 and 8 * d / 3 <= swiglu < 8 * d / 3 + 8
+        n = [sum(p.numel() for p in FeedForward(d, kind=kind).parameters()) for kind in ("gelu", "swiglu")]
+        assert abs(n[1] - n[0]) / n[0] < 0.25 and n[0] == 8 * d * d
+
+
+@pytest.mark.parametrize("make, error, name", [
+    (lambda: FeedForward(0, 8), ValueError, "d_model"), (lambda: FeedForward(8, 0), ValueError, "d_ff"),
+    (lambda: FeedForward(8, 2.5), ValueError, "d_ff"), (lambda: FeedForward(8, kind="relu"), ValueError, "kind"),
+    (lambda: default_d_ff(True, "gelu"), ValueError, "d_model")])
+def test_bad_arguments_are_named(make, error, name):
+    with pytest.raises(error, match=name):
+        make()
