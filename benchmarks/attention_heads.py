@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._experiments import downsample, run_experiments  # noqa: E402
 from minilib.attention import (  # noqa: E402
-    KVCache, MixtureOfHeadAttention, MultiHeadAttention, attend, grouped_attention, kv_cache_bytes)
+    KVCache, MultiHeadAttention, attend, grouped_attention, kv_cache_bytes)
 from minilib.data import (  # noqa: E402
     CharTokenizer, copy_task, lm_batches, lm_eval_windows, masked_targets, tiny_corpus, train_val_split)
 from minilib.experiments import best_time  # noqa: E402
@@ -249,9 +249,9 @@ def run_charlm(quick: bool) -> dict:
         "MHA": lm_with(),
         "GQA": lm_with(n_kv_heads=c["gqa_kv_heads"]),
         "MQA": lm_with(n_kv_heads=1),
-        "SQA": lm_with(n_kv_heads=c["sqa_q_heads"], attn_kwargs=dict(n_q_heads=c["sqa_q_heads"])),
-        "MoH": lm_with(attention=MixtureOfHeadAttention, attn_kwargs=dict(top_k=c["moh_top_k"])),
-        "MoH-renorm": lm_with(attention=MixtureOfHeadAttention, attn_kwargs=dict(top_k=c["moh_top_k"], renormalize=True)),
+        "SQA": lm_with(n_kv_heads=c["sqa_q_heads"], mixer_kwargs=dict(n_q_heads=c["sqa_q_heads"])),
+        "MoH": lm_with(mixer="moh", mixer_kwargs=dict(top_k=c["moh_top_k"])),
+        "MoH-renorm": lm_with(mixer="moh", mixer_kwargs=dict(top_k=c["moh_top_k"], renormalize=True)),
     }
     out = {"config": dict(c), "entropy_rate": round(source.entropy_rate_per_char(), 4)}
     runs = {}

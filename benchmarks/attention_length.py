@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._experiments import RESULTS_DIR, run_experiments  # noqa: E402
+from benchmarks._experiments import artifact_path, run_experiments  # noqa: E402
 from minilib.data import CharTokenizer, lm_batches, lm_eval_windows, tiny_corpus, train_val_split  # noqa: E402
 from minilib.models import TransformerLM, set_rope_scaling, train  # noqa: E402
 
@@ -175,8 +175,7 @@ EXPERIMENTS = {"length": (run, check)}
 
 def main(argv=None) -> None:
     results = run_experiments(EXPERIMENTS, name="attention_length", description=__doc__, report=report, argv=argv)
-    if "--quick" not in (sys.argv[1:] if argv is None else argv):
-        plot(results["length"], RESULTS_DIR / "attention_length.png")
+    plot(results["length"], artifact_path("attention_length.png"))
 
 
 if __name__ == "__main__":

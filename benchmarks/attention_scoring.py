@@ -7,7 +7,7 @@ then measured for attention sinks, activation outliers and the loss of 8-bit fak
     python benchmarks/attention_scoring.py --quick        # tiny sizes, a smoke run; nothing saved
 
 ``charlm``: a 3-layer character LM (d_model 64, 4 heads, 1000 steps) trained four ways, differing only in
-``attn_kwargs`` of :class:`minilib.models.TransformerLM`: ``softmax``, ``clipped`` (zeta = 1, gamma = -0.03), ``gated``
+``mixer_kwargs`` of :class:`minilib.models.TransformerLM`: ``softmax``, ``clipped`` (zeta = 1, gamma = -0.03), ``gated``
 (a sigmoid gate per head and token) :cite:`bondarenko2023quantizable`, and ``sigmoid`` (bias -log n)
 :cite:`ramapuram2024sigmoid`, each with three seeds (the seed sets the initialisation and the training batches).
 The gate adds 780 parameters to 154k (0.5%); the other three have identical parameter counts. Same data
@@ -44,7 +44,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._experiments import RESULTS_DIR, downsample, run_experiments  # noqa: E402
+from benchmarks._experiments import artifact_path, downsample, run_experiments  # noqa: E402
 from minilib.compress import fake_quantized  # noqa: E402
 from minilib.data import CharTokenizer, induction_heads, tiny_corpus, train_val_split  # noqa: E402
 from minilib.models import TransformerLM, attention_maps, lm_loss, train  # noqa: E402
@@ -61,8 +61,7 @@ VARIANTS = {
     "sigmoid": dict(score="sigmoid"),
 }
 SITES = ("resid", "attn_in", "attn_out", "ffn_hidden")
-WEIGHTS = RESULTS_DIR / "attention_scoring_softmax.pt"
-trained_softmax: dict[str, torch.Tensor] = {}  # the seed-0 softmax weights of the last full charlm run, saved by main
+trained_softmax: dict[str, torch.Tensor] = {}  # the seed-0 softmax weights of the last charlm run, saved by main
 
 
 def line_starts(ids: torch.Tensor, newline_id: int, seq_len: int) -> torch.Tensor:
@@ -109,8 +108,8 @@ def activations(model: TransformerLM, idx: torch.Tensor) -> dict[str, list[torch
     hooks = []
     for block in model.blocks:
         hooks.append(block.register_forward_hook(lambda m, a, out: acts["resid"].append(out)))
-        hooks.append(block.attn.wq.register_forward_pre_hook(lambda m, a: acts["attn_in"].append(a[0])))
-        hooks.append(block.attn.wo.register_forward_pre_hook(lambda m, a: acts["attn_out"].append(a[0])))
+        hooks.append(block.mixer.wq.register_forward_pre_hook(lambda m, a: acts["attn_in"].append(a[0])))
+        hooks.append(block.mixer.wo.register_forward_pre_hook(lambda m, a: acts["attn_out"].append(a[0])))
         hooks.append(block.ffn.w2.register_forward_pre_hook(lambda m, a: acts["ffn_hidden"].append(a[0])))
     try:
         model(idx)
@@ -148,9 +147,9 @@ def attention_stats(model: TransformerLM, x: torch.Tensor, queries: slice) -> tu
     stats = dict(first_token_mass=maps[..., 0].mean(dim=(1, 3)).round(decimals=4).tolist(),
                  row_mass=rows.mean(dim=(1, 3)).round(decimals=4).tolist(),
                  silent_row_fraction=(rows == 0).float().mean(dim=(1, 3)).round(decimals=4).tolist())
-    if model.blocks[0].attn.wg is not None:
+    if model.blocks[0].mixer.wg is not None:
         gates = []
-        hooks = [b.attn.wg.register_forward_hook(lambda m, a, o: gates.append(torch.sigmoid(o[:, queries]))) for b in model.blocks]
+        hooks = [b.mixer.wg.register_forward_hook(lambda m, a, o: gates.append(torch.sigmoid(o[:, queries]))) for b in model.blocks]
         model(x)
         for hook in hooks:
             hook.remove()
@@ -188,7 +187,7 @@ def run_charlm(quick: bool) -> dict:
             start = time.perf_counter()
             torch.manual_seed(seed)
             model = TransformerLM(tok.vocab_size + 1, c["d_model"], c["n_layers"], c["n_heads"],  # + 1: the BOS id
-                                  max_len=c["seq_len"], attn_kwargs=kwargs)
+                                  max_len=c["seq_len"], mixer_kwargs=kwargs)
             batches = line_batches(train_ids, newline, tok.vocab_size, batch_size=c["batch"], seq_len=c["seq_len"],
                                    generator=torch.Generator().manual_seed(seed))
             losses = train(model, batches, steps=c["steps"], lr=c["lr"], warmup_steps=c["warmup"],
@@ -199,7 +198,7 @@ def run_charlm(quick: bool) -> dict:
             results["params"][name] = n_params(model)
             print(f"  {name:8s} seed {seed}: val {r['val_loss']:.4f}  W8A8 gap {r['w8a8_gap']:+.5f}  "
                   f"W8A6 gap {r['w8a6_gap']:+.4f}  kurt(resid) {r['kurtosis']['resid']}  [{r['seconds']} s]", flush=True)
-            if name == "softmax" and seed == 0 and not quick:
+            if name == "softmax" and seed == 0:
                 trained_softmax.update({k: v.half() for k, v in model.state_dict().items()})
     return results
 
@@ -238,7 +237,7 @@ def run_noop(quick: bool) -> dict:
             start = time.perf_counter()
             torch.manual_seed(seed)
             model = TransformerLM(c["vocab_size"] + 2, c["d_model"], c["n_layers"], c["n_heads"],
-                                  max_len=c["seq_len"] + 1, attn_kwargs=kwargs)
+                                  max_len=c["seq_len"] + 1, mixer_kwargs=kwargs)
             losses = train(model, noop_batches(c, torch.Generator().manual_seed(seed), c["batch"]), steps=c["steps"],
                            lr=c["lr"], warmup_steps=c["warmup"], progress=False)
             model.eval()
@@ -340,12 +339,10 @@ EXPERIMENTS = {"charlm": (run_charlm, check_charlm), "noop": (run_noop, check_no
 
 def main(argv=None) -> None:
     results = run_experiments(EXPERIMENTS, name="attention_scoring", description=__doc__, report=report, argv=argv)
-    if "--quick" in (sys.argv[1:] if argv is None else argv):
-        return
     if trained_softmax:
-        torch.save(trained_softmax, WEIGHTS)
+        torch.save(trained_softmax, artifact_path("attention_scoring_softmax.pt"))
     if {"charlm", "noop"} <= results.keys():
-        plot(results, RESULTS_DIR / "attention_scoring.png")
+        plot(results, artifact_path("attention_scoring.png"))
 
 
 if __name__ == "__main__":

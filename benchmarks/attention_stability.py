@@ -33,7 +33,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._experiments import RESULTS_DIR, downsample, run_experiments  # noqa: E402
+from benchmarks._experiments import artifact_path, downsample, run_experiments  # noqa: E402
 from minilib.attention import attention_entropy  # noqa: E402
 from minilib.data import digits_split, labelled_batches  # noqa: E402
 from minilib.norms import SigmaReparamLinear, sigma_reparam_  # noqa: E402
@@ -214,8 +214,8 @@ EXPERIMENTS = {"collapse": (run_collapse, check_collapse), "sigmoid": (run_sigmo
 
 def main(argv=None) -> None:
     results = run_experiments(EXPERIMENTS, name="attention_stability", description=__doc__, report=report, argv=argv)
-    if "--quick" not in (sys.argv[1:] if argv is None else argv) and "collapse" in results:
-        plot(results, RESULTS_DIR / "attention_stability.png")
+    if "collapse" in results:
+        plot(results, artifact_path("attention_stability.png"))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ $$ z^{(0)} = \operatorname{patchify}(x)\, W_E + b_E + P, \qquad z^{(\ell)} = \op
 ``images (B, C, H, W)`` (or ``(B, H, W)``, one channel) -> ``logits (B, n_classes)``, with $N = (H/p)(W/p)$ patch
 tokens of $C p^2$ pixels each. The blocks are pre-LayerNorm encoder layers built from
 :class:`~minilib.attention.MultiHeadAttention` (non-causal), :class:`~minilib.norms.LayerNorm` and a GELU
-:class:`~minilib.models.FeedForward`. The classifier reads the mean of the tokens rather than a class token.
+:class:`~minilib.feedforward.FeedForward`. The classifier reads the mean of the tokens rather than a class token.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from torch import nn
 
 from minilib._checks import check_positive_int, require_tensor
 from minilib.attention import MultiHeadAttention
-from minilib.models import FeedForward
+from minilib.feedforward import FeedForward
 from minilib.norms import LayerNorm
 
 __all__ = ["patchify", "PatchEmbedding", "EncoderBlock", "VisionTransformer"]
