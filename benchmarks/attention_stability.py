@@ -23,7 +23,6 @@ core (``seconds`` per experiment in the JSON). The claims the chapter states are
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import numpy as np

@@ -15,7 +15,7 @@ f64 = torch.float64
 def moh_loop(m: MixtureOfHeadAttention, x):
     """MoH token by token: one softmax attention per head, routing by sorting, weighted sum of W_O slices."""
     B, T, d = x.shape
-    H, Hkv, D, G = m.n_heads, m.n_kv_heads, m.head_dim, m.n_heads // m.n_kv_heads
+    H, D, G = m.n_heads, m.head_dim, m.n_heads // m.n_kv_heads
     out = torch.zeros(B, T, d, dtype=x.dtype)
     for b in range(B):
         q, k, v = x[b] @ m.wq.weight.T, x[b] @ m.wk.weight.T, x[b] @ m.wv.weight.T

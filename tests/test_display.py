@@ -1,7 +1,6 @@
 """minilib.display renders library source exactly as it is in the file."""
 
 import ast
-import re
 from pathlib import Path
 
 import pytest

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minilib import mixing
-from minilib.attention import MixtureOfHeadAttention, MultiHeadAttention, kv_cache_bytes
+from minilib.attention import kv_cache_bytes
 from minilib.experiments import results_path
 from minilib.mixing import TokenMixer, register_mixer
 from minilib.models import (TransformerConfig, TransformerLM, attention_maps, sample_next, to_pre_rmsnorm, train)
@@ -117,29 +117,6 @@ def test_config_rejects_bad_combinations_and_types():
         TransformerLM(TransformerConfig(11, 16, 2, 4), d_model=32)
     with pytest.raises(TypeError, match="at most 4 positional"):
         TransformerLM(11, 16, 2, 4, 2)
-
-
-def test_deprecated_attention_keywords_still_build_the_same_models():
-    with pytest.warns(DeprecationWarning, match="mixer_kwargs"):
-        sqa = TransformerLM(11, 16, 2, 4, n_kv_heads=2, attn_kwargs=dict(n_q_heads=2))
-    assert sqa.config.mixer_kwargs == dict(n_q_heads=2) and sqa.n_heads == 2
-    with pytest.warns(DeprecationWarning, match="mixer='moh'"):
-        moh = TransformerLM(11, 16, 2, 4, attention=MixtureOfHeadAttention, attn_kwargs=dict(top_k=2))
-    assert moh.config.mixer == "moh" and all(isinstance(b.mixer, MixtureOfHeadAttention) for b in moh.blocks)
-
-    class WideValues(MultiHeadAttention):
-        pass
-
-    with pytest.warns(DeprecationWarning, match="attention=WideValues"):
-        custom = TransformerLM(11, 16, 2, 4, pos="rope", attention=WideValues)
-    assert all(type(b.mixer) is WideValues and b.mixer.rope for b in custom.blocks)
-    with pytest.raises(TypeError, match="mixer_kwargs= only"):
-        TransformerLM(11, 16, 2, 4, attn_kwargs={}, mixer_kwargs={})
-    with pytest.raises(TypeError, match="attention must be a subclass"):
-        TransformerLM(11, 16, 2, 4, attention=torch.nn.Linear)
-    block = small_lm().blocks[0]
-    with pytest.warns(DeprecationWarning, match="Block.mixer"):
-        assert block.attn is block.mixer
 
 
 def test_state_dicts_saved_with_attn_keys_load_into_mixer():

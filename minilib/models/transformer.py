@@ -7,7 +7,6 @@ positions, and the token mixer of every block (attention by default; any :class:
 """
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -15,7 +14,7 @@ import torch
 from torch import nn
 
 from minilib._checks import check_divisible, check_nonnegative_int, check_positive_int, check_token_ids
-from minilib.attention import MixtureOfHeadAttention, MultiHeadAttention
+from minilib.attention import MultiHeadAttention
 from minilib.feedforward import FFN_KINDS, FeedForward
 from minilib.mixing import MixerFactory, TokenMixer, mixer_factory
 from minilib.norms import NORMS, make_norm
@@ -80,29 +79,6 @@ class TransformerConfig:
         self.kv_route_p = float(p)
 
 
-def _legacy_keywords(fields: dict) -> dict:
-    """The config fields of TransformerLM's deprecated keywords: ``attn_kwargs=`` is ``mixer_kwargs=``, and
-    ``attention=<a MultiHeadAttention subclass>`` is ``mixer=`` (its registered name, or a factory calling it)."""
-    fields = dict(fields)
-    if "attn_kwargs" in fields:
-        if "mixer_kwargs" in fields:
-            raise TypeError("pass mixer_kwargs= only (attn_kwargs= is its deprecated name)")
-        warnings.warn("TransformerLM(attn_kwargs=...) is deprecated: use mixer_kwargs=...", DeprecationWarning, stacklevel=3)
-        fields["mixer_kwargs"] = fields.pop("attn_kwargs") or {}
-    if "attention" in fields:
-        if "mixer" in fields:
-            raise TypeError("pass mixer= only (attention= is its deprecated form)")
-        cls = fields.pop("attention")
-        if not (isinstance(cls, type) and issubclass(cls, MultiHeadAttention)):
-            raise TypeError(f"attention must be a subclass of MultiHeadAttention, got {cls!r}")
-        named = {MultiHeadAttention: "attention", MixtureOfHeadAttention: "moh"}
-        warnings.warn(f"TransformerLM(attention={cls.__name__}) is deprecated: use mixer={named.get(cls, 'a factory')!r}",
-                      DeprecationWarning, stacklevel=3)
-        fields["mixer"] = named.get(cls) or (lambda config, layer: cls(
-            config.d_model, config.n_heads, n_kv_heads=config.n_kv_heads, rope=config.pos == "rope", **config.mixer_kwargs))
-    return fields
-
-
 class Block(nn.Module):
     r"""One Transformer layer: a token mixer then a feed-forward network, each in a residual connection.
 
@@ -132,12 +108,6 @@ class Block(nn.Module):
         # (lam, beta) of DeepScaleLM's scaled residual lam * x + beta * f; (1.0, 1.0) is the plain residual.
         self.residual_scales = (1.0, 1.0)
         self.register_load_state_dict_pre_hook(_rename_attn_keys)
-
-    @property
-    def attn(self) -> TokenMixer:
-        """Deprecated name of :attr:`mixer` (the block's attention before mixers were pluggable)."""
-        warnings.warn("Block.attn is deprecated: use Block.mixer", DeprecationWarning, stacklevel=2)
-        return self.mixer
 
     def residual(self, x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
         r"""$x + f$, or DeepScaleLM's $\lambda x + \beta f$ when ``residual_scales`` is not ``(1.0, 1.0)``. See :cite:`kedia2024stable`."""
@@ -206,7 +176,7 @@ class TransformerLM(nn.Module):
             raise TypeError(f"TransformerLM takes at most 4 positional sizes (vocab_size, d_model, n_layers, n_heads), "
                             f"got {len(args)}; pass the other fields by keyword")
         else:
-            config = TransformerConfig(*args, **_legacy_keywords(kwargs))
+            config = TransformerConfig(*args, **kwargs)
         self.config = config
         self.vocab_size, self.max_len, self.pos = config.vocab_size, config.max_len, config.pos
         self.embed = nn.Embedding(config.vocab_size, config.d_model)

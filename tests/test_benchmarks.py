@@ -1,0 +1,48 @@
+"""Every benchmark runs through the shared harness: its --quick path runs end to end and records provenance.
+
+The full runs take minutes each (`make bench`); --quick uses tiny sizes, checks no claim and writes only
+to the file given with --out, never to the committed results.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = sorted(p for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_"))
+QUICK_BUDGET_S = 120
+
+
+def test_every_benchmark_uses_the_harness():
+    for script in SCRIPTS:
+        text = script.read_text(encoding="utf-8")
+        assert "run_experiments(" in text, f"{script.name} does not run through benchmarks/_experiments.run_experiments"
+        assert "argparse" not in text, f"{script.name} parses its own arguments"
+        assert "RESULTS_DIR" not in text and '"results"' not in text, (
+            f"{script.name} names the results folder itself; save through run_experiments and artifact_path")
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
+def test_quick_run(script, tmp_path):
+    out = tmp_path / f"{script.stem}.json"
+    committed = {p: p.read_bytes() for p in (ROOT / "benchmarks" / "results").iterdir()}
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, str(script), "--quick", "--out", str(out)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=2 * QUICK_BUDGET_S)
+    seconds = time.perf_counter() - start
+    print(f"{script.name} --quick: {seconds:.1f} s")
+    assert result.returncode == 0, f"{script.name} --quick failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    assert seconds < QUICK_BUDGET_S, f"{script.name} --quick took {seconds:.0f} s > {QUICK_BUDGET_S} s"
+    results = json.loads(out.read_text())
+    experiments = {k: v for k, v in results.items() if isinstance(v, dict) and "provenance" in v}
+    assert experiments, f"{script.name} saved no experiment with provenance"
+    for name, r in experiments.items():
+        assert {"command", "commit", "date", "python", "torch", "threads"} <= set(r["provenance"]), name
+    after = {p: p.read_bytes() for p in (ROOT / "benchmarks" / "results").iterdir()}
+    changed = sorted(p.name for p in set(after) | set(committed) if after.get(p) != committed.get(p))
+    assert not changed, f"{script.name} --quick changed committed results: {changed}"
