@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minilib._checks import require_tensor
+from minilib._checks import check_positive_int, require_tensor
 from minilib.attention import MultiHeadAttention
 
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(64)
@@ -67,8 +67,7 @@ def causal_average_moments(seq_len: int, r: float, *, r_grad: float = 0.0, score
     $\mathcal N(0, \text{score\_var})$ and the expectation is a seeded average over ``n_samples`` draws.
     Returns ``(g_fwd, r_out, g_bwd, r_grad_out)``. Causal form of the attention rule of :cite:`kedia2024stable`.
     """
-    if seq_len < 1:
-        raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+    check_positive_int("seq_len", seq_len)
     AAt, AtA, cct = _attention_statistics(seq_len, float(score_var), n_samples)
     ones = torch.ones(seq_len, seq_len, dtype=torch.float64)
 
@@ -146,8 +145,7 @@ def residual_scales(n_layers: int) -> tuple[float, float]:
     for a model of $L$ layers ($2L$ residual branches); at $L = 192$ this is the
     $\beta^2 \approx 0.005$ of the authors' released scripts. See :cite:`kedia2024stable`.
     """
-    if n_layers < 1:
-        raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+    check_positive_int("n_layers", n_layers)
     beta2 = 1.0 / n_layers if n_layers > 1 else 0.5
     return math.sqrt(1.0 - beta2), math.sqrt(beta2)
 
