@@ -3,11 +3,8 @@ import pytest
 import torch
 
 from minilib.models import EncoderDecoderTransformer
+from models_support import seeded
 
-
-def seeded(seed=0):
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
 
 def small_seq2seq():
     seeded()

@@ -5,11 +5,8 @@ import pytest
 import torch
 
 from minilib.models import GatedResidual, GatedTransformerLM
+from models_support import assert_causal_lm, seeded
 
-
-def seeded(seed=0):
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
 
 def gru_gate_reference(gate, x, y):
     """GTrXL's gating equations with the module's weights, written out term by term."""
@@ -50,12 +47,7 @@ def test_gated_residual_starts_near_identity():
 def test_gated_lm_shapes_and_causality():
     seeded()
     model = GatedTransformerLM(13, 16, 3, 2, gate_bias=2.0).double()
-    idx = torch.randint(0, 13, (2, 9))
-    idx2 = idx.clone()
-    idx2[:, 6] = (idx[:, 6] + 1) % 13
-    a, b = model(idx), model(idx2)
-    assert a.shape == (2, 9, 13)
-    torch.testing.assert_close(a[:, :6], b[:, :6], rtol=0, atol=1e-12)
+    assert_causal_lm(model, vocab_size=13, seq_len=9, changed=6)
 
 
 @pytest.mark.parametrize("make, name", [

@@ -3,11 +3,9 @@ import pytest
 import torch
 
 from minilib.models import MinimalAttention, MinimalTransformer, count_parameters
+from models_support import seeded
 
 
-def seeded(seed=0):
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
 
 D_IN, N_CLS, SEQ, D, L, H, FF = 8, 10, 8, 16, 2, 2, 32
 
