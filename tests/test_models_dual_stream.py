@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from minilib.models import DualStreamBlock, DualStreamLM, count_parameters
-from models_support import assert_causal_lm, seeded
+from tests.models_support import assert_causal_lm, seeded
 
 
 def explicit_kronecker(M, D):

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from minilib.models import EncoderDecoderTransformer
-from models_support import seeded
+from tests.models_support import seeded
 
 
 def small_seq2seq():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from minilib.models import GatedResidual, GatedTransformerLM
-from models_support import assert_causal_lm, seeded
+from tests.models_support import assert_causal_lm, seeded
 
 
 def gru_gate_reference(gate, x, y):

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from minilib.models import MinimalAttention, MinimalTransformer, count_parameters
-from models_support import seeded
+from tests.models_support import seeded
 
 
 
