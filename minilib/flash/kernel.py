@@ -20,15 +20,10 @@ from functools import partial
 
 import torch
 
-from minilib._checks import check_attention_inputs, check_positive_int, default_scale
+from minilib._checks import check_attention_inputs, check_positive_int, compute_dtype, default_scale, promoted_dtype
 from minilib.flash._units import map_units
 
 __all__ = ["flash_attention", "flash_attention_lse", "default_tiles"]
-
-
-def _compute_dtype(*xs: torch.Tensor) -> torch.dtype:
-    dtype = torch.promote_types(torch.promote_types(xs[0].dtype, xs[1].dtype), xs[2].dtype)
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def _to_rows(x: torch.Tensor, n_kv: int) -> torch.Tensor:
@@ -157,7 +152,7 @@ class _FlashAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, scale, q_pos, k_pos, block_q, block_k):
         B, H, T, _ = q.shape
         n_kv = k.shape[1]
-        dtype = _compute_dtype(q, k, v)
+        dtype = compute_dtype(q, k, v)
         qr = _to_rows(q.to(dtype), n_kv)
         kr = k.to(dtype).reshape(B * n_kv, *k.shape[2:])
         vr = v.to(dtype).reshape(B * n_kv, *v.shape[2:])
@@ -166,8 +161,7 @@ class _FlashAttention(torch.autograd.Function):
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.args = (scale, q_pos, k_pos, block_q, block_k)
         ctx.set_materialize_grads(False)
-        out_dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
-        return _from_rows(out, B, H, T).to(out_dtype), _from_rows(lse, B, H, T)
+        return _from_rows(out, B, H, T).to(promoted_dtype(q, k, v)), _from_rows(lse, B, H, T)
 
     @staticmethod
     def backward(ctx, dout, dlse):
@@ -244,7 +238,7 @@ def flash_attention_lse(q, k, v, *, causal=False, scale=None, block_q=None, bloc
     ``block_q``, ``block_k`` default to the tuned :func:`default_tiles`.
     Both outputs are differentiable.  See :cite:`dao2022flashattention,dao2023flashattention2`.
     """
-    check_attention_inputs(q, k, v)
+    check_attention_inputs(q, k, v, causal=causal)
     T, S = q.shape[2], k.shape[2]
     block_q, block_k = _tiles(block_q, block_k, T, causal)
     scale = default_scale(q.shape[-1], scale)
