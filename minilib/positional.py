@@ -121,11 +121,12 @@ def alibi_bias(n_heads: int, T: int, S: int | None = None) -> torch.Tensor:
     r"""ALiBi attention bias $b_{h,t,s} = -m_h\,(t' - s)$ for past keys, where $t' = S - T + t$.
 
     Queries are the last ``T`` of ``S`` positions (bottom-right, as with a KV cache); future keys
-    get bias 0 (the causal mask removes them). Returns ``(n_heads, T, S)``. See :cite:`press2022alibi`.
+    get bias 0 (the causal mask removes them). With ``T > S`` the first ``T - S`` queries sit before every key,
+    so their rows are 0 and causal attention gives them no key (zero output rows, the rule of
+    :mod:`minilib.attention`). Returns ``(n_heads, T, S)``. See :cite:`press2022alibi`.
     """
+    T = check_nonnegative_int("T", T)
     S = T if S is None else check_nonnegative_int("S", S)
-    if check_nonnegative_int("T", T) > S:
-        raise ValueError(f"T must be at most S (queries are the last T of S positions), got T={T}, S={S}")
     distance = (torch.arange(S - T, S)[:, None] - torch.arange(S)[None, :]).clamp(min=0)
     return -alibi_slopes(n_heads)[:, None, None] * distance.float()
 
@@ -134,13 +135,14 @@ def toeplitz_matrix(c: torch.Tensor, T: int, S: int | None = None, *, causal: bo
     r"""The Toeplitz matrix $C_{ts} = c_{t' - s}$ of relative offsets, $t' = S - T + t$ (queries are the last ``T`` positions).
 
     Non-causal: ``c (..., 2S - 1)`` holds $c_{-(S-1)}, \dots, c_{S-1}$ in that order, so $c_\delta$ sits at
-    index $\delta + S - 1$. Causal: ``c (..., S)`` holds $c_0, \dots, c_{S-1}$ and $C_{ts} = 0$ for $s > t'$.
+    index $\delta + S - 1$, and needs ``T <= S``. Causal: ``c (..., S)`` holds $c_0, \dots, c_{S-1}$ and
+    $C_{ts} = 0$ for $s > t'$; with ``T > S`` the first ``T - S`` rows are zero (those queries see no key).
     Returns ``(..., T, S)``. See :cite:`luo2022urpe`.
     """
     require_tensor("c", c, floating=True)
     S = T if S is None else check_positive_int("S", S)
-    if check_positive_int("T", T) > S:
-        raise ValueError(f"T must be at most S (queries are the last T of S positions), got T={T}, S={S}")
+    if check_positive_int("T", T) > S and not causal:
+        raise ValueError(f"T must be at most S without causal (queries are the last T of S positions), got T={T}, S={S}")
     need = S if causal else 2 * S - 1
     if c.ndim == 0 or c.shape[-1] != need:
         raise ValueError(f"c must end in {need} entries ({'S' if causal else '2S - 1'} for S={S}, causal={causal}), "
