@@ -1,4 +1,8 @@
-r"""Normalisation layers of the residual stream (LayerNorm, RMSNorm and relatives) and σReparam for weights."""
+r"""Normalisation layers of the residual stream (LayerNorm, RMSNorm and relatives) and σReparam for weights.
+
+Half-precision inputs (float16, bfloat16) are normalised in float32 and returned in their dtype, as torch's own
+norms do (squares of float16 values above ~256 overflow). NaN inputs are not checked for and propagate to their rows.
+"""
 from __future__ import annotations
 
 import math

@@ -19,12 +19,13 @@ from minilib import flash, norms, parallel
 
 DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 # max |error| / max |v| allowed, per dtype: a few units of the dtype's rounding of the output
-TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
+TOL = {torch.float64: 1e-12, torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 8e-3}
 # scores of ±1e4 amplify the float32 rounding of q·k (1e4 x 6e-8) into the weights: allow that much more
-EXTREME_TOL = {torch.float64: 1e-9, torch.float32: 2e-3, torch.float16: 4e-3, torch.bfloat16: 3e-2}
+EXTREME_TOL = {torch.float64: 1e-12, torch.float32: 1e-4, torch.float16: 1e-3, torch.bfloat16: 8e-3}
 SHAPES = {  # (B, H, Hkv, T, S, D)
     "T=S=D=1": (1, 1, 1, 1, 1, 1),
     "odd lengths": (2, 4, 2, 37, 53, 16),
+    "odd T = S": (2, 4, 2, 37, 37, 16),
     "decode T=1": (2, 4, 1, 1, 70, 8),
 }
 
@@ -135,16 +136,21 @@ def test_norm_matches_float64_torch(name, dtype, magnitude):
     assert err <= tol * 4, f"{name} {dtype} magnitude {magnitude}: error {err:.2e}"  # outputs are O(1): absolute
 
 
-def test_flash_gradients_at_extreme_logits_are_as_accurate_as_the_docstring_says():
-    """The flash backward in float32 at ±1e4 scores, against float64 autograd of the reference."""
-    q, k, v = inputs(SHAPES["odd lengths"], torch.float32, extreme=True)
+@pytest.mark.parametrize("causal", (False, True))
+@pytest.mark.parametrize("seed", (0, 1))
+def test_flash_gradients_at_extreme_logits_are_as_accurate_as_the_docstring_says(causal, seed):
+    """The flash backward in float32 at ±1e4 scores against float64 autograd of torch's attention: the bound that
+    flash_attention's docstring states (1e-3 of the largest exact entry + 5e-4 absolute for dq, dk; dv 5e-4 of its largest entry)."""
+    q, k, v = inputs(SHAPES["odd lengths"], torch.float32, extreme=True, seed=seed)
     q, k, v = (t.requires_grad_() for t in (q, k, v))
-    dout = torch.randn(q.shape[:-1] + (v.shape[-1],), dtype=torch.float32)
-    grads = torch.autograd.grad(flash.flash_attention(q, k, v, causal=True), (q, k, v), dout)
+    dout = torch.randn(q.shape[:-1] + (v.shape[-1],), generator=torch.Generator().manual_seed(1))
+    grads = torch.autograd.grad(flash.flash_attention(q, k, v, causal=causal), (q, k, v), dout)
     q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
-    want = torch.autograd.grad(reference(q64, k64, v64, True), (q64, k64, v64), dout.double())
-    errors = [((g.double() - w).abs().max() / w.abs().max()).item() for g, w in zip(grads, want)]
-    assert max(errors) <= 5e-2, f"flash gradient errors at extreme logits {errors}"
+    want = torch.autograd.grad(reference(q64, k64, v64, causal), (q64, k64, v64), dout.double())
+    for name, got, exact in zip(("dq", "dk"), grads, want):
+        err = (got.double() - exact).abs().max().item()
+        assert err <= 1e-3 * exact.abs().max().item() + 5e-4, f"{name} error {err:.1e} (exact max {exact.abs().max():.1e})"
+    assert ((grads[2].double() - want[2]).abs().max() / want[2].abs().max()).item() <= 5e-4
 
 
 if __name__ == "__main__":
