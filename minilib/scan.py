@@ -5,9 +5,9 @@ Given elements $x_0, \dots, x_{L-1}$ and an associative $\oplus$, the inclusive 
 $$ s_t = x_0 \oplus x_1 \oplus \dots \oplus x_t, \qquad t = 0, \dots, L-1. $$
 
 A loop needs $L-1$ dependent steps; because $\oplus$ is associative the brackets can be moved so
-that many combines run at once (Blelloch, "Prefix sums and their applications", 1990). Two classic schedules:
+that many combines run at once :cite:`blelloch1990prefix`. Two classic schedules:
 
-- Hillis-Steele: round $r$ sets $s_t \leftarrow s_{t-2^r} \oplus s_t$ for all $t \ge 2^r$;
+- Hillis-Steele :cite:`hillis1986data`: round $r$ sets $s_t \leftarrow s_{t-2^r} \oplus s_t$ for all $t \ge 2^r$;
   $\lceil\log_2 L\rceil$ rounds (depth), $O(L \log L)$ combines (work).
 - Blelloch (work-efficient): combine neighbouring pairs, scan the half-length sequence of pair
   sums recursively, then fill in the even positions; $2\lceil\log_2 L\rceil$ rounds, at most
@@ -132,7 +132,7 @@ def associative_scan(combine: Callable, elems, *, dim: int, method: str = "blell
     ``method``: ``"blelloch"`` (work-efficient, at most $2L$ combines in $2\lceil\log_2 L\rceil$
     rounds; the default), ``"hillis_steele"`` ($\lceil\log_2 L\rceil$ rounds, $O(L\log L)$ work)
     or ``"sequential"`` (the loop, $L-1$ rounds). A ``ScanCounter`` passed as ``counter`` records
-    the work and depth.
+    the work and depth. See :cite:`blelloch1990prefix`.
     """
     if method not in _METHODS:
         raise ValueError(f"method must be one of {SCAN_METHODS}, got {method!r}")
