@@ -233,11 +233,10 @@ def ssd_recurrent(x, log_a, B, C, *, state=None, return_state: bool = False):
     return (y, S) if return_state else y
 
 
-def _segment_decay(log_a):
-    """``(Bt, H, T, T)`` with entry ``[t, s]`` $= e^{c_t - c_s}$ for $s \\le t$ and 0 above: no overflow."""
-    cum = log_a.cumsum(dim=1).transpose(1, 2)  # (Bt, H, T)
+def _segment_decay(cum):
+    """``(..., T, T)`` with entry ``[t, s]`` $= e^{c_t - c_s}$ for $s \\le t$ and 0 above, from ``cum (..., T)``: no overflow."""
     T = cum.shape[-1]
-    causal = torch.ones(T, T, dtype=torch.bool, device=log_a.device).tril()
+    causal = torch.ones(T, T, dtype=torch.bool, device=cum.device).tril()
     return torch.exp((cum[..., :, None] - cum[..., None, :]).masked_fill(~causal, float("-inf")))
 
 
@@ -245,7 +244,7 @@ def ssd_matrix(log_a, B, C) -> torch.Tensor:
     r"""The ``(Bt, H, L, L)`` mixing matrix of :func:`ssd_recurrent`: $M_{ts} = \langle C_t, B_s\rangle
     \prod_{r=s+1}^{t} a_r$ for $s \le t$ — causal linear attention with $q = C$, $k = B$ and a decay mask."""
     _check_ssd(B[..., :1], log_a, B, C, None)
-    return torch.einsum("bthn,bshn->bhts", C, B) * _segment_decay(log_a)
+    return torch.einsum("bthn,bshn->bhts", C, B) * _segment_decay(log_a.cumsum(dim=1).transpose(1, 2))
 
 
 def ssd_chunked(x, log_a, B, C, *, chunk_size: int = 64, state=None, return_state: bool = False):
@@ -260,16 +259,15 @@ def ssd_chunked(x, log_a, B, C, *, chunk_size: int = 64, state=None, return_stat
     check_positive_int("chunk_size", chunk_size)
     Bt, L, H, P = x.shape
     S = x.new_zeros(Bt, H, B.shape[-1], P) if state is None else state
+    xh, Bh, Ch = (t.transpose(1, 2) for t in (x, B, C))  # heads first: (Bt, H, L, .)
+    cum_all = log_a.transpose(1, 2)  # (Bt, H, L)
     ys = []
     for start in range(0, L, chunk_size):
         part = slice(start, min(start + chunk_size, L))
-        xc, Bc, Cc, la = x[:, part], B[:, part], C[:, part], log_a[:, part]
-        cum = la.cumsum(dim=1)  # (Bt, T, H)
-        inner = torch.einsum("bthn,bshn->bhts", Cc, Bc) * _segment_decay(la)
-        y = torch.einsum("bhts,bshp->bthp", inner, xc)
-        y = y + torch.exp(cum)[..., None] * torch.einsum("bthn,bhnp->bthp", Cc, S)
-        to_end = torch.exp(cum[:, -1:] - cum)  # (Bt, T, H): decay from s to the chunk's end
-        S = torch.exp(cum[:, -1])[..., None, None] * S + torch.einsum("bsh,bshn,bshp->bhnp", to_end, Bc, xc)
+        xc, Bc, Cc = xh[:, :, part], Bh[:, :, part], Ch[:, :, part]
+        cum = cum_all[:, :, part].cumsum(dim=-1)  # (Bt, H, T)
+        y = ((Cc @ Bc.transpose(-1, -2)) * _segment_decay(cum)) @ xc + torch.exp(cum)[..., None] * (Cc @ S)
+        S = torch.exp(cum[..., -1:, None]) * S + (Bc * torch.exp(cum[..., -1:] - cum)[..., None]).transpose(-1, -2) @ xc
         ys.append(y)
-    y = torch.cat(ys, dim=1) if ys else torch.zeros_like(x)
+    y = torch.cat(ys, dim=2).transpose(1, 2) if ys else torch.zeros_like(x)
     return (y, S) if return_state else y
