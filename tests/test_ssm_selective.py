@@ -89,6 +89,19 @@ def test_large_decays_inside_a_chunk_stay_finite():
     torch.testing.assert_close(y, naive_selective(*args), rtol=0, atol=1e-9)
 
 
+def test_float32_chunks_switch_to_the_scan_when_exp_would_overflow():
+    """In float32 a chunk whose decay spans more than ~150 nats is scanned, not summed: finite, and close to fp64."""
+    args = inputs(1, 64, 2, 3, 4, scale=20.0)
+    want = naive_selective(*args)
+    single = [a.float() if a is not None else None for a in args]
+    y = selective_scan_chunked(*single, chunk_size=64)
+    assert y.dtype == torch.float32 and torch.isfinite(y).all()
+    torch.testing.assert_close(y.double(), want, rtol=1e-4, atol=1e-4)
+    calm = [a.float() for a in inputs(1, 64, 2, 3, 4)[:-1]]  # small decays: the cumulative-sum path, fp32 accuracy
+    torch.testing.assert_close(selective_scan_chunked(*calm, chunk_size=16).double(),
+                               naive_selective(*(a.double() for a in calm), None), rtol=1e-4, atol=1e-4)
+
+
 def test_lti_special_case_is_the_s4d_convolution():
     """Constant delta, B, C: the selective scan is the convolution with s4d_kernel (B rescaled ZOH -> Euler)."""
     Ch, N, L = 2, 4, 30

@@ -27,18 +27,14 @@ from minilib.scan import ScanCounter, associative_scan
 __all__ = ["selective_scan_recurrent", "selective_scan_parallel", "selective_scan_chunked", "ssm_matrix",
            "ssd_recurrent", "ssd_chunked", "ssd_matrix", "linear_recurrence_combine"]
 
-# the inside of a chunk uses cumulative sums of exp(-log decay) when its decay range (in nats) is below this
-# bound in float64, else a log-depth scan; beyond it exp() would overflow
-_CUMSUM_RANGE = 1200.0
+# the inside of a chunk uses cumulative sums of exp(-log decay) while its decay range (in nats) stays below this
+# bound, else a log-depth scan: with the midpoint offset exp() sees at most half the range, and overflows beyond
+_CUMSUM_RANGE = {torch.float32: 150.0, torch.complex64: 150.0, torch.float64: 1200.0, torch.complex128: 1200.0}
 
 
 def linear_recurrence_combine(first, second):
     r"""$(a, b) \oplus (a', b') = (a a', a' b + b')$: $h \mapsto a h + b$ followed by $h \mapsto a' h + b'$."""
     return first[0] * second[0], second[0] * first[1] + second[1]
-
-
-def _is_complex(*xs) -> bool:
-    return any(x is not None and x.is_complex() for x in xs)
 
 
 def _check_selective(u, delta, A, B, C, D, state):
@@ -136,7 +132,7 @@ def _chunk_states(log_a, b, h0):
     """
     cum = log_a.cumsum(dim=1)
     span = (cum[:, 0] - cum[:, -1]).real.amax() if log_a.shape[1] > 1 else cum.new_zeros(()).real
-    if float(span.detach()) > _CUMSUM_RANGE:
+    if float(span.detach()) > _CUMSUM_RANGE.get(b.dtype, 0.0):
         b = torch.cat([b[:, :1] + torch.exp(log_a[:, :1]) * h0[:, None], b[:, 1:]], dim=1)
         return associative_scan(linear_recurrence_combine, (torch.exp(log_a), b), dim=1)[1]
     mid = (cum[:, :1] + cum[:, -1:]) / 2
@@ -150,12 +146,12 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, *, chunk_size: int = 64, s
     For each chunk of ``chunk_size`` positions the states $h_t = e^{c_t} h_0 + \sum_{s\le t}
     e^{c_t - c_s} b_s$ (with $c_t$ the cumulative $\Delta A$ since the chunk's start and $h_0$ the
     state handed over from the previous chunk) are formed by cumulative sums, read out, and only the
-    last one is kept: memory ``(Bt, chunk_size, C, N)``, never ``(Bt, L, C, N)``. Inside a chunk the
-    work is done in float64 (complex128), so that $e^{\pm c}$ stays in range.
+    last one is kept: memory ``(Bt, chunk_size, C, N)``, never ``(Bt, L, C, N)``. A chunk whose decay
+    range is too wide for $e^{\pm c}$ in its dtype is scanned in log depth instead.
     """
     _check_selective(u, delta, A, B, C, D, state)
     check_positive_int("chunk_size", chunk_size)
-    work = torch.complex128 if _is_complex(A, B, C, state) else torch.float64
+    work = _state_dtype(u, A, B, C, state)
     Bt, L, Ch = u.shape
     h = torch.zeros(Bt, Ch, A.shape[1], dtype=work, device=u.device) if state is None else state.to(work)
     ys = []
