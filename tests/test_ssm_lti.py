@@ -6,8 +6,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minilib.ssm import (discretize, discretize_diagonal, fft_conv, hippo_legs, legendre_readout, lmu_matrices,
-                         s4d_init, s4d_kernel, s4d_recurrent)
+from minilib.ssm import (discretize, discretize_diagonal, fft_conv, hippo_legs, legendre_readout, lmu_conv, lmu_matrices,
+                         lmu_recurrent, s4d_init, s4d_kernel, s4d_recurrent)
 
 
 def rk4_hold(A, B, h0, u, dt, steps=2000):
@@ -159,3 +159,15 @@ def test_bad_input():
         s4d_init(3, kind="legs")
     with pytest.raises(ValueError, match="theta"):
         lmu_matrices(3, 0.0)
+
+
+def test_lmu_recurrent_equals_its_convolution_and_reconstructs_the_delayed_input():
+    """LMU row: recurrent = convolution form (1e-10 in fp64, 1e-5 in fp32); u(t - theta) read from the state."""
+    t = torch.arange(0, 3, 2e-3, dtype=torch.float64)
+    u = torch.stack([torch.sin(2 * np.pi * 0.7 * t), torch.cos(2 * np.pi * 1.1 * t)])
+    rec = lmu_recurrent(u, order=10, theta=1.0, dt=2e-3)
+    torch.testing.assert_close(lmu_conv(u, order=10, theta=1.0, dt=2e-3), rec, rtol=0, atol=1e-10)
+    torch.testing.assert_close(lmu_conv(u.float(), order=10, theta=1.0, dt=2e-3), rec.float(), rtol=0, atol=1e-5)
+    delayed = rec[:, -1] @ legendre_readout(10, torch.ones(1, dtype=torch.float64))[0]
+    want = torch.stack([torch.sin(2 * np.pi * 0.7 * (t[-1] - 1.0)), torch.cos(2 * np.pi * 1.1 * (t[-1] - 1.0))])
+    assert (delayed - want).abs().max() < 0.05

@@ -13,13 +13,13 @@ from minilib.scan import ScanCounter, associative_scan
 from minilib.ssm.conv import direct_causal_conv, fft_conv, monarch_fft_conv
 from minilib.ssm.hydra import hydra, hydra_matrix
 from minilib.ssm.lti import (DISCRETIZATIONS, discretize, discretize_diagonal, hippo_legs, legendre_readout,
-                             lmu_matrices, s4d_init, s4d_kernel, s4d_recurrent)
+                             lmu_conv, lmu_matrices, lmu_recurrent, s4d_init, s4d_kernel, s4d_recurrent)
 from minilib.ssm.mixers import MambaMixer, S4DMixer, SSMCache
 from minilib.ssm.selective import (linear_recurrence_combine, selective_scan_chunked, selective_scan_parallel,
                                    selective_scan_recurrent, ssd_chunked, ssd_matrix, ssd_recurrent, ssm_matrix)
 
 __all__ = ["ScanCounter", "associative_scan", "direct_causal_conv", "fft_conv", "monarch_fft_conv", "DISCRETIZATIONS",
-           "discretize", "discretize_diagonal", "hippo_legs", "legendre_readout", "lmu_matrices", "s4d_init",
+           "discretize", "discretize_diagonal", "hippo_legs", "legendre_readout", "lmu_matrices", "lmu_recurrent", "lmu_conv", "s4d_init",
            "s4d_kernel", "s4d_recurrent", "linear_recurrence_combine", "selective_scan_chunked",
            "selective_scan_parallel", "selective_scan_recurrent", "ssd_chunked", "ssd_matrix", "ssd_recurrent",
            "ssm_matrix", "hydra", "hydra_matrix", "MambaMixer", "S4DMixer", "SSMCache"]

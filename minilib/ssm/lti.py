@@ -17,9 +17,10 @@ import math
 import torch
 
 from minilib._checks import check_positive_int, require_tensor
+from minilib.ssm.conv import fft_conv
 
 __all__ = ["DISCRETIZATIONS", "discretize", "discretize_diagonal", "hippo_legs", "s4d_init", "s4d_kernel",
-           "s4d_recurrent", "lmu_matrices", "legendre_readout"]
+           "s4d_recurrent", "lmu_matrices", "legendre_readout", "lmu_recurrent", "lmu_conv"]
 
 DISCRETIZATIONS = ("zoh", "bilinear")
 
@@ -203,3 +204,38 @@ def legendre_readout(order: int, r: torch.Tensor) -> torch.Tensor:
     for i in range(1, order - 1):
         P.append(((2 * i + 1) * x * P[i] - i * P[i - 1]) / (i + 1))
     return torch.stack(P[:order], dim=-1)
+
+
+def _lmu_discrete(order: int, theta: float, dt: float, dtype):
+    A, B = lmu_matrices(order, theta, dtype=dtype)
+    return discretize(A, B, dt)
+
+
+def lmu_recurrent(u: torch.Tensor, *, order: int, theta: float, dt: float) -> torch.Tensor:
+    r"""The LMU memory run step by step, $m_t = \bar A m_{t-1} + \bar B u_t$ (ZOH): ``u (..., L)`` -> ``(..., L, order)``.
+
+    :cite:`voelker2019lmu`; read the window back with :func:`legendre_readout`.
+    """
+    require_tensor("u", u, floating=True)
+    A_bar, B_bar = _lmu_discrete(order, theta, dt, u.dtype)
+    m, out = u.new_zeros(*u.shape[:-1], order), []
+    for t in range(u.shape[-1]):
+        m = m @ A_bar.T + u[..., t, None] * B_bar[:, 0]
+        out.append(m)
+    return torch.stack(out, dim=-2)
+
+
+def lmu_conv(u: torch.Tensor, *, order: int, theta: float, dt: float) -> torch.Tensor:
+    r"""The same memory as a convolution: $m_t = \sum_{s \le t} \bar A^{t-s} \bar B\, u_s$, all ``order`` components
+    at once by :func:`~minilib.ssm.fft_conv` with the kernels $H_\ell = \bar A^{\ell} \bar B$ (LMUFormer's
+    parallel training form :cite:`liu2024lmuformer`). ``u (..., L)`` -> ``(..., L, order)``.
+    """
+    require_tensor("u", u, floating=True)
+    L = u.shape[-1]
+    A_bar, B_bar = _lmu_discrete(order, theta, dt, u.dtype)
+    powers, H = B_bar[:, 0], []
+    for _ in range(L):
+        H.append(powers)
+        powers = A_bar @ powers
+    kernels = torch.stack(H, dim=-1)  # (order, L): component i of every lag
+    return fft_conv(u[..., None, :].expand(*u.shape[:-1], order, L), kernels).transpose(-1, -2)
