@@ -9,7 +9,8 @@ from minilib.models import TransformerConfig, TransformerLM, train
 from minilib.ssm import MambaMixer, S4DMixer, SSMCache
 
 
-@pytest.mark.parametrize("name, kwargs", [("mamba", {"d_state": 4, "chunk_size": 3}), ("s4d", {"d_state": 4})])
+@pytest.mark.parametrize("name, kwargs", [("mamba", {"d_state": 4, "chunk_size": 3}), ("s4d", {"d_state": 4}),
+                                          ("h3", {"d_state": 4, "shift": 3})])
 def test_cached_decoding_equals_the_full_forward(name, kwargs):
     torch.manual_seed(0)
     config = SimpleNamespace(d_model=8, n_heads=2, n_kv_heads=2, pos="none", max_len=32, mixer_kwargs=kwargs)
@@ -28,7 +29,7 @@ def test_cached_decoding_equals_the_full_forward(name, kwargs):
     assert (mixer(x2)[:, 6:] - mixer(x)[:, 6:]).abs().amax() > 1e-6
 
 
-@pytest.mark.parametrize("mixer", ["mamba", "s4d"])
+@pytest.mark.parametrize("mixer", ["mamba", "s4d", "h3"])
 def test_trains_in_transformer_lm_and_generates_with_its_cache(mixer):
     torch.manual_seed(0)
     model = TransformerLM(TransformerConfig(5, 16, 2, 2, max_len=16, pos="none", mixer=mixer,

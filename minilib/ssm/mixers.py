@@ -1,4 +1,4 @@
-r"""State-space token mixers: the Mamba block (selective) and its LTI twin with an S4D kernel.
+r"""State-space token mixers: the Mamba block (selective), its LTI twin with an S4D kernel, and H3.
 
 Both share one skeleton :cite:`gu2023mamba`: $[x; z] = W_{\text{in}} u$, a causal depthwise convolution
 and SiLU on $x$, a diagonal SSM over $x$ per channel, a gate $y \odot \mathrm{SiLU}(z)$ and $W_{\text{out}}$.
@@ -9,7 +9,8 @@ They differ only in the SSM:
 - ``"s4d"``: $\Delta, B, C$ fixed per channel (S4D-Lin :cite:`gu2022s4d`), a convolution with
   :func:`~minilib.ssm.s4d_kernel` by :func:`~minilib.ssm.fft_conv` in training, the recurrence when decoding.
 
-The decoding state (:class:`SSMCache`) is fixed-size: the last ``d_conv - 1`` convolution inputs and the
+:class:`H3Mixer` (``"h3"``) combines a shift SSM on the keys with a diagonal SSM on keys times values.
+Every decoding state (:class:`SSMCache`) is fixed-size: the last ``d_conv - 1`` convolution inputs and the
 SSM state, whatever the length.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ from minilib.ssm.conv import fft_conv
 from minilib.ssm.lti import s4d_init, s4d_kernel, s4d_recurrent
 from minilib.ssm.selective import selective_scan_chunked, selective_scan_recurrent
 
-__all__ = ["SSMCache", "MambaMixer", "S4DMixer"]
+__all__ = ["SSMCache", "MambaMixer", "S4DMixer", "H3Mixer"]
 
 
 class SSMCache:
@@ -34,6 +35,16 @@ class SSMCache:
 
     def __init__(self):
         self.conv, self.state, self.length = None, None, 0
+
+
+def _causal_depthwise_conv(conv: nn.Conv1d, x: torch.Tensor, cache: SSMCache | None) -> torch.Tensor:
+    """Depthwise causal convolution of ``x (B, T, C)``: left-pad with zeros, or with the cache's tail when decoding."""
+    width = conv.kernel_size[0] - 1
+    past = x.new_zeros(x.shape[0], width, x.shape[2]) if cache is None or cache.conv is None else cache.conv
+    padded = torch.cat([past, x], dim=1)
+    if cache is not None:
+        cache.conv = padded[:, padded.shape[1] - width:]
+    return conv(padded.transpose(1, 2)).transpose(1, 2)
 
 
 class _GatedSSM(TokenMixer):
@@ -54,13 +65,7 @@ class _GatedSSM(TokenMixer):
         return SSMCache()
 
     def _causal_conv(self, x: torch.Tensor, cache: SSMCache | None) -> torch.Tensor:
-        """Depthwise causal convolution: left-pad with zeros, or with the cached tail when decoding."""
-        B, T, _ = x.shape
-        past = x.new_zeros(B, self.d_conv - 1, self.d_inner) if cache is None or cache.conv is None else cache.conv
-        padded = torch.cat([past, x], dim=1)
-        if cache is not None:
-            cache.conv = padded[:, padded.shape[1] - (self.d_conv - 1):]
-        return self.conv(padded.transpose(1, 2)).transpose(1, 2)
+        return _causal_depthwise_conv(self.conv, x, cache)
 
     def forward(self, x: torch.Tensor, *, cache: SSMCache | None = None) -> torch.Tensor:
         require_tensor("x", x, ndim=3, floating=True)
@@ -141,6 +146,61 @@ class S4DMixer(_GatedSSM):
         return y.transpose(1, 2) + self.D * x
 
 
+class H3Mixer(TokenMixer):
+    r"""H3 :cite:`fu2023h3`: a shift SSM on the keys, a diagonal SSM on $K \otimes V$, read by the queries.
+
+    Per head (size $d_h$): $\tilde K = \mathrm{shift}(K)$ (a causal depthwise convolution of width
+    ``shift``, i.e. an SSM whose $A$ is the shift matrix), $S_t = \mathrm{SSM}_{\text{diag}}(\tilde K_t V_t^\top)$
+    for each of the $d_h^2$ entries (S4D-Lin kernels by :func:`~minilib.ssm.fft_conv`), $y_t = S_t^\top Q_t$,
+    then the output projection. The shift lets a token be compared with its predecessor (the induction
+    pattern), the diagonal SSM remembers the pairs: associative recall without attention.
+    """
+
+    causal = True
+
+    def __init__(self, d_model: int, n_heads: int, *, d_state: int = 8, shift: int = 4, dt_min: float = 1e-3,
+                 dt_max: float = 1e-1):
+        super().__init__()
+        for name, value in (("d_model", d_model), ("n_heads", n_heads), ("d_state", d_state), ("shift", shift)):
+            check_positive_int(name, value)
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.conv = nn.Conv1d(d_model, d_model, shift, groups=d_model, bias=False)
+        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+        channels, half = n_heads * self.head_dim ** 2, max(d_state // 2, 1)
+        A = s4d_init(half, kind="lin", channels=channels)
+        self.log_neg_real = nn.Parameter(torch.log(-A.real).float())
+        self.imag = nn.Parameter(A.imag.float())
+        self.C = nn.Parameter(torch.randn(channels, half, 2) * 0.5 ** 0.5)
+        self.log_dt = nn.Parameter(torch.empty(channels).uniform_(math.log(dt_min), math.log(dt_max)))
+
+    ssm_parameters = S4DMixer.ssm_parameters
+
+    def new_cache(self) -> SSMCache:
+        return SSMCache()
+
+    def forward(self, x: torch.Tensor, *, cache: SSMCache | None = None) -> torch.Tensor:
+        require_tensor("x", x, ndim=3, floating=True)
+        if x.shape[-1] != self.d_model:
+            raise ValueError(f"x must be (B, T, d_model={self.d_model}), got {tuple(x.shape)}")
+        Bt, T, _ = x.shape
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        k = _causal_depthwise_conv(self.conv, k, cache)
+        H, dh = self.n_heads, self.head_dim
+        kv = (k.view(Bt, T, H, dh, 1) * v.view(Bt, T, H, 1, dh)).reshape(Bt, T, H * dh * dh).transpose(1, 2)
+        A, B, C, dt = self.ssm_parameters()
+        if cache is None:
+            s = fft_conv(kv.double(), s4d_kernel(A, B, C, dt, T)).to(x.dtype)
+        else:
+            s, cache.state = s4d_recurrent(kv, A, B, C, dt, state=cache.state, return_state=True)
+            cache.length += T
+        s = s.transpose(1, 2).reshape(Bt, T, H, dh, dh)
+        y = torch.einsum("bthij,bthi->bthj", s, q.view(Bt, T, H, dh))
+        return self.out_proj(y.reshape(Bt, T, self.d_model))
+
+
 def _factory(cls):
     def factory(config, layer: int):
         return cls(config.d_model, **config.mixer_kwargs)
@@ -149,3 +209,4 @@ def _factory(cls):
 
 register_mixer("mamba", _factory(MambaMixer))
 register_mixer("s4d", _factory(S4DMixer))
+register_mixer("h3", lambda config, layer: H3Mixer(config.d_model, config.n_heads, **config.mixer_kwargs))
