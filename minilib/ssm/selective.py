@@ -244,26 +244,40 @@ def ssd_matrix(log_a, B, C) -> torch.Tensor:
 
 
 def ssd_chunked(x, log_a, B, C, *, chunk_size: int = 64, state=None, return_state: bool = False):
-    r""":func:`ssd_recurrent` chunk by chunk with matrix products inside each chunk :cite:`dao2024ssd`:
+    r""":func:`ssd_recurrent` chunk by chunk with matrix products inside each chunk :cite:`dao2024ssd`, all chunks at once:
 
     $$ Y_{\text{chunk}} = \big((C B^\top) \odot \Gamma\big) X + e^{c} \odot (C H_0),\qquad
        H_{\text{next}} = e^{c_T} H_0 + \sum_s e^{c_T - c_s} B_s x_s^\top, $$
 
-    with $\Gamma_{ts} = e^{c_t - c_s}$ ($s \le t$) and $c$ the cumulative $\log a$ inside the chunk.
+    with $\Gamma_{ts} = e^{c_t - c_s}$ ($s \le t$) and $c$ the cumulative $\log a$ inside the chunk. The
+    intra-chunk products and each chunk's contribution to its final state are batched over all chunks;
+    only the hand-over of the ``(Bt, H, N, P)`` state from chunk to chunk is a loop.
     """
     _check_ssd(x, log_a, B, C, state)
     check_positive_int("chunk_size", chunk_size)
     Bt, L, H, P = x.shape
-    S = x.new_zeros(Bt, H, B.shape[-1], P) if state is None else state
-    xh, Bh, Ch = (t.transpose(1, 2) for t in (x, B, C))  # heads first: (Bt, H, L, .)
-    cum_all = log_a.transpose(1, 2)  # (Bt, H, L)
-    ys = []
-    for start in range(0, L, chunk_size):
-        part = slice(start, min(start + chunk_size, L))
-        xc, Bc, Cc = xh[:, :, part], Bh[:, :, part], Ch[:, :, part]
-        cum = cum_all[:, :, part].cumsum(dim=-1)  # (Bt, H, T)
-        y = ((Cc @ Bc.transpose(-1, -2)) * _segment_decay(cum)) @ xc + torch.exp(cum)[..., None] * (Cc @ S)
-        S = torch.exp(cum[..., -1:, None]) * S + (Bc * torch.exp(cum[..., -1:] - cum)[..., None]).transpose(-1, -2) @ xc
-        ys.append(y)
-    y = torch.cat(ys, dim=2).transpose(1, 2) if ys else torch.zeros_like(x)
+    N = B.shape[-1]
+    S = x.new_zeros(Bt, H, N, P) if state is None else state
+    if L == 0:
+        return (torch.zeros_like(x), S) if return_state else torch.zeros_like(x)
+    T = min(chunk_size, L)
+    nc, pad = -(-L // T), -L % T
+
+    def chunks(t):  # (Bt, L, H, ...) -> (Bt, H, nc, T, ...), zero-padded at the end (a = 1, B = x = 0 there)
+        t = torch.nn.functional.pad(t, (0, 0) * (t.ndim - 2) + (0, pad))
+        return t.reshape(Bt, nc, T, *t.shape[2:]).movedim(3, 1)
+
+    xc, Bc, Cc = chunks(x), chunks(B), chunks(C)
+    cum = chunks(log_a[..., None])[..., 0].cumsum(dim=-1)  # (Bt, H, nc, T)
+    # inside every chunk at once: masked "attention" with the decay mask
+    y = ((Cc @ Bc.transpose(-1, -2)) * _segment_decay(cum)) @ xc
+    # each chunk's own contribution to the state at its end, and its total decay
+    local = (Bc * torch.exp(cum[..., -1:] - cum)[..., None]).transpose(-1, -2) @ xc  # (Bt, H, nc, N, P)
+    decay = torch.exp(cum[..., -1])  # (Bt, H, nc)
+    starts = []
+    for c in range(nc):  # the only sequential part: nc small state updates
+        starts.append(S)
+        S = decay[:, :, c, None, None] * S + local[:, :, c]
+    y = y + torch.exp(cum)[..., None] * (Cc @ torch.stack(starts, dim=2))
+    y = y.movedim(1, 3).reshape(Bt, nc * T, H, P)[:, :L]
     return (y, S) if return_state else y
