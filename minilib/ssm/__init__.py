@@ -7,6 +7,7 @@ r"""State-space models and long convolutions (chapter 06).
   the mixing matrices that show an SSM as (masked, gated) linear attention;
 - :mod:`~minilib.ssm.hydra`: the bidirectional quasiseparable mixer as two scans and a diagonal;
 - :mod:`~minilib.ssm.hyena`: Hyena's implicit long filters with gating (the ``"hyena"`` mixer), in 1-D and 2-D;
+- :mod:`~minilib.ssm.memory`: a test-time memory trained by the Omega rule while it reads (ATLAS);
 - :mod:`~minilib.ssm.mixers`: the ``"mamba"``, ``"s4d"`` and ``"h3"`` token mixers, registered on import;
 - :func:`associative_scan` (from :mod:`minilib.scan`), the log-depth scan under all of them.
 """
@@ -16,6 +17,7 @@ from minilib.ssm.hydra import hydra, hydra_matrix
 from minilib.ssm.hyena import Hyena2D, HyenaMixer, ImplicitFilter, fft_conv2d
 from minilib.ssm.lti import (DISCRETIZATIONS, discretize, discretize_diagonal, hippo_legs, legendre_readout,
                              lmu_conv, lmu_matrices, lmu_recurrent, s4d_init, s4d_kernel, s4d_recurrent)
+from minilib.ssm.memory import omega_memory
 from minilib.ssm.mixers import H3Mixer, MambaMixer, S4DMixer, SSMCache
 from minilib.ssm.selective import (linear_recurrence_combine, selective_scan_chunked, selective_scan_parallel,
                                    selective_scan_recurrent, ssd_chunked, ssd_matrix, ssd_recurrent, ssm_matrix)
@@ -24,4 +26,4 @@ __all__ = ["ScanCounter", "associative_scan", "direct_causal_conv", "fft_conv", 
            "discretize", "discretize_diagonal", "hippo_legs", "legendre_readout", "lmu_matrices", "lmu_recurrent", "lmu_conv", "s4d_init",
            "s4d_kernel", "s4d_recurrent", "linear_recurrence_combine", "selective_scan_chunked",
            "selective_scan_parallel", "selective_scan_recurrent", "ssd_chunked", "ssd_matrix", "ssd_recurrent",
-           "ssm_matrix", "hydra", "hydra_matrix", "fft_conv2d", "ImplicitFilter", "HyenaMixer", "Hyena2D", "MambaMixer", "S4DMixer", "H3Mixer", "SSMCache"]
+           "ssm_matrix", "hydra", "hydra_matrix", "fft_conv2d", "ImplicitFilter", "HyenaMixer", "Hyena2D", "omega_memory", "MambaMixer", "S4DMixer", "H3Mixer", "SSMCache"]
