@@ -7,7 +7,7 @@ r"""State-space models and long convolutions (chapter 06).
   the mixing matrices that show an SSM as (masked, gated) linear attention;
 - :mod:`~minilib.ssm.distill`: MOHAWK's first stage, an SSD mixing matrix fitted to attention matrices;
 - :mod:`~minilib.ssm.hydra`: the bidirectional quasiseparable mixer as two scans and a diagonal;
-- :mod:`~minilib.ssm.hyena`: Hyena's implicit long filters with gating (the ``"hyena"`` mixer), in 1-D and 2-D;
+- :mod:`~minilib.ssm.hyena`: Hyena's implicit long filters with gating (``"hyena"`` mixer), 1-D and 2-D;
 - :mod:`~minilib.ssm.memory`: a test-time memory trained by the Omega rule while it reads (ATLAS);
 - :mod:`~minilib.ssm.mixers`: the ``"mamba"``, ``"s4d"`` and ``"h3"`` token mixers, registered on import;
 - :func:`associative_scan` (from :mod:`minilib.scan`), the log-depth scan under all of them.
@@ -24,8 +24,13 @@ from minilib.ssm.mixers import H3Mixer, MambaMixer, S4DMixer, SSMCache
 from minilib.ssm.selective import (linear_recurrence_combine, selective_scan_chunked, selective_scan_parallel,
                                    selective_scan_recurrent, ssd_chunked, ssd_matrix, ssd_recurrent, ssm_matrix)
 
-__all__ = ["ScanCounter", "associative_scan", "direct_causal_conv", "fft_conv", "monarch_fft_conv", "DISCRETIZATIONS",
-           "discretize", "discretize_diagonal", "hippo_legs", "legendre_readout", "lmu_matrices", "lmu_recurrent", "lmu_conv", "s4d_init",
-           "s4d_kernel", "s4d_recurrent", "linear_recurrence_combine", "selective_scan_chunked",
-           "selective_scan_parallel", "selective_scan_recurrent", "ssd_chunked", "ssd_matrix", "ssd_recurrent",
-           "ssm_matrix", "hydra", "hydra_matrix", "fft_conv2d", "ImplicitFilter", "HyenaMixer", "Hyena2D", "omega_memory", "SSDMatrixStudent", "fit_ssd_to_attention", "MambaMixer", "S4DMixer", "H3Mixer", "SSMCache"]
+__all__ = [
+    "ScanCounter", "associative_scan",
+    "direct_causal_conv", "fft_conv", "monarch_fft_conv",
+    "DISCRETIZATIONS", "discretize", "discretize_diagonal", "hippo_legs", "s4d_init", "s4d_kernel", "s4d_recurrent",
+    "lmu_matrices", "legendre_readout", "lmu_recurrent", "lmu_conv",
+    "linear_recurrence_combine", "selective_scan_recurrent", "selective_scan_parallel", "selective_scan_chunked",
+    "ssm_matrix", "ssd_recurrent", "ssd_chunked", "ssd_matrix",
+    "hydra", "hydra_matrix", "fft_conv2d", "ImplicitFilter", "HyenaMixer", "Hyena2D", "omega_memory",
+    "SSDMatrixStudent", "fit_ssd_to_attention", "MambaMixer", "S4DMixer", "H3Mixer", "SSMCache",
+]
