@@ -1,0 +1,261 @@
+"""Benchmark minilib.ssm on this CPU: scan forms side by side, FFT against direct convolution, and selective copying.
+
+    python benchmarks/ssm.py                          # every experiment, claims checked, writes benchmarks/results/ssm.json
+    python benchmarks/ssm.py --only selective_copying # one experiment; the file keeps the others
+    python benchmarks/ssm.py --quick                  # tiny sizes, a few seconds; nothing checked or saved
+
+Experiments (chapter 06 reads them all):
+
+* ``selective_scan``: Mamba-1's diagonal selective scan at L=4096, C=64, N=16: chunked vs the recurrent loop
+  vs the log-depth parallel scan (all states in memory), with the largest state tensor each one holds;
+* ``ssd``: the scalar-decay (Mamba-2/SSD) form, chunked with matmuls vs its recurrence, L=4096;
+* ``fft_conv``: FFT convolution vs the direct O(L^2) one for L = 256..8192 (curves and the L=8192 ratio);
+* ``scan_counts``: work and depth of the three associative-scan schedules, counted (deterministic);
+* ``selective_copying``: a tiny Mamba LM vs the same block with an LTI S4D kernel, parameters matched,
+  three seeds, accuracy on the copied tokens.
+
+Times are the minimum over interleaved rounds (noise on a shared machine only adds time), one thread.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._experiments import run_experiments  # noqa: E402
+from minilib.data import masked_targets, selective_copying  # noqa: E402
+from minilib.models import TransformerConfig, TransformerLM, count_parameters, train  # noqa: E402
+from minilib.scan import SCAN_METHODS, ScanCounter, associative_scan  # noqa: E402
+from minilib.ssm import (direct_causal_conv, fft_conv, selective_scan_chunked, selective_scan_parallel,  # noqa: E402
+                         selective_scan_recurrent, ssd_chunked, ssd_recurrent)
+
+
+def interleaved_best(fns: dict, rounds: int) -> dict:
+    """Minimum wall time of each function over ``rounds`` rounds, the functions taking turns within a round."""
+    best = {name: math.inf for name in fns}
+    for fn in fns.values():  # warm-up
+        fn()
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Selective scan (Mamba-1, diagonal A of shape (C, N))
+# ---------------------------------------------------------------------------------------------
+
+SCAN = dict(batch=1, length=4096, channels=64, d_state=16, chunk_size=64, rounds=5, seed=0)
+SCAN_QUICK = dict(length=256, rounds=1)
+SCAN_BAR = 2.0  # chunked at least this much faster than the recurrent loop
+
+
+def selective_inputs(c: dict):
+    g = torch.Generator().manual_seed(c["seed"])
+    Bt, L, C, N = c["batch"], c["length"], c["channels"], c["d_state"]
+    u = torch.randn(Bt, L, C, generator=g)
+    delta = torch.nn.functional.softplus(torch.randn(Bt, L, C, generator=g) - 3)
+    A = -torch.arange(1, N + 1, dtype=torch.float32).expand(C, N)
+    return u, delta, A, torch.randn(Bt, L, N, generator=g), torch.randn(Bt, L, N, generator=g), torch.ones(C)
+
+
+def run_selective_scan(quick: bool) -> dict:
+    c = {**SCAN, **(SCAN_QUICK if quick else {})}
+    args = selective_inputs(c)
+    fns = {"recurrent": lambda: selective_scan_recurrent(*args),
+           "parallel": lambda: selective_scan_parallel(*args),
+           "chunked": lambda: selective_scan_chunked(*args, chunk_size=c["chunk_size"])}
+    seconds = interleaved_best(fns, c["rounds"])
+    Bt, L, C, N = c["batch"], c["length"], c["channels"], c["d_state"]
+    return dict(config=c, times=seconds, speedup_chunked=seconds["recurrent"] / seconds["chunked"],
+                speedup_parallel=seconds["recurrent"] / seconds["parallel"],
+                states_held={"recurrent": Bt * C * N, "parallel": Bt * L * C * N, "chunked": Bt * c["chunk_size"] * C * N})
+
+
+def check_selective_scan(r: dict) -> None:
+    assert r["speedup_chunked"] >= SCAN_BAR, f"chunked only {r['speedup_chunked']:.2f}x the recurrent loop"
+    assert r["states_held"]["chunked"] * r["config"]["length"] == r["states_held"]["parallel"] * r["config"]["chunk_size"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. SSD: scalar decay per head, matmuls inside chunks
+# ---------------------------------------------------------------------------------------------
+
+SSD = dict(batch=1, length=4096, heads=4, head_dim=16, d_state=16, chunk_size=32, rounds=5, seed=0)
+SSD_QUICK = dict(length=256, rounds=1)
+SSD_BAR = 10.0
+
+
+def run_ssd(quick: bool) -> dict:
+    c = {**SSD, **(SSD_QUICK if quick else {})}
+    g = torch.Generator().manual_seed(c["seed"])
+    Bt, L, H, P, N = c["batch"], c["length"], c["heads"], c["head_dim"], c["d_state"]
+    x, log_a = torch.randn(Bt, L, H, P, generator=g), -0.1 * torch.rand(Bt, L, H, generator=g)
+    B, C = torch.randn(Bt, L, H, N, generator=g), torch.randn(Bt, L, H, N, generator=g)
+    seconds = interleaved_best({"recurrent": lambda: ssd_recurrent(x, log_a, B, C),
+                                "chunked": lambda: ssd_chunked(x, log_a, B, C, chunk_size=c["chunk_size"])}, c["rounds"])
+    return dict(config=c, times=seconds, speedup=seconds["recurrent"] / seconds["chunked"])
+
+
+def check_ssd(r: dict) -> None:
+    assert r["speedup"] >= SSD_BAR, f"SSD chunked only {r['speedup']:.2f}x its recurrence"
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. FFT convolution against the direct one
+# ---------------------------------------------------------------------------------------------
+
+CONV = dict(channels=16, lengths=[256, 512, 1024, 2048, 4096, 8192], rounds=3, seed=0)
+CONV_QUICK = dict(lengths=[64, 128], rounds=1)
+CONV_BAR = 20.0  # at the longest length
+
+
+def run_fft_conv(quick: bool) -> dict:
+    c = {**CONV, **(CONV_QUICK if quick else {})}
+    g = torch.Generator().manual_seed(c["seed"])
+    fft_s, direct_s = [], []
+    for L in c["lengths"]:
+        u, h = torch.randn(1, c["channels"], L, generator=g), torch.randn(c["channels"], L, generator=g)
+        s = interleaved_best({"fft": lambda: fft_conv(u, h), "direct": lambda: direct_causal_conv(u, h)}, c["rounds"])
+        fft_s.append(s["fft"])
+        direct_s.append(s["direct"])
+    return dict(config=c, fft_seconds=fft_s, direct_seconds=direct_s, speedup=direct_s[-1] / fft_s[-1],
+                direct_growth=direct_s[-1] / direct_s[-2], fft_growth=fft_s[-1] / fft_s[-2])
+
+
+def check_fft_conv(r: dict) -> None:
+    assert r["speedup"] >= CONV_BAR, f"fft_conv only {r['speedup']:.1f}x the direct convolution"
+    assert r["direct_growth"] > 2.5, f"doubling L multiplied direct time by {r['direct_growth']:.2f} only (want ~4)"
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Work and depth of the scan schedules (counted, deterministic)
+# ---------------------------------------------------------------------------------------------
+
+COUNT = dict(lengths=[2 ** k for k in range(1, 15)])
+
+
+def run_scan_counts(quick: bool) -> dict:
+    out = {m: {"work": [], "depth": []} for m in SCAN_METHODS}
+    for L in COUNT["lengths"]:
+        x = torch.ones(L)
+        for m in SCAN_METHODS:
+            if m == "sequential":  # the loop's counts are L - 1 by construction; skip its L python steps
+                out[m]["work"].append(L - 1)
+                out[m]["depth"].append(L - 1)
+                continue
+            counter = ScanCounter()
+            associative_scan(torch.add, x, dim=0, method=m, counter=counter)
+            out[m]["work"].append(counter.work)
+            out[m]["depth"].append(counter.depth)
+    return dict(lengths=COUNT["lengths"], counts=out)
+
+
+def check_scan_counts(r: dict) -> None:
+    for i, L in enumerate(r["lengths"]):
+        log = int(math.log2(L))
+        assert r["counts"]["hillis_steele"]["depth"][i] == log
+        assert r["counts"]["hillis_steele"]["work"][i] == L * log - (L - 1)
+        assert r["counts"]["blelloch"]["work"][i] == 2 * L - 2 - log
+        assert r["counts"]["blelloch"]["depth"][i] == 2 * log - 1
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Selective copying: selective (Mamba) vs LTI (S4D) at matched size
+# ---------------------------------------------------------------------------------------------
+
+COPY = dict(vocab=8, n_tokens=4, seq_len=16, d_model=32, n_layers=2, d_ff=64, steps=500, batch=32, lr=1e-2,
+            warmup=20, n_test=500, test_seed=99, seeds=[0, 1, 2],
+            mixers={"mamba": {"d_state": 16}, "s4d": {"d_state": 24}})  # d_state 24 matches the parameters
+COPY_QUICK = dict(steps=5, n_test=20, seeds=[0, 1])
+COPY_BARS = {"mamba": 0.90, "s4d": 0.50}  # the issue's targets: mean accuracy at least / at most
+PARAM_MATCH = 0.05
+
+
+def copy_model(c: dict, mixer: str) -> TransformerLM:
+    return TransformerLM(TransformerConfig(c["vocab"] + 2, c["d_model"], c["n_layers"], 1, d_ff=c["d_ff"],
+                                           max_len=c["seq_len"] + c["n_tokens"], pos="none", mixer=mixer,
+                                           mixer_kwargs=c["mixers"][mixer]))
+
+
+def copy_batches(c: dict, seed: int):
+    g = torch.Generator().manual_seed(1000 + seed)
+    while True:
+        b = selective_copying(c["batch"], n_tokens=c["n_tokens"], seq_len=c["seq_len"], vocab_size=c["vocab"], generator=g)
+        yield b.inputs, masked_targets(b.targets, b.mask)
+
+
+def copy_accuracy(model, c: dict) -> float:
+    b = selective_copying(c["n_test"], n_tokens=c["n_tokens"], seq_len=c["seq_len"], vocab_size=c["vocab"],
+                          generator=torch.Generator().manual_seed(c["test_seed"]))
+    with torch.no_grad():
+        return float((model(b.inputs).argmax(-1) == b.targets)[b.mask].float().mean())
+
+
+def run_selective_copying(quick: bool) -> dict:
+    c = {**COPY, **(COPY_QUICK if quick else {})}
+    out = {"config": c}
+    for mixer in c["mixers"]:
+        accs, params, secs = [], None, []
+        for seed in c["seeds"]:
+            torch.manual_seed(seed)
+            model = copy_model(c, mixer)
+            params = count_parameters(model)
+            start = time.perf_counter()
+            train(model, copy_batches(c, seed), steps=c["steps"], lr=c["lr"], warmup_steps=c["warmup"], progress=False)
+            secs.append(time.perf_counter() - start)
+            accs.append(copy_accuracy(model.eval(), c))
+        out[mixer] = dict(params=params, accuracy=accs, mean=float(np.mean(accs)), std=float(np.std(accs, ddof=1)),
+                          train_seconds=secs)
+    out["chance"] = 1 / c["vocab"]
+    diff = np.asarray(out["mamba"]["accuracy"]) - np.asarray(out["s4d"]["accuracy"])
+    out["difference"] = dict(per_seed=diff.tolist(), mean=float(diff.mean()), std=float(diff.std(ddof=1)),
+                             established=bool(abs(diff.mean()) > diff.std(ddof=1) and (diff.min() > 0 or diff.max() < 0)))
+    out["targets_met"] = {"mamba_at_least": out["mamba"]["mean"] >= COPY_BARS["mamba"],
+                          "s4d_at_most": out["s4d"]["mean"] <= COPY_BARS["s4d"]}
+    return out
+
+
+def check_selective_copying(r: dict) -> None:
+    """Parameters matched; the accuracies are recorded against the targets (the chapter states which were met)."""
+    pm, ps = r["mamba"]["params"], r["s4d"]["params"]
+    assert abs(pm - ps) / max(pm, ps) <= PARAM_MATCH, f"parameters not matched: mamba {pm}, s4d {ps}"
+    assert all(r["chance"] / 2 < a <= 1 for m in ("mamba", "s4d") for a in r[m]["accuracy"])
+
+
+EXPERIMENTS = {
+    "selective_scan": (run_selective_scan, check_selective_scan),
+    "ssd": (run_ssd, check_ssd),
+    "fft_conv": (run_fft_conv, check_fft_conv),
+    "scan_counts": (run_scan_counts, check_scan_counts),
+    "selective_copying": (run_selective_copying, check_selective_copying),
+}
+
+
+def report(name: str, r: dict) -> str:
+    if name == "selective_scan":
+        return f"selective scan: chunked {r['speedup_chunked']:.2f}x, parallel {r['speedup_parallel']:.2f}x the loop"
+    if name == "ssd":
+        return f"ssd: chunked {r['speedup']:.1f}x its recurrence"
+    if name == "fft_conv":
+        return f"fft_conv: {r['speedup']:.0f}x direct at L={r['config']['lengths'][-1]}"
+    if name == "scan_counts":
+        return f"scan counts up to L={r['lengths'][-1]}"
+    return "selective copying: " + ", ".join(f"{m} {r[m]['mean']:.3f} +- {r[m]['std']:.3f} ({r[m]['params']} params)"
+                                             for m in r["config"]["mixers"])
+
+
+def main(argv=None):
+    return run_experiments(EXPERIMENTS, name="ssm", description=__doc__, report=report, argv=argv)
+
+
+if __name__ == "__main__":
+    main()

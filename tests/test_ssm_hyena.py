@@ -1,0 +1,68 @@
+"""minilib.ssm.hyena: 2-D FFT convolution vs conv2d, the Hyena operator against a direct recomputation, causality, training."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minilib.models import TransformerConfig, TransformerLM, train
+from minilib.ssm import HyenaMixer, Hyena2D, ImplicitFilter, direct_causal_conv, fft_conv2d
+
+
+@pytest.mark.parametrize("H,W,kh,kw", [(8, 8, 8, 8), (7, 5, 3, 2), (1, 4, 1, 4), (6, 9, 6, 1)])
+def test_fft_conv2d_equals_direct_conv2d(H, W, kh, kw):
+    g = torch.Generator().manual_seed(H * W)
+    u = torch.randn(2, 3, H, W, dtype=torch.float64, generator=g)
+    k = torch.randn(3, kh, kw, dtype=torch.float64, generator=g)
+    # y_ij = sum_ab k_ab u_{i-a, j-b}: conv2d (a correlation) with the flipped kernel, padded above and left
+    want = F.conv2d(F.pad(u, (kw - 1, 0, kh - 1, 0)), k.flip(-1, -2)[:, None], groups=3)
+    torch.testing.assert_close(fft_conv2d(u, k), want, rtol=0, atol=1e-10)
+    torch.testing.assert_close(fft_conv2d(u.float(), k.float()), want.float(), rtol=0, atol=1e-5)
+
+
+def test_hyena_equals_a_direct_recomputation_and_is_causal():
+    torch.manual_seed(0)
+    m = HyenaMixer(8).double()
+    x = torch.randn(2, 20, 8, dtype=torch.float64)
+    T = x.shape[1]
+    z = m.short(m.in_proj(x).transpose(1, 2))[..., :T]
+    v, x1, x2 = z.chunk(3, dim=1)
+    h = m.filters(T).view(2, 8, T)
+    for i, gate in enumerate((x1, x2)):  # the long convolutions done directly, O(T^2)
+        v = gate * (direct_causal_conv(v, h[i]) + m.bias[i, :, None] * v)
+    torch.testing.assert_close(m(x), m.out_proj(v.transpose(1, 2)), rtol=0, atol=1e-10)
+    x2_ = x.clone()
+    x2_[:, 12] += 1.0
+    torch.testing.assert_close(m(x2_)[:, :12], m(x)[:, :12], rtol=0, atol=1e-12)
+    assert (m(x2_)[:, 12:] - m(x)[:, 12:]).abs().amax() > 1e-6
+    assert m.new_cache() is None
+
+
+def test_implicit_filters_have_a_fixed_parameter_count_and_decay():
+    f = ImplicitFilter(4, n_freqs=3, hidden=8)
+    n_params = sum(p.numel() for p in f.parameters())
+    assert f(16).shape == (4, 16) and f(1024).shape == (4, 1024)
+    assert sum(p.numel() for p in f.parameters()) == n_params
+    h = f(512).detach().abs()
+    # the fastest channel's window is exp(-30 p): below 1e-6 of the MLP's output scale beyond p = 1/2
+    assert h[-1, 256:].max() < 1e-6 * f.mlp(torch.zeros(1, 7)).abs().max().item() + 1e-5
+    assert ImplicitFilter(4, dims=2)(5, 6).shape == (4, 5, 6)
+
+
+def test_hyena_trains_in_transformer_lm_and_hyena_2d_mixes_the_whole_image():
+    torch.manual_seed(0)
+    model = TransformerLM(TransformerConfig(5, 16, 2, 2, max_len=16, pos="none", mixer="hyena"))
+    x, y = torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2]]), torch.tensor([[1, 2, 3, 4, 0, 1, 2, 3]])
+    losses = train(model, iter(lambda: (x, y), None), steps=40, lr=1e-2, progress=False)
+    assert losses[-1] < 0.3 * losses[0]
+    m = Hyena2D(4).double()
+    img = torch.randn(1, 5, 6, 4, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(lambda t: m(t)[0, 2, 3].sum(), img)
+    assert (jac[0].abs().sum(-1) > 0).all(), "every pixel influences the centre output"
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match=r"kernel must be \(C, k_h <= H, k_w <= W\)"):
+        fft_conv2d(torch.randn(1, 2, 4, 4), torch.randn(2, 5, 1))
+    with pytest.raises(ValueError, match=r"x must be \(B, T, d_model=8\)"):
+        HyenaMixer(8)(torch.randn(1, 3, 7))
+    with pytest.raises(ValueError, match="need 1 sizes"):
+        ImplicitFilter(2)(3, 4)
