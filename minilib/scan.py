@@ -152,5 +152,7 @@ def associative_scan(combine: Callable, elems, *, dim: int, method: str = "blell
         raise ValueError(f"every tensor in elems must have the same length along dim={dim}, "
                          f"got shapes {[tuple(x.shape) for x in xs]}")
     L = lengths.pop()
+    if counter is not None and not isinstance(counter, ScanCounter):
+        raise TypeError(f"counter must be a ScanCounter or None, got {type(counter).__name__}")
     out = xs if L == 0 else _METHODS[method](_Combine(combine, single, dims, counter), xs, dims, L)
     return out[0] if single else tuple(out)

@@ -39,11 +39,12 @@ from minilib.flash import decode, io_numpy
 # modules whose every public name the sweep must cover (the grader has its own tests; _private modules are internal)
 SWEPT = ("minilib.activations", "minilib.attention", "minilib.compress", "minilib.feedforward", "minilib.flash",
          "minilib.mixing", "minilib.models", "minilib.norms", "minilib.parallel", "minilib.positional",
-         "minilib.signal_propagation", "minilib.ssm", "minilib.vision")
+         "minilib.scan", "minilib.signal_propagation", "minilib.ssm", "minilib.vision")
 # public names whose arguments are not user input to check (context managers over a model, registry readers)
 NOT_SWEPT = {"registered_mixers": "takes no argument", "TokenMixer": "abstract base class, no arguments",
              "calibrated_heads": "context manager over modules built by the library",
-             "ConvertedLM": "built by to_pre_rmsnorm from a checked TransformerLM"}
+             "ConvertedLM": "built by to_pre_rmsnorm from a checked TransformerLM",
+             "linear_recurrence_combine": "the combine operator associative_scan calls on its own slices"}
 
 
 @dataclass(frozen=True)
@@ -410,6 +411,90 @@ case(vision.patchify, lambda: vision.patchify(torch.randn(8), 4), "images")
 case(vision.PatchEmbedding, lambda: vision.PatchEmbedding(8, 4, 16)(torch.randn(2, 6, 6)), "images")
 case(vision.VisionTransformer, lambda: vision.VisionTransformer(8, 4, 16, 1, 4, n_classes=10)(torch.randn(2, 6, 6)),
      "images")
+
+# state space models and scans (chapter 06)
+from minilib import scan  # noqa: E402
+from minilib.ssm import conv as ssm_conv, distill, hyena, lti, memory, mixers as ssm_mixers, selective  # noqa: E402
+
+ssm_hydra = importlib.import_module("minilib.ssm.hydra")  # the package re-exports the function under the same name
+
+u3, ker = torch.randn(2, 3, 16), torch.randn(3, 16)
+case(scan.associative_scan, lambda: scan.associative_scan(torch.add, torch.randn(5), dim=0, method="tree"), "method")
+case(scan.associative_scan, lambda: scan.associative_scan("add", torch.randn(5), dim=0), "combine")
+case(scan.associative_scan, lambda: scan.associative_scan(torch.add, (torch.randn(5), torch.randn(4)), dim=0), "elems")
+case(scan.ScanCounter, lambda: scan.associative_scan(torch.add, torch.randn(5), dim=0, counter="c"), "counter")
+for fn in (ssm_conv.fft_conv, ssm_conv.direct_causal_conv):
+    case(fn, lambda fn=fn: fn(u3, torch.randn(4, 16)), "kernel", label=f"{fn.__name__}: channels differ")
+    case(fn, lambda fn=fn: fn(u3.tolist(), ker), "u", label=f"{fn.__name__}: u list")
+case(ssm_conv.fft_conv, lambda: ssm_conv.fft_conv(u3, torch.randn(3, 20)), "kernel", label="fft_conv: kernel longer than u")
+case(ssm_conv.monarch_fft_conv, lambda: ssm_conv.monarch_fft_conv(u3, torch.randn(4, 16), n1=4, n2=8), "kernel")
+case(hyena.fft_conv2d, lambda: hyena.fft_conv2d(torch.randn(2, 3, 8, 8), torch.randn(4, 8, 8)),
+     "kernel")
+case(hyena.ImplicitFilter, lambda: hyena.ImplicitFilter(0), "channels")
+case(hyena.ImplicitFilter, lambda: hyena.ImplicitFilter(4, dims=0), "dims")
+case(hyena.ImplicitFilter, lambda: hyena.ImplicitFilter(4)(8, 8), "sizes")
+case(hyena.HyenaMixer, lambda: hyena.HyenaMixer(0), "d_model")
+case(hyena.HyenaMixer, lambda: hyena.HyenaMixer(8)(torch.randn(2, 5, 6)), "x")
+case(hyena.Hyena2D, lambda: hyena.Hyena2D(0), "d")
+case(hyena.Hyena2D, lambda: hyena.Hyena2D(8)(torch.randn(2, 4, 4, 6)), "x")
+A2 = -torch.rand(4, 4) - torch.eye(4)
+case(lti.discretize, lambda: lti.discretize(A2, torch.randn(4, 1), 0.1, method="euler4"), "method")
+case(lti.discretize, lambda: lti.discretize(A2, torch.randn(3, 1), 0.1), "B")
+case(lti.discretize, lambda: lti.discretize(A2, torch.randn(4, 1), -0.1), "dt")
+case(lti.discretize_diagonal, lambda: lti.discretize_diagonal(torch.randn(4), torch.randn(3), 0.1), "B")
+case(lti.hippo_legs, lambda: lti.hippo_legs(0), "N")
+case(lti.s4d_init, lambda: lti.s4d_init(4, kind="legs"), "kind")
+case(lti.s4d_init, lambda: lti.s4d_init(0), "N")
+Ad = lti.s4d_init(4, channels=3)
+case(lti.s4d_kernel, lambda: lti.s4d_kernel(Ad, torch.ones(3, 4), torch.ones(3, 4), torch.full((3,), 0.1), 0), "L")
+case(lti.s4d_kernel, lambda: lti.s4d_kernel(Ad, torch.ones(3, 5), torch.ones(3, 4), torch.full((3,), 0.1), 8), "B")
+case(lti.s4d_recurrent, lambda: lti.s4d_recurrent(torch.randn(2, 4, 8), Ad, torch.ones(3, 4), torch.ones(3, 4),
+                                                  torch.full((3,), 0.1)), "u")
+case(lti.lmu_matrices, lambda: lti.lmu_matrices(0, 1.0), "order")
+case(lti.lmu_matrices, lambda: lti.lmu_matrices(4, -1.0), "theta")
+case(lti.legendre_readout, lambda: lti.legendre_readout(4, [0.5]), "r")
+case(lti.lmu_recurrent, lambda: lti.lmu_recurrent(torch.randn(2, 8), order=4, theta=1.0, dt=0.0), "dt")
+case(lti.lmu_conv, lambda: lti.lmu_conv(torch.randn(2, 8), order=0, theta=1.0, dt=0.1), "order")
+sel = dict(u=torch.randn(2, 9, 3), delta=torch.rand(2, 9, 3), A=-torch.rand(3, 4), B=torch.randn(2, 9, 4), C=torch.randn(2, 9, 4))
+for fn in (selective.selective_scan_recurrent, selective.selective_scan_parallel, selective.selective_scan_chunked):
+    case(fn, lambda fn=fn: fn(**{**sel, "A": -torch.rand(4, 4)}), "A", label=f"{fn.__name__}: A channels")
+    case(fn, lambda fn=fn: fn(**{**sel, "B": torch.randn(2, 8, 4)}), "B", label=f"{fn.__name__}: B length")
+    case(fn, lambda fn=fn: fn(**sel, state=torch.zeros(2, 3, 5)), "state", label=f"{fn.__name__}: state shape")
+case(selective.selective_scan_chunked, lambda: selective.selective_scan_chunked(**sel, chunk_size=0), "chunk_size")
+case(selective.ssm_matrix, lambda: selective.ssm_matrix(sel["delta"], sel["A"], sel["B"][:, :4], sel["C"]), "B")
+ssd = dict(x=torch.randn(2, 9, 2, 3), log_a=-torch.rand(2, 9, 2), B=torch.randn(2, 9, 2, 4), C=torch.randn(2, 9, 2, 4))
+for fn in (selective.ssd_recurrent, selective.ssd_chunked):
+    case(fn, lambda fn=fn: fn(**{**ssd, "log_a": -torch.rand(2, 9, 3)}), "log_a", label=f"{fn.__name__}: log_a heads")
+    case(fn, lambda fn=fn: fn(**{**ssd, "C": torch.randn(2, 9, 2, 5)}), "C", label=f"{fn.__name__}: C size")
+case(selective.ssd_chunked, lambda: selective.ssd_chunked(**ssd, chunk_size=-1), "chunk_size")
+case(selective.ssd_matrix, lambda: selective.ssd_matrix(ssd["log_a"], ssd["B"], ssd["C"][..., :3]), "C")
+fwd = (ssd["log_a"], ssd["B"], ssd["C"])
+case(ssm_hydra.hydra, lambda: ssm_hydra.hydra(ssd["x"], fwd, fwd, torch.ones(3)), "D")
+case(ssm_hydra.hydra_matrix, lambda: ssm_hydra.hydra_matrix(fwd, fwd, torch.ones(3)), "D")
+case(memory.omega_memory, lambda: memory.omega_memory(torch.randn(2, 5, 4), torch.randn(2, 5, 3), torch.randn(2, 5, 4),
+                                                     window=0), "window")
+case(memory.omega_memory, lambda: memory.omega_memory(torch.randn(2, 5, 4), torch.randn(2, 4, 3), torch.randn(2, 5, 4)),
+     "k", "v", "q")
+case(distill.SSDMatrixStudent, lambda: distill.SSDMatrixStudent(0, 4), "d")
+case(distill.fit_ssd_to_attention, lambda: distill.fit_ssd_to_attention(torch.rand(2, 5, 4), torch.randn(2, 5, 3)),
+     "teacher")
+for cls in (ssm_mixers.MambaMixer, ssm_mixers.S4DMixer):
+    case(cls, lambda cls=cls: cls(0), "d_model", label=f"{cls.__name__}: d_model=0")
+    case(cls, lambda cls=cls: cls(8, d_state=0), "d_state", label=f"{cls.__name__}: d_state=0")
+    case(cls, lambda cls=cls: cls(8)(torch.randn(2, 5, 6)), "x", label=f"{cls.__name__}: x width")
+    case(cls, lambda cls=cls: cls(8)(torch.randn(2, 5, 8), cache="c"), "cache", label=f"{cls.__name__}: cache str")
+case(ssm_mixers.H3Mixer, lambda: ssm_mixers.H3Mixer(8, 3), "d_model", "n_heads")
+case(ssm_mixers.H3Mixer, lambda: ssm_mixers.H3Mixer(8, 2)(torch.randn(2, 5, 6)), "x")
+
+
+def _ssm_cache_of_another_batch():
+    mamba, cache = ssm_mixers.MambaMixer(8), ssm_mixers.SSMCache()
+    mamba(torch.randn(2, 5, 8), cache=cache)
+    return mamba(torch.randn(3, 1, 8), cache=cache)
+
+
+case(ssm_mixers.SSMCache, _ssm_cache_of_another_batch, "cache", "x")
+
 
 
 # ---------------------------------------------------------------------------------------------------------------

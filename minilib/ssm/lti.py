@@ -86,6 +86,11 @@ def discretize_diagonal(A: torch.Tensor, B: torch.Tensor, dt, *, method: str = "
     if (A == 0).any():
         raise ValueError("A must have no zero entries (a diagonal ZOH divides by A)")
     dt = _as_tensor(dt, A)
+    try:
+        torch.broadcast_shapes(A.shape, B.shape, dt.shape)
+    except RuntimeError:
+        raise ValueError(f"A, B and dt must broadcast together, got A {tuple(A.shape)}, B {tuple(B.shape)}, "
+                         f"dt {tuple(dt.shape)}") from None
     if method == "zoh":
         A_bar = torch.exp(dt * A)
         return A_bar, (A_bar - 1) / A * B

@@ -40,6 +40,9 @@ class SSMCache:
 def _causal_depthwise_conv(conv: nn.Conv1d, x: torch.Tensor, cache: SSMCache | None) -> torch.Tensor:
     """Depthwise causal convolution of ``x (B, T, C)``: left-pad with zeros, or with the cache's tail when decoding."""
     width = conv.kernel_size[0] - 1
+    if cache is not None and cache.conv is not None and cache.conv.shape[0] != x.shape[0]:
+        raise ValueError(f"x of batch {x.shape[0]} continues a cache holding batch {cache.conv.shape[0]}; "
+                         f"x {tuple(x.shape)}, cache.conv {tuple(cache.conv.shape)}")
     past = x.new_zeros(x.shape[0], width, x.shape[2]) if cache is None or cache.conv is None else cache.conv
     padded = torch.cat([past, x], dim=1)
     if cache is not None:
@@ -71,6 +74,8 @@ class _GatedSSM(TokenMixer):
         require_tensor("x", x, ndim=3, floating=True)
         if x.shape[-1] != self.d_model:
             raise ValueError(f"x must be (B, T, d_model={self.d_model}), got {tuple(x.shape)}")
+        if cache is not None and not isinstance(cache, SSMCache):
+            raise TypeError(f"cache must be an SSMCache (from new_cache()) or None, got {type(cache).__name__}")
         xi, z = self.in_proj(x).chunk(2, dim=-1)
         xi = F.silu(self._causal_conv(xi, cache))
         y = self._ssm(xi, cache)
