@@ -9,6 +9,7 @@ r"""Token mixers beyond attention (chapter 07), all :class:`~minilib.mixing.Toke
   :func:`causal_fft_conv` (``"aff"``), :func:`dct`, :func:`idct`, :func:`dct_matrix`, :func:`dct_downsample`
   (``"dct"``, the Fourier Transformer's low-pass);
 - :mod:`~minilib.mixers.mlp`: :func:`token_mlp_mix` (``"token_mlp"``, MLP-Mixer), :func:`ninformer_mix` (``"ninformer"``).
+- :mod:`~minilib.mixers.zoo`: the MetaFormer comparison (tasks, parameter-matched classifiers, training), imported by name.
 
 A registered mixer reads ``causal`` from ``mixer_kwargs`` (default ``True``, for language models); the Fourier and
 DCT mixers cannot be causal and say so.
