@@ -11,7 +11,9 @@ Experiments (chapter 07 reads them all):
   400 AdamW steps, three seeds; parameters, forward FLOPs, CPU time per training step and test accuracy;
 * ``crossover``: FNet's ``fourier_mix`` against torch's scaled-dot-product attention (4 heads, projections left out
   of both) as the sequence grows, and the whole layers (attention with its projections);
-* ``ponet``: PoNet's pooling against FNet's FFT from 1K to 16K tokens.
+* ``ponet``: PoNet's pooling against FNet's FFT from 1K to 16K tokens;
+* ``truncation``: the attention MetaFormer whose second block sees the sequence shortened to half by the DCT
+  (Fourier Transformer), against the full-length model, three seeds.
 
 One torch thread throughout. Times are the minimum over rounds (noise only adds time); step times are CPU seconds.
 """
@@ -191,16 +193,46 @@ def check_ponet(r: dict) -> None:
     assert max(row["ponet_over_fourier"] for row in r["rows"]) < 3
 
 
+def run_truncation(quick: bool) -> dict:
+    """The Fourier Transformer's shortening in the attention MetaFormer: block 1 sees the 50 % lowest DCT frequencies."""
+    steps, seeds = (5, SEEDS[:1]) if quick else (STEPS, SEEDS)
+    out = {}
+    for name in ("digits", "bigrams"):
+        rows = {}
+        for label, halve in (("full", False), ("half", True)):
+            accs = []
+            for seed in seeds:
+                task = make_task(name, seed=seed, n_train=200 if quick else 4000, n_test=100 if quick else 1000)
+                cut = {1: task.seq_len // 2} if halve else None
+                torch.manual_seed(seed)
+                model = build_classifier("attention", task, d_model=D_MODEL, n_layers=N_LAYERS, shorten=cut)
+                accs.append(train_classifier(model, task, steps=steps, seed=seed))
+            mean = sum(accs) / len(accs)
+            rows[label] = {"acc": accs, "mean": mean, "flops": forward_flops(model, task.test[0]),
+                           "spread": (sum((a - mean) ** 2 for a in accs) / max(1, len(accs) - 1)) ** 0.5}
+        out[name] = rows
+    return {"steps": steps, "seeds": list(seeds), "rows": out}
+
+
+def check_truncation(r: dict) -> None:
+    for name, rows in r["rows"].items():
+        assert rows["half"]["flops"] < rows["full"]["flops"], name  # accuracy is reported, not asserted
+
+
 EXPERIMENTS = {
     "digits": (lambda quick: run_zoo("digits", quick), check_digits),
     "bigrams": (lambda quick: run_zoo("bigrams", quick), check_bigrams),
     "recall": (lambda quick: run_zoo("recall", quick), check_recall),
     "crossover": (run_crossover, check_crossover),
     "ponet": (run_ponet, check_ponet),
+    "truncation": (run_truncation, check_truncation),
 }
 
 
 def report(name: str, r: dict) -> str:
+    if name == "truncation":
+        return "truncation: " + ", ".join(f"{task} {label} {row['mean']:.3f}±{row['spread']:.3f}"
+                                          for task, rows in r["rows"].items() for label, row in rows.items())
     if "rows" in r and isinstance(r["rows"], dict):
         return f"{name}: " + ", ".join(f"{m} {row['mean']:.3f}±{row['spread']:.3f}" for m, row in r["rows"].items())
     if name == "crossover":

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 
 from minilib.attention import MultiHeadAttention
 from minilib.mixers import (AttentionMixer, DepthwiseConvMixer, FourierMixer, MetaFormer, MetaFormerBlock, PoolMixer,
+                            dct_matrix,
                             TokenMLPMixer, aff_mix, mixing_matrix)
 from minilib.mixing import TokenMixer, register_mixer
 from minilib.vision import PatchEmbedding
@@ -114,3 +115,16 @@ def test_bad_input_fails_clearly():
         mixing_matrix(PoolMixer(3), torch.randn(4, 2), reduce="max")
     with pytest.raises(ValueError, match="x must have 2 dimensions"):
         mixing_matrix(PoolMixer(3), torch.randn(1, 4, 2))
+
+
+def test_metaformer_shortens_by_dct_before_the_named_block():
+    torch.manual_seed(0)
+    model = MetaFormer(torch.nn.Identity(), lambda i: PoolMixer(3, causal=False), d_model=4, n_layers=2, n_classes=3,
+                       shorten={1: 3}).double()
+    x = torch.randn(2, 8, 4, dtype=f64)
+    z = model.blocks[0](x)
+    coeffs = torch.einsum("kj,bjc->bkc", dct_matrix(8)[:3], z)  # the 3 lowest DCT coefficients
+    short = torch.einsum("kj,bkc->bjc", dct_matrix(3), coeffs) * (3 / 8) ** 0.5
+    torch.testing.assert_close(model(x), model.head(model.final_norm(model.blocks[1](short).mean(1))))
+    with pytest.raises(ValueError, match="shorten"):
+        MetaFormer(torch.nn.Identity(), lambda i: PoolMixer(3), d_model=4, n_layers=2, n_classes=3, shorten={2: 3})

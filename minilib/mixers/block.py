@@ -17,6 +17,7 @@ from torch import nn
 from minilib._checks import check_positive_int, require_tensor
 from minilib.attention import MultiHeadAttention
 from minilib.feedforward import FeedForward
+from minilib.mixers.fourier import dct_downsample
 from minilib.mixing import MixerFactory, TokenMixer, mixer_factory
 from minilib.norms import make_norm
 
@@ -94,17 +95,23 @@ class MetaFormer(nn.Module):
        \text{logits} = \operatorname{Norm}\big(\operatorname{read}(z^{(L)})\big)\, W_C + b_C $$
 
     ``embed`` maps the inputs to ``(B, T, d_model)`` (a :class:`~minilib.vision.PatchEmbedding`, or token and
-    position embeddings); ``readout`` is ``"mean"`` over tokens or the ``"last"`` token. Returns ``(B, n_classes)``.
+    position embeddings); ``readout`` is ``"mean"`` over tokens or the ``"last"`` token. ``shorten={layer: k}``
+    shortens the sequence to its ``k`` lowest DCT frequencies (:func:`~minilib.mixers.dct_downsample`) before
+    block ``layer``, as the Fourier Transformer does :cite:`he2023fourier`. Returns ``(B, n_classes)``.
     See :cite:`yu2022metaformer`.
     """
 
     def __init__(self, embed: nn.Module, make_mixer: Callable[[int], TokenMixer | str], *, d_model: int,
-                 n_layers: int, n_classes: int, d_ff: int | None = None, readout: str = "mean", norm: str = "layer"):
+                 n_layers: int, n_classes: int, d_ff: int | None = None, readout: str = "mean", norm: str = "layer",
+                 shorten: dict[int, int] | None = None):
         super().__init__()
         for name, value in (("d_model", d_model), ("n_layers", n_layers), ("n_classes", n_classes)):
             check_positive_int(name, value)
         if readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+        self.shorten = dict(shorten or {})
+        if not all(isinstance(i, int) and 0 <= i < n_layers for i in self.shorten):
+            raise ValueError(f"shorten must map block indices in [0, {n_layers}) to lengths, got {shorten!r}")
         self.embed, self.readout = embed, readout
         self.blocks = nn.ModuleList(MetaFormerBlock(make_mixer(i), d_model, d_ff=d_ff, norm=norm, layer=i)
                                     for i in range(n_layers))
@@ -113,7 +120,9 @@ class MetaFormer(nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         z = self.embed(inputs)
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
+            if i in self.shorten:
+                z = dct_downsample(z, min(self.shorten[i], z.shape[1]))
             z = block(z)
         z = z.mean(dim=1) if self.readout == "mean" else z[:, -1]
         return self.head(self.final_norm(z))

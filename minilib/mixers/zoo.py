@@ -129,12 +129,14 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def build_classifier(mixer: str, task: Task, *, d_model: int = 32, n_layers: int = 2, d_ff: int = 64) -> MetaFormer:
-    """A :class:`~minilib.mixers.MetaFormer` for ``task`` with the mixer ``ZOO[mixer]`` in every block."""
+def build_classifier(mixer: str, task: Task, *, d_model: int = 32, n_layers: int = 2, d_ff: int = 64,
+                     shorten: dict[int, int] | None = None) -> MetaFormer:
+    """A :class:`~minilib.mixers.MetaFormer` for ``task`` with the mixer ``ZOO[mixer]`` in every block
+    (``shorten``: see :class:`~minilib.mixers.MetaFormer`)."""
     if mixer not in ZOO:
         raise ValueError(f"mixer must be one of {sorted(ZOO)}, got {mixer!r}")
     return MetaFormer(task.embedding(d_model), lambda layer: ZOO[mixer](d_model, task), d_model=d_model,
-                      n_layers=n_layers, n_classes=task.n_classes, d_ff=d_ff, readout=task.readout)
+                      n_layers=n_layers, n_classes=task.n_classes, d_ff=d_ff, readout=task.readout, shorten=shorten)
 
 
 def matched_d_ff(mixer: str, task: Task, target: int, *, d_model: int = 32, n_layers: int = 2) -> int:
