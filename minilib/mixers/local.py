@@ -71,8 +71,8 @@ def pool_mix(x: torch.Tensor, pool_size: int = 3, *, causal: bool = False, grid:
     check_positive_int("pool_size", pool_size)
     B, L, C = x.shape
     if grid is not None:
-        if causal:
-            raise ValueError("grid pooling is centred; causal=True needs grid=None")
+        if causal or n_past:
+            raise ValueError(f"grid pooling is centred; causal=True and n_past={n_past} need grid=None")
         H, W = grid
         if H * W != L:
             raise ValueError(f"grid {grid} must hold the L={L} tokens of x {tuple(x.shape)}")
