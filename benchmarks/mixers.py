@@ -13,7 +13,9 @@ Experiments (chapter 07 reads them all):
   of both) as the sequence grows, and the whole layers (attention with its projections);
 * ``ponet``: PoNet's pooling against FNet's FFT from 1K to 16K tokens;
 * ``truncation``: the attention MetaFormer whose second block sees the sequence shortened to half by the DCT
-  (Fourier Transformer), against the full-length model, three seeds.
+  (Fourier Transformer), against the full-length model, three seeds;
+* ``equal_width``: PoolFormer and attention at the same MLP width on digits (not parameter-matched: pooling then
+  has fewer parameters and FLOPs), three seeds.
 
 One torch thread throughout. Times are the minimum over rounds (noise only adds time); step times are CPU seconds.
 """
@@ -193,6 +195,29 @@ def check_ponet(r: dict) -> None:
     assert max(row["ponet_over_fourier"] for row in r["rows"]) < 3
 
 
+def run_equal_width(quick: bool) -> dict:
+    """PoolFormer against attention at the same MLP width (64) on digits: fewer parameters and FLOPs, not matched."""
+    steps, seeds = (5, SEEDS[:1]) if quick else (STEPS, SEEDS)
+    rows = {}
+    for mixer in ("pool", "attention"):
+        accs = []
+        for seed in seeds:
+            task = make_task("digits", seed=seed)
+            torch.manual_seed(seed)
+            model = build_classifier(mixer, task, d_model=D_MODEL, n_layers=N_LAYERS, d_ff=64)
+            accs.append(train_classifier(model, task, steps=steps, seed=seed))
+        mean = sum(accs) / len(accs)
+        rows[mixer] = {"params": count_parameters(model), "flops": forward_flops(model, task.test[0]), "acc": accs,
+                       "mean": mean, "spread": (sum((a - mean) ** 2 for a in accs) / max(1, len(accs) - 1)) ** 0.5}
+    return {"task": "digits", "d_ff": 64, "steps": steps, "seeds": list(seeds), "rows": rows}
+
+
+def check_equal_width(r: dict) -> None:
+    pool, attention = r["rows"]["pool"], r["rows"]["attention"]
+    assert pool["params"] < attention["params"] and pool["flops"] < attention["flops"]
+    assert pool["mean"] >= attention["mean"] - POOL_MARGIN, (pool["mean"], attention["mean"])
+
+
 def run_truncation(quick: bool) -> dict:
     """The Fourier Transformer's shortening in the attention MetaFormer: block 1 sees the 50 % lowest DCT frequencies."""
     steps, seeds = (5, SEEDS[:1]) if quick else (STEPS, SEEDS)
@@ -226,10 +251,14 @@ EXPERIMENTS = {
     "crossover": (run_crossover, check_crossover),
     "ponet": (run_ponet, check_ponet),
     "truncation": (run_truncation, check_truncation),
+    "equal_width": (run_equal_width, check_equal_width),
 }
 
 
 def report(name: str, r: dict) -> str:
+    if name == "equal_width":
+        return "equal_width: " + ", ".join(f"{m} {row['params']} params {row['mean']:.3f}±{row['spread']:.3f}"
+                                           for m, row in r["rows"].items())
     if name == "truncation":
         return "truncation: " + ", ".join(f"{task} {label} {row['mean']:.3f}±{row['spread']:.3f}"
                                           for task, rows in r["rows"].items() for label, row in rows.items())
