@@ -9,6 +9,8 @@ import torch
 
 from minilib._checks import require_tensor
 
+__all__ = ["swish", "swoosh_r", "swoosh_l"]
+
 SWOOSH_SLOPE = 0.08
 
 

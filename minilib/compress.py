@@ -17,10 +17,12 @@ from torch.nn.utils import parametrize
 
 from minilib._checks import check_positive_int, require_tensor
 
+__all__ = ["quantization_scale", "fake_quantize", "fake_quantized"]
 
-def _check_bits(bits) -> int:
-    if not 2 <= check_positive_int("bits", bits) <= 16:
-        raise ValueError(f"bits must be an int in [2, 16], got {bits!r}")
+
+def _check_bits(bits, name: str = "bits") -> int:
+    if not 2 <= check_positive_int(name, bits) <= 16:
+        raise ValueError(f"{name} must be an int in [2, 16], got {bits!r}")
     return bits
 
 
@@ -89,8 +91,8 @@ def fake_quantized(model: nn.Module, *, weight_bits: int | None = 8, act_bits: i
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    weight_bits = None if weight_bits is None else _check_bits(weight_bits)
-    act_bits = None if act_bits is None else _check_bits(act_bits)
+    weight_bits = None if weight_bits is None else _check_bits(weight_bits, "weight_bits")
+    act_bits = None if act_bits is None else _check_bits(act_bits, "act_bits")
     layers = [m for m in model.modules() if isinstance(m, layer_types)]
     hooks, parametrized = [], []
     try:

@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minilib._checks import check_positive_int
+from minilib._checks import check_last_dim, check_positive_int
+
+__all__ = ["default_d_ff", "FeedForward"]
 
 FFN_KINDS = ("gelu", "swiglu")
 
@@ -49,5 +51,6 @@ class FeedForward(nn.Module):
         self.w2 = nn.Linear(d_ff, d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_last_dim("x", x, self.w1.in_features)
         hidden = F.gelu(self.w1(x)) if self.w3 is None else F.silu(self.w1(x)) * self.w3(x)
         return self.w2(hidden)

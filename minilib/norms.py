@@ -1,4 +1,8 @@
-r"""Normalisation layers of the residual stream (LayerNorm, RMSNorm and relatives) and σReparam for weights."""
+r"""Normalisation layers of the residual stream (LayerNorm, RMSNorm and relatives) and σReparam for weights.
+
+Half-precision inputs (float16, bfloat16) are normalised in float32 and returned in their dtype, as torch's own
+norms do (squares of float16 values above ~256 overflow). NaN inputs are not checked for and propagate to their rows.
+"""
 from __future__ import annotations
 
 import math
@@ -8,15 +12,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minilib._checks import check_positive_int, require_tensor
+from minilib._checks import check_last_dim, check_positive_int
+
+__all__ = ["LayerNorm", "RMSNorm", "CRMSNorm", "BiasNorm", "make_norm", "SigmaReparamLinear", "sigma_reparam_"]
 
 NORMS = ("rms", "layer")
 
 
-def _check_last_dim(x: torch.Tensor, d: int) -> None:
-    require_tensor("x", x, floating=True)
-    if x.ndim == 0 or x.shape[-1] != d:
-        raise ValueError(f"x must end in the normalised size {d}, got shape {tuple(x.shape)}")
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 if it is half precision: the squares of fp16 inputs above ~256 overflow."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _check_eps(eps: float) -> float:
@@ -41,9 +46,10 @@ class LayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(d)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_last_dim(x, self.d)
-        centred = x - x.mean(dim=-1, keepdim=True)
-        y = centred * torch.rsqrt(centred.pow(2).mean(dim=-1, keepdim=True) + self.eps) * self.weight
+        check_last_dim("x", x, self.d, size_name="d")
+        xf = _at_least_float32(x)
+        centred = xf - xf.mean(dim=-1, keepdim=True)
+        y = (centred * torch.rsqrt(centred.pow(2).mean(dim=-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
         return y if self.bias is None else y + self.bias
 
 
@@ -61,8 +67,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_last_dim(x, self.d)
-        return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps) * self.weight
+        check_last_dim("x", x, self.d, size_name="d")
+        xf = _at_least_float32(x)
+        return (xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
 
 
 class CRMSNorm(nn.Module):
@@ -84,7 +91,7 @@ class CRMSNorm(nn.Module):
         self.d, self.eps = d, _check_eps(eps)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        _check_last_dim(z, self.d - 1)
+        check_last_dim("z", z, self.d - 1, size_name="d - 1")
         mean_square = (z.pow(2).sum(dim=-1, keepdim=True) + z.sum(dim=-1, keepdim=True).pow(2)) / self.d
         return z * torch.rsqrt(mean_square + self.eps)
 
@@ -97,18 +104,21 @@ class BiasNorm(nn.Module):
 
     with a channel-wise bias $b \in \mathbb{R}^d$ (used only inside the RMS) and a scalar $\gamma$.
     Unlike LayerNorm the output is not invariant to the input's length $\lVert x\rVert$ when $b \neq 0$.
+    ``eps`` is added to the mean square (the paper writes none) so that ``x = b`` gives a finite output.
     ``x (..., d) -> (..., d)``. See :cite:`yao2024zipformer`.
     """
 
-    def __init__(self, d: int):
+    def __init__(self, d: int, *, eps: float = 1e-6):
         super().__init__()
-        self.d = check_positive_int("d", d)
+        self.d, self.eps = check_positive_int("d", d), _check_eps(eps)
         self.bias = nn.Parameter(torch.zeros(d))
         self.log_scale = nn.Parameter(torch.zeros(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_last_dim(x, self.d)
-        return x * torch.rsqrt((x - self.bias).pow(2).mean(dim=-1, keepdim=True)) * self.log_scale.exp()
+        check_last_dim("x", x, self.d, size_name="d")
+        xf = _at_least_float32(x)
+        rms = torch.rsqrt((xf - self.bias).pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        return (xf * rms).to(x.dtype) * self.log_scale.exp()
 
 
 def make_norm(kind: str, d: int) -> nn.Module:
@@ -139,7 +149,9 @@ class SigmaReparamLinear(nn.Module):
         super().__init__()
         for name, value in (("d_in", d_in), ("d_out", d_out), ("n_power_iterations", n_power_iterations)):
             check_positive_int(name, value)
+        # in_features/out_features as nn.Linear names them, so code reading a projection's width takes either
         self.d_in, self.d_out, self.n_power_iterations = d_in, d_out, n_power_iterations
+        self.in_features, self.out_features = d_in, d_out
         self.weight = nn.Parameter(torch.empty(d_out, d_in))
         self.bias = nn.Parameter(torch.empty(d_out)) if bias else None
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Linear's default initialisation
@@ -190,7 +202,7 @@ class SigmaReparamLinear(nn.Module):
         return self.gamma / self.sigma() * self.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_last_dim(x, self.d_in)
+        check_last_dim("x", x, self.d_in, size_name="d_in")
         return F.linear(x, self.effective_weight(), self.bias)
 
     def extra_repr(self) -> str:
@@ -207,6 +219,8 @@ def sigma_reparam_(module: nn.Module, *, skip: Iterable[str] = (), n_power_itera
     """
     if isinstance(skip, str):
         raise TypeError(f"skip must be a collection of layer names, not the single string {skip!r}")
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
     if isinstance(module, nn.Linear):
         raise TypeError("module is itself an nn.Linear; use SigmaReparamLinear.from_linear(module) instead")
     skip = set(skip)

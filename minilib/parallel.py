@@ -32,7 +32,7 @@ def ring_attention(q, k, v, n_workers, *, causal=False, scale=None, return_log=F
     bottom-right.  With ``return_log`` also returns one dict per (step, worker) with the
     shapes that worker holds (``q_rows``, ``kv_rows``, ``scores``).  See :cite:`li2021sequence`.
     """
-    check_attention_inputs(q, k, v)
+    check_attention_inputs(q, k, v, causal=causal)
     check_positive_int("n_workers", n_workers)
     T, S = q.shape[2], k.shape[2]
     if n_workers > min(T, S):

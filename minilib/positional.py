@@ -10,8 +10,11 @@ import math
 
 import torch
 
-from minilib._checks import check_nonnegative_int, check_positive_int, require_tensor
+from minilib._checks import check_nonnegative_int, check_number, check_positive_int, require_tensor
 from minilib._moved import moved_names
+
+__all__ = ["sinusoidal", "check_rope_scaling", "rope_angles", "rope", "alibi_slopes", "alibi_bias",
+           "toeplitz_matrix", "laplacian_positional_encoding"]
 
 
 def sinusoidal(T: int, d: int) -> torch.Tensor:
@@ -19,7 +22,7 @@ def sinusoidal(T: int, d: int) -> torch.Tensor:
 
     $$ P_{p,2i} = \sin\!\big(p / 10000^{2i/d}\big),\qquad P_{p,2i+1} = \cos\!\big(p / 10000^{2i/d}\big) $$
 
-    Returns ``(T, d)`` float32. See :cite:`vaswani2017attention`.
+    Returns ``(T, d)`` float32; an odd ``d`` ends with a sine column. See :cite:`vaswani2017attention`.
     """
     check_nonnegative_int("T", T)
     check_positive_int("d", d)
@@ -34,13 +37,13 @@ def sinusoidal(T: int, d: int) -> torch.Tensor:
 SCALINGS = ("pi", "ntk", "dynamic")
 
 
-def check_rope_scaling(scaling) -> None:
-    """Raise ``ValueError`` unless ``scaling`` is ``None`` or ``(method, factor)`` as :func:`rope_angles` takes it."""
+def check_rope_scaling(scaling, *, name: str = "scaling") -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``scaling`` is ``None`` or ``(method, factor)`` as :func:`rope_angles` takes it."""
     if scaling is None:
         return
     if not (isinstance(scaling, tuple) and len(scaling) == 2 and scaling[0] in SCALINGS
-            and isinstance(scaling[1], (int, float)) and scaling[1] > 0):
-        raise ValueError(f"scaling must be None or (method, factor) with method in {SCALINGS} and factor > 0, got {scaling!r}")
+            and isinstance(scaling[1], (int, float)) and not isinstance(scaling[1], bool) and scaling[1] > 0):
+        raise ValueError(f"{name} must be None or (method, factor) with method in {SCALINGS} and factor > 0, got {scaling!r}")
 
 
 def rope_angles(positions: torch.Tensor, D: int, *, base: float = 10000.0, scaling: tuple | None = None) -> torch.Tensor:
@@ -57,6 +60,8 @@ def rope_angles(positions: torch.Tensor, D: int, *, base: float = 10000.0, scali
       already rotated, so while decoding each key keeps the scale of the step that wrote it.
     """
     require_tensor("positions", positions, ndim=1)
+    require_tensor("positions", positions, ndim=1)
+    check_number("base", base, positive=True)
     if check_positive_int("D", D) % 2:
         raise ValueError(f"rope needs an even last dimension, got D={D}")
     check_rope_scaling(scaling)
@@ -85,6 +90,7 @@ def rope(x: torch.Tensor, positions: torch.Tensor, *, base: float = 10000.0, sca
     See :cite:`su2021roformer`.
     """
     require_tensor("x", x, floating=True)
+    require_tensor("positions", positions)
     if x.ndim < 2 or positions.ndim != 1 or positions.shape[0] != x.shape[-2]:
         raise ValueError(f"positions must have shape (T,) matching x (..., T, D); got positions "
                          f"{tuple(positions.shape)} and x {tuple(x.shape)}")
@@ -115,11 +121,12 @@ def alibi_bias(n_heads: int, T: int, S: int | None = None) -> torch.Tensor:
     r"""ALiBi attention bias $b_{h,t,s} = -m_h\,(t' - s)$ for past keys, where $t' = S - T + t$.
 
     Queries are the last ``T`` of ``S`` positions (bottom-right, as with a KV cache); future keys
-    get bias 0 (the causal mask removes them). Returns ``(n_heads, T, S)``. See :cite:`press2022alibi`.
+    get bias 0 (the causal mask removes them). With ``T > S`` the first ``T - S`` queries sit before every key,
+    so their rows are 0 and causal attention gives them no key (zero output rows, the rule of
+    :mod:`minilib.attention`). Returns ``(n_heads, T, S)``. See :cite:`press2022alibi`.
     """
+    T = check_nonnegative_int("T", T)
     S = T if S is None else check_nonnegative_int("S", S)
-    if check_nonnegative_int("T", T) > S:
-        raise ValueError(f"T must be at most S (queries are the last T of S positions), got T={T}, S={S}")
     distance = (torch.arange(S - T, S)[:, None] - torch.arange(S)[None, :]).clamp(min=0)
     return -alibi_slopes(n_heads)[:, None, None] * distance.float()
 
@@ -128,13 +135,14 @@ def toeplitz_matrix(c: torch.Tensor, T: int, S: int | None = None, *, causal: bo
     r"""The Toeplitz matrix $C_{ts} = c_{t' - s}$ of relative offsets, $t' = S - T + t$ (queries are the last ``T`` positions).
 
     Non-causal: ``c (..., 2S - 1)`` holds $c_{-(S-1)}, \dots, c_{S-1}$ in that order, so $c_\delta$ sits at
-    index $\delta + S - 1$. Causal: ``c (..., S)`` holds $c_0, \dots, c_{S-1}$ and $C_{ts} = 0$ for $s > t'$.
+    index $\delta + S - 1$, and needs ``T <= S``. Causal: ``c (..., S)`` holds $c_0, \dots, c_{S-1}$ and
+    $C_{ts} = 0$ for $s > t'$; with ``T > S`` the first ``T - S`` rows are zero (those queries see no key).
     Returns ``(..., T, S)``. See :cite:`luo2022urpe`.
     """
     require_tensor("c", c, floating=True)
     S = T if S is None else check_positive_int("S", S)
-    if check_positive_int("T", T) > S:
-        raise ValueError(f"T must be at most S (queries are the last T of S positions), got T={T}, S={S}")
+    if check_positive_int("T", T) > S and not causal:
+        raise ValueError(f"T must be at most S without causal (queries are the last T of S positions), got T={T}, S={S}")
     need = S if causal else 2 * S - 1
     if c.ndim == 0 or c.shape[-1] != need:
         raise ValueError(f"c must end in {need} entries ({'S' if causal else '2S - 1'} for S={S}, causal={causal}), "

@@ -27,11 +27,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minilib._checks import check_positive_int, require_tensor
+from minilib._checks import check_number, check_positive_int, require_tensor
 from minilib.attention import MultiHeadAttention
+
+__all__ = ["gaussian_expectation", "causal_average_moments", "ffn_moments", "residual_scales", "deepscale_init_",
+           "predicted_moments", "signal_moments"]
 
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(64)
 _WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
+
+
+def _correlation(name: str, r) -> float:
+    """``r`` as a float in [-1, 1]; values past the ends by rounding error (|r| - 1 < 1e-9) are clamped."""
+    r = check_number(name, r)
+    if abs(r) > 1 + 1e-9:
+        raise ValueError(f"{name} must be a correlation in [-1, 1], got {r!r}")
+    return max(-1.0, min(1.0, r))
 
 
 def gaussian_expectation(fn, r: float | None = None) -> float:
@@ -41,8 +52,12 @@ def gaussian_expectation(fn, r: float | None = None) -> float:
 
     by 64-point Gauss–Hermite quadrature; ``fn`` maps float64 tensors elementwise.
     """
+    if not callable(fn):
+        raise TypeError(f"fn must be callable on float64 tensors, got {type(fn).__name__}")
     z = torch.from_numpy(_NODES)
     w = torch.from_numpy(_WEIGHTS)
+    if r is not None:
+        r = _correlation("r", r)
     if r is None:
         return float((w * fn(z)).sum())
     z1, u = z[:, None], z[None, :]
@@ -68,6 +83,7 @@ def causal_average_moments(seq_len: int, r: float, *, r_grad: float = 0.0, score
     Returns ``(g_fwd, r_out, g_bwd, r_grad_out)``. Causal form of the attention rule of :cite:`kedia2024stable`.
     """
     check_positive_int("seq_len", seq_len)
+    r, r_grad = _correlation("r", r), _correlation("r_grad", r_grad)
     AAt, AtA, cct = _attention_statistics(seq_len, float(score_var), n_samples)
     ones = torch.ones(seq_len, seq_len, dtype=torch.float64)
 
@@ -230,6 +246,7 @@ def predicted_moments(model: nn.Module, *, seq_len: int, r0: float) -> dict[str,
     Returns ``forward (L+1,)``, ``backward (L+1,)`` (top = 1) and ``r (L+1,)``, index 0 being the
     embedding output. Norm gains are taken as 1. See :cite:`kedia2024stable`.
     """
+    check_number("r0", r0, low=0.0, high=1.0)  # a token correlation of random ids, in [0, 1]
     d = model.embed.weight.shape[1]
     q = _mean_square(model.embed.weight)
     if model.pos_embed is not None:

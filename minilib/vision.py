@@ -85,6 +85,7 @@ class EncoderBlock(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int, *, d_ff: int, attn_kwargs: dict | None = None):
         super().__init__()
+        check_positive_int("d_model", d_model)
         check_positive_int("d_ff", d_ff)
         self.norm1 = LayerNorm(d_model)
         self.attn = MultiHeadAttention(d_model, n_heads, **(attn_kwargs or {}))

@@ -93,7 +93,7 @@ def test_constant_input_gives_one_vector_without_urpe_and_not_with_it(causal):
 
 def test_bad_inputs_raise():
     q = torch.randn(1, 2, 4, 3)
-    with pytest.raises(ValueError, match=r"c must end in 7 entries.*\(5,\)"):
+    with pytest.raises(ValueError, match=r"toeplitz must have shape.*L=7.*\(5,\)"):
         urpe_attention(q, q, q, toeplitz=torch.ones(5))
     with pytest.raises(ValueError, match=r"toeplitz must have shape.*\(3, 7\)"):
         urpe_attention(q, q, q, toeplitz=torch.ones(3, 7))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_TESTS = {"test_book", "test_benchmarks", "test_citations", "test_imports", "test_layout",
-                 "test_notebook_budget", "test_paper_index"}
+                 "test_notebook_budget", "test_paper_index", "test_robustness", "test_precision"}
 # moved modules: the old path is a lazy alias for the new home, tested there
 ALIASES = {"variants", "prenorm"}
 

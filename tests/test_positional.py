@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
-from minilib.attention import KVCache, MultiHeadAttention
+from minilib.attention import KVCache, MultiHeadAttention, sdpa, urpe_attention
 from minilib.models import TransformerLM, set_rope_scaling
 from minilib.positional import (alibi_bias, alibi_slopes, laplacian_positional_encoding, rope, rope_angles, sinusoidal,
                                 toeplitz_matrix)
@@ -338,9 +338,27 @@ def test_laplacian_encoding_rejects_bad_input():
         laplacian_positional_encoding([[0, 1], [1, 0]], 1)
 
 
+def test_causal_queries_before_every_key_get_no_key_in_every_positional_form():
+    """T > S (queries are the last T of S positions): the first T - S queries see no key, one rule for the family."""
+    T, S = 5, 3
+    bias = alibi_bias(2, T, S)
+    slopes = alibi_slopes(2)
+    for t in range(T):
+        for s in range(S):
+            want = -slopes * max(0, (S - T + t) - s)
+            torch.testing.assert_close(bias[:, t, s], want)
+    C = toeplitz_matrix(torch.arange(1.0, S + 1), T, S, causal=True)
+    assert (C[: T - S] == 0).all() and C[T - S:].equal(toeplitz_matrix(torch.arange(1.0, S + 1), S, S, causal=True))
+    q = torch.randn(1, 2, T, 4, dtype=torch.float64)
+    k = torch.randn(1, 2, S, 4, dtype=torch.float64)
+    out = urpe_attention(q, k, k, toeplitz=torch.ones(S, dtype=torch.float64), causal=True)
+    assert (out[:, :, : T - S] == 0).all()
+    torch.testing.assert_close(out[:, :, T - S:], sdpa(q[:, :, T - S:], k, k, causal=True), rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("call, name", [
     (lambda: sinusoidal(-1, 4), "T"), (lambda: sinusoidal(4, 0), "d"), (lambda: alibi_slopes(True), "n_heads"),
-    (lambda: alibi_bias(2, 5, 3), "T must be at most S"), (lambda: alibi_bias(2, 3, -1), "S"),
+    (lambda: toeplitz_matrix(torch.ones(5), 5, 3), "T must be at most S"), (lambda: alibi_bias(2, 3, -1), "S"),
     (lambda: toeplitz_matrix(torch.ones(5), 0, 3), "T"), (lambda: rope_angles(torch.arange(3), 0), "D"),
     (lambda: laplacian_positional_encoding(torch.ones(3, 3) - torch.eye(3), True), "k"),
 ])

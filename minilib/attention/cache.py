@@ -5,6 +5,8 @@ import torch
 
 from minilib._checks import check_nonnegative_int, require_tensor
 
+__all__ = ["kv_cache_bytes", "KVCache"]
+
 
 def kv_cache_bytes(*, n_layers: int, n_kv_heads: int, head_dim: int, seq_len: int, batch: int = 1,
                    dtype: torch.dtype = torch.float16) -> int:
@@ -26,7 +28,9 @@ def kv_cache_bytes(*, n_layers: int, n_kv_heads: int, head_dim: int, seq_len: in
 class KVCache:
     """Keys and values of the positions seen so far, grown along time by :meth:`append`.
 
-    ``k (B, Hkv, S, D)``, ``v (B, Hkv, S, Dv)``; one cache per attention layer.
+    ``k (B, Hkv, S, D)``, ``v (B, Hkv, S, Dv)``; one cache per attention layer. Every append brings keys and
+    values of the same positions (equal ``B``, ``Hkv``, ``S``) with the batch, heads, head sizes and dtypes of
+    those already held.
     """
 
     def __init__(self):
@@ -34,10 +38,16 @@ class KVCache:
         self._v: torch.Tensor | None = None
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> None:
-        require_tensor("k", k, ndim=4)
-        require_tensor("v", v, ndim=4)
-        if self._k is not None and (k.shape[:2] != self._k.shape[:2] or v.shape[:2] != self._v.shape[:2]):
-            raise ValueError(f"new k {tuple(k.shape)} / v {tuple(v.shape)} do not match the cache's batch and heads {tuple(self._k.shape[:2])}")
+        require_tensor("k", k, ndim=4, floating=True)
+        require_tensor("v", v, ndim=4, floating=True)
+        if k.shape[:3] != v.shape[:3]:
+            raise ValueError(f"k and v must hold the same batch, heads and positions, got k {tuple(k.shape)}, v {tuple(v.shape)}")
+        if self._k is not None and (k.shape[:2] != self._k.shape[:2] or k.shape[3] != self._k.shape[3]
+                                    or v.shape[3] != self._v.shape[3]):
+            raise ValueError(f"new k {tuple(k.shape)} / v {tuple(v.shape)} do not match the cache's k {tuple(self._k.shape)}, "
+                             f"v {tuple(self._v.shape)} in batch, heads or head size")
+        if self._k is not None and (k.dtype != self._k.dtype or v.dtype != self._v.dtype):
+            raise TypeError(f"new k/v dtypes {k.dtype}/{v.dtype} differ from the cache's {self._k.dtype}/{self._v.dtype}")
         self._k = k if self._k is None else torch.cat([self._k, k], dim=2)
         self._v = v if self._v is None else torch.cat([self._v, v], dim=2)
 

@@ -18,6 +18,8 @@ from minilib._checks import require_tensor
 from minilib.attention.heads import expand_kv_heads
 from minilib.attention.multihead import MultiHeadAttention
 
+__all__ = ["attention_calibration", "calibrated_heads"]
+
 
 def _check_act_arguments(alpha, beta) -> None:
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:

@@ -4,10 +4,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minilib._checks import check_positive_int, require_tensor
+from minilib._checks import check_last_dim, check_positive_int
 from minilib.attention.heads import split_heads
 from minilib.attention.multihead import MultiHeadAttention
 from minilib.attention.scoring import attend
+
+__all__ = ["RelConvAttention"]
 
 
 class RelConvAttention(MultiHeadAttention):
@@ -45,7 +47,7 @@ class RelConvAttention(MultiHeadAttention):
         return self.rel_bias[:, distance]
 
     def forward(self, x: torch.Tensor, *, causal: bool = True, cache=None) -> torch.Tensor:
-        require_tensor("x", x, ndim=3, floating=True)
+        check_last_dim("x", x, self.wq.in_features, ndim=3)
         if cache is not None:
             raise ValueError("RelConvAttention keeps no cache (new_cache() is None); pass cache=None")
         T = x.shape[1]

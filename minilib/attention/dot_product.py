@@ -3,14 +3,23 @@ r"""Softmax attention written as directly as the equation: the causal mask, the 
 Shapes: ``q (B, H, T, D)``, ``k (B, Hkv, S, D)``, ``v (B, Hkv, S, Dv)`` with ``H % Hkv == 0``
 (grouped-query attention: each key/value head serves ``H // Hkv`` consecutive query heads).
 With ``causal=True`` and ``T != S`` the queries are the *last* ``T`` of the ``S`` positions
-(bottom-right alignment, as when decoding with a cache).
+(bottom-right alignment, as when decoding with a cache); when ``T > S`` the first ``T - S`` queries see
+no key and their rows are zeros, the rule of every attention form in minilib.
+
+Precision: the inputs may mix float dtypes; scores, softmax and the weighted sum run in
+:func:`~minilib._checks.compute_dtype` (float32 for float16/bfloat16, as the flash forms and torch's own
+kernels do, so logits near 1e4 do not overflow) and the output has the inputs' promoted dtype. NaN in an
+input is not checked for (it would cost a pass over the inputs) and propagates to the rows that read it.
 """
 from __future__ import annotations
 
 import torch
 
-from minilib._checks import check_attention_inputs, check_nonnegative_int, default_scale, require_tensor
+from minilib._checks import (check_attention_inputs, check_bias, check_nonnegative_int, compute_dtype, default_scale,
+                             promoted_dtype, require_tensor)
 from minilib.attention.heads import expand_kv_heads
+
+__all__ = ["causal_mask", "attention_weights", "sdpa", "attention_entropy", "grouped_attention"]
 
 
 def causal_mask(T: int, S: int | None = None, *, device=None) -> torch.Tensor:
@@ -26,11 +35,14 @@ def causal_mask(T: int, S: int | None = None, *, device=None) -> torch.Tensor:
 
 
 def _scaled_scores(q, k, *, causal, mask, bias, scale) -> torch.Tensor:
-    r"""$s_{ts} = \text{scale}\; q_t \cdot k_s + \text{bias}_{ts}$, with $-\infty$ where masked. ``(B, H, T, S)``."""
-    check_attention_inputs(q, k, k)
-    T, S, D = q.shape[2], k.shape[2], q.shape[3]
-    scores = default_scale(D, scale) * (q @ expand_kv_heads(k, q.shape[1]).transpose(-2, -1))
+    r"""$s_{ts} = \text{scale}\; q_t \cdot k_s + \text{bias}_{ts}$, with $-\infty$ where masked. ``(B, H, T, S)``
+    in :func:`~minilib._checks.compute_dtype` of ``q`` and ``k``."""
+    check_attention_inputs(q, k, k, causal=causal, scale=scale)
+    (B, H, T, D), S = q.shape, k.shape[2]
+    dtype = compute_dtype(q, k)
+    scores = default_scale(D, scale) * (q.to(dtype) @ expand_kv_heads(k.to(dtype), H).transpose(-2, -1))
     if bias is not None:
+        check_bias(bias, scores.shape)
         scores = scores + bias
     keep = torch.ones((), dtype=torch.bool, device=q.device)
     if causal:
@@ -56,6 +68,12 @@ def _softmax_rows(scores: torch.Tensor) -> torch.Tensor:
     return e / torch.where(total > 0, total, torch.ones_like(total))
 
 
+def _weighted_values(weights: torch.Tensor, q, k, v) -> torch.Tensor:
+    """$o = W V$ computed in the weights' and values' compute dtype, returned in the inputs' promoted dtype."""
+    dtype = compute_dtype(weights, v)
+    return (weights.to(dtype) @ expand_kv_heads(v.to(dtype), q.shape[1])).to(promoted_dtype(q, k, v))
+
+
 def attention_weights(q, k, *, causal=False, mask=None, bias=None, scale=None) -> torch.Tensor:
     r"""Attention probabilities $A = \operatorname{softmax}_s\!\left(\tfrac{q_t \cdot k_s}{\sqrt{D}} + b_{ts}\right)$ over kept keys.
 
@@ -73,9 +91,9 @@ def sdpa(q, k, v, *, causal=False, mask=None, bias=None, scale=None) -> torch.Te
     ``q (B,H,T,D)``, ``k (B,Hkv,S,D)``, ``v (B,Hkv,S,Dv)`` -> ``(B,H,T,Dv)``. ``mask`` is bool,
     broadcastable to ``(B,H,T,S)``, True = keep. See :cite:`vaswani2017attention`.
     """
-    check_attention_inputs(q, k, v)
+    check_attention_inputs(q, k, v, causal=causal, scale=scale)
     weights = attention_weights(q, k, causal=causal, mask=mask, bias=bias, scale=scale)
-    return weights @ expand_kv_heads(v, q.shape[1])
+    return _weighted_values(weights, q, k, v)
 
 
 def attention_entropy(weights: torch.Tensor, *, dim: int = -1) -> torch.Tensor:
@@ -102,11 +120,13 @@ def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, caus
     step reads each cached head once: the memory traffic that GQA/MQA save :cite:`ainslie2023gqa`,
     :cite:`shazeer2019fast`. ``q (B,H,T,D)``, ``k (B,Hkv,S,D)``, ``v (B,Hkv,S,Dv)`` -> ``(B,H,T,Dv)``.
     """
-    check_attention_inputs(q, k, v)
+    check_attention_inputs(q, k, v, causal=causal, scale=scale)
     B, H, T, D = q.shape
     Hkv, S = k.shape[1], k.shape[2]
+    out_dtype, dtype = promoted_dtype(q, k, v), compute_dtype(q, k, v)
+    q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
     scores = default_scale(D, scale) * (q.reshape(B, Hkv, (H // Hkv) * T, D) @ k.transpose(-2, -1))  # rows: (group member, t)
     if causal:
         keep = causal_mask(T, S, device=q.device).repeat(H // Hkv, 1)
         scores = scores.masked_fill(~keep, float("-inf"))
-    return (_softmax_rows(scores) @ v).reshape(B, H, T, v.shape[-1])
+    return (_softmax_rows(scores) @ v).reshape(B, H, T, v.shape[-1]).to(out_dtype)

@@ -5,6 +5,8 @@ import torch
 
 from minilib._checks import check_positive_int, require_tensor
 
+__all__ = ["expand_kv_heads", "split_heads", "merge_heads"]
+
 
 def expand_kv_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
     r"""Repeat each key/value head for the ``n_heads // Hkv`` query heads it serves (GQA, MQA when ``Hkv = 1``).
@@ -13,7 +15,7 @@ def expand_kv_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
     """
     require_tensor("x", x, ndim=4)
     n_kv = x.shape[1]
-    if check_positive_int("n_heads", n_heads) % n_kv != 0:
+    if n_kv == 0 or check_positive_int("n_heads", n_heads) % n_kv != 0:
         raise ValueError(f"n_heads ({n_heads}) must be a multiple of the key/value heads in x {tuple(x.shape)}")
     return x if n_kv == n_heads else x.repeat_interleave(n_heads // n_kv, dim=1)
 

@@ -8,6 +8,8 @@ from minilib._checks import check_nonnegative_int, check_positive_int, require_t
 from minilib.attention.multihead import MultiHeadAttention, _attention_mixer
 from minilib.mixing import register_mixer
 
+__all__ = ["MixtureOfHeadAttention"]
+
 
 class MixtureOfHeadAttention(MultiHeadAttention):
     r"""Mixture-of-Head attention: a router weights each token's heads and keeps only its top-k routed heads.

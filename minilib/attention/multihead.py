@@ -4,13 +4,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minilib._checks import check_positive_int, require_tensor
+from minilib._checks import check_last_dim, check_positive_int, require_tensor
 from minilib.attention.cache import KVCache
 from minilib.attention.heads import merge_heads, split_heads
 from minilib.attention.scoring import SCORES, attend, score_weights
 from minilib.mixing import TokenMixer, register_mixer
 from minilib.norms import RMSNorm
 from minilib.positional import check_rope_scaling, rope as apply_rope
+
+__all__ = ["MultiHeadAttention"]
 
 
 class MultiHeadAttention(TokenMixer):
@@ -52,7 +54,7 @@ class MultiHeadAttention(TokenMixer):
             raise TypeError(f"score_kwargs may hold zeta and gamma (for score='clipped'), got {sorted(score_kwargs)}")
         if isinstance(rope_base, bool) or not isinstance(rope_base, (int, float)) or rope_base <= 0:
             raise ValueError(f"rope_base must be a positive number, got {rope_base!r}")
-        check_rope_scaling(rope_scaling)
+        check_rope_scaling(rope_scaling, name="rope_scaling")
         self.n_heads, self.n_kv_heads, self.head_dim = n_q_heads, n_kv_heads, d_model // n_heads
         if rope and self.head_dim % 2:
             raise ValueError(f"rope needs an even head_dim, got d_model / n_heads = {self.head_dim}")
@@ -108,7 +110,11 @@ class MultiHeadAttention(TokenMixer):
         replaces this module's own keys and values: only the queries are computed, at positions ``S - T .. S - 1``
         unless ``positions`` says otherwise (cross-layer KV sharing).
         """
-        require_tensor("x", x, ndim=3, floating=True)
+        check_last_dim("x", x, self.wq.in_features, ndim=3)
+        if cache is not None and not isinstance(cache, KVCache):
+            raise TypeError(f"cache must be a KVCache (from new_cache()) or None, got {type(cache).__name__}")
+        if positions is not None:
+            require_tensor("positions", positions, ndim=1)
         if memory is not None:
             given = {"causal=True": causal is True, "cache": cache is not None, "positions": positions is not None,
                      "bias": bias is not None, "kv": kv is not None}

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import torch
 
-from minilib._checks import check_attention_inputs, check_nonnegative_int, require_tensor
-from minilib.attention.dot_product import _scaled_scores, _softmax_rows
-from minilib.attention.heads import expand_kv_heads
+from minilib._checks import check_attention_inputs, check_nonnegative_int, check_number, compute_dtype, require_tensor
+from minilib.attention.dot_product import _scaled_scores, _softmax_rows, _weighted_values
+
+__all__ = ["sigmoid_length_bias", "sigmoid_attention", "clipped_softmax", "softmax_one", "score_weights", "attend"]
 
 
 def sigmoid_length_bias(T: int, S: int, *, causal: bool = False, device=None,
@@ -39,12 +40,12 @@ def sigmoid_attention(q, k, v, *, causal=False, bias=None, scale=None) -> torch.
     paper's fixed scalar. The same weights are ``score_weights(score="sigmoid")``. Shapes as :func:`sdpa`.
     See :cite:`ramapuram2024sigmoid`.
     """
-    check_attention_inputs(q, k, v)
+    check_attention_inputs(q, k, v, causal=causal, scale=scale)
     T, S = q.shape[2], k.shape[2]
     if bias is None:
-        bias = sigmoid_length_bias(T, S, causal=causal, device=q.device, dtype=q.dtype)
+        bias = sigmoid_length_bias(T, S, causal=causal, device=q.device, dtype=compute_dtype(q, k))
     scores = _scaled_scores(q, k, causal=causal, mask=None, bias=bias, scale=scale)
-    return torch.sigmoid(scores) @ expand_kv_heads(v, q.shape[1])
+    return _weighted_values(torch.sigmoid(scores), q, k, v)
 
 
 def clipped_softmax(x: torch.Tensor, *, zeta: float = 1.0, gamma: float = 0.0, dim: int = -1) -> torch.Tensor:
@@ -52,8 +53,12 @@ def clipped_softmax(x: torch.Tensor, *, zeta: float = 1.0, gamma: float = 0.0, d
 
     $$ \operatorname{clip}\big((\zeta - \gamma)\operatorname{softmax}(x) + \gamma,\ 0,\ 1\big) $$
 
+    ``x`` any float tensor; ``gamma < zeta`` (the paper stretches with $\gamma \le 0 < 1 \le \zeta$).
     See :cite:`bondarenko2023quantizable`.
     """
+    require_tensor("x", x, floating=True)
+    if check_number("gamma", gamma) >= check_number("zeta", zeta):
+        raise ValueError(f"clipped softmax needs gamma < zeta, got zeta={zeta}, gamma={gamma}")
     return torch.clamp((zeta - gamma) * torch.softmax(x, dim=dim) + gamma, 0.0, 1.0)
 
 
@@ -109,6 +114,6 @@ def attend(q, k, v, *, score: str = "softmax", causal=False, mask=None, bias=Non
 
     Shapes as :func:`sdpa`: ``(B,H,T,D), (B,Hkv,S,D), (B,Hkv,S,Dv) -> (B,H,T,Dv)``.
     """
-    check_attention_inputs(q, k, v)
+    check_attention_inputs(q, k, v, causal=causal, scale=scale)
     weights = score_weights(q, k, score=score, causal=causal, mask=mask, bias=bias, scale=scale, zeta=zeta, gamma=gamma)
-    return weights @ expand_kv_heads(v, q.shape[1])
+    return _weighted_values(weights, q, k, v)

@@ -7,10 +7,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minilib._checks import check_attention_inputs, check_positive_int, require_tensor
-from minilib.attention.dot_product import attention_weights, sdpa
-from minilib.attention.heads import expand_kv_heads, merge_heads, split_heads
+from minilib._checks import check_attention_inputs, check_last_dim, check_positive_int, require_tensor
+from minilib.attention.dot_product import _weighted_values, attention_weights, sdpa
+from minilib.attention.heads import merge_heads, split_heads
 from minilib.positional import toeplitz_matrix
+
+__all__ = ["urpe_attention", "URPEAttention"]
 
 
 def urpe_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, toeplitz: torch.Tensor,
@@ -26,14 +28,16 @@ def urpe_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, toeplit
     every position whatever $B$ is; $C$ lifts that restriction. ``q (B,H,T,D)``, ``k (B,Hkv,S,D)``,
     ``v (B,Hkv,S,Dv)`` -> ``(B,H,T,Dv)``. See :cite:`luo2022urpe`.
     """
-    check_attention_inputs(q, k, v)
+    check_attention_inputs(q, k, v, causal=causal)
     H, T, S = q.shape[1], q.shape[2], k.shape[2]
     require_tensor("toeplitz", toeplitz, ndim=(1, 2), floating=True)
-    if toeplitz.ndim == 2 and toeplitz.shape[0] != H:
-        raise ValueError(f"toeplitz must have shape (L,) or (H={H}, L), got {tuple(toeplitz.shape)}")
+    L = S if causal else 2 * S - 1
+    if toeplitz.shape[-1] != L or (toeplitz.ndim == 2 and toeplitz.shape[0] != H):
+        raise ValueError(f"toeplitz must have shape (L,) or (H={H}, L) with L={L} ({'S' if causal else '2S - 1'} for "
+                         f"S={S}, causal={causal}), got {tuple(toeplitz.shape)}")
     C = toeplitz_matrix(toeplitz, T, S, causal=causal)
     weights = attention_weights(q, k, causal=causal, bias=bias, scale=scale)
-    return (weights * C.to(weights.dtype)) @ expand_kv_heads(v, H)
+    return _weighted_values(weights * C.to(weights.dtype), q, k, v)
 
 
 class URPEAttention(nn.Module):
@@ -61,7 +65,7 @@ class URPEAttention(nn.Module):
         self.toeplitz_c = nn.Parameter(torch.ones(n_heads, n_c)) if urpe else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        require_tensor("x", x, ndim=3, floating=True)
+        check_last_dim("x", x, self.wqkv.in_features, ndim=3)
         T = x.shape[1]
         if T > self.max_len:
             raise ValueError(f"x has {T} positions, more than max_len={self.max_len}; shape {tuple(x.shape)}")

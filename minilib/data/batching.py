@@ -7,6 +7,8 @@ import torch
 
 from minilib._checks import check_positive_int, check_token_ids
 
+__all__ = ["train_val_split", "lm_batches", "lm_eval_windows"]
+
 
 def train_val_split(ids: torch.Tensor, val_frac: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Split a token stream into a leading training part and a trailing validation part.

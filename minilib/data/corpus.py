@@ -18,6 +18,8 @@ import numpy as np
 
 from minilib._checks import check_nonnegative_int
 
+__all__ = ["Emission", "MarkovTextSource", "english_like_grammar", "tiny_corpus"]
+
 State = Hashable
 
 

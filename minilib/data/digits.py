@@ -7,6 +7,8 @@ import torch
 
 from minilib._checks import check_nonnegative_int, check_positive_int, require_tensor
 
+__all__ = ["digits_split", "labelled_batches"]
+
 N_DIGITS = 1797  # images in sklearn.datasets.load_digits
 
 

@@ -16,6 +16,9 @@ import torch
 
 from minilib._checks import check_nonnegative_int, check_positive_int
 
+__all__ = ["TaskBatch", "Seq2SeqBatch", "masked_targets", "copy_task", "reverse_task", "associative_recall",
+           "selective_copying", "delayed_recall", "induction_heads", "key_value_lookup", "meap_mask"]
+
 IGNORE_INDEX = -100
 
 

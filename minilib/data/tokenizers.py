@@ -6,6 +6,8 @@ from typing import Iterable, Sequence
 
 import torch
 
+__all__ = ["CharTokenizer", "WordTokenizer"]
+
 
 def _ids_to_list(ids, name: str = "ids") -> list[int]:
     if isinstance(ids, torch.Tensor):

@@ -26,7 +26,7 @@ def block_sparse_attention(q, k, v, block_mask, *, block_size=64, causal=False, 
     kept key give zeros.  Equals ``sdpa`` with the expanded mask.
     See :cite:`dao2022flashattention,child2019sparse`.
     """
-    check_attention_inputs(q, k, v)
+    check_attention_inputs(q, k, v, causal=causal)
     check_positive_int("block_size", block_size)
     require_tensor("block_mask", block_mask, ndim=3)
     if block_mask.dtype != torch.bool:

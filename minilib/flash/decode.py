@@ -12,9 +12,9 @@ import math
 
 import torch
 
-from minilib._checks import check_attention_inputs, check_positive_int, default_scale, require_tensor
+from minilib._checks import check_attention_inputs, check_positive_int, compute_dtype, default_scale, require_tensor
 from minilib.flash._units import even_split
-from minilib.flash.kernel import _attend, _bottom_right, _compute_dtype
+from minilib.flash.kernel import _attend, _bottom_right
 
 __all__ = ["merge_partials", "flash_decode", "decode_schedule_utilisation", "lean_attention_decode"]
 
@@ -37,7 +37,7 @@ def merge_partials(outs, lses):
         if o.shape != outs[0].shape or s.shape != o.shape[:-1]:
             raise ValueError(f"outs[{i}] {tuple(o.shape)} and lses[{i}] {tuple(s.shape)} must match "
                              f"outs[0] {tuple(outs[0].shape)} and have shape out.shape[:-1]")
-    dtype = _compute_dtype(outs[0], lses[0], lses[0])
+    dtype = compute_dtype(outs[0], lses[0])
     L = torch.stack([s.to(dtype) for s in lses])
     m = L.amax(dim=0)
     m = m.masked_fill(m == -math.inf, 0.0)
@@ -59,7 +59,7 @@ def flash_decode(q, k, v, *, n_splits=4, scale=None, causal=False):
     ``(B, H, T, Dv)``; ``causal`` (bottom-right) matters only for ``T > 1``.
     See :cite:`sanovar2024lean,dao2022flashattention`.
     """
-    check_attention_inputs(q, k, v)
+    check_attention_inputs(q, k, v, causal=causal)
     check_positive_int("n_splits", n_splits)
     T, S = q.shape[2], k.shape[2]
     scale = default_scale(q.shape[-1], scale)

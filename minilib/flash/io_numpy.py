@@ -174,6 +174,12 @@ def online_softmax_step(m, l, acc, s, v):
     ``v (Bk, Dv)`` -> ``(m', l', acc')``; a row with no visible score yet keeps ``l = 0``.
     Every exponent is at most 0, so nothing overflows.  See :cite:`milakov2018online,dao2022flashattention`.
     """
+    m, l, acc, s, v = (np.asarray(a) for a in (m, l, acc, s, v))
+    R = m.shape[0] if m.ndim == 1 else -1
+    if m.ndim != 1 or l.shape != (R,) or acc.ndim != 2 or acc.shape[0] != R or s.ndim != 2 or s.shape[0] != R \
+            or v.shape != (s.shape[1], acc.shape[1]):
+        raise ValueError(f"online_softmax_step needs m, l (R,), acc (R, Dv), s (R, Bk), v (Bk, Dv); got m {m.shape}, "
+                         f"l {l.shape}, acc {acc.shape}, s {s.shape}, v {v.shape}")
     m_new = np.maximum(m, s.max(axis=1))
     m_use = _shift(m_new)
     p = np.exp(s - m_use[:, None])
@@ -263,4 +269,6 @@ def predicted_hbm_accesses(N: int, d: int, M: int) -> dict:
     :func:`flash_attention_numpy` with :func:`sram_block_sizes` is $2N^2 d / B_q + O(Nd)$,
     about ``7x`` the flash term plus the ``O(Nd)`` remainder.  Returns ``{"flash": float, "standard": float}``.
     """
+    for name, value in (("N", N), ("d", d), ("M", M)):
+        check_positive_int(name, value)
     return {"flash": N * N * d * d / M, "standard": float(N * d + N * N)}

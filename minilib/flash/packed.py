@@ -36,7 +36,7 @@ def varlen_attention(q, k, v, cu_seqlens, *, causal=False, scale=None, block_q=N
     bounds = cu_seqlens.tolist()
     if len(bounds) < 2 or bounds[0] != 0 or bounds[-1] != total or any(a > b for a, b in zip(bounds, bounds[1:])):
         raise ValueError(f"cu_seqlens must rise from 0 to total={total}, got {bounds}")
-    check_attention_inputs(q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None])
+    check_attention_inputs(q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None], causal=causal)
     _tiles(block_q, block_k, 1, causal)  # check explicit tiles once, before any work
     scale = default_scale(q.shape[-1], scale)
 

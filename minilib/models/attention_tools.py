@@ -6,11 +6,14 @@ from torch import nn
 
 from minilib.attention import MultiHeadAttention
 from minilib.models.transformer import TransformerLM
-from minilib.positional import alibi_bias
+from minilib.positional import alibi_bias, check_rope_scaling
+
+__all__ = ["set_rope_scaling", "attention_maps"]
 
 
 def set_rope_scaling(model: nn.Module, scaling: tuple | None) -> None:
     """Set ``rope_scaling`` (see :func:`minilib.positional.rope_angles`) on every attention module of ``model``, in place."""
+    check_rope_scaling(scaling)
     modules = [m for m in model.modules() if isinstance(m, MultiHeadAttention)]
     if not any(m.rope for m in modules):
         raise ValueError("set_rope_scaling needs a model whose attention uses RoPE (pos='rope')")

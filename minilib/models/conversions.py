@@ -20,6 +20,8 @@ from minilib.models.transformer import TransformerLM
 from minilib.attention import MultiHeadAttention
 from minilib.norms import CRMSNorm, LayerNorm, RMSNorm
 
+__all__ = ["ConvertedLM", "to_pre_rmsnorm", "to_pre_crmsnorm"]
+
 
 class ConvertedLM(TransformerLM):
     r"""A :class:`~minilib.models.TransformerLM` with an untied output head, the result of a conversion.

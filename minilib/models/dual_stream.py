@@ -14,6 +14,8 @@ from minilib.attention import merge_heads, sdpa, split_heads
 from minilib.norms import make_norm
 from minilib.positional import rope
 
+__all__ = ["DualStreamBlock", "DualStreamLM"]
+
 
 MIXINGS = ("independent", "kronecker", "dense")
 
@@ -98,7 +100,7 @@ class DualStreamLM(nn.Module):
     def __init__(self, vocab_size: int, d_token: int, d_context: int, n_layers: int, n_heads: int, *,
                  mixing: str = "kronecker", d_ff: int | None = None):
         super().__init__()
-        for name, value in dict(vocab_size=vocab_size, n_layers=n_layers).items():
+        for name, value in dict(vocab_size=vocab_size, d_token=d_token, n_layers=n_layers).items():
             check_positive_int(name, value)
         self.vocab_size, self.d_context = vocab_size, d_context
         self.embed = nn.Embedding(vocab_size, d_token)

@@ -15,6 +15,8 @@ from minilib.feedforward import FeedForward
 from minilib.norms import make_norm
 from minilib.positional import sinusoidal
 
+__all__ = ["EncoderLayer", "DecoderLayer", "EncoderDecoderTransformer"]
+
 
 class EncoderLayer(nn.Module):
     r"""Post-LN encoder layer: bidirectional self-attention, then feed-forward.

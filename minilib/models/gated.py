@@ -13,6 +13,8 @@ from minilib.attention import MultiHeadAttention
 from minilib.feedforward import FeedForward
 from minilib.norms import make_norm
 
+__all__ = ["GatedResidual", "GatedBlock", "GatedTransformerLM"]
+
 
 class GatedResidual(nn.Module):
     r"""GRU-type gate that replaces the residual sum $x + y$ (GTrXL).
@@ -57,6 +59,7 @@ class GatedBlock(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int, *, d_ff: int | None = None, gate_bias: float = 2.0):
         super().__init__()
+        check_positive_int("d_model", d_model)
         self.norm1, self.norm2 = make_norm("layer", d_model), make_norm("layer", d_model)
         self.attn = MultiHeadAttention(d_model, n_heads, rope=True)
         self.ffn = FeedForward(d_model, d_ff, kind="gelu")

@@ -12,6 +12,8 @@ from minilib.attention import merge_heads, sdpa, split_heads
 from minilib.feedforward import FeedForward
 from minilib.norms import make_norm
 
+__all__ = ["MinimalAttention", "MinimalBlock", "MinimalTransformer"]
+
 
 SIMILARITIES = ("qk", "collapsed", "symmetric")
 
@@ -94,6 +96,7 @@ class MinimalBlock(nn.Module):
     def __init__(self, d_model: int, n_heads: int, *, d_ff: int | None = None, mlp: bool = True, similarity: str = "qk",
                  value_out: bool = True):
         super().__init__()
+        check_positive_int("d_model", d_model)
         self.norm1 = make_norm("layer", d_model)
         self.attn = MinimalAttention(d_model, n_heads, similarity=similarity, value_out=value_out)
         self.norm2 = make_norm("layer", d_model) if mlp else None

@@ -8,13 +8,24 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from minilib._checks import check_nonnegative_int, check_positive_int
+from minilib._checks import check_nonnegative_int, check_number, check_positive_int, require_tensor
+
+__all__ = ["lm_loss", "train", "evaluate", "count_parameters"]
+
+
+def _require_module(model) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
 
 
 def lm_loss(model: nn.Module, batch) -> torch.Tensor:
     r"""Mean next-token cross-entropy $-\frac1{BT}\sum \log p(y_{bt} \mid x_{b,\le t})$ in nats; targets ``-100`` are ignored."""
     x, y = batch
     logits = model(x)
+    require_tensor("targets", y)
+    if y.shape != logits.shape[:-1]:
+        raise ValueError(f"batch targets must have the shape of the inputs' logits without the vocabulary, "
+                         f"{tuple(logits.shape[:-1])}, got targets {tuple(y.shape)}")
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-100)
 
 
@@ -26,7 +37,9 @@ def train(model: nn.Module, batches: Iterable, *, steps: int, lr: float, weight_
     ``batches`` yields whatever ``loss_fn(model, batch)`` takes (default: ``(x, y)`` for :func:`lm_loss`).
     See :cite:`loshchilov2019adamw`.
     """
+    _require_module(model)
     check_positive_int("steps", steps)
+    check_number("lr", lr, positive=True)
     check_nonnegative_int("warmup_steps", warmup_steps)
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
@@ -70,4 +83,5 @@ def evaluate(model: nn.Module, batches: Iterable, *, n_batches: int, loss_fn=lm_
 
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable scalars in ``model``."""
+    _require_module(model)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -13,13 +13,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from minilib._checks import check_divisible, check_nonnegative_int, check_positive_int, check_token_ids
+from minilib._checks import check_divisible, check_nonnegative_int, check_number, check_positive_int, check_token_ids, require_tensor
 from minilib.attention import MultiHeadAttention
 from minilib.feedforward import FFN_KINDS, FeedForward
 from minilib.mixing import MixerFactory, TokenMixer, mixer_factory
 from minilib.norms import NORMS, make_norm
 from minilib.positional import alibi_bias, sinusoidal
 from minilib.signal_propagation import deepscale_init_
+
+__all__ = ["TransformerConfig", "Block", "TransformerLM", "sample_next"]
 
 POSITIONS = ("rope", "sinusoidal", "learned", "alibi", "none")
 INIT_STD = 0.02  # GPT-2's initial weight scale, also the scale of the sinusoidal table added to the embeddings
@@ -311,10 +313,16 @@ def sample_next(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | 
                 generator: torch.Generator | None = None) -> torch.Tensor:
     r"""Draw one token per row from $\operatorname{softmax}(\text{logits} / \tau)$ restricted to the ``top_k`` largest.
 
-    ``logits (B, V) -> (B, 1)``; $\tau = 0$ means argmax.
+    ``logits (B, V) -> (B, 1)`` float; $\tau = 0$ means argmax; ``top_k`` a positive int or None (all tokens).
     """
-    if temperature < 0:
+    require_tensor("logits", logits, ndim=2, floating=True)
+    if check_number("temperature", temperature) < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_k is not None:
+        check_positive_int("top_k", top_k)
+    if not torch.isfinite(logits).any(dim=-1).all():
+        raise ValueError(f"logits must have a finite entry in every row (a row of -inf/NaN has no token to draw), "
+                         f"shape {tuple(logits.shape)}")
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits / temperature
