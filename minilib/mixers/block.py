@@ -38,6 +38,13 @@ class MixerConfig:
     max_len: int = 1024
     mixer_kwargs: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        check_positive_int("d_model", self.d_model)
+        check_positive_int("n_heads", self.n_heads)
+        check_positive_int("max_len", self.max_len)
+        if not isinstance(self.mixer_kwargs, dict):
+            raise TypeError(f"mixer_kwargs must be a dict of keyword arguments, got {type(self.mixer_kwargs).__name__}")
+
 
 class AttentionMixer(MultiHeadAttention):
     r"""Multi-head softmax attention as a token mixer that remembers whether it is ``causal`` (``False``: every token

@@ -154,6 +154,11 @@ def ffnified_attention(x: torch.Tensor, key_kernel: torch.Tensor, value_kernel: 
     FFN ($W_2\,\sigma(W_1 x)$) read as query-key-value. ``x (B, L, C)``, kernels ``(C, K)`` -> ``(B, L, C)``.
     See :cite:`yun2024metamixer`.
     """
+    _check_x(x)
+    for name, kernel in (("key_kernel", key_kernel), ("value_kernel", value_kernel)):
+        require_tensor(name, kernel, ndim=2, floating=True)
+        if kernel.shape[0] != x.shape[2]:
+            raise ValueError(f"{name} must be (C={x.shape[2]}, K) for x {tuple(x.shape)}, got {tuple(kernel.shape)}")
     return depthwise_conv(F.gelu(depthwise_conv(x, key_kernel, causal=causal)), value_kernel, causal=causal)
 
 

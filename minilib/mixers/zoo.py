@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minilib._checks import check_positive_int
+from minilib._checks import check_positive_int, check_token_ids
 from minilib.data import digits_split, labelled_batches
 from minilib.mixers.block import AttentionMixer, MetaFormer
 from minilib.mixers.fourier import AFFMixer, FourierMixer
@@ -29,7 +29,7 @@ from minilib.mixers.mlp import NiNformerMixer, TokenMLPMixer
 from minilib.mixing import TokenMixer
 from minilib.vision import PatchEmbedding
 
-__all__ = ["TASKS", "BIGRAMS", "Task", "ZOO", "make_task", "build_classifier", "matched_d_ff", "count_parameters", "train_classifier"]
+__all__ = ["TASKS", "BIGRAMS", "Task", "TokenEmbedding", "ZOO", "make_task", "build_classifier", "matched_d_ff", "count_parameters", "train_classifier"]
 
 
 TASKS = ("digits", "bigrams", "recall")
@@ -59,10 +59,15 @@ class TokenEmbedding(nn.Module):
 
     def __init__(self, vocab_size: int, seq_len: int, d_model: int):
         super().__init__()
+        for name, value in (("vocab_size", vocab_size), ("seq_len", seq_len), ("d_model", d_model)):
+            check_positive_int(name, value)
         self.tok = nn.Embedding(vocab_size, d_model)
         self.pos = nn.Parameter(0.02 * torch.randn(seq_len, d_model))
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        check_token_ids("idx", idx, ndim=2, vocab_size=self.tok.num_embeddings)
+        if idx.shape[1] > self.pos.shape[0]:
+            raise ValueError(f"idx {tuple(idx.shape)} is longer than seq_len={self.pos.shape[0]}")
         return self.tok(idx) + self.pos[: idx.shape[1]]
 
 
@@ -126,6 +131,8 @@ def make_task(name: str, *, seed: int = 0, n_train: int = 4000, n_test: int = 10
 
 def count_parameters(model: nn.Module) -> int:
     """Trainable scalars of ``model`` (as :func:`minilib.models.count_parameters`, which a family may not import)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
