@@ -6,3 +6,4 @@ families (`flash`, `signal_propagation`, `grade`, ...) are imported by name.
 """
 from minilib import attention, data, feedforward, mixing, models, norms, positional  # noqa: F401
 from minilib import ssm  # noqa: F401
+from minilib import mixers  # noqa: F401  (registers the chapter 07 token mixers)

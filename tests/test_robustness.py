@@ -35,16 +35,20 @@ from minilib import models as M
 from minilib.attention import cache as cache_mod
 from minilib.data import batching, corpus, digits, tasks, tokenizers
 from minilib.flash import decode, io_numpy
+from minilib import mixers as mx
+from minilib.mixers import zoo
 
 # modules whose every public name the sweep must cover (the grader has its own tests; _private modules are internal)
 SWEPT = ("minilib.activations", "minilib.attention", "minilib.compress", "minilib.feedforward", "minilib.flash",
          "minilib.mixing", "minilib.models", "minilib.norms", "minilib.parallel", "minilib.positional",
-         "minilib.scan", "minilib.signal_propagation", "minilib.ssm", "minilib.vision")
+         "minilib.mixers", "minilib.scan", "minilib.signal_propagation", "minilib.ssm", "minilib.vision")
 # public names whose arguments are not user input to check (context managers over a model, registry readers)
 NOT_SWEPT = {"registered_mixers": "takes no argument", "TokenMixer": "abstract base class, no arguments",
              "calibrated_heads": "context manager over modules built by the library",
              "ConvertedLM": "built by to_pre_rmsnorm from a checked TransformerLM",
-             "linear_recurrence_combine": "the combine operator associative_scan calls on its own slices"}
+             "linear_recurrence_combine": "the combine operator associative_scan calls on its own slices",
+             "WindowCache": "a decoding state the causal mixers create and fill",
+             "Task": "a record of tensors that make_task builds"}
 
 
 @dataclass(frozen=True)
@@ -495,6 +499,56 @@ def _ssm_cache_of_another_batch():
 
 case(ssm_mixers.SSMCache, _ssm_cache_of_another_batch, "cache", "x")
 
+
+
+x3 = torch.randn(2, 6, 4)  # (B, L, C) for the chapter 07 mixers
+case(mx.MixerConfig, lambda: mx.MixerConfig(0), "d_model")
+case(mx.AttentionMixer, lambda: mx.AttentionMixer(8, 3), "d_model", "n_heads")
+case(mx.MetaFormerBlock, lambda: mx.MetaFormerBlock(mx.PoolMixer(3), 4, mixer_kwargs={"causal": False}), "mixer_kwargs")
+case(mx.MetaFormerBlock, lambda: mx.MetaFormerBlock("nonesuch", 4), "mixer")
+case(mx.MetaFormer, lambda: mx.MetaFormer(torch.nn.Identity(), lambda i: mx.PoolMixer(3), d_model=4, n_layers=1,
+                                          n_classes=2, readout="cls"), "readout")
+case(mx.MetaFormer, lambda: mx.MetaFormer(torch.nn.Identity(), lambda i: mx.PoolMixer(3), d_model=4, n_layers=1,
+                                          n_classes=2, shorten={3: 2}), "shorten")
+case(mx.mixing_matrix, lambda: mx.mixing_matrix(mx.PoolMixer(3), torch.randn(4, 2), reduce="max"), "reduce")
+case(mx.mixing_matrix, lambda: mx.mixing_matrix(mx.PoolMixer(3), x3), "x")
+case(mx.fourier_mix, lambda: mx.fourier_mix(torch.randn(6, 4)), "x")
+case(mx.aff_mix, lambda: mx.aff_mix(x3, torch.randn(1, 4, 4)), "filt")
+case(mx.causal_fft_conv, lambda: mx.causal_fft_conv(x3, torch.randn(6, 3)), "kernel")
+case(mx.dct, lambda: mx.dct("x"), "x")
+case(mx.idct, lambda: mx.idct([1.0, 2.0]), "X")
+case(mx.dct_matrix, lambda: mx.dct_matrix(0), "n")
+case(mx.dct_downsample, lambda: mx.dct_downsample(x3, 7), "keep")
+case(mx.FourierMixer, lambda: mx.FourierMixer(causal=True), "causal")
+case(mx.AFFMixer, lambda: mx.AFFMixer(0), "d_model")
+case(mx.AFFMixer, lambda: mx.AFFMixer(4, max_len=4, causal=True)(x3), "max_len")
+case(mx.DCTLowpassMixer, lambda: mx.DCTLowpassMixer(keep_frac=2.0), "keep_frac")
+case(mx.depthwise_conv, lambda: mx.depthwise_conv(x3, torch.randn(3, 3)), "weight")
+case(mx.pool_mix, lambda: mx.pool_mix(x3, 0), "pool_size")
+case(mx.pool_mix, lambda: mx.pool_mix(x3, 3, grid=(2, 2)), "grid")
+case(mx.segment_max_pool, lambda: mx.segment_max_pool(x3, 0), "segment")
+case(mx.local_max_pool, lambda: mx.local_max_pool(x3, 0), "window")
+case(mx.ponet_mix, lambda: mx.ponet_mix(x3, x3, x3, x3[:, :5], segment=2), "l")
+case(mx.ffnified_attention, lambda: mx.ffnified_attention(x3, torch.randn(3, 5), torch.randn(4, 5)), "key_kernel")
+case(mx.IdentityMixer, lambda: mx.IdentityMixer()(torch.randn(6, 4)), "x")
+case(mx.PoolMixer, lambda: mx.PoolMixer(0), "pool_size")
+case(mx.PoolMixer, lambda: mx.PoolMixer(3, causal=False)(x3, cache=mx.WindowCache()), "cache")
+case(mx.DepthwiseConvMixer, lambda: mx.DepthwiseConvMixer(0), "d_model")
+case(mx.PoNetMixer, lambda: mx.PoNetMixer(4, segment=0), "segment")
+case(mx.FFNifiedAttention, lambda: mx.FFNifiedAttention(4, 0), "kernel_size")
+case(mx.token_mlp_mix, lambda: mx.token_mlp_mix(x3, torch.randn(4, 5), torch.randn(6, 4)), "w1")
+case(mx.ninformer_mix, lambda: mx.ninformer_mix(x3, x3[:, :5], torch.randn(6, 6), torch.randn(6, 6)), "g")
+case(mx.TokenMLPMixer, lambda: mx.TokenMLPMixer(0), "seq_len")
+case(mx.TokenMLPMixer, lambda: mx.TokenMLPMixer(6, hidden=4), "hidden")
+case(mx.NiNformerMixer, lambda: mx.NiNformerMixer(0, 4), "d_model")
+case(zoo.TokenEmbedding, lambda: zoo.TokenEmbedding(0, 4, 8), "vocab_size")
+case(zoo.TokenEmbedding, lambda: zoo.TokenEmbedding(5, 4, 8)(torch.zeros(2, 6, dtype=torch.long)), "idx", "seq_len")
+case(zoo.make_task, lambda: zoo.make_task("mnist"), "name")
+case(zoo.build_classifier, lambda: zoo.build_classifier("nonesuch", zoo.make_task("recall", n_train=4, n_test=4)), "mixer")
+case(zoo.matched_d_ff, lambda: zoo.matched_d_ff("pool", zoo.make_task("recall", n_train=4, n_test=4), 0), "target")
+case(zoo.count_parameters, lambda: zoo.count_parameters("model"), "model")
+case(zoo.train_classifier, lambda: zoo.train_classifier(torch.nn.Linear(2, 2), zoo.make_task("recall", n_train=4, n_test=4),
+                                                         steps=0), "steps")
 
 
 # ---------------------------------------------------------------------------------------------------------------
