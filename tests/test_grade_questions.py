@@ -182,3 +182,44 @@ def test_report_table_json_and_junit_agree():
     assert (data["score"], data["max_score"]) == (1, 3)
     suite = ET.fromstring(report.junit("nb.ipynb", results)).find("testsuite")
     assert suite.get("failures") == "1" and suite.find("testcase/failure").get("message") == results[1].message
+
+
+def test_every_forbidden_name_resolves():
+    # A misspelt name would forbid nothing; guard.Forbidden skips what does not resolve.
+    from minilib.grade.guard import resolve
+
+    for q in registry().values():
+        for name in q.forbidden:
+            assert name.startswith("aten.") or resolve(name) is not None, (q.id, name)
+
+
+def test_correct_logsumexp_softmax_passes():
+    # x - logsumexp(x) is correct; in float32 at 1e4 it rounds to the spacing there (~1e-3 relative).
+    def lse_softmax(x, dim=-1):
+        return torch.exp(x - torch.logsumexp(x, dim=dim, keepdim=True))
+
+    assert grade.check("01.q1", lse_softmax).passed
+
+
+def test_system_exit_in_an_answer_is_reported_not_raised():
+    import sys
+
+    result = grade.check("01.q1", lambda x, dim=-1: sys.exit(3))
+    assert not result.passed and "SystemExit(3)" in result.message
+
+
+def test_the_guard_is_removed_after_each_check():
+    # In the notebook everything the guard replaced works again after grade.check returns.
+    import threading
+
+    import minilib.attention
+    from tests.grade_support.wrong_ch01 import softmax_kernels_removed, softmax_library_hidden
+
+    for answer in (softmax_library_hidden, softmax_kernels_removed, lambda x, dim=-1: x):
+        grade.check("01.q1", answer)
+    x = torch.randn(2, 3, dtype=torch.float64)
+    torch.testing.assert_close(torch.softmax(x, -1), minilib.attention.dot_product._softmax_rows(x))
+    torch.testing.assert_close(torch._softmax(x, -1, False), torch.nn.functional.softmin(-x, -1))
+    worker = threading.Thread(target=lambda: None)
+    worker.start()
+    worker.join()

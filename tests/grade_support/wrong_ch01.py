@@ -1,6 +1,10 @@
 """Plausible wrong answers to the chapter 01 questions, each with the text its failure must show."""
 from __future__ import annotations
 
+import importlib
+import sys
+import threading
+
 import torch
 import torch.nn.functional as F
 
@@ -108,8 +112,102 @@ def rms_float64_output(x, weight, eps=1e-6):
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight.double()
 
 
+# Bypasses of the off-limits rules (issue 10): names not on the lists, the grader's own answers,
+# switching the watch off, threads. Each must score 0.
+
+def softmax_softmin(x, dim=-1):
+    return F.softmin(-x, dim)
+
+
+def softmax_private_op(x, dim=-1):
+    return torch._softmax(x, dim, False)
+
+
+def softmax_library_private(x, dim=-1):
+    return minilib.attention.dot_product._softmax_rows(x.movedim(dim, -1)).movedim(-1, dim)
+
+
+def softmax_library_hidden(x, dim=-1):
+    """No library name in the code: only the run-time guard can see it."""
+    module = importlib.import_module("minilib.attention." + "dot_product")
+    return getattr(module, "_softmax_" + "rows")(x.movedim(dim, -1)).movedim(-1, dim)
+
+
+def softmax_profile_off(x, dim=-1):
+    sys.setprofile(None)
+    return getattr(torch, "soft" + "max")(x, dim)
+
+
+def softmax_torch_function_off(x, dim=-1):
+    with torch._C.DisableTorchFunction():
+        return getattr(torch, "soft" + "max")(x, dim)
+
+
+def softmax_kernels_removed(x, dim=-1):
+    """Finds the grader's dispatcher overrides and removes them, then uses the built-in."""
+    import gc
+
+    libraries = [obj for obj in gc.get_objects() if type(obj) is torch.library.Library]
+    for library in libraries:
+        library._destroy()
+    return torch._softmax(x, dim, False)
+
+
+def softmax_grader_reference(x, dim=-1):
+    from minilib.grade.questions import get
+
+    return get("01.q1").reference(x, dim).to(x.dtype)
+
+
+def attention_library_attend(q, k, v):
+    return minilib.attention.attend(q, k, v, causal=True)
+
+
+def attention_library_flash(q, k, v):
+    import minilib.flash
+
+    return minilib.flash.flash_attention(q, k, v, causal=True)
+
+
+def attention_grader_reference(q, k, v):
+    from minilib.grade.questions import get
+
+    return get("01.q2").reference(q.double(), k.double(), v.double()).to(q.dtype)
+
+
+def rms_in_thread(x, weight, eps=1e-6):
+    """01.q6 through getattr in a thread, where a per-thread guard would not look."""
+    box = []
+    worker = threading.Thread(target=lambda: box.append(getattr(F, "rms_" + "norm")(x, x.shape[-1:], weight, eps)))
+    worker.start()
+    worker.join()
+    return box[0]
+
+
+def rms_torch_module(x, weight, eps=1e-6):
+    norm = torch.nn.RMSNorm(x.shape[-1], eps=eps, dtype=x.dtype)
+    norm.weight.copy_(weight)
+    return norm(x)
+
+
+BYPASSES = [
+    ("01.q1", softmax_softmin, "called forbidden torch.softmax"),
+    ("01.q1", softmax_private_op, "called forbidden torch.softmax (aten._softmax)"),
+    ("01.q1", softmax_library_private, "called forbidden minilib.attention.dot_product._softmax_rows"),
+    ("01.q1", softmax_library_hidden, "called forbidden minilib.attention.dot_product._softmax_rows"),
+    ("01.q1", softmax_profile_off, "called forbidden torch.softmax"),
+    ("01.q1", softmax_torch_function_off, "called forbidden torch.softmax (aten._softmax)"),
+    ("01.q1", softmax_kernels_removed, "switched off the grader's guard"),
+    ("01.q1", softmax_grader_reference, "forbidden the grader's own answers"),
+    ("01.q2", attention_library_attend, "forbidden minilib.attention.attend"),
+    ("01.q2", attention_library_flash, "forbidden minilib.flash.flash_attention"),
+    ("01.q2", attention_grader_reference, "forbidden the grader's own answers"),
+    ("01.q6", rms_in_thread, "called forbidden starting a thread"),
+    ("01.q6", rms_torch_module, "forbidden"),
+]
+
 # (question, wrong answer, text the failure message must contain)
-WRONG = [
+WRONG = BYPASSES + [
     ("01.q1", softmax_no_max, "NaN/Inf"),
     ("01.q1", softmax_last_dim_only, "dim=0"),
     ("01.q1", softmax_builtin_by_getattr, "called forbidden torch.softmax"),
