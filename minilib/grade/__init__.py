@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 
 from minilib.grade.compare import Result, verdict
-from minilib.grade.questions import get
+from minilib.grade.questions import for_chapter, get
 from minilib.grade.runner import run_cases
 
 __all__ = ["check", "Result"]
@@ -44,7 +44,8 @@ def check(question_id: str, answer, *, timeout: float = 30.0) -> Result:
         return Result(question_id, False, "skipped: the grading CLI checks this answer itself",
                       {"skipped": True}, 0, question.points)
     result = verdict(question, run_cases(answer, question, timeout=timeout))
-    print(f"{question_id:<7} {question.name:<18} {result.status:<5} {result.message}")
+    width = max(len(q.name) for q in for_chapter(question.chapter))  # the rows of one chapter align
+    print(f"{question_id:<7} {question.name:<{width}} {result.status:<5} {result.message}")
     if result.explain():
         print(result.explain())
     return result

@@ -65,10 +65,21 @@ class Question:
     def cases(self) -> list[Case]:
         return _cases(self.id)
 
+    def work_limits(self) -> list[int | None]:
+        """``max_intermediate`` of each case (None without one), computed once: the grader's code is
+        off limits while an answer runs, so this is known before."""
+        return _work_limits(self.id)
+
 
 @cache
 def _cases(question_id: str) -> list[Case]:
     return registry()[question_id].make_cases()
+
+
+@cache
+def _work_limits(question_id: str) -> list[int | None]:
+    q = registry()[question_id]
+    return [q.max_intermediate(c) if q.max_intermediate else None for c in q.cases()]
 
 
 @cache

@@ -56,8 +56,8 @@ def run_cases(func, question: Question, *, timeout: float | None = None, guard: 
     outputs = []
     try:
         with time_limit(timeout):
-            for case in question.cases():
-                outputs.append(_run_one(func, case, question, forbidden, guard))
+            for case, limit in zip(question.cases(), question.work_limits()):
+                outputs.append(_run_one(func, case, limit, question, forbidden, guard))
     except Timeout as e:
         return Output("timeout", str(e))
     return outputs
@@ -67,10 +67,10 @@ def _copy(value):
     return value.detach().clone() if isinstance(value, torch.Tensor) else value
 
 
-def _run_one(func, case: Case, question: Question, forbidden: Forbidden, guard: Guard | None) -> Output:
+def _run_one(func, case: Case, limit: int | None, question: Question, forbidden: Forbidden,
+             guard: Guard | None) -> Output:
     args = tuple(_copy(a) for a in case.args)
     kwargs = {k: _copy(v) for k, v in case.kwargs.items()}
-    limit = question.max_intermediate(case) if question.max_intermediate else None
     calls: list[str] = guard.calls if guard else []
     calls.clear()
     tampered = None
@@ -121,6 +121,28 @@ def describe_exception(e: BaseException) -> str:
     own = [f for f in frames if not f.filename.startswith(_LIBRARY_DIRS)] or frames  # the student's frames
     where = f" (in {own[-1].name}, line {own[-1].lineno})" if own else ""
     return text + where
+
+
+def torch_op_name(obj) -> str | None:
+    """``"aten.rsqrt.default"`` for a torch operator object (``torch.ops``, a namespace, an op or one
+    of its overloads), which pickle cannot carry by value; None for anything else."""
+    if isinstance(obj, torch._ops._Ops):
+        return ""
+    if isinstance(obj, torch._ops._OpNamespace):
+        return obj.name
+    if isinstance(obj, torch._ops.OpOverloadPacket):
+        return obj._qualified_op_name.replace("::", ".")
+    if isinstance(obj, torch._ops.OpOverload):
+        return f"{obj._schema.name.replace('::', '.')}.{obj._overloadname}"
+    return None
+
+
+def load_torch_op(name: str):
+    """The torch operator object :func:`torch_op_name` named."""
+    obj = torch.ops
+    for part in filter(None, name.split(".")):
+        obj = getattr(obj, part)
+    return obj
 
 
 # Wire format used by the child process: a JSON header describing every output, then the raw
