@@ -223,3 +223,35 @@ def test_the_guard_is_removed_after_each_check():
     worker = threading.Thread(target=lambda: None)
     worker.start()
     worker.join()
+
+
+def test_torch_ops_answer_passes_in_the_notebook_as_in_the_cli():
+    # the CLI packs torch.ops objects by name (test_grade_cli.py); here the same answer in-process
+    aten = torch.ops.aten
+
+    def rms_norm(x, weight, eps=1e-6):
+        return x * torch.ops.aten.rsqrt(aten.mean(x.pow(2), [-1], True) + eps) * weight
+
+    assert grade.check("01.q6", rms_norm).passed
+
+
+def test_torch_op_objects_are_packed_by_name():
+    import pickle
+
+    import cloudpickle
+
+    from minilib.grade.runner import load_torch_op, torch_op_name
+
+    for op in (torch.ops, torch.ops.aten, torch.ops.aten.rsqrt, torch.ops.aten.add.Tensor):
+        assert load_torch_op(torch_op_name(op)) is op
+        assert pickle.loads(cloudpickle.dumps((load_torch_op, (torch_op_name(op),))))[0] is load_torch_op
+    assert torch_op_name(torch.rsqrt) is None
+
+
+def test_result_rows_of_a_chapter_align_for_long_names(capsys):
+    from tests.grade_support.wrong_ch03 import merge_average, update_no_rescale
+
+    grade.check("03.q1", update_no_rescale)
+    grade.check("03.q4", merge_average)
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("03.")]
+    assert len({row.index(" FAIL ") for row in rows}) == 1, rows

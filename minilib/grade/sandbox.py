@@ -130,12 +130,14 @@ def _serve() -> None:
     import cloudpickle  # noqa: F401  (loaded before forking, like everything the children need)
     import torch
 
+    from minilib.grade.guard import rules
     from minilib.grade.questions import registry
 
     torch.set_num_threads(1)
     for q in registry().values():
         q.cases()
         q.work_limits()
+        rules(q.forbidden)
     for line in sys.stdin.buffer:
         job = json.loads(line)
         pid = os.fork()

@@ -153,6 +153,12 @@ def softmax_kernels_removed(x, dim=-1):
     return torch._softmax(x, dim, False)
 
 
+def softmax_scipy(x, dim=-1):
+    import scipy.special
+
+    return torch.from_numpy(getattr(scipy.special, "soft" + "max")(x.numpy(), axis=dim))
+
+
 def softmax_grader_reference(x, dim=-1):
     from minilib.grade.questions import get
 
@@ -198,6 +204,7 @@ BYPASSES = [
     ("01.q1", softmax_profile_off, "called forbidden torch.softmax"),
     ("01.q1", softmax_torch_function_off, "called forbidden torch.softmax (aten._softmax)"),
     ("01.q1", softmax_kernels_removed, "switched off the grader's guard"),
+    ("01.q1", softmax_scipy, "called forbidden scipy.special.softmax"),
     ("01.q1", softmax_grader_reference, "forbidden the grader's own answers"),
     ("01.q2", attention_library_attend, "forbidden minilib.attention.attend"),
     ("01.q2", attention_library_flash, "forbidden minilib.flash.flash_attention"),

@@ -8,9 +8,11 @@ f32, f64 = torch.float32, torch.float64
 EXACT = {f32: (0.0, 0.0), f64: (0.0, 0.0)}
 
 #: The softmax family: ``torch.softmax``, ``F.softmax``, ``Tensor.softmax``, ``F.softmin``,
-#: ``torch._softmax``... all end in the aten ops these names map to, where they are refused.
+#: ``torch._softmax``... all end in the aten ops these names map to, where they are refused;
+#: and SciPy's, the one a student reaches for outside torch (the others are an honour rule).
 SOFTMAX = ("torch.softmax", "torch.nn.functional.softmax", "torch.special.softmax",
-           "torch.log_softmax", "torch.nn.functional.log_softmax")
+           "torch.log_softmax", "torch.nn.functional.log_softmax", "scipy.special.softmax",
+           "scipy.special.log_softmax")
 SDPA = ("torch.nn.functional.scaled_dot_product_attention",)
 #: The library's attention code, whole modules: every softmax, attention and FlashAttention
 #: function it defines, public or private (``minilib.attention._softmax_rows``, ``attend``, ...).
