@@ -187,3 +187,10 @@ def test_chapter_number_may_be_given_without_its_zero():
 
     assert chapter_of("homework.ipynb", "1") == chapter_of("homework.ipynb", "01") == "01"
     assert chapter_of("3_flash.ipynb", None) == "03"
+
+
+def test_a_notebook_past_its_overall_limit_is_stopped(tmp_path):
+    slow = [notebooks.SETUP, notebooks.CORRECT_MERGE_HEADS, "import time\ntime.sleep(8)", notebooks.CORRECT_RMS_NORM]
+    questions, report = grade(notebooks.write(tmp_path / "01_slow.ipynb", slow), "--notebook-timeout", "6")
+    assert report["score"] == 0
+    assert any("ran past 6 s in all (cell In [3] was running)" in e for e in report["notebook_errors"]), report

@@ -145,6 +145,9 @@ def execute_copy(path: str | Path, names: list[str], workdir: Path, *, timeout: 
             continue
         break
     where = lambda i: _where(i, numbers, original.cells, questions or {})  # noqa: E731
+    if run.hung is not None and run.hung >= n_student_cells:
+        result.cell_errors.append(f"extracting the answers ran past {timeout:g} s (an answer that cannot be "
+                                  "pickled in time); the kernel was stopped")
     for i in skipped:
         result.cell_errors.append(f"{where(i)}: still running {GRACE:g} s after the interrupt at {timeout:g} s; "
                                   "the kernel was stopped and the notebook run again without this cell")
