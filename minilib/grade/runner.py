@@ -80,9 +80,10 @@ def _run_one(func, case: Case, limit: int | None, question: Question, forbidden:
         guard.reset_sizes()
         try:
             with torch.no_grad():
-                out = func(*args, **kwargs)
+                # read out under the guard too: a tensor subclass could compute when it is converted
+                plain = _plain(func(*args, **kwargs))
         except (Exception, ForbiddenCall, SystemExit) as e:
-            out, error = None, e
+            plain, error = None, e
         else:
             error = None
         tampered = guard.tampering()
@@ -93,13 +94,18 @@ def _run_one(func, case: Case, limit: int | None, question: Question, forbidden:
         return Output("forbidden", f"switched off the grader's guard: {tampered}")
     if error is not None:
         return Output("error", describe_exception(error))
+    if plain.status == "ok" and limit is not None and largest[0] > limit:
+        return Output("too_large", f"built a {largest[1]} tensor ({largest[0]} values); {question.work_rule} "
+                      f"allows at most {limit} values in one tensor here")
+    return plain
+
+
+def _plain(out) -> Output:
+    """The answer's return value as plain data (float64 numpy values), or why it is not a real tensor."""
     if not isinstance(out, torch.Tensor):
         return Output("bad_type", f"returned {type(out).__name__}, expected a torch.Tensor")
     if out.is_complex():
         return Output("bad_type", f"returned a complex tensor ({out.dtype}), expected a real one")
-    if limit is not None and largest[0] > limit:
-        return Output("too_large", f"built a {largest[1]} tensor ({largest[0]} values); {question.work_rule} "
-                      f"allows at most {limit} values in one tensor here")
     dtype = str(out.dtype).removeprefix("torch.")
     values = out.detach().to("cpu", torch.float64).numpy()
     return Output("ok", dtype=dtype, shape=tuple(out.shape), values=values)

@@ -181,6 +181,20 @@ def attention_grader_reference(q, k, v):
     return get("01.q2").reference(q.double(), k.double(), v.double()).to(q.dtype)
 
 
+class _Lazy(torch.Tensor):
+    """A tensor that computes the forbidden softmax only when the grader reads it out."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func is torch.Tensor.detach:
+            return getattr(torch, "soft" + "max")(args[0].as_subclass(torch.Tensor), -1)
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def softmax_when_read(x, dim=-1):
+    return x.as_subclass(_Lazy)
+
+
 def rms_in_thread(x, weight, eps=1e-6):
     """01.q6 through getattr in a thread, where a per-thread guard would not look."""
     box = []
@@ -205,6 +219,7 @@ BYPASSES = [
     ("01.q1", softmax_torch_function_off, "called forbidden torch.softmax (aten._softmax)"),
     ("01.q1", softmax_kernels_removed, "switched off the grader's guard"),
     ("01.q1", softmax_scipy, "called forbidden scipy.special.softmax"),
+    ("01.q1", softmax_when_read, "called forbidden torch.softmax"),
     ("01.q1", softmax_grader_reference, "forbidden the grader's own answers"),
     ("01.q2", attention_library_attend, "forbidden minilib.attention.attend"),
     ("01.q2", attention_library_flash, "forbidden minilib.flash.flash_attention"),
