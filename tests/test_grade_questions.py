@@ -31,7 +31,7 @@ def test_counterexample_has_inputs_expected_got_error_tolerance_hint():
 
     result = grade.check("01.q2", attention_top_left)
     d = result.details
-    assert d["case"].startswith("case 3/6")
+    assert d["case"].startswith("case 3/7")
     assert d["inputs"].startswith("q (1, 2, 3, 4) float64 [")
     assert "row t may attend to keys s <= t + (S - T)" in d["hint"]
     assert float(d["max_abs_error"]) > 0.1

@@ -61,6 +61,10 @@ def _attention_cases() -> list[Case]:
         hint = (f"queries are the last T={T} of S={S} positions: row t may attend to keys "
                 f"s <= t + (S - T) = t + {S - T}" if T != S else "")
         cases.append(Case(label, (q, k, v), hint=hint))
+    q, k, v = (_randn((1, 2, 5, 8), f64, 130 + j, 1000.0 if j == 0 else 1.0) for j in range(3))
+    cases.append(Case("scores of size ~1e3 (exp overflows): B=1, H=2, T=5, S=5, D=8, float64", (q, k, v),
+                      hint="exp(1e3) overflows to inf and inf / inf is NaN: subtract each row's maximum before "
+                      "exp (as torch.softmax does), masked -inf entries stay -inf"))
     return cases
 
 
