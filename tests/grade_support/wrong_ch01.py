@@ -168,6 +168,14 @@ def softmax_scipy(x, dim=-1):
     return torch.from_numpy(getattr(scipy.special, "soft" + "max")(x.numpy(), axis=dim))
 
 
+def softmax_guard_popped(x, dim=-1):
+    """Pops the grader's torch-function guard; the values are right, the tampering scores 0."""
+    while torch._C._len_torch_function_stack():
+        torch._C._pop_torch_function_stack()
+    e = (x - x.amax(dim, keepdim=True)).exp()
+    return e / e.sum(dim, keepdim=True)
+
+
 def softmax_grader_reference(x, dim=-1):
     from minilib.grade.questions import get
 
@@ -229,6 +237,7 @@ BYPASSES = [
     ("01.q1", softmax_kernels_removed, "switched off the grader's guard"),
     ("01.q1", softmax_scipy, "called forbidden scipy.special.softmax"),
     ("01.q1", softmax_when_read, "called forbidden torch.softmax"),
+    ("01.q1", softmax_guard_popped, "switched off the grader's guard: the torch function guard was popped"),
     ("01.q1", softmax_grader_reference, "forbidden the grader's own answers"),
     ("01.q2", attention_library_attend, "forbidden minilib.attention.attend"),
     ("01.q2", attention_library_flash, "forbidden minilib.flash.flash_attention"),
