@@ -36,6 +36,7 @@ from minilib.grade import CLI_ENV
 from minilib.grade.sandbox import grader_env
 
 GRACE = 5.0  # seconds between the interrupt and the kill of a cell that ignores it
+OUTPUT_BUDGET = 20_000_000  # characters of cell output kept in all (errors are always kept)
 MAX_COPY_BYTES = 50_000_000  # the notebook's folder is copied only up to this size (then only .py files)
 _SKIP_DIRS = {".git", ".venv", "venv", "__pycache__", ".ipynb_checkpoints", "node_modules", "_build"}
 
@@ -237,8 +238,22 @@ class _Watchdog:
                 return
 
 
+class _Client(NotebookClient):
+    """Keeps at most OUTPUT_BUDGET characters of output, so that a cell printing in a loop cannot
+    fill the grader's memory; error outputs (which the report reads) are always kept."""
+
+    spent = 0
+
+    def output(self, outs, msg, display_id, cell_index):
+        if msg["msg_type"] != "error":
+            self.spent += sum(len(str(v)) for v in msg.get("content", {}).values())
+            if self.spent > OUTPUT_BUDGET:
+                return None
+        return super().output(outs, msg, display_id, cell_index)
+
+
 def _run(nb, folder: Path, timeout: float, deadline: float) -> _Run:
-    client = NotebookClient(
+    client = _Client(
         nb, kernel_name="python3", timeout=None, allow_errors=True,
         resources={"metadata": {"path": str(folder)}},
         extra_arguments=["--IPKernelApp.log_level=ERROR"],  # not the transport warning on every run

@@ -74,11 +74,13 @@ HOSTILE = [
     "    t.start(); t.join()\n    return box[0]",
 ]
 
-# A top-level cell that swallows the interrupt; the answers around it must still be graded.
+# A top-level cell that swallows the interrupt, and one that prints 40 MB; the answers around them
+# must still be graded.
 HANGS = [
     SETUP,
     CORRECT_MERGE_HEADS,
     "import time\ndone = False\nwhile not done:\n    try:\n        time.sleep(1)\n    except BaseException:\n        pass",
+    "for _ in range(40):\n    print('x' * 1_000_000)",  # more output than the grader keeps
     CORRECT_RMS_NORM,
 ]
 
