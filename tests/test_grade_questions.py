@@ -255,3 +255,21 @@ def test_result_rows_of_a_chapter_align_for_long_names(capsys):
     grade.check("03.q4", merge_average)
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("03.")]
     assert len({row.index(" FAIL ") for row in rows}) == 1, rows
+
+
+@pytest.mark.parametrize("names, call", [
+    (("torch.logsumexp",), lambda x: torch.special.logsumexp(x, -1)),
+    (("torch.nn.functional.conv1d",), lambda x: torch.conv1d(x[None], torch.ones(1, 3, 2, dtype=x.dtype))),
+    (("torch.nn.functional.scaled_dot_product_attention",),
+     lambda x: torch.ops.aten._scaled_dot_product_attention_math(x[None], x[None], x[None])[0]),
+    (("torch.rms_norm",), lambda x: torch.ops.aten.rms_norm(x, [4])),
+])
+def test_forbidden_torch_functions_are_refused_under_other_names(names, call):
+    # The guard other chapters' checks rely on: a torch name forbids its aten ops, whatever reaches them.
+    from minilib.grade.guard import ForbiddenCall, rules
+
+    calls = []
+    with pytest.raises(ForbiddenCall), rules(names).watching(calls):
+        call(torch.randn(3, 4, dtype=torch.float64))
+    assert calls and calls[0].startswith(names[0])
+    call(torch.randn(3, 4, dtype=torch.float64))  # and works again afterwards
