@@ -23,12 +23,14 @@ import os
 import re
 import shutil
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
+from jupyter_client import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 
@@ -188,13 +190,14 @@ class _Watchdog:
     def __init__(self, client: NotebookClient, timeout: float, deadline: float):
         self.client, self.timeout, self.deadline = client, timeout, deadline
         self.current: tuple[int, float] | None = None
-        self.interrupted = False
+        self.interrupted, self.pgid = False, None
         self.run = _Run()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def cell_started(self, cell=None, cell_index=None, **_):
         self.current, self.interrupted = (cell_index, time.monotonic()), False
+        self.pgid = getattr(getattr(self.client.km, "provisioner", None), "pgid", None) or self.pgid
 
     def cell_finished(self, **_):
         self.current = None
@@ -206,6 +209,11 @@ class _Watchdog:
     def __exit__(self, *exc):
         self._done.set()
         self._thread.join()
+        if self.pgid:  # a kernel whose parent the notebook killed is still running: end the group
+            try:
+                os.killpg(self.pgid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def _signal(self, signum: int, group: bool) -> None:
         provisioner = getattr(self.client.km, "provisioner", None)
@@ -238,6 +246,25 @@ class _Watchdog:
                 return
 
 
+# The kernel's parent: forwards signals to the kernel and ends with it. A notebook that kills its
+# parent process (os.kill(os.getppid(), ...)) stops this, not the grader; nbclient sees a dead kernel.
+_KERNEL_PARENT = """\
+import os, signal, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+    signal.signal(s, lambda signum, frame: os.kill(pid, signum))
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status) % 256)
+"""
+
+
+class _KernelManager(AsyncKernelManager):
+    def format_kernel_cmd(self, extra_arguments=None):
+        return [sys.executable, "-c", _KERNEL_PARENT, *super().format_kernel_cmd(extra_arguments)]
+
+
 class _Client(NotebookClient):
     """Keeps at most OUTPUT_BUDGET characters of output, so that a cell printing in a loop cannot
     fill the grader's memory; error outputs (which the report reads) are always kept."""
@@ -254,7 +281,7 @@ class _Client(NotebookClient):
 
 def _run(nb, folder: Path, timeout: float, deadline: float) -> _Run:
     client = _Client(
-        nb, kernel_name="python3", timeout=None, allow_errors=True,
+        nb, kernel_name="python3", timeout=None, allow_errors=True, kernel_manager_class=_KernelManager,
         resources={"metadata": {"path": str(folder)}},
         extra_arguments=["--IPKernelApp.log_level=ERROR"],  # not the transport warning on every run
     )

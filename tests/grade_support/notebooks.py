@@ -98,6 +98,9 @@ WITH_HELPERS = [
 # The kernel dies half-way: nothing can be extracted, every question scores 0.
 KERNEL_DIES = [SETUP, CORRECT_RMS_NORM, "import os\nos._exit(1)"]
 
+# The notebook kills its parent process (the grader's, were the kernel its child).
+KILLS_PARENT = [SETUP, CORRECT_RMS_NORM, "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"]
+
 
 def write(path: Path, sources: list[str]) -> Path:
     nb = new_notebook(cells=[new_code_cell(s.strip("\n")) for s in sources])
