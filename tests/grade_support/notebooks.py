@@ -79,7 +79,8 @@ HOSTILE = [
 HANGS = [
     SETUP,
     CORRECT_MERGE_HEADS,
-    "import time\ndone = False\nwhile not done:\n    try:\n        time.sleep(1)\n    except BaseException:\n        pass",
+    "import time\ndone = False\nwhile not done:\n"
+    "    try:\n        time.sleep(1)\n    except BaseException:\n        pass",
     "for _ in range(40):\n    print('x' * 1_000_000)",  # more output than the grader keeps
     CORRECT_RMS_NORM,
 ]
