@@ -32,6 +32,7 @@ import contextlib
 import functools
 import importlib
 import os
+import pkgutil
 import signal
 import subprocess
 import sys
@@ -103,7 +104,12 @@ def _functions_of(obj) -> list[types.FunctionType]:
 
 
 def _module_functions(prefix: str) -> list[types.FunctionType]:
-    """Every function and method defined in module ``prefix`` or its submodules."""
+    """Every function and method defined in module ``prefix`` or its submodules (all imported first,
+    so that one the package does not import itself is covered too)."""
+    package = sys.modules.get(prefix)
+    for info in pkgutil.walk_packages(getattr(package, "__path__", []), prefix + "."):
+        with contextlib.suppress(Exception):
+            importlib.import_module(info.name)
     found = []
     for name, module in list(sys.modules.items()):
         if module is None or not (name == prefix or name.startswith(prefix + ".")):
