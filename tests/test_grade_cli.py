@@ -18,12 +18,17 @@ from tests.grade_support.nbcode import EXERCISES, ROOT, SOLUTIONS
 TIMEOUT = "10"  # seconds per cell and per question; the infinite loops cost this much
 
 
+def run_cli(path, *extra, status=0):
+    proc = subprocess.run([sys.executable, "-m", "minilib.grade", str(path), "--timeout", TIMEOUT, *extra],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == status, proc.stderr
+    return proc
+
+
 def grade(path, *extra):
     before = path.read_bytes()
-    proc = subprocess.run([sys.executable, "-m", "minilib.grade", str(path), "--json", "--timeout", TIMEOUT, *extra],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    proc = run_cli(path, "--json", *extra)
     assert path.read_bytes() == before, "the grader modified the student's notebook"
-    assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     return {q["id"]: q for q in report["questions"]}, report
 
@@ -72,6 +77,9 @@ def test_other_questions_still_graded(failures):
     assert questions["01.q6"]["status"] == "PASS" and report["score"] == 1
     errors = "\n".join(report["notebook_errors"])
     assert "SyntaxError" in errors and "RuntimeError: a cell that raises" in errors
+    # cells numbered as Jupyter numbers them (code cells only), with the question they answer
+    assert "cell In [2] (question 01.q1, stable_softmax): SyntaxError" in errors
+    assert "cell In [3]: RuntimeError: a cell that raises" in errors
 
 
 @pytest.mark.parametrize("qid, reason", [
@@ -99,6 +107,12 @@ def test_kernel_that_dies_scores_zero_and_grading_completes(tmp_path):
     assert any("kernel died" in e for e in report["notebook_errors"])
 
 
+def test_a_notebook_that_kills_its_parent_does_not_stop_the_grader(tmp_path):
+    # the kernel's parent is a small process of its own: that one dies, the grader goes on
+    questions, report = grade(notebooks.write(tmp_path / "01_kills.ipynb", notebooks.KILLS_PARENT))
+    assert questions["01.q6"]["status"] == "PASS" and report["score"] == 1
+
+
 def test_usage_errors_exit_2_and_leave_the_file_alone(tmp_path, capsys):
     broken = tmp_path / "01_broken.ipynb"
     broken.write_text("{ not json")
@@ -113,3 +127,78 @@ def test_usage_errors_exit_2_and_leave_the_file_alone(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([str(unnamed), "--chapter", "01", "--junit", str(unnamed)])
     assert exit_.value.code == 2 and unnamed.read_bytes() == EXERCISES.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    return grade(notebooks.write(tmp_path_factory.mktemp("nb") / "01_hostile.ipynb", notebooks.HOSTILE))
+
+
+@pytest.mark.parametrize("qid, reason", [
+    ("01.q1", "called forbidden torch.softmax (aten._softmax)"),  # setprofile(None), then softmin
+    ("01.q2", "forbidden the grader's own answers"),
+    ("01.q3", "stopped the grader's fork server"),
+    ("01.q5", "called forbidden minilib.positional.rope"),
+    ("01.q6", "called forbidden starting a thread"),
+])
+def test_bypasses_score_zero_in_the_cli(hostile, qid, reason):
+    questions, _ = hostile
+    assert questions[qid]["points"] == 0 and reason in questions[qid]["reason"], questions[qid]["reason"]
+
+
+def test_grading_goes_on_after_the_fork_server_is_killed(hostile):
+    questions, report = hostile
+    assert questions["01.q4"]["status"] == "PASS" and report["score"] == 1
+
+
+def test_a_cell_that_swallows_the_interrupt_is_stopped_and_the_rest_graded(tmp_path):
+    import time
+
+    start = time.monotonic()
+    questions, report = grade(notebooks.write(tmp_path / "01_hangs.ipynb", notebooks.HANGS))
+    assert time.monotonic() - start < 120
+    assert questions["01.q4"]["status"] == "PASS" and questions["01.q6"]["status"] == "PASS"
+    hung = [e for e in report["notebook_errors"] if "still running" in e]
+    assert hung and hung[0].startswith("cell In [3]:"), report["notebook_errors"]
+
+
+def test_helper_files_and_torch_ops_work_as_in_jupyter(tmp_path):
+    folder = tmp_path / "submission"
+    folder.mkdir()
+    (folder / "helpers.py").write_text(notebooks.HELPER_MODULE)
+    before = sorted(p.name for p in folder.iterdir())
+    questions, _ = grade(notebooks.write(folder / "01_helpers.ipynb", notebooks.WITH_HELPERS))
+    assert questions["01.q3"]["status"] == "PASS", questions["01.q3"]["reason"]
+    assert questions["01.q6"]["status"] == "PASS", questions["01.q6"]["reason"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(before + ["01_helpers.ipynb"])  # nothing written there
+
+
+def test_a_folder_of_submissions_gives_one_table_a_csv_and_fail_under(tmp_path):
+    import csv
+
+    folder = tmp_path / "class"
+    folder.mkdir()
+    shutil.copyfile(SOLUTIONS, folder / "01_alice.ipynb")
+    notebooks.write(folder / "01_bob.ipynb", notebooks.KERNEL_DIES)
+    proc = run_cli(folder, "--csv", str(tmp_path / "scores.csv"), "--fail-under", "8", status=1)
+    assert "01_alice.ipynb" in proc.stdout and "kernel died" in proc.stdout
+    rows = list(csv.reader((tmp_path / "scores.csv").open()))
+    assert rows[0] == ["notebook", "01.q1", "01.q2", "01.q3", "01.q4", "01.q5", "01.q6", "score", "max"]
+    assert [r[-2:] for r in rows[1:]] == [["8", "8"], ["0", "8"]]
+    assert rows[1][0].endswith("01_alice.ipynb") and rows[1][2] == "2"
+
+
+def test_chapter_number_may_be_given_without_its_zero():
+    from minilib.grade.cli import chapter_of
+
+    assert chapter_of("homework.ipynb", "1") == chapter_of("homework.ipynb", "01") == "01"
+    assert chapter_of("3_flash.ipynb", None) == "03"
+
+
+def test_a_notebook_past_its_overall_limit_is_stopped(tmp_path):
+    # the limit leaves the kernel's start (slow on a loaded machine) well inside it
+    slow = [notebooks.SETUP, notebooks.CORRECT_MERGE_HEADS, "import time\ntime.sleep(60)", notebooks.CORRECT_RMS_NORM]
+    questions, report = grade(notebooks.write(tmp_path / "01_slow.ipynb", slow), "--timeout", "90",
+                              "--notebook-timeout", "25")
+    assert report["score"] == 0
+    assert any("ran past 25 s in all (cell In [3] was running)" in e for e in report["notebook_errors"]), report

@@ -7,9 +7,14 @@ Two entry points share one set of hidden checks (``minilib/grade/checks/chNN.py`
   row (question, PASS/FAIL, message, and the first counterexample on failure) and returns a
   :class:`Result`. Convenient, but the notebook could patch it — so it is feedback, not a grade.
 * ``python -m minilib.grade NOTEBOOK`` (see :mod:`minilib.grade.cli`): the grade. It executes a
-  temporary copy of the notebook in a fresh kernel (``grade.check`` is a no-op there), extracts the
-  answers with cloudpickle, runs each in a child process and compares the child's raw outputs with
-  references computed in the grader's own process, where the student's code never runs.
+  temporary copy of the notebook's folder in a fresh kernel (``grade.check`` is a no-op there),
+  extracts the answers with cloudpickle, runs each in a child process and compares the child's raw
+  outputs with references computed in the grader's own process, where the student's code never
+  runs. ``python -m minilib.grade FOLDER`` grades every notebook in a folder into one table.
+
+Both run an answer under its question's off-limits rules (:mod:`minilib.grade.guard`: refused at
+torch's dispatcher, the library's and the grader's own code switched off, no threads), and with a
+time limit.
 
 ``python -m minilib.grade generate`` writes ``exercises/`` from ``solutions/``
 (:mod:`minilib.grade.generate`).
@@ -19,7 +24,7 @@ from __future__ import annotations
 import os
 
 from minilib.grade.compare import Result, verdict
-from minilib.grade.questions import get
+from minilib.grade.questions import for_chapter, get
 from minilib.grade.runner import run_cases
 
 __all__ = ["check", "Result"]
@@ -44,7 +49,8 @@ def check(question_id: str, answer, *, timeout: float = 30.0) -> Result:
         return Result(question_id, False, "skipped: the grading CLI checks this answer itself",
                       {"skipped": True}, 0, question.points)
     result = verdict(question, run_cases(answer, question, timeout=timeout))
-    print(f"{question_id:<7} {question.name:<18} {result.status:<5} {result.message}")
+    width = max(len(q.name) for q in for_chapter(question.chapter))  # the rows of one chapter align
+    print(f"{question_id:<7} {question.name:<{width}} {result.status:<5} {result.message}")
     if result.explain():
         print(result.explain())
     return result

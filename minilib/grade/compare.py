@@ -88,7 +88,7 @@ def _check_case(question: Question, case: Case, out: Output):
         index = tuple(int(i) for i in np.argwhere(bad)[0])
         return (f"output has {int(bad.sum())} NaN/Inf value(s) where the reference is finite, "
                 f"first at index {index}", _excerpts(expected, got, index, "first NaN/Inf"))
-    atol, rtol = question.tolerance[expected_dtype(case)]
+    atol, rtol = case.tolerance or question.tolerance[expected_dtype(case)]
     err = np.abs(got - expected)
     over = err > atol + rtol * np.abs(expected)
     if over.any():

@@ -23,18 +23,27 @@ DEFAULT_TOLERANCE = {torch.float32: (1e-5, 1e-4), torch.float64: (1e-10, 1e-8)}
 class Case:
     """One input to a student's function: positional and keyword arguments plus a label.
 
-    ``hint`` overrides the question's hint when this case is the first counterexample.
+    ``hint`` overrides the question's hint when this case is the first counterexample;
+    ``tolerance`` (atol, rtol) overrides the question's tolerance for this case.
     """
 
     label: str
     args: tuple
     kwargs: dict = field(default_factory=dict)
     hint: str = ""
+    tolerance: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
 class Question:
-    """A graded question. ``reference`` receives the case's inputs upcast to float64."""
+    """A graded question. ``reference`` receives the case's inputs upcast to float64.
+
+    ``forbidden``: what the answer may not use — torch functions, aten ops (``"aten._softmax"``),
+    library functions, classes or whole modules (see :mod:`minilib.grade.guard`).
+    ``max_intermediate(case)``: when set, the most values any floating-point tensor the answer
+    builds may hold (e.g. one tile of scores, never the whole ``T x S`` matrix); ``work_rule``
+    names that rule in the failure message.
+    """
 
     id: str
     name: str
@@ -46,6 +55,8 @@ class Question:
     points: int = 1
     forbidden: tuple[str, ...] = ()
     tolerance: dict = field(default_factory=lambda: dict(DEFAULT_TOLERANCE))
+    max_intermediate: Callable[[Case], int] | None = None
+    work_rule: str = "the question"
 
     @property
     def chapter(self) -> str:
@@ -54,10 +65,21 @@ class Question:
     def cases(self) -> list[Case]:
         return _cases(self.id)
 
+    def work_limits(self) -> list[int | None]:
+        """``max_intermediate`` of each case (None without one), computed once: the grader's code is
+        off limits while an answer runs, so this is known before."""
+        return _work_limits(self.id)
+
 
 @cache
 def _cases(question_id: str) -> list[Case]:
     return registry()[question_id].make_cases()
+
+
+@cache
+def _work_limits(question_id: str) -> list[int | None]:
+    q = registry()[question_id]
+    return [q.max_intermediate(c) if q.max_intermediate else None for c in q.cases()]
 
 
 @cache

@@ -1,6 +1,9 @@
-"""Score reports: a text table, JSON and JUnit XML."""
+"""Score reports: a text table, JSON and JUnit XML for one notebook; a class table, JSON, JUnit
+and CSV (notebook x question) for a folder of them."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 import xml.etree.ElementTree as ET
 
@@ -39,8 +42,60 @@ def as_json(notebook: str, results: list[Result], cell_errors: list[str]) -> str
     }, indent=2)
 
 
+def as_json_many(graded: list[tuple[str, list[Result], list[str]]]) -> str:
+    return "[\n" + ",\n".join(as_json(*g) for g in graded) + "\n]"
+
+
+def _matrix(graded) -> tuple[list[str], list[list[str]]]:
+    ids = list(dict.fromkeys(r.question for _, results, _ in graded for r in results))
+    head = ["notebook", *ids, "score", "max"]
+    rows = []
+    for notebook, results, _ in graded:
+        points = {r.question: r.points for r in results}
+        rows.append([notebook, *(str(points.get(i, "")) for i in ids),
+                     str(sum(r.points for r in results)), str(sum(r.max_points for r in results))])
+    return head, rows
+
+
+def class_table(graded: list[tuple[str, list[Result], list[str]]]) -> str:
+    """Points per notebook (row) and question (column), then each notebook's failures in one line each."""
+    head, rows = _matrix(graded)
+    widths = [max(len(x[i]) for x in [head, *rows]) for i in range(len(head))]
+    line = lambda x: "  ".join(v.ljust(w) for v, w in zip(x, widths)).rstrip()  # noqa: E731
+    out = [line(head), line(["-" * w for w in widths]), *map(line, rows)]
+    for notebook, results, cell_errors in graded:
+        failed = [f"    {r.question} {get(r.question).name}: {r.message}" for r in results if not r.passed]
+        failed += [f"    notebook: {e}" for e in cell_errors]
+        if failed:
+            out += [f"\n{notebook}:", *failed]
+    return "\n".join(out)
+
+
+def csv_table(graded: list[tuple[str, list[Result], list[str]]]) -> str:
+    """The class table as CSV: one row per notebook, one column of points per question."""
+    head, rows = _matrix(graded)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(head)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def junit_many(graded: list[tuple[str, list[Result], list[str]]]) -> bytes:
+    """JUnit XML with one testsuite per notebook."""
+    root = ET.Element("testsuites")
+    for notebook, results, _ in graded:
+        root.append(_suite(notebook, results))
+    ET.indent(root)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+
+
 def junit(notebook: str, results: list[Result]) -> bytes:
     """JUnit XML: one testsuite, one testcase per question, a <failure> per failed question."""
+    return junit_many([(notebook, results, [])])
+
+
+def _suite(notebook: str, results: list[Result]) -> ET.Element:
     suite = ET.Element("testsuite", name=f"minilib.grade {notebook}", tests=str(len(results)),
                        failures=str(sum(not r.passed for r in results)), errors="0", skipped="0")
     for r in results:
@@ -49,7 +104,4 @@ def junit(notebook: str, results: list[Result]) -> bytes:
         if not r.passed:
             failure = ET.SubElement(case, "failure", message=r.message)
             failure.text = r.explain()
-    root = ET.Element("testsuites")
-    root.append(suite)
-    ET.indent(root)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+    return suite

@@ -8,6 +8,7 @@ shape, and its values as a float64 numpy array. The verdict is computed elsewher
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import traceback
@@ -16,16 +17,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from minilib.grade.guard import Forbidden, ForbiddenCall, Timeout, time_limit
-from minilib.grade.questions import Question
+from minilib.grade.guard import Forbidden, ForbiddenCall, Guard, Timeout, rules, time_limit
+from minilib.grade.questions import Case, Question
 
 
 @dataclass
 class Output:
     """What one call of the answer produced.
 
-    status: ``"ok"``, ``"error"`` (raised), ``"forbidden"``, ``"timeout"`` or ``"bad_type"``
-    (returned something other than a real tensor); ``message`` says what went wrong.
+    status: ``"ok"``, ``"error"`` (raised), ``"forbidden"``, ``"timeout"``, ``"bad_type"``
+    (returned something other than a real tensor) or ``"too_large"`` (built a tensor larger than
+    the question allows, see ``Question.max_intermediate``); ``message`` says what went wrong.
     """
 
     status: str
@@ -35,25 +37,27 @@ class Output:
     values: np.ndarray | None = None
 
 
-def run_cases(func, question: Question, *, timeout: float | None = None) -> list[Output] | Output:
-    """Call ``func`` on every case of ``question``.
+def run_cases(func, question: Question, *, timeout: float | None = None, guard: Guard | None = None
+              ) -> list[Output] | Output:
+    """Call ``func`` on every case of ``question`` under the question's off-limits rules.
 
     Returns one :class:`Output` per case, or a single Output when the whole question fails
     before any case runs (not callable, forbidden reference) or runs past ``timeout`` seconds.
     Each case gets fresh copies of the inputs, so an answer that works in place cannot spoil the
-    next case or the reference.
+    next case or the reference. ``guard``: one already installed for good (the CLI's child
+    process); otherwise a guard is installed around each call and removed after it.
     """
     if not callable(func):
         return Output("bad_type", f"expected a function named {question.name}, got {type(func).__name__}")
-    forbidden = Forbidden(question.forbidden)
+    forbidden = rules(question.forbidden)
     static = forbidden.static_violations(func)
     if static:
         return Output("forbidden", f"uses forbidden {', '.join(static)}")
     outputs = []
     try:
         with time_limit(timeout):
-            for case in question.cases():
-                outputs.append(_run_one(func, case, forbidden))
+            for case, limit in zip(question.cases(), question.work_limits()):
+                outputs.append(_run_one(func, case, limit, question, forbidden, guard))
     except Timeout as e:
         return Output("timeout", str(e))
     return outputs
@@ -63,19 +67,41 @@ def _copy(value):
     return value.detach().clone() if isinstance(value, torch.Tensor) else value
 
 
-def _run_one(func, case, forbidden: Forbidden) -> Output:
+def _run_one(func, case: Case, limit: int | None, question: Question, forbidden: Forbidden,
+             guard: Guard | None) -> Output:
     args = tuple(_copy(a) for a in case.args)
     kwargs = {k: _copy(v) for k, v in case.kwargs.items()}
-    calls: list[str] = []
-    try:
-        with torch.no_grad(), forbidden.watching(calls):
-            out = func(*args, **kwargs)
-    except (Exception, ForbiddenCall) as e:
-        if calls:
-            return Output("forbidden", f"called forbidden {calls[0]}")
-        return Output("error", describe_exception(e))
-    if calls:  # the answer caught our ForbiddenCall itself
+    calls: list[str] = guard.calls if guard else []
+    calls.clear()
+    tampered = None
+    with contextlib.ExitStack() as stack:
+        if guard is None:
+            guard = stack.enter_context(forbidden.watching(calls, track_sizes=limit is not None))
+        guard.reset_sizes()
+        try:
+            with torch.no_grad():
+                # read out under the guard too: a tensor subclass could compute when it is converted
+                plain = _plain(func(*args, **kwargs))
+        except (Exception, ForbiddenCall, SystemExit) as e:
+            plain, error = None, e
+        else:
+            error = None
+        tampered = guard.tampering()
+        largest = guard.largest
+    if calls:  # also when the answer caught our ForbiddenCall itself
         return Output("forbidden", f"called forbidden {calls[0]}")
+    if tampered:
+        return Output("forbidden", f"switched off the grader's guard: {tampered}")
+    if error is not None:
+        return Output("error", describe_exception(error))
+    if plain.status == "ok" and limit is not None and largest[0] > limit:
+        return Output("too_large", f"built a {largest[1]} tensor ({largest[0]} values); {question.work_rule} "
+                      f"allows at most {limit} values in one tensor here")
+    return plain
+
+
+def _plain(out) -> Output:
+    """The answer's return value as plain data (float64 numpy values), or why it is not a real tensor."""
     if not isinstance(out, torch.Tensor):
         return Output("bad_type", f"returned {type(out).__name__}, expected a torch.Tensor")
     if out.is_complex():
@@ -93,12 +119,36 @@ def describe_exception(e: BaseException) -> str:
     """``"ValueError: ... (in stable_softmax, line 3)"`` — the exception and the last frame of
     its traceback, which is where the student's code failed."""
     text = f"{type(e).__name__}: {e}".strip().rstrip(":")
+    if isinstance(e, SystemExit):
+        return f"SystemExit({e.code!r}): the answer tried to end the program"
     if isinstance(e, NotImplementedError):
         return f"{NOT_IMPLEMENTED} ({text})"
     frames = traceback.extract_tb(e.__traceback__)
     own = [f for f in frames if not f.filename.startswith(_LIBRARY_DIRS)] or frames  # the student's frames
     where = f" (in {own[-1].name}, line {own[-1].lineno})" if own else ""
     return text + where
+
+
+def torch_op_name(obj) -> str | None:
+    """``"aten.rsqrt.default"`` for a torch operator object (``torch.ops``, a namespace, an op or one
+    of its overloads), which pickle cannot carry by value; None for anything else."""
+    if isinstance(obj, torch._ops._Ops):
+        return ""
+    if isinstance(obj, torch._ops._OpNamespace):
+        return obj.name
+    if isinstance(obj, torch._ops.OpOverloadPacket):
+        return obj._qualified_op_name.replace("::", ".")
+    if isinstance(obj, torch._ops.OpOverload):
+        return f"{obj._schema.name.replace('::', '.')}.{obj._overloadname}"
+    return None
+
+
+def load_torch_op(name: str):
+    """The torch operator object :func:`torch_op_name` named."""
+    obj = torch.ops
+    for part in filter(None, name.split(".")):
+        obj = getattr(obj, part)
+    return obj
 
 
 # Wire format used by the child process: a JSON header describing every output, then the raw

@@ -48,12 +48,18 @@ class Sandbox:
     """A fork server for running answers; use as a context manager around a grading run."""
 
     def __enter__(self) -> "Sandbox":
-        self._proc = subprocess.Popen([sys.executable, "-m", "minilib.grade.sandbox"], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, env=grader_env(OMP_NUM_THREADS="1"))
-        self._buffer = b""
+        self._start()
         return self
 
     def __exit__(self, *exc) -> None:
+        self._stop()
+
+    def _start(self) -> None:
+        self._proc = subprocess.Popen([sys.executable, "-m", "minilib.grade.sandbox"], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, env=grader_env(OMP_NUM_THREADS="1"))
+        self._buffer = b""
+
+    def _stop(self) -> None:
         # Idle between jobs, so stopping it outright loses nothing and skips torch's slow exit.
         self._proc.kill()
         self._proc.wait()
@@ -63,8 +69,17 @@ class Sandbox:
     def run(self, answer_path: str | Path, question: Question, *, timeout: float) -> list[Output] | Output:
         """Load the cloudpickled answer in a fresh child and run it on ``question``'s cases.
 
-        The child, and anything it started, is killed after ``timeout`` seconds.
+        The child, and anything it started, is killed after ``timeout`` seconds. An answer that
+        kills the fork server scores 0 for that question; a new server grades the next one.
         """
+        try:
+            return self._run(answer_path, question, timeout)
+        except (RuntimeError, BrokenPipeError, TimeoutError, ValueError) as e:
+            self._stop()
+            self._start()
+            return Output("error", f"the answer stopped the grader's fork server ({e}); graded 0, the grader went on")
+
+    def _run(self, answer_path, question, timeout) -> list[Output] | Output:
         with tempfile.TemporaryDirectory(prefix="minilib-grade-child-") as tmp:
             job = {"question": question.id, "answer": str(answer_path), "out": tmp}
             self._proc.stdin.write(json.dumps(job).encode() + b"\n")
@@ -73,12 +88,12 @@ class Sandbox:
             try:
                 status = int(self._read(deadline=time.monotonic() + timeout)["exit"])
             except TimeoutError:
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except ProcessLookupError:  # not yet in its own group
-                    os.kill(pid, signal.SIGKILL)
+                _kill_group(pid)
                 self._read(deadline=time.monotonic() + 60)
                 return Output("timeout", f"timed out after {timeout:g} s (the grader stopped it)")
+            except RuntimeError:
+                _kill_group(pid)  # the server died under it: stop the answer too
+                raise
             out = Path(tmp) / "out.bin"
             if not out.exists():
                 return Output("error", f"the answer ended its process (exit status {status}) before returning")
@@ -101,16 +116,28 @@ class Sandbox:
         return json.loads(line)
 
 
+def _kill_group(pid: int) -> None:
+    for kill, target in ((os.killpg, pid), (os.kill, pid)):  # the group; the child itself if not yet its leader
+        try:
+            kill(target, signal.SIGKILL)
+            return
+        except (ProcessLookupError, PermissionError):
+            continue
+
+
 def _serve() -> None:
     """Fork server loop (runs in its own process, started by :class:`Sandbox`)."""
     import cloudpickle  # noqa: F401  (loaded before forking, like everything the children need)
     import torch
 
+    from minilib.grade.guard import rules
     from minilib.grade.questions import registry
 
     torch.set_num_threads(1)
     for q in registry().values():
         q.cases()
+        q.work_limits()
+        rules(q.forbidden)
     for line in sys.stdin.buffer:
         job = json.loads(line)
         pid = os.fork()
@@ -134,16 +161,23 @@ def _child(question_id: str, answer_path: str, out_dir: str) -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
+    from minilib.grade.guard import Guard, rules
     from minilib.grade.questions import get
     from minilib.grade.runner import run_cases, to_wire
 
     question = get(question_id)
+    question.work_limits()  # grader code: before the guard makes it off limits
+    # The rules hold for the rest of this process's life, from before the answer is unpickled
+    # (unpickling can run code); nothing here keeps what they replaced.
+    guard = Guard(rules(question.forbidden), [], track_sizes=question.max_intermediate is not None)
+    guard.install()
+    guard.forget_originals()
     try:
         answer = pickle.loads(Path(answer_path).read_bytes())
-    except Exception as e:
+    except BaseException as e:
         outputs = Output("error", f"could not load the answer outside the notebook: {type(e).__name__}: {e}")
     else:
-        outputs = run_cases(answer, question)
+        outputs = run_cases(answer, question, guard=guard)
     tmp = Path(out_dir) / "out.tmp"
     tmp.write_bytes(to_wire(outputs))
     tmp.rename(Path(out_dir) / "out.bin")

@@ -58,8 +58,49 @@ minilib.grade.compare.verdict = always_pass
     "def rms_norm(x, weight, eps=1e-6):\n    return x / (x.pow(2).mean(-1, keepdim=True).sqrt() + eps) * weight",
 ]
 
+# Bypasses of the off-limits rules as a student notebook writes them (issue 10), one per question,
+# and an answer that kills the grader's fork server; merge_heads is correct and must still pass.
+HOSTILE = [
+    SETUP + "\nimport os, signal, sys, threading\nimport torch.nn.functional as F",
+    "def stable_softmax(x, dim=-1):\n    sys.setprofile(None)\n    return F.softmin(-x, dim)",
+    "def causal_attention(q, k, v):\n    from minilib.grade.questions import get\n"
+    "    return get('01.q2').reference(q.double(), k.double(), v.double()).to(q.dtype)",
+    "def split_heads(x, n_heads):\n    os.kill(os.getppid(), signal.SIGKILL)",
+    CORRECT_MERGE_HEADS,
+    "import importlib\ndef apply_rope(x, positions, base=10000.0):\n"
+    "    return getattr(importlib.import_module('minilib.posi' + 'tional'), 'ro' + 'pe')(x, positions, base=base)",
+    "def rms_norm(x, weight, eps=1e-6):\n    box = []\n"
+    "    t = threading.Thread(target=lambda: box.append(getattr(F, 'rms_' + 'norm')(x, x.shape[-1:], weight, eps)))\n"
+    "    t.start(); t.join()\n    return box[0]",
+]
+
+# A top-level cell that swallows the interrupt, and one that prints 40 MB; the answers around them
+# must still be graded.
+HANGS = [
+    SETUP,
+    CORRECT_MERGE_HEADS,
+    "import time\ndone = False\nwhile not done:\n"
+    "    try:\n        time.sleep(1)\n    except BaseException:\n        pass",
+    "for _ in range(40):\n    print('x' * 1_000_000)",  # more output than the grader keeps
+    CORRECT_RMS_NORM,
+]
+
+# Correct answers that Jupyter runs and the grader must run too: a helper module next to the
+# notebook, and torch operator objects (torch.ops.aten.rsqrt), which pickle cannot carry by value.
+HELPER_MODULE = "import torch\n\ndef split(x, n_heads):\n    B, T, D = x.shape\n" \
+    "    return x.view(B, T, n_heads, D // n_heads).transpose(1, 2)\n"
+WITH_HELPERS = [
+    SETUP,
+    "from helpers import split\ndef split_heads(x, n_heads):\n    return split(x, n_heads)",
+    "aten = torch.ops.aten\ndef rms_norm(x, weight, eps=1e-6):\n"
+    "    return x * torch.ops.aten.rsqrt(aten.mean(x.pow(2), [-1], True) + eps) * weight",
+]
+
 # The kernel dies half-way: nothing can be extracted, every question scores 0.
 KERNEL_DIES = [SETUP, CORRECT_RMS_NORM, "import os\nos._exit(1)"]
+
+# The notebook kills its parent process (the grader's, were the kernel its child).
+KILLS_PARENT = [SETUP, CORRECT_RMS_NORM, "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"]
 
 
 def write(path: Path, sources: list[str]) -> Path:

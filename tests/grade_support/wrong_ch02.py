@@ -157,8 +157,27 @@ def moh_softmax_of_kept_logits(router_logits, top_k):
     return torch.zeros_like(router_logits).scatter(-1, index, torch.softmax(values, -1))
 
 
+def repeat_library_hidden(x, n_rep):
+    """The library's helper reached by a computed name from its submodule."""
+    import importlib
+
+    heads = importlib.import_module("minilib.attention." + "heads")
+    return getattr(heads, "expand_kv_" + "heads")(x, x.shape[1] * n_rep)
+
+
+def alibi_grader_reference(scores):
+    from minilib.grade.questions import get
+
+    return get("02.q5").reference(scores.double()).to(scores.dtype)
+
+
+BYPASSES = [
+    ("02.q1", repeat_library_hidden, "called forbidden minilib.attention.expand_kv_heads"),
+    ("02.q5", alibi_grader_reference, "forbidden the grader's own answers"),
+]
+
 # (question, wrong answer, text the failure message must contain)
-WRONG = [
+WRONG = BYPASSES + [
     ("02.q1", repeat_tiled, "case 2/5 (Hkv=2, n_rep=3"),
     ("02.q1", repeat_unchanged, "wrong shape"),
     ("02.q1", repeat_library, "forbidden minilib.attention.expand_kv_heads"),

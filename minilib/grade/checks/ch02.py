@@ -12,19 +12,10 @@ import math
 
 import torch
 
+from minilib.grade.checks.common import EXACT, f32, f64
+from minilib.grade.checks.common import dtype_name as _name
+from minilib.grade.checks.common import randn as _randn
 from minilib.grade.questions import Case, Question
-
-f32, f64 = torch.float32, torch.float64
-EXACT = {f32: (0.0, 0.0), f64: (0.0, 0.0)}
-
-
-def _randn(shape, dtype, seed, scale=1.0):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(shape, generator=g, dtype=f64) * scale).to(dtype)
-
-
-def _name(dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 # --- 02.q1 repeat_kv --------------------------------------------------------------------------
@@ -64,7 +55,7 @@ Q1 = Question(
     reference=_repeat_reference,
     hint=REPEAT_HINT,
     tolerance=EXACT,
-    forbidden=("minilib.attention.expand_kv_heads",),
+    forbidden=("minilib.attention.expand_kv_heads", "minilib.attention"),
 )
 
 
@@ -130,7 +121,7 @@ Q2 = Question(
     "(S = k.shape[2], or t + S - T + 1 when causal); no normalisation over keys; masked (future) keys get weight 0",
     points=2,
     forbidden=("minilib.attention.sigmoid_attention", "minilib.attention.attend",
-               "minilib.attention.expand_kv_heads"),
+               "minilib.attention.expand_kv_heads", "minilib.attention"),
 )
 
 
@@ -172,7 +163,7 @@ Q3 = Question(
     make_cases=_clip_cases,
     reference=_clip_reference,
     hint=CLIP_HINT + "; stretch by (zeta - gamma), not by zeta",
-    forbidden=("minilib.attention.clipped_softmax", "minilib.attention.attend"),
+    forbidden=("minilib.attention.clipped_softmax", "minilib.attention.attend", "minilib.attention"),
 )
 
 
@@ -225,7 +216,7 @@ Q4 = Question(
     reference=_ntk_reference,
     hint=NTK_HINT,
     points=2,
-    forbidden=("minilib.positional.rope", "minilib.positional.rope_angles"),
+    forbidden=("minilib.positional.rope", "minilib.positional.rope_angles", "minilib.positional"),
     # Angles computed in float32 are accurate to ~1e-7 relative (as in 01.q5); that is not what
     # this question tests.
     tolerance={f32: (1e-5, 1e-5), f64: (1e-5, 1e-5)},
@@ -272,7 +263,7 @@ Q5 = Question(
     reference=_alibi_reference,
     hint="scores[b, h, t, s] - m_h * max(t + S - T - s, 0) with m_h = 2 ** (-8 * (h + 1) / H): "
     "a penalty growing with the distance to past keys (minus sign), none for future keys",
-    forbidden=("minilib.positional.alibi_bias", "minilib.positional.alibi_slopes"),
+    forbidden=("minilib.positional.alibi_bias", "minilib.positional.alibi_slopes", "minilib.positional"),
 )
 
 
@@ -325,6 +316,7 @@ Q6 = Question(
     make_cases=_moh_cases,
     reference=_moh_reference,
     hint=MOH_HINT,
+    forbidden=("minilib.attention",),
 )
 
 QUESTIONS = [Q1, Q2, Q3, Q4, Q5, Q6]

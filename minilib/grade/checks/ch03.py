@@ -10,24 +10,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from minilib.grade.checks.common import LIBRARY_ATTENTION, SDPA, SOFTMAX, causal_keep, dtype_name, f32, f64, randn
 from minilib.grade.questions import Case, Question
 
-f32, f64 = torch.float32, torch.float64
-
-SOFTMAX = ("torch.softmax", "torch.nn.functional.softmax", "torch.special.softmax",
-           "torch.log_softmax", "torch.nn.functional.log_softmax")
-KERNELS = ("torch.nn.functional.scaled_dot_product_attention", "minilib.attention.sdpa",
-           "minilib.attention.attention_weights", "minilib.flash.flash_attention",
-           "minilib.flash.flash_attention_lse", "minilib.flash.flash_attention_numpy",
-           "minilib.flash.standard_attention_numpy", "minilib.flash.merge_partials",
-           "minilib.flash.flash_decode", "minilib.flash.online_softmax_step",
-           "minilib.flash.attention_passes_numpy", "minilib.flash.lean_attention_decode",
-           "minilib.flash.varlen_attention", "minilib.flash.block_sparse_attention",
-           "minilib.parallel.ring_attention")
+#: SDPA and the library's attention modules (every kernel in minilib.attention, .flash, .parallel).
+KERNELS = SDPA + LIBRARY_ATTENTION
 
 
 def _randn(shape, seed, scale=1.0):
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=f64) * scale
+    return randn(shape, f64, seed, scale)
 
 
 def _running_state(s_prev, v_prev):
@@ -138,33 +129,48 @@ Q2 = Question(
 # --- 03.q3 the full tiled forward -----------------------------------------------------------
 
 def _forward_cases() -> list[Case]:
-    shapes = [  # (B, H, T, S, D, block_q, block_k, causal, dtype)
-        (1, 1, 8, 8, 4, 4, 4, False, f64),
-        (2, 2, 5, 11, 3, 3, 4, False, f64),
-        (1, 2, 8, 8, 4, 4, 4, True, f64),
-        (1, 1, 6, 6, 2, 2, 3, True, f64),
-        (2, 1, 4, 10, 5, 2, 3, True, f64),
-        (1, 1, 1, 9, 4, 1, 4, True, f32),
-        (1, 3, 7, 7, 8, 16, 16, True, f32),
-        (1, 1, 9, 13, 4, 4, 5, False, f32),
+    shapes = [  # (B, H, T, S, D, block_q, block_k, causal, dtype, q scale)
+        (1, 1, 8, 8, 4, 4, 4, False, f64, 1.5),
+        (2, 2, 5, 11, 3, 3, 4, False, f64, 1.5),
+        (1, 2, 8, 8, 4, 4, 4, True, f64, 1.5),
+        (1, 1, 6, 6, 2, 2, 3, True, f64, 1.5),
+        (2, 1, 4, 10, 5, 2, 3, True, f64, 1.5),
+        (1, 1, 1, 9, 4, 1, 4, True, f32, 1.5),
+        (1, 3, 7, 7, 8, 16, 16, True, f32, 1.5),
+        (1, 1, 9, 13, 4, 4, 5, False, f32, 1.5),
+        (1, 1, 8, 24, 2, 4, 4, False, f64, 1.5),  # a block of rows against all S keys is too large here
+        (2, 1, 8, 24, 2, 4, 4, True, f32, 1.5),
+        (1, 2, 12, 12, 4, 4, 4, True, f64, 500.0),
+        (1, 1, 8, 10, 4, 3, 4, False, f32, 40.0),
     ]
     cases = []
-    for i, (B, H, T, S, D, bq, bk, causal, dtype) in enumerate(shapes):
-        q, k, v = (_randn(shape, 30 + 3 * i + j, 1.5).to(dtype)
-                   for j, shape in enumerate([(B, H, T, D), (B, H, S, D), (B, H, S, D)]))
-        label = f"B={B}, H={H}, T={T}, S={S}, D={D}, block_q={bq}, block_k={bk}, causal={causal}, {str(dtype)[6:]}"
+    for i, (B, H, T, S, D, bq, bk, causal, dtype, q_scale) in enumerate(shapes):
+        q = _randn((B, H, T, D), 30 + 3 * i, q_scale).to(dtype)
+        k, v = (_randn((B, H, S, D), 31 + 3 * i + j, 1.5).to(dtype) for j in range(2))
+        label = f"B={B}, H={H}, T={T}, S={S}, D={D}, block_q={bq}, block_k={bk}, causal={causal}, {dtype_name(dtype)}"
         hint = ""
         if causal:
             hint = (f"query row t sits at key position t + (S - T) = t + {S - T} and sees keys "
                     f"j <= t + {S - T}; the block of rows r0..r1-1 needs key tiles that start before "
                     f"r1 + {S - T} (its last row's diagonal included)")
+        if q_scale > 10:
+            label = f"scores of size ~{q_scale * 2.25 * D ** 0.5:.0f}: " + label
+            hint = ("exp(s) overflows for scores this large: keep the running maximum m of each row and "
+                    "rescale l and acc by exp(m - m_new) whenever it grows, so every exponent is <= 0")
         cases.append(Case(label, (q, k, v, bq, bk), {"causal": causal}, hint=hint))
     return cases
 
 
+def _forward_tile_limit(case: Case) -> int:
+    """The most values one tensor of a tiled forward holds: an input, the output, or one tile."""
+    q, k, v, bq, bk = case.args
+    B, H, T, D = q.shape
+    S, Dv = k.shape[-2], v.shape[-1]
+    return B * H * max(T * D, S * D, T * Dv, S * Dv, min(bq, T) * min(bk, S))
+
+
 def _forward_reference(q, k, v, block_q, block_k, causal=False):
-    T, S = q.shape[-2], k.shape[-2]
-    keep = torch.ones(T, S, dtype=torch.bool).tril(S - T) if causal else None
+    keep = causal_keep(q.shape[-2], k.shape[-2]) if causal else None
     return F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
 
 
@@ -180,6 +186,8 @@ Q3 = Question(
     "and write acc / l at the end",
     points=2,
     forbidden=SOFTMAX + KERNELS,
+    max_intermediate=_forward_tile_limit,
+    work_rule="tiling (block_q x block_k scores at a time, never the T x S matrix)",
 )
 
 
@@ -201,12 +209,12 @@ def _merge_cases() -> list[Case]:
             (1, 3, 4, 5, 2, f64, 1.0), (2, 4, 1, 7, 3, f64, 1.0), (1, 1, 6, 6, 4, f32, 1.0),
             (2, 3, 5, 2, 3, f32, 3.0)]):
         o1, l1, o2, l2 = partials(B, T, S1, S2, D, 60 + 3 * i, scale)
-        cases.append(Case(f"B={B}, T={T}, keys split {S1}+{S2}, D={D}, {str(dtype)[6:]}",
+        cases.append(Case(f"B={B}, T={T}, keys split {S1}+{S2}, D={D}, {dtype_name(dtype)}",
                           tuple(x.to(dtype) for x in (o1, l1, o2, l2))))
     o1, l1, o2, l2 = partials(1, 4, 3, 3, 2, 80)
     # float32 resolves 1e4 only to about 1e-3, so its large case uses lse ~ 100 (e^100 overflows float32)
     for dtype, big in ((f64, 1e4), (f32, 100.0)):
-        cases.append(Case(f"lse of size {big:g} (exp overflows), {str(dtype)[6:]}",
+        cases.append(Case(f"lse of size {big:g} (exp overflows), {dtype_name(dtype)}",
                           tuple(x.to(dtype) for x in (o1, l1 + big, o2, l2 + big - 3.0)),
                           hint="exp(lse) overflows to inf: weight part i by exp(lse_i - lse) with lse = log(e^lse1 + e^lse2), "
                           "computed stably (e.g. torch.logaddexp or subtract the max first)"))
@@ -240,16 +248,22 @@ def _ds_cases() -> list[Case]:
     cases = []
     for i, (R, S, D, Dv, c0, c1, dtype) in enumerate([
             (3, 8, 4, 4, 0, 4, f64), (4, 10, 3, 5, 4, 8, f64), (2, 7, 4, 2, 5, 7, f64),
-            (5, 12, 8, 8, 0, 12, f32), (1, 6, 2, 3, 3, 4, f32)]):
+            (5, 12, 8, 8, 0, 12, f32), (1, 6, 2, 3, 3, 4, f32), (6, 16, 2, 2, 4, 8, f64)]):
         q, k, v, do = (_randn(shape, 90 + 4 * i + j, 1.5) for j, shape in
                        enumerate([(R, D), (S, D), (S, Dv), (R, Dv)]))
         scores = q @ k.T * D ** -0.5
         lse = torch.logsumexp(scores, -1)
         out = torch.exp(scores - lse[:, None]) @ v
         delta = (do * out).sum(-1)
-        cases.append(Case(f"R={R}, S={S}, D={D}, Dv={Dv}, tile columns {c0}:{c1}, {str(dtype)[6:]}",
+        cases.append(Case(f"R={R}, S={S}, D={D}, Dv={Dv}, tile columns {c0}:{c1}, {dtype_name(dtype)}",
                           tuple(x.to(dtype) for x in (q, k, v, do, lse, delta)) + (c0, c1)))
     return cases
+
+
+def _ds_tile_limit(case: Case) -> int:
+    """The most values one tensor may hold: an input or one (R, c1 - c0) tile, never a whole (R, S) row."""
+    q_i, k, v, do_i, _, _, c0, c1 = case.args
+    return max(q_i.numel(), k.numel(), v.numel(), do_i.numel(), q_i.shape[0] * (c1 - c0))
 
 
 def _ds_reference(q_i, k, v, do_i, lse_i, delta_i, c0, c1):
@@ -270,6 +284,8 @@ Q5 = Question(
     hint="with S_ij = q_i k_j / sqrt(D) for the tile's keys j in c0:c1: P = exp(S - lse_i[:, None]), "
     "dP = do_i @ v[c0:c1].T, dS = P * (dP - delta_i[:, None])",
     forbidden=SOFTMAX + KERNELS,
+    max_intermediate=_ds_tile_limit,
+    work_rule="the tile's backward (lse_i and delta_i stand for the row; its other keys are not needed)",
 )
 
 QUESTIONS = [Q1, Q2, Q3, Q4, Q5]
