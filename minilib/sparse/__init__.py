@@ -1,0 +1,27 @@
+r"""Sparse, local and compressed attention (chapter 05).
+
+- :mod:`~minilib.sparse.masks`: fixed patterns as ``(T, S)`` masks (:func:`sliding_window_mask`,
+  :func:`dilated_window_mask`, :func:`sink_window_mask`, :func:`global_local_mask`, :func:`block_local_mask`),
+  :func:`to_block_mask` for :func:`minilib.flash.block_sparse_attention`, :func:`mask_flops`;
+- :mod:`~minilib.sparse.content`: :func:`topk_attention`, :func:`topk_mask`, BiFormer's
+  :func:`bilevel_routing_attention` and its :func:`routing_mask`;
+- :mod:`~minilib.sparse.cache_policies`: KV-cache policies behind one interface (:class:`CachePolicy`,
+  :func:`make_policy`, :func:`cached_attention`), :func:`quantize_symmetric`;
+- :mod:`~minilib.sparse.layers`: :class:`SparseAttention`, the ``"sliding_window"`` token mixer (registered on
+  import), and :func:`mixed_span_factory` for per-layer spans.
+"""
+from minilib.sparse.cache_policies import (POLICIES, CachePolicy, FullCache, HeavyHitterCache, MergeCache,
+                                           QuantizedCache, RetrievalCache, SinkCache, TOVACache, WindowCache,
+                                           cached_attention, make_policy, quantize_symmetric, swa_cache_policy)
+from minilib.sparse.content import bilevel_routing_attention, routing_mask, topk_attention, topk_mask
+from minilib.sparse.layers import SparseAttention, mixed_span_factory
+from minilib.sparse.masks import (block_local_mask, dilated_window_mask, global_local_mask, mask_flops,
+                                  sink_window_mask, sliding_window_mask, to_block_mask)
+
+__all__ = [
+    "POLICIES", "CachePolicy", "FullCache", "HeavyHitterCache", "MergeCache", "QuantizedCache", "RetrievalCache",
+    "SinkCache", "SparseAttention", "TOVACache", "WindowCache", "bilevel_routing_attention", "block_local_mask",
+    "cached_attention", "dilated_window_mask", "global_local_mask", "make_policy", "mask_flops", "mixed_span_factory",
+    "quantize_symmetric", "routing_mask", "sink_window_mask", "sliding_window_mask", "swa_cache_policy",
+    "to_block_mask", "topk_attention", "topk_mask",
+]
