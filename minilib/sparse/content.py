@@ -4,12 +4,15 @@ Shapes as :func:`minilib.attention.sdpa`: ``q (B, H, T, D)``, ``k (B, Hkv, S, D)
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from minilib._checks import check_attention_inputs, check_positive_int, default_scale
 from minilib.attention import causal_mask, expand_kv_heads, sdpa
 
-__all__ = ["topk_mask", "topk_attention", "routing_mask", "bilevel_routing_attention"]
+__all__ = ["topk_mask", "topk_attention", "routing_mask", "bilevel_routing_attention", "probsparse_attention", "kmeans",
+           "ivf_topk_attention"]
 
 
 def topk_mask(scores: torch.Tensor, k_top: int, *, causal: bool = False) -> torch.Tensor:
@@ -94,3 +97,79 @@ def bilevel_routing_attention(q, k, v, *, region_size: int, k_top: int, scale: f
     qr = q.view(B, H, nq, region_size, D)
     weights = torch.softmax(default_scale(D, scale) * qr @ gather(kr).transpose(-2, -1), dim=-1)
     return (weights @ gather(vr)).view(B, H, T, -1)
+
+
+def probsparse_attention(q, k, v, *, factor: float = 5.0, generator: torch.Generator | None = None,
+                         scale: float | None = None) -> tuple[torch.Tensor, int]:
+    r"""Informer's ProbSparse self-attention (non-causal): only the $u = \lceil c \ln T \rceil$ queries with the largest
+    sparsity measure get full attention, the others output the mean of the values.
+
+    $$ \bar M(q_i) = \max_{j \in \mathcal{U}} s_{ij} - \frac{1}{|\mathcal{U}|} \sum_{j \in \mathcal{U}} s_{ij}, \qquad
+       s_{ij} = \text{scale}\; q_i \cdot k_j $$
+
+    with $\mathcal{U}$ a random sample of $\lceil c \ln S \rceil$ keys (shared by all queries). Returns
+    ``(out (B,H,T,Dv), n_scores)``: the scores evaluated, $T |\mathcal{U}| + u S$ per head, which grows as
+    $T \ln T$. See :cite:`zhou2021informer`.
+    """
+    check_attention_inputs(q, k, v)
+    B, H, T, D = q.shape
+    S = k.shape[2]
+    k, v = expand_kv_heads(k, H), expand_kv_heads(v, H)
+    if not factor > 0:
+        raise ValueError(f"factor must be > 0, got {factor!r}")
+    scale = default_scale(D, scale)
+    n_sample = min(S, math.ceil(factor * math.log(max(S, 2))))
+    u = min(T, math.ceil(factor * math.log(max(T, 2))))
+    sample = torch.randperm(S, generator=generator)[:n_sample]
+    sampled = scale * q @ k[:, :, sample].transpose(-2, -1)  # (B, H, T, n_sample)
+    measure = sampled.amax(-1) - sampled.mean(-1)
+    active = measure.topk(u, dim=-1).indices  # (B, H, u)
+    out = v.mean(dim=2, keepdim=True).expand(B, H, T, v.shape[-1]).clone()
+    q_active = torch.gather(q, 2, active[..., None].expand(-1, -1, -1, D))
+    weights = torch.softmax(scale * q_active @ k.transpose(-2, -1), dim=-1)
+    out.scatter_(2, active[..., None].expand(-1, -1, -1, v.shape[-1]), weights @ v)
+    return out, T * n_sample + u * S
+
+
+def kmeans(x: torch.Tensor, n_clusters: int, *, iters: int = 10, generator: torch.Generator | None = None):
+    r"""Lloyd's k-means on ``x (N, D)`` (inner-product search follows the centroids): returns ``(centroids (C, D),
+    assignment (N,))``, initialised with ``n_clusters`` distinct points. An empty cluster keeps its centroid."""
+    check_positive_int("n_clusters", n_clusters)
+    if n_clusters > x.shape[0]:
+        raise ValueError(f"n_clusters ({n_clusters}) must be <= the number of points ({x.shape[0]})")
+    centroids = x[torch.randperm(x.shape[0], generator=generator)[:n_clusters]].clone()
+    for _ in range(iters):
+        assign = torch.cdist(x, centroids).argmin(dim=1)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, x)
+        counts = torch.bincount(assign, minlength=n_clusters)[:, None]
+        centroids = torch.where(counts > 0, sums / counts.clamp(min=1), centroids)
+    return centroids, torch.cdist(x, centroids).argmin(dim=1)
+
+
+def ivf_topk_attention(q, k, v, *, k_top: int, n_clusters: int, n_probe: int, index_from: torch.Tensor | None = None,
+                       generator: torch.Generator | None = None, scale: float | None = None):
+    r"""Attention over each query's ``k_top`` best keys among those an inverted-file (IVF) index returns.
+
+    The keys of one head ``k (S, D)`` are assigned to the nearest of ``n_clusters`` centroids, learnt by
+    :func:`kmeans` from ``index_from`` (default: the keys themselves; RetrievalAttention learns them from sample
+    *queries*, whose distribution differs from the keys'). Each query scans the keys of the ``n_probe`` clusters
+    whose centroids score highest with it, keeps its ``k_top`` best, and attends to them exactly. IceFormer and
+    RetrievalAttention use other search structures; k-means IVF stands in here.
+
+    ``q (T, D)``, ``k (S, D)``, ``v (S, Dv)`` -> ``(out (T, Dv), scanned (T,))`` with ``scanned`` the fraction of
+    keys each query scored. See :cite:`mao2024iceformer,liu2024retrievalattention`.
+    """
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if x.ndim != 2:
+            raise ValueError(f"{name} must be 2-D (one head), got shape {tuple(x.shape)}")
+    check_positive_int("k_top", k_top)
+    check_positive_int("n_probe", n_probe)
+    S, D = k.shape
+    centroids, _ = kmeans(k if index_from is None else index_from, n_clusters, generator=generator)
+    assign = (k @ centroids.T).argmax(dim=1)  # a key lives in the cluster whose centroid it scores highest with
+    probed = (q @ centroids.T).topk(min(n_probe, n_clusters), dim=1).indices  # (T, n_probe)
+    candidate = (assign[None, :, None] == probed[:, None, :]).any(-1)  # (T, S)
+    scores = (default_scale(D, scale) * q @ k.T).masked_fill(~candidate, float("-inf"))
+    top = scores.topk(min(k_top, S), dim=1)
+    weights = torch.softmax(top.values, dim=1).nan_to_num(0.0)
+    return (weights[..., None] * v[top.indices]).sum(1), candidate.float().mean(1)
