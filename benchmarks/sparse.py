@@ -31,6 +31,12 @@ global-token slots (128 positions), read off the query position by a 2-layer bid
 Every model has the same 4 prepended tokens and the same parameters (the patterns change no weight). Three seeds,
 400 steps each, accuracy on 512 held-out rows. Linear attention (chapter 04) is left to the zoo chapter.
 
+``masformer``: mixed attention spans :cite:`zhang2023efficient` on the charlm data (plain and repeat windows of 128),
+3-layer models (d_model 64, 4 heads, 400 steps, three seeds) with full attention in every layer, a window of 16
+keys in every layer, or full attention in the top layer only (:func:`minilib.sparse.mixed_span_factory`); same
+parameters in all three. Loss from the full forward on the held-out plain (positions 16-127) and repeat (64-127)
+windows; attention score entries counted.
+
 Torch runs on ``--threads`` CPU threads (default 1, which gave the saved JSON).
 """
 from __future__ import annotations
@@ -55,8 +61,8 @@ from minilib.norms import RMSNorm  # noqa: E402
 from minilib.experiments import best_time  # noqa: E402
 from minilib.flash import block_sparse_attention  # noqa: E402
 from minilib.models import TransformerConfig, TransformerLM, attention_maps, train  # noqa: E402
-from minilib.sparse import (block_local_mask, global_local_mask, mask_flops, routing_mask, sink_window_mask,  # noqa: E402
-                            sliding_window_mask, to_block_mask)
+from minilib.sparse import (block_local_mask, global_local_mask, mask_flops, mixed_span_factory, routing_mask,  # noqa: E402
+                            sink_window_mask, sliding_window_mask, to_block_mask)
 
 SEEDS = [0, 1, 2]
 CONFIG = dict(n_chars=300_000, d_model=64, n_layers=3, n_heads=4, seq_len=128, batch=16, steps=600, lr=3e-3,
@@ -239,6 +245,8 @@ def check_cost(out: dict) -> None:
 
 
 def report(name: str, r: dict) -> str:
+    if name == "masformer":
+        return "; ".join(f"{n} repeat {np.mean([r['repeat'] for r in rs]):.3f}" for n, rs in r["losses"].items())
     if name == "lra":
         return ", ".join(f"{p} {np.mean(a):.3f}" for p, a in r["accuracy"].items())
     if name == "cost":
@@ -325,7 +333,52 @@ def check_lra(out: dict) -> None:
     assert acc["dense"] > 0.9
 
 
-EXPERIMENTS = {"charlm": (run_charlm, check_charlm), "cost": (run_cost, check_cost), "lra": (run_lra, check_lra)}
+MASFORMER = dict(steps=400, window=16, variants={"all full": None, "top layer full": [2], "all window": []})
+
+
+def run_masformer(quick: bool) -> dict:
+    c = dict(QUICK if quick else CONFIG, steps=5 if quick else MASFORMER["steps"])
+    tok, _, train_ids, starts, evals = data(c)
+    window = 4 if quick else MASFORMER["window"]
+    out = dict(config=c, window=window, variants={k: v for k, v in MASFORMER["variants"].items()}, losses={}, params={},
+               score_entries={})
+    L = c["seq_len"]
+    for name, full_layers in MASFORMER["variants"].items():
+        full_layers = [i for i in (full_layers if full_layers is not None else range(c["n_layers"])) if i < c["n_layers"]]
+        mixer = mixed_span_factory(full_layers, window=window)
+        out["losses"][name] = []
+        for seed in c["seeds"]:
+            torch.manual_seed(seed)
+            model = TransformerLM(TransformerConfig(tok.vocab_size + 1, c["d_model"], c["n_layers"], c["n_heads"],
+                                                    max_len=L, mixer=mixer))
+            gen = torch.Generator().manual_seed(seed)
+            train(model, batches(train_ids, starts, c, tok.vocab_size, gen), steps=c["steps"], lr=c["lr"],
+                  warmup_steps=c["warmup"], weight_decay=c["weight_decay"], progress=False)
+            model.eval()
+            with torch.no_grad():
+                r = {}
+                for e, (x, y, start) in evals.items():
+                    logits = model(x)[:, start:]
+                    r[e] = round(nn.functional.cross_entropy(logits.flatten(0, 1), y[:, start:].flatten()).item(), 5)
+            out["losses"][name].append(r)
+            out["params"][name] = sum(p.numel() for p in model.parameters())
+            print(f"  {name:15s} seed {seed}: {r}", flush=True)
+        per_layer = [L * (L + 1) // 2 if i in full_layers else int(sliding_window_mask(L, window).sum())
+                     for i in range(c["n_layers"])]
+        out["score_entries"][name] = sum(per_layer)
+    return out
+
+
+def check_masformer(out: dict) -> None:
+    assert len(set(out["params"].values())) == 1
+    mean = {name: {e: float(np.mean([r[e] for r in rs])) for e in ("plain", "repeat")} for name, rs in out["losses"].items()}
+    # all-window cannot copy from 64 back; one full layer on top can
+    assert mean["all window"]["repeat"] > mean["all full"]["repeat"] + 0.3
+    assert mean["top layer full"]["repeat"] < mean["all window"]["repeat"] - 0.3
+
+
+EXPERIMENTS = {"charlm": (run_charlm, check_charlm), "cost": (run_cost, check_cost), "lra": (run_lra, check_lra),
+               "masformer": (run_masformer, check_masformer)}
 
 
 def main(argv=None) -> None:
