@@ -5,5 +5,5 @@ composed `models` and the `data` generators, so `minilib.attention.sdpa` works a
 families (`flash`, `signal_propagation`, `grade`, ...) are imported by name.
 """
 from minilib import attention, data, feedforward, mixing, models, norms, positional  # noqa: F401
-from minilib import ssm  # noqa: F401
-from minilib import mixers  # noqa: F401  (registers the chapter 07 token mixers)
+# the families that register token mixers by name (minilib.mixing) when imported
+from minilib import mixers, sparse, ssm  # noqa: F401

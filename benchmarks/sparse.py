@@ -1,0 +1,391 @@
+"""Chapter 05, sparse attention: KV-cache policies on a small trained character LM, top-k attention mass, and the
+cost of sparse patterns.
+
+    python benchmarks/sparse.py                 # every experiment: writes benchmarks/results/sparse.json
+                                                # (+ sparse_charlm.pt, the trained weights in float16)
+    python benchmarks/sparse.py --only cost     # one of: charlm, cost (keeps the other's saved results)
+    python benchmarks/sparse.py --quick         # tiny sizes, a smoke run; nothing saved
+
+``charlm``: a 3-layer character LM (d_model 64, 4 heads, RoPE, 154k parameters) trained on windows of 128 characters
+of ``tiny_corpus``, each opening a line whose newline is replaced by a beginning-of-sequence id (as in
+``attention_scoring``, so that attention sinks can form :cite:`xiao2024efficient`). Half the training windows are
+*repeats*: 64 characters then the same 64 again, so the model also learns to copy from far back (induction);
+the generated text itself only has short-range structure. Three seeds (initialisation and batches). Each model is
+then decoded one token at a time through every KV-cache policy of :mod:`minilib.sparse` at budgets 8-64 slots
+(per layer and key/value head), and the loss is measured on held-out windows: ``plain`` text (positions 16-127)
+and ``repeat`` windows (the copied second half, positions 64-127, where the answer lies 64 positions back).
+The same model's attention maps (full attention, plain windows) give the share of each query's attention mass in
+its top-k keys, per layer and head :cite:`nawrot2025sparse`.
+
+``cost``: counted score entries and FLOPs of each pattern at L = 4096 (window 256, sinks 4 + window 252,
+global-local with 64 globals and radius 128, block-local 256, BiFormer routing 16 of 256-token regions ... top 4),
+and the measured forward time of :func:`minilib.flash.block_sparse_attention` for the causal window pattern vs the
+dense causal mask at L = 2048 (best of 3, 1 thread).
+
+``lra``: a mini Long-Range-Arena comparison on :func:`minilib.data.needle_retrieval` (124 tokens: filler, one
+needle at least 16 positions before the end, a final query token; 8 values, chance 12.5%) after 4 prepended
+global-token slots (128 positions), read off the query position by a 2-layer bidirectional encoder (d_model 32,
+2 heads, learned positions) whose attention is ``dense``, a ``window`` of radius 8 (17 keys), ``global+window``
+(the 4 slots global, ETC's global-local mask :cite:`ainslie2020etc`), or ``routed`` (BiFormer's region routing,
+16 regions of 8, top 2: 16 keys per query :cite:`zhu2023biformer`).
+Every model has the same 4 prepended tokens and the same parameters (the patterns change no weight). Three seeds,
+400 steps each, accuracy on 512 held-out rows. Linear attention (chapter 04) is left to the zoo chapter.
+
+``masformer``: mixed attention spans :cite:`zhang2023efficient` on the charlm data (plain and repeat windows of 128),
+3-layer models (d_model 64, 4 heads, 400 steps, three seeds) with full attention in every layer, a window of 16
+keys in every layer, or full attention in the top layer only (:func:`minilib.sparse.mixed_span_factory`); same
+parameters in all three. Loss from the full forward on the held-out plain (positions 16-127) and repeat (64-127)
+windows; attention score entries counted.
+
+Torch runs on ``--threads`` CPU threads (default 1, which gave the saved JSON).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._experiments import artifact_path, downsample, run_experiments  # noqa: E402
+from benchmarks.attention_scoring import line_starts, windows  # noqa: E402
+from torch import nn  # noqa: E402
+
+from minilib.attention import MultiHeadAttention, sdpa  # noqa: E402
+from minilib.data import CharTokenizer, needle_retrieval, tiny_corpus, train_val_split  # noqa: E402
+from minilib.feedforward import FeedForward  # noqa: E402
+from minilib.norms import RMSNorm  # noqa: E402
+from minilib.experiments import best_time  # noqa: E402
+from minilib.flash import block_sparse_attention  # noqa: E402
+from minilib.models import TransformerConfig, TransformerLM, attention_maps, train  # noqa: E402
+from minilib.sparse import (block_local_mask, global_local_mask, mask_flops, mixed_span_factory, routing_mask,  # noqa: E402
+                            sink_window_mask, sliding_window_mask, to_block_mask)
+
+SEEDS = [0, 1, 2]
+CONFIG = dict(n_chars=300_000, d_model=64, n_layers=3, n_heads=4, seq_len=128, batch=16, steps=600, lr=3e-3,
+              warmup=50, weight_decay=0.1, eval_windows=32, plain_from=16, budgets=[8, 16, 32, 64], n_sinks=4,
+              topk=[1, 2, 4, 8, 16, 32, 64], seeds=SEEDS)
+QUICK = dict(CONFIG, n_chars=20_000, d_model=16, n_layers=2, n_heads=2, seq_len=32, batch=4, steps=5, warmup=1,
+             eval_windows=4, plain_from=4, budgets=[4, 8], topk=[1, 4], seeds=[0])
+POLICIES = ["window", "sinks", "heavy_hitter", "tova", "merge", "retrieval"]
+trained: dict[str, torch.Tensor] = {}  # the seed-0 weights of the last charlm run, saved by main
+
+
+def repeat_windows(ids: torch.Tensor, starts: torch.Tensor, seq_len: int, bos_id: int):
+    """Windows whose second half repeats the first, ``c_0..c_{h-1} c_0..c_{h-1}`` with ``c_0`` (the newline) replaced
+    by BOS at position 0 only; inputs and targets (the last target is ``c_0`` again)."""
+    half = seq_len // 2
+    line = ids[starts[:, None] + torch.arange(half)]
+    w = torch.cat([line, line, line[:, :1]], dim=1)
+    w[:, 0] = bos_id
+    return w[:, :-1], w[:, 1:]
+
+
+def batches(ids, starts, c, bos_id, generator):
+    """Endless training batches: half plain windows, half repeats."""
+    n = c["batch"] // 2
+    while True:
+        pick = starts[torch.randint(len(starts), (c["batch"],), generator=generator)]
+        px, py = windows(ids, pick[:n], c["seq_len"], bos_id)
+        rx, ry = repeat_windows(ids, pick[n:], c["seq_len"], bos_id)
+        yield torch.cat([px, rx]), torch.cat([py, ry])
+
+
+def data(c: dict):
+    text, source = tiny_corpus(c["n_chars"], seed=0)
+    tok = CharTokenizer(text)
+    train_ids, val_ids = train_val_split(tok.encode(text), 0.1)
+    newline = int(tok.encode("\n")[0])
+    val_starts = line_starts(val_ids, newline, c["seq_len"])
+    val_starts = val_starts[:: max(1, len(val_starts) // c["eval_windows"])][: c["eval_windows"]]
+    evals = {"plain": (*windows(val_ids, val_starts, c["seq_len"], tok.vocab_size), c["plain_from"]),
+             "repeat": (*repeat_windows(val_ids, val_starts, c["seq_len"], tok.vocab_size), c["seq_len"] // 2)}
+    return tok, source, train_ids, line_starts(train_ids, newline, c["seq_len"]), evals
+
+
+def policy_model(model: TransformerLM, policy: str, budget: int | None, **kwargs) -> TransformerLM:
+    """The same weights with every layer's decoding cache the given policy (the ``sliding_window`` mixer, no window)."""
+    cfg = model.config
+    twin = TransformerLM(TransformerConfig(cfg.vocab_size, cfg.d_model, cfg.n_layers, cfg.n_heads, max_len=cfg.max_len,
+                                           mixer="sliding_window",
+                                           mixer_kwargs=dict(cache_policy=policy, cache_budget=budget, cache_kwargs=kwargs)))
+    twin.load_state_dict(model.state_dict())
+    return twin.eval()
+
+
+@torch.no_grad()
+def decoded_loss(model: TransformerLM, x: torch.Tensor, y: torch.Tensor, start: int) -> float:
+    """Mean next-token loss on positions ``start..`` when the model decodes ``x`` one token at a time."""
+    caches = model.new_caches()
+    logits = torch.cat([model(x[:, t:t + 1], caches=caches) for t in range(x.shape[1])], dim=1)
+    return torch.nn.functional.cross_entropy(logits[:, start:].flatten(0, 1), y[:, start:].flatten()).item()
+
+
+def policy_losses(model: TransformerLM, evals: dict, c: dict) -> dict:
+    """Loss per eval set for full attention, int8/int4 caches and every budgeted policy and budget."""
+    runs = {"full": (("full", None), {}), "int8": (("quantized", None), dict(bits=8)),
+            "int4": (("quantized", None), dict(bits=4))}
+    for name in POLICIES:
+        for budget in c["budgets"]:
+            kwargs = dict(n_sinks=c["n_sinks"]) if name == "sinks" else {}
+            runs[f"{name}@{budget}"] = ((name, budget), kwargs)
+    out = {}
+    for label, ((policy, budget), kwargs) in runs.items():
+        twin = policy_model(model, policy, budget, **kwargs)
+        out[label] = {name: round(decoded_loss(twin, x, y, start), 5) for name, (x, y, start) in evals.items()}
+    return out
+
+
+@torch.no_grad()
+def topk_mass(model: TransformerLM, x: torch.Tensor, ks: list[int], skip: int) -> list:
+    """Mean share of attention mass in each query's top-k keys, ``[layer][head][k]``, for queries ``skip..``."""
+    maps = attention_maps(model, x)[:, :, :, skip:]  # (L, B, H, T', T)
+    top = maps.sort(dim=-1, descending=True).values.cumsum(dim=-1)
+    return [[[round(float(top[layer, :, h, :, k - 1].mean()), 4) for k in ks] for h in range(maps.shape[2])]
+            for layer in range(maps.shape[0])]
+
+
+def run_charlm(quick: bool) -> dict:
+    c = QUICK if quick else CONFIG
+    tok, source, train_ids, starts, evals = data(c)
+    results = dict(config=c, entropy_floor=source.entropy_rate_per_char(), bos_id=tok.vocab_size, models=[])
+    for seed in c["seeds"]:
+        start = time.perf_counter()
+        torch.manual_seed(seed)
+        model = TransformerLM(tok.vocab_size + 1, c["d_model"], c["n_layers"], c["n_heads"], max_len=c["seq_len"])
+        gen = torch.Generator().manual_seed(seed)
+        losses = train(model, batches(train_ids, starts, c, tok.vocab_size, gen), steps=c["steps"], lr=c["lr"],
+                       warmup_steps=c["warmup"], weight_decay=c["weight_decay"], progress=False)
+        model.eval()
+        trained_seconds = time.perf_counter() - start
+        r = dict(seed=seed, curve=downsample(losses), params=sum(p.numel() for p in model.parameters()),
+                 losses=policy_losses(model, evals, c),
+                 topk_mass=topk_mass(model, evals["plain"][0], c["topk"], c["plain_from"]),
+                 train_seconds=round(trained_seconds, 1), seconds=round(time.perf_counter() - start, 1))
+        results["models"].append(r)
+        print(f"  seed {seed}: full {r['losses']['full']}  [{r['seconds']} s]", flush=True)
+        if seed == c["seeds"][0]:
+            trained.update({k: v.half() for k, v in model.state_dict().items()})
+    return results
+
+
+def mean_loss(out: dict, label: str, eval_set: str) -> float:
+    return float(np.mean([m["losses"][label][eval_set] for m in out["models"]]))
+
+
+def seed_losses(out: dict, label: str, eval_set: str) -> np.ndarray:
+    return np.array([m["losses"][label][eval_set] for m in out["models"]])
+
+
+def check_charlm(out: dict) -> None:
+    full = {e: seed_losses(out, "full", e) for e in ("plain", "repeat")}
+    for e in full:  # int8 keys and values cost under 0.001 nats/char in every seed, int4 under 0.02
+        assert np.abs(seed_losses(out, "int8", e) - full[e]).max() < 1e-3
+        assert np.abs(seed_losses(out, "int4", e) - full[e]).max() < 0.02
+    # the copy lies 64 positions back: windows of 8-32 cannot read it, top-8 retrieval reads it
+    for b in (8, 16, 32):
+        assert (seed_losses(out, f"window@{b}", "repeat") > full["repeat"] + 0.7).all()
+    assert (seed_losses(out, "retrieval@8", "repeat") - full["repeat"]).mean() < 0.01
+    # heavy hitters and sinks beat the window at budgets 16 and 32 on the repeats, in every seed
+    for b in (16, 32):
+        window = seed_losses(out, f"window@{b}", "repeat")
+        assert (seed_losses(out, f"heavy_hitter@{b}", "repeat") < window).all()
+        assert (seed_losses(out, f"sinks@{b}", "repeat") < window).all()
+    # honest negatives on plain text: the 8-slot window beats sinks + window in every seed (StreamingLLM's claim
+    # does not reproduce), and windows of 16-32 beat the full cache in every seed
+    assert (seed_losses(out, "sinks@8", "plain") > seed_losses(out, "window@8", "plain")).all()
+    for b in (16, 32):
+        assert (seed_losses(out, f"window@{b}", "plain") < full["plain"]).all()
+    # training-free merging of RoPE keys fails: even at 64 slots, 0.3 nats worse than full in every seed
+    for e in full:
+        assert (seed_losses(out, "merge@64", e) > full[e] + 0.3).all()
+
+
+def pattern_costs(L: int, head_dim: int) -> dict:
+    r = 16 if L <= 256 else 256
+    patterns = {
+        "dense (causal)": torch.ones(L, L, dtype=torch.bool).tril(),
+        "window 256": sliding_window_mask(L, min(256, L)),
+        "sinks 4 + window 252": sink_window_mask(L, min(252, L), n_sinks=4),
+        "global 64 + radius 128": global_local_mask(L, radius=min(128, L), n_global=min(64, L), causal=True),
+        "block-local 256": block_local_mask(L, min(256, L), causal=True),
+    }
+    out = {name: dict(entries=int(m.sum()), flops=mask_flops(m, head_dim)) for name, m in patterns.items()}
+    n_regions = L // r
+    out["routing top-4 of regions"] = dict(entries=min(4, n_regions) * r * L,
+                                           flops=2 * min(4, n_regions) * r * L * 2 * head_dim + 2 * n_regions ** 2 * head_dim)
+    return out
+
+
+def run_cost(quick: bool) -> dict:
+    L, Lt, D = (256, 256, 16) if quick else (4096, 2048, 64)
+    costs = pattern_costs(L, D)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 1, Lt, D, generator=g) for _ in range(3))
+    bs = 64
+    window = to_block_mask(sliding_window_mask(Lt, 256 if not quick else 64), bs)
+    dense = to_block_mask(torch.ones(Lt, Lt, dtype=torch.bool).tril(), bs)
+    times = {name: best_time(lambda m=m: block_sparse_attention(q, k, v, m, block_size=bs, causal=True), repeat=3)
+             for name, m in (("dense", dense), ("window", window))}
+    return dict(L=L, head_dim=D, patterns=costs, timing=dict(L=Lt, block_size=bs, window=256 if not quick else 64,
+                                                            seconds={k: round(v, 5) for k, v in times.items()},
+                                                            tiles={"dense": int(dense.sum()), "window": int(window.sum())}))
+
+
+def check_cost(out: dict) -> None:
+    p = out["patterns"]
+    dense = p["dense (causal)"]["entries"]
+    assert p["window 256"]["entries"] < dense / 7  # 256 of ~2048 keys on average at L = 4096
+    t = out["timing"]
+    # tiles visited: 1 + (window / block) per query block against ~n/2 for the dense causal mask
+    assert t["seconds"]["window"] < 0.5 * t["seconds"]["dense"]
+
+
+def report(name: str, r: dict) -> str:
+    if name == "masformer":
+        return "; ".join(f"{n} repeat {np.mean([r['repeat'] for r in rs]):.3f}" for n, rs in r["losses"].items())
+    if name == "lra":
+        return ", ".join(f"{p} {np.mean(a):.3f}" for p, a in r["accuracy"].items())
+    if name == "cost":
+        t = r["timing"]["seconds"]
+        return f"window / dense time at L={r['timing']['L']}: {t['window'] / t['dense']:.2f}"
+    tight = r["config"]["budgets"][0]
+    return (f"plain loss: full {mean_loss(r, 'full', 'plain'):.4f}, window@{tight} {mean_loss(r, f'window@{tight}', 'plain'):.4f}, "
+            f"sinks@{tight} {mean_loss(r, f'sinks@{tight}', 'plain'):.4f}")
+
+
+LRA = dict(seq_len=124, n_global=4, n_values=8, n_filler=8, d_model=32, n_layers=2, n_heads=2, radius=8, region=8,
+           k_top=2, batch=32, steps=400, lr=3e-3, warmup=20, eval_rows=512, seeds=SEEDS,
+           patterns=["dense", "window", "global+window", "routed"])
+LRA_QUICK = dict(LRA, seq_len=28, steps=3, warmup=1, eval_rows=16, seeds=[0])
+
+
+class PatternEncoder(nn.Module):
+    """A small bidirectional encoder whose attention is restricted by a named pattern; logits at the last position."""
+
+    def __init__(self, vocab_size: int, c: dict, pattern: str):
+        super().__init__()
+        d, L = c["d_model"], c["seq_len"] + c["n_global"]
+        self.c, self.pattern = c, pattern
+        self.embed, self.pos = nn.Embedding(vocab_size, d), nn.Embedding(L, d)
+        self.attn = nn.ModuleList(MultiHeadAttention(d, c["n_heads"]) for _ in range(c["n_layers"]))
+        self.ffn = nn.ModuleList(FeedForward(d) for _ in range(c["n_layers"]))
+        self.norms = nn.ModuleList(RMSNorm(d) for _ in range(2 * c["n_layers"] + 1))
+        self.head = nn.Linear(d, vocab_size)
+        g, r = c["n_global"], c["radius"]
+        fixed = {"window": global_local_mask(L, radius=r, n_global=0),
+                 "global+window": global_local_mask(L, radius=r, n_global=g)}
+        self.register_buffer("fixed_mask", fixed.get(pattern, torch.ones(L, L, dtype=torch.bool)), persistent=False)
+
+    def mix(self, layer: int, h: torch.Tensor) -> torch.Tensor:
+        attn = self.attn[layer]
+        q, k, v = attn.project_qkv(h, torch.arange(h.shape[1]))
+        mask = self.fixed_mask
+        if self.pattern == "routed":
+            mask = routing_mask(q, k, region_size=self.c["region"], k_top=self.c["k_top"])
+        return attn.combine(h, sdpa(q, k, v, mask=mask))
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        h = self.embed(idx) + self.pos(torch.arange(idx.shape[1]))
+        for layer in range(self.c["n_layers"]):
+            h = h + self.mix(layer, self.norms[2 * layer](h))
+            h = h + self.ffn[layer](self.norms[2 * layer + 1](h))
+        return self.head(self.norms[-1](h[:, -1]))
+
+
+def needle_rows(c: dict, n: int, generator: torch.Generator):
+    """Needle rows with ``n_global`` global-token ids prepended; returns inputs and the answers."""
+    batch = needle_retrieval(n, seq_len=c["seq_len"], n_values=c["n_values"], n_filler=c["n_filler"],
+                             min_distance=2 * c["radius"], generator=generator)
+    glob = torch.full((n, c["n_global"]), c["n_filler"] + c["n_values"] + 2)
+    return torch.cat([glob, batch.inputs], dim=1), batch.targets[:, -1]
+
+
+def run_lra(quick: bool) -> dict:
+    c = LRA_QUICK if quick else LRA
+    vocab = c["n_filler"] + c["n_values"] + 3
+    x_test, y_test = needle_rows(c, c["eval_rows"], torch.Generator().manual_seed(10_000))
+    out = dict(config=c, accuracy={p: [] for p in c["patterns"]}, params={})
+    for pattern in c["patterns"]:
+        for seed in c["seeds"]:
+            torch.manual_seed(seed)
+            model = PatternEncoder(vocab, c, pattern)
+            gen = torch.Generator().manual_seed(seed)
+            batches = iter(lambda: needle_rows(c, c["batch"], gen), None)
+            train(model, batches, steps=c["steps"], lr=c["lr"], warmup_steps=c["warmup"], progress=False,
+                  loss_fn=lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1]))
+            with torch.no_grad():
+                acc = (model(x_test).argmax(-1) == y_test).float().mean().item()
+            out["accuracy"][pattern].append(round(acc, 4))
+            out["params"][pattern] = sum(p.numel() for p in model.parameters())
+            print(f"  {pattern:14s} seed {seed}: accuracy {acc:.3f}", flush=True)
+    return out
+
+
+def check_lra(out: dict) -> None:
+    acc = {p: float(np.mean(a)) for p, a in out["accuracy"].items()}
+    chance = 1 / out["config"]["n_values"]
+    assert len(set(out["params"].values())) == 1, "the patterns change no parameter"
+    assert acc["window"] < chance + 0.1, "the needle lies beyond the window: chance"
+    assert acc["dense"] > 0.9
+
+
+MASFORMER = dict(steps=400, window=16, variants={"all full": None, "top layer full": [2], "all window": []})
+
+
+def run_masformer(quick: bool) -> dict:
+    c = dict(QUICK if quick else CONFIG, steps=5 if quick else MASFORMER["steps"])
+    tok, _, train_ids, starts, evals = data(c)
+    window = 4 if quick else MASFORMER["window"]
+    out = dict(config=c, window=window, variants={k: v for k, v in MASFORMER["variants"].items()}, losses={}, params={},
+               score_entries={})
+    L = c["seq_len"]
+    for name, full_layers in MASFORMER["variants"].items():
+        full_layers = [i for i in (full_layers if full_layers is not None else range(c["n_layers"])) if i < c["n_layers"]]
+        mixer = mixed_span_factory(full_layers, window=window)
+        out["losses"][name] = []
+        for seed in c["seeds"]:
+            torch.manual_seed(seed)
+            model = TransformerLM(TransformerConfig(tok.vocab_size + 1, c["d_model"], c["n_layers"], c["n_heads"],
+                                                    max_len=L, mixer=mixer))
+            gen = torch.Generator().manual_seed(seed)
+            train(model, batches(train_ids, starts, c, tok.vocab_size, gen), steps=c["steps"], lr=c["lr"],
+                  warmup_steps=c["warmup"], weight_decay=c["weight_decay"], progress=False)
+            model.eval()
+            with torch.no_grad():
+                r = {}
+                for e, (x, y, start) in evals.items():
+                    logits = model(x)[:, start:]
+                    r[e] = round(nn.functional.cross_entropy(logits.flatten(0, 1), y[:, start:].flatten()).item(), 5)
+            out["losses"][name].append(r)
+            out["params"][name] = sum(p.numel() for p in model.parameters())
+            print(f"  {name:15s} seed {seed}: {r}", flush=True)
+        per_layer = [L * (L + 1) // 2 if i in full_layers else int(sliding_window_mask(L, window).sum())
+                     for i in range(c["n_layers"])]
+        out["score_entries"][name] = sum(per_layer)
+    return out
+
+
+def check_masformer(out: dict) -> None:
+    assert len(set(out["params"].values())) == 1
+    mean = {name: {e: float(np.mean([r[e] for r in rs])) for e in ("plain", "repeat")} for name, rs in out["losses"].items()}
+    # all-window cannot copy from 64 back; one full layer on top can
+    assert mean["all window"]["repeat"] > mean["all full"]["repeat"] + 0.3
+    assert mean["top layer full"]["repeat"] < mean["all window"]["repeat"] - 0.3
+
+
+EXPERIMENTS = {"charlm": (run_charlm, check_charlm), "cost": (run_cost, check_cost), "lra": (run_lra, check_lra),
+               "masformer": (run_masformer, check_masformer)}
+
+
+def main(argv=None) -> None:
+    run_experiments(EXPERIMENTS, name="sparse", description=__doc__, report=report, argv=argv)
+    if trained:
+        torch.save(trained, artifact_path("sparse_charlm.pt"))
+
+
+if __name__ == "__main__":
+    main()
