@@ -41,7 +41,7 @@ from minilib.mixers import zoo
 # modules whose every public name the sweep must cover (the grader has its own tests; _private modules are internal)
 SWEPT = ("minilib.activations", "minilib.attention", "minilib.compress", "minilib.feedforward", "minilib.flash",
          "minilib.mixing", "minilib.models", "minilib.norms", "minilib.parallel", "minilib.positional",
-         "minilib.mixers", "minilib.scan", "minilib.signal_propagation", "minilib.ssm", "minilib.vision")
+         "minilib.mixers", "minilib.scan", "minilib.signal_propagation", "minilib.sparse", "minilib.ssm", "minilib.vision")
 # public names whose arguments are not user input to check (context managers over a model, registry readers)
 NOT_SWEPT = {"registered_mixers": "takes no argument", "TokenMixer": "abstract base class, no arguments",
              "calibrated_heads": "context manager over modules built by the library",
@@ -549,6 +549,61 @@ case(zoo.matched_d_ff, lambda: zoo.matched_d_ff("pool", zoo.make_task("recall", 
 case(zoo.count_parameters, lambda: zoo.count_parameters("model"), "model")
 case(zoo.train_classifier, lambda: zoo.train_classifier(torch.nn.Linear(2, 2), zoo.make_task("recall", n_train=4, n_test=4),
                                                          steps=0), "steps")
+
+# sparse, local and compressed attention (chapter 05)
+from minilib import sparse  # noqa: E402
+from minilib.sparse import cache_policies as policies, content, masks as sparse_masks, structured  # noqa: E402
+
+case(sparse_masks.sliding_window_mask, lambda: sparse.sliding_window_mask(8, 0), "window")
+case(sparse_masks.sliding_window_mask, lambda: sparse.sliding_window_mask(8, 3, S=4), "S", "T")
+case(sparse_masks.dilated_window_mask, lambda: sparse.dilated_window_mask(8, 3, dilation=0), "dilation")
+case(sparse_masks.sink_window_mask, lambda: sparse.sink_window_mask(8, 3, n_sinks=-1), "n_sinks")
+case(sparse_masks.global_local_mask, lambda: sparse.global_local_mask(8, radius=-1, n_global=1), "radius")
+case(sparse_masks.global_local_mask, lambda: sparse.global_local_mask(8, radius=1, n_global=9), "n_global")
+case(sparse_masks.block_local_mask, lambda: sparse.block_local_mask(8, 0), "block_size")
+case(sparse_masks.to_block_mask, lambda: sparse.to_block_mask(torch.ones(8, 8), 4), "mask")
+case(sparse_masks.to_block_mask, lambda: sparse.to_block_mask(torch.ones(8, 8, dtype=torch.bool), 0), "block_size")
+case(sparse_masks.mask_flops, lambda: sparse.mask_flops(torch.ones(8, 8, dtype=torch.bool), 0), "head_dim")
+case(content.topk_mask, lambda: sparse.topk_mask(torch.randn(2, 8, 8), 0), "k_top")
+qkv_cases(content.topk_attention, extra=lambda: {"k_top": 2})
+case(content.topk_attention, lambda: sparse.topk_attention(q, k, v, k_top=0), "k_top")
+case(content.routing_mask, lambda: sparse.routing_mask(q, k, region_size=5, k_top=1), "region_size")
+qkv_cases(content.bilevel_routing_attention, extra=lambda: {"region_size": 4, "k_top": 1})
+case(content.bilevel_routing_attention, lambda: sparse.bilevel_routing_attention(q, k, v, region_size=4, k_top=0), "k_top")
+qkv_cases(content.probsparse_attention)
+case(content.probsparse_attention, lambda: sparse.probsparse_attention(q, k, v, factor=0.0), "factor")
+case(content.kmeans, lambda: sparse.kmeans(torch.randn(10, 4), 0), "n_clusters")
+case(content.kmeans, lambda: sparse.kmeans(torch.randn(10, 4), 11), "n_clusters")
+q1, k1 = torch.randn(8, 16), torch.randn(12, 16)  # one head
+case(content.ivf_topk_attention, lambda: sparse.ivf_topk_attention(q, k1, k1, k_top=2, n_clusters=2, n_probe=1), "q")
+case(content.ivf_topk_attention, lambda: sparse.ivf_topk_attention(q1.tolist(), k1, k1, k_top=2, n_clusters=2, n_probe=1),
+     "q")
+case(content.ivf_topk_attention, lambda: sparse.ivf_topk_attention(q1, k1, k1, k_top=2, n_clusters=2, n_probe=3), "n_probe",
+     documented="An ``n_probe`` above ``n_clusters`` probes every cluster")
+case(content.ivf_topk_attention, lambda: sparse.ivf_topk_attention(q1, k1[:, :8], k1, k_top=2, n_clusters=2, n_probe=1),
+     "q", "k")
+qkv_cases(structured.combiner_attention, extra=lambda: {"block_size": 4})
+case(structured.combiner_weights, lambda: sparse.combiner_weights(q, k, block_size=0), "block_size")
+case(structured.combiner_score_count, lambda: sparse.combiner_score_count(0, 4), "T")
+case(structured.s2_block_masks, lambda: sparse.s2_block_masks(4, 0), "n_heads")
+case(structured.sentinel_mask, lambda: sparse.sentinel_mask(8, 0), "span")
+for cls in (policies.WindowCache, policies.SinkCache, policies.HeavyHitterCache, policies.TOVACache, policies.MergeCache,
+            policies.RetrievalCache):
+    case(cls, lambda cls=cls: cls(0), "budget", label=f"{cls.__name__}(budget=0)")
+    case(cls, lambda cls=cls: cls(4).append(k, v[:, :, :5]), "k", "v", label=f"{cls.__name__}: k, v lengths differ")
+case(policies.FullCache, lambda: policies.FullCache().append(k.tolist(), v), "k")
+case(policies.CachePolicy, lambda: policies.FullCache().observe(torch.rand(3)), "weights")
+case(policies.QuantizedCache, lambda: policies.QuantizedCache(bits=1), "bits")
+case(policies.swa_cache_policy, lambda: sparse.swa_cache_policy(8, recent_fraction=1.5), "recent_fraction")
+case(policies.quantize_symmetric, lambda: sparse.quantize_symmetric(torch.randn(4, 4), bits=1, dim=0), "bits")
+case(policies.make_policy, lambda: sparse.make_policy("lru", 8), "name")
+case(policies.cached_attention, lambda: sparse.cached_attention(q[:, :, :1], k[:, :, :1], v[:, :, :1], "cache"), "cache")
+case(policies.cached_attention, lambda: sparse.cached_attention(q[:, :, :1], k[:, :, :2], v[:, :, :2], policies.FullCache()),
+     "q", "k")
+case(sparse.SparseAttention, lambda: sparse.SparseAttention(32, 4, window=0), "window")
+case(sparse.SparseAttention, lambda: sparse.SparseAttention(32, 4, cache_policy="lru"), "cache_policy")
+case(sparse.SparseAttention, lambda: sparse.SparseAttention(32, 4, window=4)(torch.randn(2, 5, 16)), "x")
+case(sparse.mixed_span_factory, lambda: sparse.mixed_span_factory([0], window=0), "window")
 
 
 # ---------------------------------------------------------------------------------------------------------------

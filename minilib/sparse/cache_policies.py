@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from minilib._checks import check_nonnegative_int, check_positive_int, default_scale, require_tensor
+from minilib._checks import check_attention_inputs, check_nonnegative_int, check_positive_int, default_scale, require_tensor
 from minilib.attention import attention_weights, expand_kv_heads
 
 __all__ = ["CachePolicy", "FullCache", "WindowCache", "SinkCache", "HeavyHitterCache", "TOVACache", "MergeCache",
@@ -81,6 +81,7 @@ class CachePolicy:
 
     def observe(self, weights: torch.Tensor) -> None:
         """Take the new queries' attention ``(B, H, T, S)`` over the held slots and evict down to the budget."""
+        require_tensor("weights", weights, ndim=4, floating=True)
         B, H, T, S = weights.shape
         Hkv = self._pos.shape[1]
         per_kv = weights.view(B, Hkv, H // Hkv, T, S).mean(dim=2)  # (B, Hkv, T, S)
@@ -343,8 +344,12 @@ def cached_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: C
     full forward with that mask. With a budget at least the sequence length every policy but quantisation
     gives exact causal attention.
     """
-    require_tensor("q", q, ndim=4, floating=True)
+    if not isinstance(cache, CachePolicy):
+        raise TypeError(f"cache must be a CachePolicy (e.g. from make_policy), got {type(cache).__name__}")
+    check_attention_inputs(q, k, v, scale=scale)
     T = q.shape[2]
+    if k.shape[2] != T:
+        raise ValueError(f"q and k must hold the same new positions, got q {tuple(q.shape)}, k {tuple(k.shape)}")
     cache.append(k, v)
     keys, values, positions = cache.keys_values()
     H = q.shape[1]

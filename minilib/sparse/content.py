@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from minilib._checks import check_attention_inputs, check_positive_int, default_scale
+from minilib._checks import check_attention_inputs, check_positive_int, default_scale, require_tensor
 from minilib.attention import causal_mask, expand_kv_heads, sdpa
 
 __all__ = ["topk_mask", "topk_attention", "routing_mask", "bilevel_routing_attention", "probsparse_attention", "kmeans",
@@ -157,11 +157,14 @@ def ivf_topk_attention(q, k, v, *, k_top: int, n_clusters: int, n_probe: int, in
     RetrievalAttention use other search structures; k-means IVF stands in here.
 
     ``q (T, D)``, ``k (S, D)``, ``v (S, Dv)`` -> ``(out (T, Dv), scanned (T,))`` with ``scanned`` the fraction of
-    keys each query scored. See :cite:`mao2024iceformer,liu2024retrievalattention`.
+    keys each query scored. An ``n_probe`` above ``n_clusters`` probes every cluster (exact top-k).
+    See :cite:`mao2024iceformer,liu2024retrievalattention`.
     """
     for name, x in (("q", q), ("k", k), ("v", v)):
-        if x.ndim != 2:
-            raise ValueError(f"{name} must be 2-D (one head), got shape {tuple(x.shape)}")
+        require_tensor(name, x, ndim=2, floating=True)  # one head
+    if k.shape[1] != q.shape[1] or v.shape[0] != k.shape[0]:
+        raise ValueError(f"q (T, D), k (S, D) and v (S, Dv) must agree, got q {tuple(q.shape)}, k {tuple(k.shape)}, "
+                         f"v {tuple(v.shape)}")
     check_positive_int("k_top", k_top)
     check_positive_int("n_probe", n_probe)
     S, D = k.shape

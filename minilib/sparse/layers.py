@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from minilib._checks import check_nonnegative_int, check_positive_int, require_tensor
+from minilib._checks import check_last_dim, check_nonnegative_int, check_positive_int
 from minilib.attention import MultiHeadAttention, attend
 from minilib.mixing import register_mixer
-from minilib.sparse.cache_policies import CachePolicy, SinkCache, WindowCache, cached_attention, make_policy
+from minilib.sparse.cache_policies import POLICIES, CachePolicy, SinkCache, WindowCache, cached_attention, make_policy
 from minilib.sparse.masks import sink_window_mask
 
 __all__ = ["SparseAttention", "mixed_span_factory"]
@@ -34,6 +34,8 @@ class SparseAttention(MultiHeadAttention):
             raise ValueError(f"SparseAttention supports score='softmax' only, got {self.score!r}")
         self.window = None if window is None else check_positive_int("window", window)
         self.n_sinks = check_nonnegative_int("n_sinks", n_sinks)
+        if cache_policy is not None and cache_policy not in POLICIES:
+            raise ValueError(f"cache_policy must be None or one of {sorted(POLICIES)}, got {cache_policy!r}")
         if cache_policy is not None:
             make_policy(cache_policy, cache_budget, **(cache_kwargs or {}))  # fails early on bad names and budgets
         self.cache_policy, self.cache_budget, self.cache_kwargs = cache_policy, cache_budget, dict(cache_kwargs or {})
@@ -51,7 +53,7 @@ class SparseAttention(MultiHeadAttention):
         """``x (B, T, d_model) -> (B, T, d_model)``, causal; with ``cache`` only the new positions."""
         if unsupported:
             raise ValueError(f"SparseAttention takes only x and cache, got {sorted(unsupported)}")
-        require_tensor("x", x, ndim=3, floating=True)
+        check_last_dim("x", x, self.wq.in_features, ndim=3)
         if cache is not None and not isinstance(cache, CachePolicy):
             raise TypeError(f"cache must be a minilib.sparse.CachePolicy (from new_cache()), got {type(cache).__name__}")
         past = 0 if cache is None else cache.length
