@@ -4,7 +4,7 @@
     python tools/api_reference.py --check   # exit 1 if a page is missing, stale or left over
 
 A module is public when no part of its dotted name starts with ``_`` and it declares ``__all__``;
-deprecated alias modules (a module-level ``__getattr__`` that forwards moved names) are left out. Each
+deprecated alias modules (whose every name a module-level ``__getattr__`` forwards) are left out. Each
 page is a summary table, then Sphinx autodoc of every name *defined* in the module. A name a package
 only re-exports is listed on the package's page with a link to the module that defines it, so each
 object is documented once. The grader's hidden checks (``minilib.grade.checks``) are not reference.
@@ -73,8 +73,8 @@ def public_modules() -> list[Module]:
         if any(p.startswith("_") for p in dotted.split(".")) or dotted.startswith(SKIP_PACKAGES):
             continue
         mod = importlib.import_module(dotted)
-        if not hasattr(mod, "__all__") or "__getattr__" in vars(mod):
-            continue
+        if not hasattr(mod, "__all__") or not any(name in vars(mod) for name in mod.__all__):
+            continue  # no __all__, or a deprecated alias module whose every name is forwarded by __getattr__
         doc = inspect.getdoc(mod) or ""
         summary = doc.strip().splitlines()[0] if doc.strip() else ""
         entries = []
