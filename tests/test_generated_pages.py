@@ -81,18 +81,19 @@ def test_every_results_file_and_experiment_is_in_the_appendix():
         assert f"\n## `{name}`\n" in page, f"benchmarks/results/{path.name} is missing from book/performance.md"
         section = page.split(f"\n## `{name}`\n", 1)[1].split("\n## ", 1)[0]
         for experiment, r in json.loads(path.read_text(encoding="utf-8")).items():
-            row = re.search(rf"^\| `{re.escape(experiment)}` \|.*$", section, re.M)
-            assert row, f"{name}: experiment {experiment} has no row"
-            assert r["provenance"]["command"] in row.group(0) and r["provenance"]["date"] in row.group(0)
-            assert r["provenance"]["commit"][:12] in row.group(0)
+            rows = "\n".join(re.findall(rf"^\| `{re.escape(experiment)}` \|.*$", section, re.M))
+            assert rows.count("\n") == 1, f"{name}: experiment {experiment} needs a claims row and a provenance row"
+            prov = r["provenance"]
+            assert prov["command"] in rows and prov["date"] in rows and prov["commit"][:12] in rows
     for png in RESULTS.glob("*.png"):
         assert f"../benchmarks/results/{png.name}" in page, f"{png.name} is not shown in the appendix"
 
 
 def test_saved_claims_pass_their_checks():
     """The appendix re-runs each check on the saved numbers; a committed result that fails its claim is a defect."""
-    rows = [ln for ln in APPENDIX.read_text(encoding="utf-8").splitlines() if ln.startswith("| `")]
-    failing = [ln.split("|")[1].strip() for ln in rows if "| passes |" not in ln]
+    rows = [ln for ln in APPENDIX.read_text(encoding="utf-8").splitlines()
+            if ln.startswith("| `") and ln.count(" | ") == 3]  # the claims rows: experiment, claims, measured, check
+    failing = [ln.split("|")[1].strip() for ln in rows if not ln.endswith("| passes |")]
     assert rows and not failing, f"experiments whose saved result fails its check: {failing}"
 
 
@@ -111,3 +112,14 @@ def test_check_notices_a_missing_results_file(tmp_path):
     assert result.returncode == 1 and "performance.md" in result.stderr
     subprocess.run([sys.executable, "tools/performance_appendix.py"], cwd=tmp_path, check=True, capture_output=True)
     assert "\n## `zz_new`\n" in (tmp_path / "book" / "performance.md").read_text()
+
+
+def test_docstring_math_becomes_sphinx_math():
+    sys.path[:0] = [str(ROOT / "tools")]
+    from sphinx_minilib import convert
+
+    assert convert(r"mask $s \le t$, so $x$s") == r"mask :math:`s \le t`, so :math:`x`\ s"
+    assert convert("a ``$literal$`` stays") == "a ``$literal$`` stays"
+    block = convert("Text.\n\n  $$ a = \\text{``b``} $$\n\nMore.")
+    assert "  .. math::\n\n     a = \\text{``b``}\n" in block and "$" not in block
+    assert convert("inline $$x+1$$ too") == "inline :math:`x+1` too"

@@ -1,4 +1,4 @@
-"""Sphinx extension for the minilib reference (book/reference/, autodoc).
+"""Sphinx extension of the book: the minilib reference (book/reference/, autodoc), launch buttons, alt text.
 
 1. Math: minilib's docstrings write math as ``$...$`` and ``$$...$$``, as the notebooks do. autodoc parses
    docstrings as reStructuredText, where a dollar is a dollar, so inline math becomes the ``:math:`` role
@@ -11,6 +11,9 @@
    A name that exists nowhere stays a warning, so ``-W -n`` still catches typos.
 3. Launch buttons: the Binder and Colab buttons of _config.yml appear only once its one repository
    setting (``repository.url``) is filled in; while it is empty they are switched off here.
+4. Alt text: a figure a notebook cell draws has no alt text of its own (docutils would use its file
+   path). It gets "Figure: <the titles the cell's code sets>, in <section>" from the cell and the
+   heading above it, unless the cell's metadata gives one.
 """
 from __future__ import annotations
 
@@ -42,15 +45,15 @@ def _inline(text: str) -> str:
 
 def convert(text: str) -> str:
     """``text`` with ``$$...$$`` lines as ``.. math::`` blocks and ``$...$`` as ``:math:`...```."""
+    text = _DISPLAY.sub(_display, text)  # first: display math may hold ``literals`` (\\text{``normalized``})
     parts = _LITERAL.split(text)
     out = []
     for i, part in enumerate(parts):
         if i % 2:  # a ``literal``
             out.append(part)
             continue
-        part = _DISPLAY.sub(_display, part)
-        part = re.sub(r"\$\$(.+?)\$\$", lambda m: f"$${m.group(1)}$$".replace("$$", "$", 2)
-                      if "\n" not in m.group(1) else m.group(0), part, flags=re.S)  # inline $$..$$ mid-sentence
+        part = re.sub(r"\$\$(.+?)\$\$", lambda m: f"${m.group(1)}$" if "\n" not in m.group(1) else m.group(0), part,
+                      flags=re.S)  # $$...$$ in the middle of a sentence is inline math
         out.append(_inline(part))
     return "".join(out)
 
@@ -129,7 +132,34 @@ def _launch_buttons_need_a_repository(app, config):
         options["launch_buttons"] = launch
 
 
+_TITLE = re.compile(r"""(?:set_title|suptitle|title)\(\s*(?:rf|fr|f|r)?(["'])(.+?)\1""")
+
+
+def _text(node) -> str:
+    return " ".join(node.astext().split())
+
+
+def figure_alt_text(app, doctree, docname):
+    """Alt text for cell-output images that have none (see the module docstring)."""
+    from docutils import nodes
+
+    for image in doctree.findall(nodes.image):
+        if image.get("alt"):
+            continue
+        cell = image.parent
+        while cell is not None and "cell" not in cell.get("classes", []):
+            cell = cell.parent
+        section = image.parent
+        while section is not None and not isinstance(section, nodes.section):
+            section = section.parent
+        code = next(iter(cell.findall(nodes.literal_block)), None) if cell is not None else None
+        titles = [re.sub(r"[{}$\\]", "", t[1]) for t in _TITLE.findall(code.astext())] if code is not None else []
+        where = _text(section[0]) if section is not None and len(section) else docname
+        image["alt"] = "Figure: " + (f"{'; '.join(titles)}, in " if titles else "") + where
+
+
 def setup(app):
+    app.connect("doctree-resolved", figure_alt_text)
     app.connect("config-inited", _launch_buttons_need_a_repository)
     app.connect("autodoc-process-docstring", _process)
     app.connect("missing-reference", _missing_reference)
