@@ -186,6 +186,19 @@ def test_chapter_shows_the_claims_it_records(html_dir, docname):
         assert f"Paper claim, {c.status} ({c.paper})" in text, f"{docname}: claim {c.paper} not shown as {c.status}"
 
 
+@pytest.mark.parametrize("docname", CHAPTERS)
+def test_chapter_opens_with_what_it_builds_and_links_glossary_terms(html_dir, docname):
+    page = _page(html_dir, docname).read_text(encoding="utf-8")
+    box = page.split('chapter-opening', 1)
+    assert len(box) == 2, f"{docname}: no 'In this chapter' box under the title"
+    box = box[1].split("</div>", 2)[0] + box[1].split("</div>", 2)[1]
+    assert "What you will build in minilib" in box and "book/reference/minilib." in box
+    openings = yaml.safe_load((ROOT / "book" / "data" / "chapters.yml").read_text(encoding="utf-8"))
+    if docname in openings:
+        assert "Prerequisites" in box and "You will learn to" in box
+    assert 'class="glossary-link' in page, f"{docname}: no first use of a glossary term is linked"
+
+
 def test_launch_buttons_follow_the_repository_setting(html_dir):
     config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
     page = _page(html_dir, CHAPTERS[0]).read_text(encoding="utf-8")

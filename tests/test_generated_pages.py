@@ -45,7 +45,7 @@ def public_modules():
     return out
 
 
-@pytest.mark.parametrize("tool", ["tools/api_reference.py", "tools/performance_appendix.py"])
+@pytest.mark.parametrize("tool", ["tools/api_reference.py", "tools/performance_appendix.py", "tools/glossary.py"])
 def test_generated_pages_are_up_to_date(tool):
     result = subprocess.run([sys.executable, tool, "--check"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -123,3 +123,17 @@ def test_docstring_math_becomes_sphinx_math():
     block = convert("Text.\n\n  $$ a = \\text{``b``} $$\n\nMore.")
     assert "  .. math::\n\n     a = \\text{``b``}\n" in block and "$" not in block
     assert convert("inline $$x+1$$ too") == "inline :math:`x+1` too"
+
+
+def test_chapter_openings_and_glossary_name_real_chapters():
+    import yaml
+
+    openings = yaml.safe_load((ROOT / "book" / "data" / "chapters.yml").read_text(encoding="utf-8"))
+    glossary = yaml.safe_load((ROOT / "book" / "data" / "glossary.yml").read_text(encoding="utf-8"))
+    for docname, info in openings.items():
+        assert (ROOT / f"{docname}.ipynb").is_file(), f"chapters.yml: no notebook {docname}"
+        assert info["prerequisites"] and info["goals"]
+    for entry in glossary:
+        nb = (ROOT / f"{entry['chapter']}.ipynb").read_text(encoding="utf-8")
+        assert entry["term"].split()[0].lower() in nb.lower(), f"glossary: {entry['chapter']} never uses {entry['term']!r}"
+    assert len({e["term"].lower() for e in glossary}) == len(glossary), "a glossary term is listed twice"

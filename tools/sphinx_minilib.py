@@ -11,6 +11,10 @@
    A name that exists nowhere stays a warning, so ``-W -n`` still catches typos.
 3. Launch buttons: the Binder and Colab buttons of _config.yml appear only once its one repository
    setting (``repository.url``) is filled in; while it is empty they are switched off here.
+5. Chapter openings: under each chapter's title, a box with its prerequisites and learning goals
+   (book/data/chapters.yml) and "what you will build": the minilib names the chapter ``show()``s, read
+   from its code cells and linked to their reference entries. The first use of each glossary term in
+   a chapter's prose links to the glossary.
 4. Alt text: a figure a notebook cell draws has no alt text of its own (docutils would use its file
    path). It gets "Figure: <the titles the cell's code sets>, in <section>" from the cell and the
    heading above it, unless the cell's metadata gives one.
@@ -158,7 +162,134 @@ def figure_alt_text(app, doctree, docname):
         image["alt"] = "Figure: " + (f"{'; '.join(titles)}, in " if titles else "") + where
 
 
+def _shown_names(nb: dict) -> list[str]:
+    """Dotted minilib names a notebook passes to ``show()``, resolved through its imports, in order."""
+    import ast
+
+    aliases, shown = {}, []
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        try:
+            tree = ast.parse("\n".join(ln for ln in "".join(cell["source"]).splitlines()
+                                       if not ln.lstrip().startswith(("%", "!"))))
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    aliases[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                for a in node.names:
+                    aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+            elif (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "show" and node.args
+                  and isinstance(node.args[0], (ast.Name, ast.Attribute))):
+                head, _, rest = ast.unparse(node.args[0]).partition(".")
+                dotted = aliases.get(head, head) + ("." + rest if rest else "")
+                if dotted.startswith("minilib") and dotted not in shown:
+                    shown.append(dotted)
+    return shown
+
+
+def chapter_opening(app, doctree):
+    """The "In this chapter" box under a chapter's title (see the module docstring)."""
+    import json
+    from pathlib import Path
+
+    import yaml
+    from docutils import nodes
+    from sphinx import addnodes
+
+    docname = app.env.docname
+    if not docname.startswith("chapters/"):
+        return
+    data_file = Path(app.srcdir) / "book" / "data" / "chapters.yml"
+    info = (yaml.safe_load(data_file.read_text(encoding="utf-8")) or {}).get(docname, {}) if data_file.exists() else {}
+    nb = json.loads(Path(app.env.doc2path(docname)).read_text(encoding="utf-8"))
+    built = []
+    for dotted in _shown_names(nb):
+        obj = _lookup(dotted)
+        name = canonical_name(obj) if obj is not None else None
+        if name is None or any(p.startswith("_") for p in name.split(".")):
+            continue
+        module = _lookup(name.rsplit(".", 1)[0]) if not inspect.ismodule(obj) else obj
+        if not inspect.ismodule(obj) and name.rsplit(".", 1)[1] not in getattr(module, "__all__", ()):
+            continue
+        label = name.rsplit(".", 1)[1]
+        ref = addnodes.pending_xref("", nodes.literal(label, label), refdomain="py",
+                                    reftype="mod" if inspect.ismodule(obj) else "obj", reftarget=name,
+                                    refexplicit=True, refwarn=True, refdoc=docname)
+        if all(r["reftarget"] != name for r in built):
+            built.append(ref)
+    box = nodes.admonition(classes=["chapter-opening", "tip"])
+    box += nodes.title("", "In this chapter")
+    items = nodes.bullet_list()
+    if info.get("prerequisites"):
+        items += nodes.list_item("", nodes.paragraph("", "", nodes.strong("", "Prerequisites: "),
+                                                     nodes.Text(info["prerequisites"])))
+    if info.get("goals"):
+        goals = nodes.bullet_list()
+        for goal in info["goals"]:
+            goals += nodes.list_item("", nodes.paragraph("", goal))
+        items += nodes.list_item("", nodes.paragraph("", "", nodes.strong("", "You will learn to:")), goals)
+    if built:
+        para = nodes.paragraph("", "", nodes.strong("", "What you will build in minilib: "))
+        for i, ref in enumerate(built):
+            para += [nodes.Text(", ")] if i else []
+            para += ref
+        items += nodes.list_item("", para)
+    if not len(items):
+        return
+    box += items
+    section = next(iter(doctree.findall(nodes.section)), None)
+    if section is not None:
+        section.insert(1, box)
+
+
+def glossary_first_uses(app, doctree, docname):
+    """Link the first use of each glossary term in a chapter's prose to its glossary entry."""
+    from docutils import nodes
+
+    if not docname.startswith("chapters/"):
+        return
+    std = app.env.get_domain("std")
+    terms = {name: (doc, anchor) for (kind, name), (doc, anchor) in std.objects.items() if kind == "term"}
+    skip = (nodes.literal, nodes.literal_block, nodes.reference, nodes.title, nodes.math, nodes.math_block,
+            nodes.raw, nodes.image)
+    for term, (doc, anchor) in sorted(terms.items(), key=lambda kv: -len(kv[0])):
+        pattern = re.compile(rf"(?<![\w-]){re.escape(term)}(?![\w-])", re.I)
+        for text in doctree.findall(nodes.Text):
+            parent = text.parent
+            if (not isinstance(parent, nodes.paragraph) or any(isinstance(a, skip) for a in _ancestors(text))
+                    or {"cell", "chapter-opening"} & set(_classes(text))):
+                continue
+            match = pattern.search(text.astext())
+            if not match:
+                continue
+            uri = app.builder.get_relative_uri(docname, doc) + "#" + anchor
+            before, word, after = text.astext()[:match.start()], match.group(0), text.astext()[match.end():]
+            link = nodes.reference("", word, refuri=uri, classes=["glossary-link"], reftitle="glossary")
+            index = next(i for i, child in enumerate(parent.children) if child is text)
+            del parent.children[index]  # by identity: Text nodes compare equal by their string
+            for j, piece in enumerate(p for p in (nodes.Text(before), link, nodes.Text(after)) if p.astext()):
+                parent.insert(index + j, piece)
+            break
+
+
+def _ancestors(node):
+    node = node.parent
+    while node is not None:
+        yield node
+        node = node.parent
+
+
+def _classes(node):
+    return [c for a in _ancestors(node) for c in a.get("classes", [])]
+
+
 def setup(app):
+    app.connect("doctree-read", chapter_opening)
+    app.connect("doctree-resolved", glossary_first_uses)
     app.connect("doctree-resolved", figure_alt_text)
     app.connect("config-inited", _launch_buttons_need_a_repository)
     app.connect("autodoc-process-docstring", _process)
