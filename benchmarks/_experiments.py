@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -64,12 +65,25 @@ def git_commit() -> str:
         return "unknown"
 
 
+def machine() -> str:
+    """The CPU model, its logical core count and the OS, e.g. ``"AMD EPYC 7B13, 2 CPUs, Linux x86_64"``."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} CPUs, {platform.system()} {platform.machine()}"
+
+
 def provenance(threads: int) -> dict:
-    """How a result was made: command line, commit, UTC date, versions and torch threads."""
+    """How a result was made: command line, commit, UTC date, machine, versions and torch threads."""
     script = Path(sys.argv[0]).resolve()
     script = script.relative_to(ROOT) if script.is_relative_to(ROOT) else script
     return {"command": " ".join(["python", str(script), *sys.argv[1:]]), "commit": git_commit(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
             "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
             "threads": threads}
 

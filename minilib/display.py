@@ -2,9 +2,10 @@
 
 import inspect
 import re
+import sys
 import textwrap
 
-__all__ = ["source_markdown", "show", "show_table"]
+__all__ = ["source_markdown", "reference_href", "show", "show_table"]
 
 
 def _fence(text: str) -> str:
@@ -22,11 +23,36 @@ def source_markdown(obj) -> str:
     return f"{fence}python\n{src}\n{fence}"
 
 
+def reference_href(obj) -> str | None:
+    """Link from a chapter page to ``obj``'s entry in the book's minilib reference, or None if it has none.
+
+    The reference (``tools/api_reference.py``) documents every name of a public module's ``__all__``
+    where it is defined; a method links to its class.
+    """
+    if inspect.ismodule(obj):
+        home, name, anchor = obj.__name__, None, f"module-{obj.__name__}"
+    else:
+        home, qualname = getattr(obj, "__module__", None) or "", getattr(obj, "__qualname__", "")
+        name = qualname.split(".")[0]
+        anchor = f"{home}.{name}"
+    module = sys.modules.get(home)
+    if (not home.startswith("minilib") or any(part.startswith("_") for part in home.split("."))
+            or home.startswith("minilib.grade.checks") or module is None or not hasattr(module, "__all__")
+            or not any(n in vars(module) for n in module.__all__) or (name is not None and name not in module.__all__)):
+        return None
+    return f"../book/reference/{home}.html#{anchor}"
+
+
 def show(obj) -> None:
-    """Display the source of ``obj`` as a highlighted code block in the notebook and the book."""
+    """Display the source of ``obj`` as a highlighted code block, with a link to its reference entry in the book."""
     from IPython.display import Markdown, display
 
-    display(Markdown(source_markdown(obj)))
+    text = source_markdown(obj)
+    href = reference_href(obj)
+    if href is not None:
+        label = href.rpartition("#")[2].removeprefix("module-")
+        text += f'\n\n<a class="reference-link" href="{href}">reference: <code>{label}</code></a>'
+    display(Markdown(text))
 
 
 def show_table(rows, headers) -> None:

@@ -1,7 +1,9 @@
-"""What chapters and benchmarks share: timing a call, and finding the committed benchmark results.
+"""What chapters and benchmarks share: timing a call, finding the committed benchmark results, recording a claim.
 
 A chapter reads the results that ``benchmarks/<name>.py`` saved through :func:`load_results`, never
 through the working directory, so a notebook runs wherever minilib is installed from the repository.
+A chapter states the outcome of each paper it implements with :func:`claim`; the book's paper index is
+generated from those calls (``tools/paper_index.py``).
 """
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ from typing import Callable
 
 from minilib._checks import check_positive_int
 
-__all__ = ["RESULTS_DIR", "results_path", "load_results", "best_time"]
+__all__ = ["RESULTS_DIR", "CLAIM_STATUSES", "results_path", "load_results", "best_time", "claim"]
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+#: What :func:`claim` may record, with the value its ``evidence`` must have.
+CLAIM_STATUSES = {"reproduced": True, "does not reproduce at toy scale": False}
 
 
 def results_path(filename: str) -> Path:
@@ -45,3 +49,31 @@ def best_time(fn: Callable[[], object], *, repeat: int = 5, warmup: int = 1) -> 
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def claim(paper: str, status: str, *, section: str, function: str, test: str, evidence: bool) -> str:
+    """Record in a chapter the outcome of the claim of ``paper`` (its references.bib key), checked against ``evidence``.
+
+    ``evidence`` is the chapter's own computed verdict on the toy claim (e.g. ``speedup >= 2``): it must be
+    ``True`` for ``"reproduced"`` and ``False`` for ``"does not reproduce at toy scale"``, so a status that
+    disagrees with the numbers the chapter computed stops the chapter. ``section`` is the heading of the
+    chapter section that shows the claim, ``function`` the dotted minilib name that implements it and
+    ``test`` the pytest node that proves it; ``tools/paper_index.py`` reads these calls from the notebooks
+    and the tests check that each one exists. Displays one line in the page and returns it.
+    """
+    if status not in CLAIM_STATUSES:
+        raise ValueError(f"status must be one of {sorted(CLAIM_STATUSES)}, got {status!r}")
+    for name, value in (("paper", paper), ("section", section), ("function", function), ("test", test)):
+        if not isinstance(value, str) or not value.strip():
+            raise TypeError(f"{name} must be a non-empty string, got {value!r}")
+    if not isinstance(evidence, bool):
+        evidence = bool(getattr(evidence, "item", lambda: evidence)())
+    if evidence is not CLAIM_STATUSES[status]:
+        raise ValueError(f"claim {paper!r}: status {status!r} disagrees with the evidence computed here ({evidence})")
+    line = f"**Paper claim, {status}** ({paper}): implemented by `{function}`, proved by `{test}`."
+    try:
+        from IPython.display import Markdown, display
+    except ImportError:  # pragma: no cover - minilib runs without IPython; the line is still returned
+        return line
+    display(Markdown(line))
+    return line

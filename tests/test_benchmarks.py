@@ -42,7 +42,7 @@ def test_quick_run(script, tmp_path):
     experiments = {k: v for k, v in results.items() if isinstance(v, dict) and "provenance" in v}
     assert experiments, f"{script.name} saved no experiment with provenance"
     for name, r in experiments.items():
-        assert {"command", "commit", "date", "python", "torch", "threads"} <= set(r["provenance"]), name
+        assert {"command", "commit", "date", "machine", "python", "torch", "threads"} <= set(r["provenance"]), name
     after = {p: p.read_bytes() for p in (ROOT / "benchmarks" / "results").iterdir()}
     changed = sorted(p.name for p in set(after) | set(committed) if after.get(p) != committed.get(p))
     assert not changed, f"{script.name} --quick changed committed results: {changed}"

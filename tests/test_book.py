@@ -1,9 +1,16 @@
-"""Build the book as `make book` does and check it the way a reader sees it.
+"""Build the book as `make book` does and check every page the way a reader sees it.
 
-One build per session (warnings are errors), then: every page of _toc.yml exists, chapters
-have figures and no error output, exercises are not executed; and in headless Chromium,
-served from 127.0.0.1 with no network: math is typeset by the offline MathJax, no raw TeX is
-left, saved widgets render, and a screenshot of each chapter is a real picture.
+One build per session (warnings are errors), then on the built HTML: every page of _toc.yml exists,
+no page shows error output, every local link and image resolves (with its #anchor), chapters have
+figures with alt text and show each paper claim they record, exercises are not executed, launch
+buttons follow the repository setting, and each page's weight is reported. In headless Chromium,
+served from 127.0.0.1 with no network: on every page with math, MathJax (offline) typesets it and no
+raw TeX is left; saved widgets render; show_table outputs are tables; the offline search finds each
+chapter by a word of its title; screenshots of the intro, the first chapter and the first exercise
+page are kept in _build/test-artifacts/ with the page-weight report.
+
+Set BOOK_HTML_DIR to a built _build/html to check that build instead of building (a quick check
+while editing pages; the full suite builds).
 """
 
 from __future__ import annotations
@@ -33,20 +40,38 @@ CHROMIUM_FLAGS = [
 ]
 
 
+ARTIFACTS = ROOT / "_build" / "test-artifacts"
+
+
+def _entries(items):
+    """Docnames of a list of _toc.yml entries, depth first, ``glob`` entries expanded like the build does."""
+    out = []
+    for item in items:
+        if "file" in item:
+            out.append(item["file"])
+        elif "glob" in item:
+            out += sorted(str(p.relative_to(ROOT).with_suffix("")) for p in ROOT.glob(item["glob"] + ".*")
+                          if p.suffix in (".md", ".ipynb"))
+        out += _entries(item.get("sections", []))
+    return out
+
+
 def _toc_files():
-    """{part caption: [file, ...]} and the root file, from _toc.yml."""
+    """The root file and every docname of _toc.yml, in order."""
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
-    parts = {p["caption"]: [c["file"] for c in p["chapters"]] for p in toc["parts"]}
-    return toc["root"], parts
+    return toc["root"], [f for part in toc["parts"] for f in _entries(part["chapters"])]
 
 
-ROOT_FILE, PARTS = _toc_files()
-CHAPTERS = PARTS["Chapters"]
-ALL_PAGES = [ROOT_FILE] + [f for files in PARTS.values() for f in files]
+ROOT_FILE, TOC_FILES = _toc_files()
+ALL_PAGES = [ROOT_FILE] + TOC_FILES
+CHAPTERS = [f for f in TOC_FILES if f.startswith("chapters/")]
+EXERCISES = [f for f in TOC_FILES if f.startswith("exercises/")]
 
 
 @pytest.fixture(scope="module")
 def html_dir(tmp_path_factory):
+    if os.environ.get("BOOK_HTML_DIR"):
+        return Path(os.environ["BOOK_HTML_DIR"])
     if not (OFFLINE / ".complete").exists():
         fetch = subprocess.run(["bash", "tools/fetch_offline_assets.sh", str(OFFLINE)], cwd=ROOT,
                                capture_output=True, text=True)
@@ -102,11 +127,102 @@ def test_no_error_output(html_dir, docname):
     assert not re.search(r'class="[^"]*\boutput traceback\b', html), f"{docname} shows an error output"
 
 
-@pytest.mark.parametrize("docname", PARTS["Exercises"])
+@pytest.mark.parametrize("docname", EXERCISES)
 def test_exercises_are_shown_unexecuted(html_dir, docname):
     html = _page(html_dir, docname).read_text(encoding="utf-8")
     assert 'class="cell_input' in html
     assert 'class="cell_output' not in html, f"{docname} was executed; exercises must be shown as given"
+
+
+_LINK = re.compile(r'<(?:a|img|link|script)\b[^>]*?\b(?:href|src)="([^"]*)"', re.I)
+
+
+def _local_targets(page):
+    """(url, file, fragment) of every local link, image, stylesheet and script of a built page."""
+    out = []
+    for url in _LINK.findall(page.read_text(encoding="utf-8")):
+        url = html.unescape(url)
+        if not url or re.match(r"^([a-z][a-z0-9+.-]*:|//)", url, re.I):
+            continue  # external (http:, mailto:, data:, javascript:) - the book has no network to check them with
+        path, _, fragment = url.partition("#")
+        path = path.split("?", 1)[0]
+        out.append((url, (page.parent / path).resolve() if path else page, fragment))
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _ids(file):
+    return set(re.findall(r'\bid="([^"]+)"', Path(file).read_text(encoding="utf-8", errors="replace")))
+
+
+@pytest.mark.parametrize("docname", ALL_PAGES)
+def test_local_links_and_images_resolve(html_dir, docname):
+    page = _page(html_dir, docname)
+    broken = []
+    for url, file, fragment in _local_targets(page):
+        if not file.exists():
+            broken.append(url)
+        elif fragment and file.suffix == ".html" and fragment not in _ids(str(file)):
+            broken.append(url + " (no such anchor)")
+    assert not broken, f"{docname}: broken local links {broken[:10]}"
+
+
+@pytest.mark.parametrize("docname", CHAPTERS)
+def test_chapter_images_have_alt_text(html_dir, docname):
+    imgs = re.findall(r"<img\b[^>]*>", _page(html_dir, docname).read_text(encoding="utf-8"))
+    alts = [(tag, re.search(r'\balt="([^"]*)"', tag)) for tag in imgs]
+    missing = [tag[:120] for tag, alt in alts if not alt or not alt.group(1) or alt.group(1).endswith(".png")]
+    assert not missing, f"{docname}: {len(missing)} of {len(imgs)} images have no alt text, e.g. {missing[:2]}"
+
+
+@pytest.mark.parametrize("docname", CHAPTERS)
+def test_chapter_shows_the_claims_it_records(html_dir, docname):
+    """The paper index's statuses come from these calls; the executed page proves they ran and agreed."""
+    sys.path[:0] = [str(ROOT / "tools")]
+    from paper_index import notebook_claims
+
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", _page(html_dir, docname).read_text(encoding="utf-8")))
+    for c in notebook_claims(ROOT / f"{docname}.ipynb"):
+        assert f"Paper claim, {c.status} ({c.paper})" in text, f"{docname}: claim {c.paper} not shown as {c.status}"
+
+
+@pytest.mark.parametrize("docname", CHAPTERS)
+def test_chapter_opens_with_what_it_builds_and_links_glossary_terms(html_dir, docname):
+    page = _page(html_dir, docname).read_text(encoding="utf-8")
+    box = page.split('chapter-opening', 1)
+    assert len(box) == 2, f"{docname}: no 'In this chapter' box under the title"
+    box = box[1].split("</div>", 2)[0] + box[1].split("</div>", 2)[1]
+    assert "What you will build in minilib" in box and "book/reference/minilib." in box
+    openings = yaml.safe_load((ROOT / "book" / "data" / "chapters.yml").read_text(encoding="utf-8"))
+    if docname in openings:
+        assert "Prerequisites" in box and "You will learn to" in box
+    assert 'class="glossary-link' in page, f"{docname}: no first use of a glossary term is linked"
+
+
+def test_launch_buttons_follow_the_repository_setting(html_dir):
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    page = _page(html_dir, CHAPTERS[0]).read_text(encoding="utf-8")
+    has_launch = "mybinder.org" in page or "colab.research.google.com" in page
+    assert has_launch == bool(config["repository"]["url"]), "launch buttons must appear exactly when repository.url is set"
+    assert ".ipynb" in page and "btn-download-source-button" in page, "every notebook page offers its .ipynb"
+
+
+def _page_weight(html_dir, docname):
+    """Bytes of the page and of every distinct local file it loads (images, styles, scripts)."""
+    page = _page(html_dir, docname)
+    files = {page} | {f for url, f, _ in _local_targets(page)
+                      if f.is_file() and not url.split("#")[0].endswith(".html") and f.suffix != ".ipynb"}
+    return sum(f.stat().st_size for f in files)
+
+
+def test_page_weight_is_reported(html_dir):
+    weights = {d: _page_weight(html_dir, d) for d in ALL_PAGES}
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    lines = [f"{w / 2**20:8.2f} MiB  {d}" for d, w in sorted(weights.items(), key=lambda kv: -kv[1])]
+    (ARTIFACTS / "page-weights.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines[:10]))
+    heavy = {d: w for d, w in weights.items() if w > 30 * 2**20}
+    assert not heavy, f"pages over 30 MiB with what they load: {heavy}"
 
 
 # ---------------------------------------------------------------------------- browser checks
@@ -164,14 +280,28 @@ def _visible_text(dom):
     return re.sub(r"<[^>]+>", " ", dom)
 
 
-MATH_PAGES = CHAPTERS + ["book/notation"]
+def _has_math(docname):
+    """Whether a page's source has math: the chapters and notation, and the reference pages of docstrings with $."""
+    src = next((ROOT / f"{docname}{ext}" for ext in (".ipynb", ".md") if (ROOT / f"{docname}{ext}").exists()), None)
+    if docname.startswith("book/reference/minilib"):
+        module = ROOT / docname.rpartition("/")[2].replace(".", "/")
+        src = module.with_suffix(".py") if module.with_suffix(".py").exists() else module / "__init__.py"
+    return src is not None and "$" in src.read_text(encoding="utf-8")
+
+
+MATH_PAGES = [d for d in ALL_PAGES if _has_math(d)]
+
+
+def test_math_pages_include_chapters_and_reference():
+    assert set(CHAPTERS) <= set(MATH_PAGES) and "book/notation" in MATH_PAGES
+    assert any(d.startswith("book/reference/") for d in MATH_PAGES)
 
 
 @pytest.mark.parametrize("docname", MATH_PAGES)
 def test_math_is_typeset(html_dir, rendered, docname):
     static = _page(html_dir, docname).read_text(encoding="utf-8")
     n_math = len(re.findall(r'class="math\b', static))
-    assert n_math > 0, f"{docname} has no math to check"
+    assert n_math > 0, f"{docname} has $ in its source but no math in the page (raw TeX?)"
     dom = rendered(docname)
     n_typeset = dom.count("<mjx-container")
     assert n_typeset >= n_math, f"{docname}: {n_math} formulas in the page, {n_typeset} typeset by MathJax"
@@ -220,13 +350,31 @@ def test_show_table_renders_tables(rendered, docname):
                                      f"{n_tables} <table>:\n{src[:300]}")
 
 
+def _search_word(docname):
+    """The longest word of the chapter's title: what a reader would type to find it."""
+    nb = json.loads((ROOT / f"{docname}.ipynb").read_text(encoding="utf-8"))
+    title = next(ln for c in nb["cells"] if c["cell_type"] == "markdown"
+                 for ln in "".join(c["source"]).splitlines() if ln.startswith("# "))
+    return max(re.findall(r"[A-Za-z]{4,}", title), key=len)
+
+
 @pytest.mark.parametrize("docname", CHAPTERS)
+def test_offline_search_finds_each_chapter(chromium, server, tmp_path, docname):
+    word = _search_word(docname)
+    dom = _run_chromium(chromium, tmp_path, ["--dump-dom", f"{server}/search.html?q={word}"])
+    results = dom.split('id="search-results"', 1)[-1]
+    assert f"{docname}.html" in results, f"searching {word!r} does not find {docname}"
+
+
+SCREENSHOT_PAGES = [ROOT_FILE, CHAPTERS[0], EXERCISES[0]]
+
+
+@pytest.mark.parametrize("docname", SCREENSHOT_PAGES)
 def test_screenshot(chromium, server, html_dir, tmp_path, docname):
     from PIL import Image
 
-    shots = html_dir.parent / "screenshots"
-    shots.mkdir(exist_ok=True)
-    png = shots / (docname.replace("/", "__") + ".png")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    png = ARTIFACTS / (docname.replace("/", "__") + ".png")
     _run_chromium(chromium, tmp_path, [f"--screenshot={png}", "--window-size=1200,900",
                                        f"{server}/{docname}.html"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

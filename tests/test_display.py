@@ -38,7 +38,22 @@ def test_show_displays_markdown(monkeypatch):
     shown = []
     monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
     display.show(display.source_markdown)
-    assert len(shown) == 1 and shown[0].data == display.source_markdown(display.source_markdown)
+    assert len(shown) == 1 and shown[0].data.startswith(display.source_markdown(display.source_markdown) + "\n\n")
+    assert shown[0].data.endswith('href="../book/reference/minilib.display.html#minilib.display.source_markdown">'
+                                  "reference: <code>minilib.display.source_markdown</code></a>")
+
+
+def test_reference_href_points_at_the_defining_module_of_public_names():
+    from minilib import attention, flash
+    from minilib.attention.multihead import MultiHeadAttention
+    from minilib.flash import kernel
+
+    assert display.reference_href(attention.sdpa) == (
+        "../book/reference/minilib.attention.dot_product.html#minilib.attention.dot_product.sdpa")
+    assert display.reference_href(MultiHeadAttention.forward).endswith("#minilib.attention.multihead.MultiHeadAttention")
+    assert display.reference_href(kernel) == "../book/reference/minilib.flash.kernel.html#module-minilib.flash.kernel"
+    assert display.reference_href(kernel._forward) is None  # private: no reference entry
+    assert display.reference_href(flash) is not None and display.reference_href(len) is None
 
 
 def test_show_table_markdown(monkeypatch):

@@ -39,3 +39,35 @@ def test_load_results_reads_the_committed_file_from_anywhere(tmp_path, monkeypat
 def test_missing_results_name_the_file():
     with pytest.raises(FileNotFoundError, match="no-such-benchmark.json"):
         results_path("no-such-benchmark.json")
+
+
+def test_claim_records_a_status_that_agrees_with_the_evidence():
+    from minilib.experiments import claim
+
+    line = claim("dao2022flashattention", "reproduced", section="Online softmax", function="minilib.flash.flash_attention",
+                 test="tests/test_flash_kernel.py::test_x", evidence=3.1 >= 2)
+    assert line.startswith("**Paper claim, reproduced** (dao2022flashattention)")
+    assert "does not reproduce" in claim("k", "does not reproduce at toy scale", section="s", function="f", test="t",
+                                         evidence=False)
+
+
+@pytest.mark.parametrize("status, evidence", [("reproduced", False), ("does not reproduce at toy scale", True)])
+def test_claim_refuses_a_status_the_evidence_contradicts(status, evidence):
+    from minilib.experiments import claim
+
+    with pytest.raises(ValueError, match="disagrees with the evidence"):
+        claim("k", status, section="s", function="f", test="t", evidence=evidence)
+
+
+def test_claim_rejects_bad_arguments():
+    import numpy as np
+
+    from minilib.experiments import claim
+
+    with pytest.raises(ValueError, match="status"):
+        claim("k", "reproduced!", section="s", function="f", test="t", evidence=True)
+    with pytest.raises(TypeError, match="section"):
+        claim("k", "reproduced", section="", function="f", test="t", evidence=True)
+    with pytest.raises(TypeError, match="function"):
+        claim("k", "reproduced", section="s", function=None, test="t", evidence=True)
+    assert claim("k", "reproduced", section="s", function="f", test="t", evidence=np.bool_(True))

@@ -6,6 +6,7 @@ table and stated total.
 """
 
 import csv
+import json
 import re
 import shutil
 import subprocess
@@ -123,7 +124,7 @@ def test_generated_files_are_up_to_date():
 
 
 def test_check_detects_drift(tmp_path):
-    for rel in ["tools/paper_index.py", "book/data/SYLLABUS.md", "book/data/papers.csv",
+    for rel in ["tools/paper_index.py", "tools/api_reference.py", "book/data/SYLLABUS.md", "book/data/papers.csv",
                 "book/paper-index.md", "book/references.bib"]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / rel, tmp_path / rel)
@@ -135,3 +136,92 @@ def test_check_detects_drift(tmp_path):
     assert result.returncode == 1 and "paper-index.md" in result.stderr
     subprocess.run([sys.executable, "tools/paper_index.py"], cwd=tmp_path, check=True, capture_output=True)
     assert subprocess.run(check, cwd=tmp_path, capture_output=True).returncode == 0
+
+
+# ---------------------------------------------------------------------------- claims the chapters record
+
+def _tools():
+    import importlib
+
+    for path in (str(ROOT), str(ROOT / "tools")):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    return importlib.import_module("paper_index")
+
+
+@pytest.fixture(scope="module")
+def claims():
+    return _tools().chapter_claims()
+
+
+def test_chapters_record_claims(claims):
+    assert {c.chapter for c in claims} >= {"01", "02", "03"}
+
+
+def test_each_claim_links_to_a_heading_of_its_chapter(claims):
+    for c in claims:
+        nb = json.loads((ROOT / f"{c.docname}.ipynb").read_text(encoding="utf-8"))
+        headings = [ln.lstrip("#").strip() for cell in nb["cells"] if cell["cell_type"] == "markdown"
+                    for ln in "".join(cell["source"]).splitlines() if re.match(r"^#{1,3} ", ln)]
+        assert c.section in headings, f"{c.docname}: claim {c.paper!r} names no heading {c.section!r}"
+        assert c.anchor and f"#{c.anchor})" in PAGE.read_text(encoding="utf-8")
+
+
+def test_each_claim_names_a_public_function_with_a_reference_entry(claims):
+    import importlib
+
+    reference = _tools()  # noqa: F841 (puts tools/ on the path)
+    from api_reference import reference_target
+
+    for c in claims:
+        module, _, name = c.function.rpartition(".")
+        mod = importlib.import_module(module)
+        assert name in getattr(mod, "__all__", ()), f"{c.function} is not public (not in {module}.__all__)"
+        home, target = reference_target(c.function)
+        page = ROOT / "book" / "reference" / f"{home}.md"
+        assert page.is_file(), f"{c.function}: no reference page {page.relative_to(ROOT)}"
+        assert f"{target.rpartition('.')[2]}" in page.read_text(encoding="utf-8")
+
+
+def test_each_claim_names_a_test_that_exists(claims):
+    import ast
+
+    for c in claims:
+        path, _, name = c.test.partition("::")
+        file = ROOT / path
+        assert file.is_file() and path.startswith("tests/test_"), f"{c.paper}: no test file {path}"
+        defined = {n.name for n in ast.walk(ast.parse(file.read_text(encoding="utf-8")))
+                   if isinstance(n, ast.FunctionDef)}
+        assert name in defined, f"{c.paper}: {path} defines no {name}"
+
+
+def test_a_chapter_that_records_claims_records_every_implement_paper(claims, csv_rows):
+    recording = {c.chapter for c in claims}
+    recorded = {(c.chapter, c.paper) for c in claims}
+    for r in csv_rows:
+        if r["level"] == "implement" and r["chapter"] in recording:
+            assert r["bibkey"], f"implement paper {r['title']!r} has no references.bib entry to claim it by"
+            assert (r["chapter"], r["bibkey"]) in recorded, f"chapter {r['chapter']} records no claim for {r['bibkey']}"
+
+
+def test_statuses_in_the_index_are_the_recorded_ones(claims, csv_rows):
+    from minilib.experiments import CLAIM_STATUSES
+
+    by_key = {(c.chapter, c.paper): c.status for c in claims}
+    built = {p.name[:2] for p in (ROOT / "chapters").glob("[0-9][0-9]_*.ipynb")}
+    for r in csv_rows:
+        if r["level"] != "implement":
+            assert r["status"] == ""
+            continue
+        expected = by_key.get((r["chapter"], r["bibkey"]),
+                              "not yet recorded" if r["chapter"] in built else "not yet built")
+        assert r["status"] == expected, r["title"]
+    assert set(by_key.values()) <= set(CLAIM_STATUSES)
+
+
+def test_a_claim_for_a_paper_the_chapter_does_not_implement_is_refused():
+    tools = _tools()
+    papers = [tools.Paper("A paper", "01", "transformer", "implement", "realkey")]
+    stray = tools.Claim("01", "chapters/01_x", "otherkey", "reproduced", "s", "minilib.attention.sdpa", "t")
+    with pytest.raises(ValueError, match="otherkey"):
+        tools.attach_claims(papers, [stray])
