@@ -1,0 +1,215 @@
+r"""Linear attention: one mechanism, three forms (parallel, recurrent, chunked).
+
+Causal linear attention with an optional decay replaces softmax's $\exp(q_t\cdot k_s)$ by the plain dot
+product of (feature-mapped) queries and keys:
+
+$$ o_t = \sum_{s\le t} \Big(\prod_{r=s+1}^{t} g_r\Big) (q_t\cdot k_s)\, v_s , $$
+
+which is the output of the recurrence $S_t = g_t S_{t-1} + k_t v_t^\top$, $o_t = S_t^\top q_t$ on a
+$(D, D_v)$ state. ``decay`` is ``None`` ($g=1$), an ``(H,)`` tensor of constants in $(0, 1]$ (RetNet's
+$\gamma$ per head) or a ``(B, H, L)`` tensor of per-step gates in $(0, 1]$ (gated linear attention).
+With ``normalize=True`` the output is divided by the same sum without $v_s$,
+$o_t / \sum_{s\le t} (\prod g)\, q_t\cdot k_s$ (the kernel's softmax normaliser (Katharopoulos et al. 2020));
+the state then carries that denominator as one more value column, shape ``(B, H, D, Dv + 1)``.
+
+Shapes: ``q, k (B, H, L, D)``, ``v (B, H, L, Dv)`` -> ``(B, H, L, Dv)``. (Katharopoulos et al. 2020),
+(Sun et al. 2023, RetNet), (Qin et al. 2024, Lightning Attention).
+"""
+from __future__ import annotations
+
+import torch
+
+from minilib._checks import check_positive_int, require_tensor
+
+__all__ = [
+    "linear_attention_parallel",
+    "linear_attention_recurrent",
+    "linear_attention_chunked",
+    "feature_map",
+]
+
+
+def _check_qkv(q, k, v) -> None:
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        require_tensor(name, x, ndim=4, floating=True)
+    if q.shape != k.shape:
+        raise ValueError(f"q and k must have the same shape (B, H, L, D), got q {tuple(q.shape)} and k {tuple(k.shape)}")
+    if v.shape[:3] != q.shape[:3]:
+        raise ValueError(f"v must share (B, H, L) with q, got q {tuple(q.shape)} and v {tuple(v.shape)}")
+
+
+def _log_gates(decay, q: torch.Tensor) -> torch.Tensor | None:
+    """``decay`` as per-step log gates of shape ``(B or 1, H, L)`` (None when there is no decay)."""
+    if decay is None:
+        return None
+    require_tensor("decay", decay, ndim=(1, 3), floating=True)
+    B, H, L, _ = q.shape
+    if decay.ndim == 1 and decay.shape != (H,):
+        raise ValueError(f"decay of constants must have shape (H,) = ({H},), got {tuple(decay.shape)}")
+    if decay.ndim == 3 and decay.shape != (B, H, L):
+        raise ValueError(f"decay of per-step gates must have shape (B, H, L) = {(B, H, L)}, got {tuple(decay.shape)}")
+    if not bool(((decay > 0) & (decay <= 1)).all()):
+        raise ValueError(f"decay values must lie in (0, 1], got min {decay.min().item():.4g} and max {decay.max().item():.4g}")
+    log_g = decay.to(q.dtype).log()
+    return log_g[None, :, None].expand(1, H, L) if decay.ndim == 1 else log_g
+
+
+def _augment(v: torch.Tensor, normalize: bool) -> torch.Tensor:
+    """Append a column of ones to ``v`` when normalising: the same sums then also give the denominator."""
+    return torch.cat([v, torch.ones_like(v[..., :1])], dim=-1) if normalize else v
+
+
+def _finish(out: torch.Tensor, normalize: bool) -> torch.Tensor:
+    return out[..., :-1] / out[..., -1:] if normalize else out
+
+
+def _check_state(state, q, v, normalize: bool) -> None:
+    if state is None:
+        return
+    require_tensor("state", state, ndim=4, floating=True)
+    B, H, _, D = q.shape
+    want = (B, H, D, v.shape[-1] + int(normalize))
+    if tuple(state.shape) != want:
+        raise ValueError(f"state must have shape (B, H, D, Dv{' + 1' if normalize else ''}) = {want}, got {tuple(state.shape)}")
+
+
+def linear_attention_parallel(q, k, v, *, decay=None, normalize=False):
+    r"""Linear attention as one masked $(L, L)$ product: $O = \big((Q K^\top) \odot \mathcal{D}\big) V$.
+
+    $\mathcal{D}_{ts} = \prod_{r=s+1}^{t} g_r = \exp(c_t - c_s)$ for $s \le t$ (else 0), with $c_t = \sum_{r\le t}\log g_r$;
+    for a constant decay $\gamma$ it is RetNet's $\gamma^{t-s}$ (Sun et al. 2023, RetNet). Costs $O(L^2 D)$ time
+    and an $L\times L$ matrix per head. ``q, k (B, H, L, D)``, ``v (B, H, L, Dv)`` -> ``(B, H, L, Dv)``.
+    """
+    _check_qkv(q, k, v)
+    log_g = _log_gates(decay, q)
+    L = q.shape[2]
+    causal = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
+    if log_g is None:
+        weights = causal.to(q.dtype)
+    else:
+        c = log_g.cumsum(-1)
+        weights = (c[..., :, None] - c[..., None, :]).masked_fill(~causal, float("-inf")).exp()
+    out = ((q @ k.transpose(-1, -2)) * weights) @ _augment(v, normalize)
+    return _finish(out, normalize)
+
+
+def linear_attention_recurrent(q, k, v, *, decay=None, normalize=False, state=None, return_state=False):
+    r"""Linear attention one step at a time on a $(D, D_v)$ state per head.
+
+    $$ S_t = g_t\, S_{t-1} + k_t v_t^\top, \qquad o_t = S_t^\top q_t, $$
+
+    starting from ``state`` (zeros if None). ``q, k (B, H, L, D)``, ``v (B, H, L, Dv)`` -> ``(B, H, L, Dv)``,
+    and the final state ``(B, H, D, Dv)`` (``Dv + 1`` with ``normalize``) if ``return_state``.
+    (Katharopoulos et al. 2020)
+    """
+    _check_qkv(q, k, v)
+    _check_state(state, q, v, normalize)
+    log_g = _log_gates(decay, q)
+    v = _augment(v, normalize)
+    B, H, L, D = q.shape
+    S = q.new_zeros(B, H, D, v.shape[-1]) if state is None else state
+    outs = []
+    for t in range(L):
+        if log_g is not None:
+            S = log_g[..., t, None, None].exp() * S
+        S = S + k[:, :, t, :, None] * v[:, :, t, None, :]
+        outs.append((q[:, :, t, None, :] @ S).squeeze(-2))
+    out = _finish(torch.stack(outs, dim=2), normalize)
+    return (out, S) if return_state else out
+
+
+def linear_attention_chunked(q, k, v, *, decay=None, normalize=False, chunk_size=64, state=None, return_state=False):
+    r"""Linear attention in chunks of $C$ positions: quadratic inside a chunk, recurrent between chunks.
+
+    For chunk $n$ with local log-gate sums $b_i$ (from the chunk's start) and incoming state $S_{n-1}$:
+
+    $$ O_n = \big((Q_n K_n^\top) \odot \mathcal{D}_n\big) V_n + (e^{b} \odot Q_n)\, S_{n-1}, \qquad
+       S_n = e^{b_C} S_{n-1} + (e^{b_C - b} \odot K_n)^\top V_n , $$
+
+    with $\mathcal{D}_{n,ij} = e^{b_i - b_j}$ for $j \le i$. All chunks' intra terms are one batched product;
+    only the $L/C$ state updates are sequential. Cost $O(L C D + L D D_v)$: linear in $L$
+    (Lightning Attention's intra/inter split (Qin et al. 2024, Lightning Attention)). A length that is not a multiple of
+    ``chunk_size`` is padded with zero keys and unit gates, which change nothing.
+    ``q, k (B, H, L, D)``, ``v (B, H, L, Dv)`` -> ``(B, H, L, Dv)`` (and the final state if ``return_state``).
+    """
+    _check_qkv(q, k, v)
+    _check_state(state, q, v, normalize)
+    C = check_positive_int("chunk_size", chunk_size)
+    log_g = _log_gates(decay, q)
+    v = _augment(v, normalize)
+    B, H, L, D = q.shape
+    Dv = v.shape[-1]
+    N = -(-L // C)
+    pad = N * C - L
+
+    def chunks(x):
+        return torch.nn.functional.pad(x, (0, 0, 0, pad)).reshape(*x.shape[:2], N, C, x.shape[-1])
+
+    qc, kc, vc = chunks(q), chunks(k), chunks(v)
+    causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+    S0 = q.new_zeros(B, H, D, Dv) if state is None else state
+    if log_g is None:
+        intra = ((qc @ kc.transpose(-1, -2)) * causal.to(q.dtype)) @ vc
+        kv = kc.transpose(-1, -2) @ vc
+        prev = S0[:, :, None] + torch.cat([torch.zeros_like(kv[:, :, :1]), kv[:, :, :-1]], dim=2).cumsum(2)
+        inter = qc @ prev
+        S = prev[:, :, -1] + kv[:, :, -1]
+    else:
+        b = torch.nn.functional.pad(log_g, (0, pad)).reshape(*log_g.shape[:2], N, C).cumsum(-1)
+        within = (b[..., :, None] - b[..., None, :]).masked_fill(~causal, float("-inf")).exp()
+        intra = ((qc @ kc.transpose(-1, -2)) * within) @ vc
+        kv = (kc * (b[..., -1:] - b).exp()[..., None]).transpose(-1, -2) @ vc
+        carry = b[..., -1].exp()
+        S, prevs = S0, []
+        for n in range(N):
+            prevs.append(S)
+            S = carry[:, :, n, None, None] * S + kv[:, :, n]
+        inter = (qc * b.exp()[..., None]) @ torch.stack(prevs, dim=2)
+    out = (intra + inter).reshape(B, H, N * C, Dv)[:, :, :L]
+    out = _finish(out, normalize)
+    return (out, S) if return_state else out
+
+
+def feature_map(name: str, *, dim: int | None = None, n_features: int | None = None, seed: int = 0):
+    r"""The feature map $\phi$ that turns $\exp(q\cdot k)$ into $\phi(q)\cdot\phi(k)$ (approximately or by design).
+
+    - ``"elu+1"``: $\phi(x) = \mathrm{elu}(x) + 1 > 0$ (Katharopoulos et al. 2020);
+    - ``"relu"``: $\phi(x) = \max(x, 0)$;
+    - ``"identity"``: $\phi(x) = x$ (plain linear attention, as in RetNet's retention);
+    - ``"softmax_kernel"``: positive random features $\phi(x) = e^{W x - \|x\|^2/2} / \sqrt{m}$ with
+      ``n_features`` $= m$ Gaussian rows $W$ (block-orthogonalised), so that
+      $\mathbb{E}[\phi(q)\cdot\phi(k)] = e^{q\cdot k}$ (Choromanski et al. 2021, Performer). Needs ``dim`` (the
+      input size $D$); ``seed`` fixes $W$, which is shared by queries and keys.
+
+    Returns a callable ``(..., D) -> (..., D')``.
+    """
+    if name == "elu+1":
+        return lambda x: torch.nn.functional.elu(x) + 1
+    if name == "relu":
+        return torch.relu
+    if name == "identity":
+        return lambda x: x
+    if name == "softmax_kernel":
+        return _RandomSoftmaxFeatures(check_positive_int("dim", dim), check_positive_int("n_features", n_features), seed)
+    raise ValueError(f"name must be one of 'elu+1', 'relu', 'identity', 'softmax_kernel', got {name!r}")
+
+
+class _RandomSoftmaxFeatures:
+    """Positive orthogonal random features of the softmax kernel (see :func:`feature_map`)."""
+
+    def __init__(self, dim: int, n_features: int, seed: int):
+        g = torch.Generator().manual_seed(seed)
+        blocks = []
+        for _ in range(-(-n_features // dim)):
+            gauss = torch.randn(dim, dim, generator=g, dtype=torch.float64)
+            Qm, _ = torch.linalg.qr(gauss)
+            norms = torch.randn(dim, dim, generator=g, dtype=torch.float64).norm(dim=1)
+            blocks.append(norms[:, None] * Qm.T)
+        self.W = torch.cat(blocks)[:n_features]
+        self.dim, self.n_features = dim, n_features
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.dim:
+            raise ValueError(f"x must end in dim={self.dim}, got shape {tuple(x.shape)}")
+        proj = x @ self.W.to(x).T
+        return (proj - 0.5 * (x * x).sum(-1, keepdim=True)).exp() / self.n_features ** 0.5

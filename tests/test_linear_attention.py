@@ -1,0 +1,190 @@
+"""The three forms of linear attention equal a direct double sum, with every kind of decay, in pieces too."""
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minilib.linear_attention import (
+    feature_map,
+    linear_attention_chunked,
+    linear_attention_parallel,
+    linear_attention_recurrent,
+)
+
+FORMS = {
+    "parallel": lambda q, k, v, **kw: linear_attention_parallel(q, k, v, **kw),
+    "recurrent": lambda q, k, v, **kw: linear_attention_recurrent(q, k, v, **kw),
+    "chunked": lambda q, k, v, chunk_size=4, **kw: linear_attention_chunked(q, k, v, chunk_size=chunk_size, **kw),
+}
+
+
+def reference(q, k, v, gates, normalize):
+    """o_t = sum_{s<=t} (prod_{r=s+1..t} g_r) (q_t . k_s) v_s, written as the double loop (gates (B,H,L) or None)."""
+    B, H, L, _ = q.shape
+    out = torch.zeros(B, H, L, v.shape[-1], dtype=q.dtype)
+    for t in range(L):
+        num = torch.zeros(B, H, v.shape[-1], dtype=q.dtype)
+        den = torch.zeros(B, H, dtype=q.dtype)
+        for s in range(t + 1):
+            w = (q[:, :, t] * k[:, :, s]).sum(-1)
+            if gates is not None:
+                w = w * gates[:, :, s + 1:t + 1].prod(-1)
+            num += w[..., None] * v[:, :, s]
+            den += w
+        out[:, :, t] = num / den[..., None] if normalize else num
+    return out
+
+
+def make(B, H, L, D, Dv, decay_kind, seed, positive=False):
+    g = torch.Generator().manual_seed(seed)
+    q, k = (torch.randn(B, H, L, D, generator=g, dtype=torch.float64) for _ in range(2))
+    if positive:
+        q, k = torch.nn.functional.elu(q) + 1, torch.nn.functional.elu(k) + 1
+    v = torch.randn(B, H, L, Dv, generator=g, dtype=torch.float64)
+    if decay_kind == "none":
+        decay, gates = None, None
+    elif decay_kind == "constant":
+        decay = 0.5 + 0.5 * torch.rand(H, generator=g, dtype=torch.float64)
+        gates = decay[None, :, None].expand(B, H, L)
+    else:
+        decay = 0.3 + 0.7 * torch.rand(B, H, L, generator=g, dtype=torch.float64)
+        gates = decay
+    return q, k, v, decay, gates
+
+
+@settings(max_examples=40, deadline=None)
+@given(L=st.integers(1, 19), chunk=st.integers(1, 24), H=st.integers(1, 3), D=st.integers(1, 5),
+       Dv=st.integers(1, 4), decay_kind=st.sampled_from(["none", "constant", "gates"]), normalize=st.booleans(),
+       seed=st.integers(0, 10_000))
+def test_three_forms_equal_the_double_sum(L, chunk, H, D, Dv, decay_kind, normalize, seed):
+    q, k, v, decay, gates = make(2, H, L, D, Dv, decay_kind, seed, positive=normalize)
+    want = reference(q, k, v, gates, normalize)
+    got = {
+        "parallel": linear_attention_parallel(q, k, v, decay=decay, normalize=normalize),
+        "recurrent": linear_attention_recurrent(q, k, v, decay=decay, normalize=normalize),
+        "chunked": linear_attention_chunked(q, k, v, decay=decay, normalize=normalize, chunk_size=chunk),
+    }
+    for name, out in got.items():
+        assert out.shape == want.shape, name
+        assert (out - want).abs().max().item() <= 1e-10, name
+
+
+@pytest.mark.parametrize("form", ["recurrent", "chunked"])
+@pytest.mark.parametrize("decay_kind", ["none", "constant", "gates"])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_two_pieces_with_carried_state_equal_one_piece(form, decay_kind, normalize):
+    q, k, v, decay, _ = make(2, 3, 23, 4, 5, decay_kind, seed=1, positive=normalize)
+    whole, whole_state = FORMS[form](q, k, v, decay=decay, normalize=normalize, return_state=True)
+    cut = 10
+
+    def part(x, sl):
+        return None if x is None else (x if x.ndim == 1 else x[..., sl])
+
+    a, state = FORMS[form](q[:, :, :cut], k[:, :, :cut], v[:, :, :cut], decay=part(decay, slice(None, cut)),
+                           normalize=normalize, return_state=True)
+    b, final = FORMS[form](q[:, :, cut:], k[:, :, cut:], v[:, :, cut:], decay=part(decay, slice(cut, None)),
+                           normalize=normalize, state=state, return_state=True)
+    torch.testing.assert_close(torch.cat([a, b], dim=2), whole, rtol=0, atol=1e-10)
+    torch.testing.assert_close(final, whole_state, rtol=0, atol=1e-10)
+
+
+def test_final_state_is_the_decayed_sum_of_outer_products():
+    q, k, v, decay, gates = make(1, 2, 9, 3, 4, "gates", seed=2)
+    want = sum(gates[:, :, s + 1:].prod(-1)[..., None, None] * k[:, :, s, :, None] * v[:, :, s, None, :]
+               for s in range(9))
+    for form in ("recurrent", "chunked"):
+        _, S = FORMS[form](q, k, v, decay=decay, return_state=True)
+        torch.testing.assert_close(S, want, rtol=0, atol=1e-12)
+
+
+def test_fp32_chunked_matches_recurrent_to_1e5():
+    q, k, v, decay, _ = make(1, 2, 300, 16, 16, "constant", seed=3)
+    q, k, v, decay = (x.float() / 4 for x in (q, k, v, decay * 4))
+    torch.testing.assert_close(linear_attention_chunked(q, k, v, decay=decay, chunk_size=64),
+                               linear_attention_recurrent(q, k, v, decay=decay), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("form", list(FORMS))
+@pytest.mark.parametrize("decay_kind", ["none", "gates"])
+def test_gradcheck(form, decay_kind):
+    q, k, v, decay, _ = make(1, 2, 6, 3, 2, decay_kind, seed=4, positive=True)
+    inputs = [x.requires_grad_() for x in (q, k, v) + ((decay,) if decay is not None else ())]
+
+    def fn(q, k, v, decay=None):
+        return FORMS[form](q, k, v, decay=decay, normalize=True)
+
+    assert torch.autograd.gradcheck(fn, inputs)
+
+
+@pytest.mark.parametrize("form", list(FORMS))
+@pytest.mark.parametrize("bad", [0.0, -0.1, 1.5])
+def test_decay_outside_zero_one_raises(form, bad):
+    q, k, v, _, _ = make(1, 2, 5, 3, 2, "none", seed=0)
+    decay = torch.tensor([0.9, bad], dtype=torch.float64)
+    with pytest.raises(ValueError, match="decay"):
+        FORMS[form](q, k, v, decay=decay)
+    with pytest.raises(ValueError, match="decay"):
+        FORMS[form](q, k, v, decay=torch.full((1, 2, 5), bad, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("form", list(FORMS))
+def test_bad_shapes_raise_naming_the_argument(form):
+    q, k, v, _, _ = make(1, 2, 5, 3, 2, "none", seed=0)
+    with pytest.raises(ValueError, match="decay"):
+        FORMS[form](q, k, v, decay=torch.full((3,), 0.5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="decay"):
+        FORMS[form](q, k, v, decay=torch.full((1, 2, 4), 0.5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="k"):
+        FORMS[form](q, k[..., :2], v)
+    with pytest.raises(ValueError, match="v"):
+        FORMS[form](q, k, v[:, :, :4])
+    with pytest.raises(TypeError, match="q"):
+        FORMS[form](q.numpy(), k, v)
+
+
+@pytest.mark.parametrize("form", ["recurrent", "chunked"])
+def test_bad_state_raises(form):
+    q, k, v, _, _ = make(1, 2, 5, 3, 2, "none", seed=0)
+    with pytest.raises(ValueError, match="state"):
+        FORMS[form](q, k, v, state=torch.zeros(1, 2, 3, 2, dtype=torch.float64), normalize=True)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, True])
+def test_bad_chunk_size_raises(bad):
+    q, k, v, _, _ = make(1, 1, 5, 3, 2, "none", seed=0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        linear_attention_chunked(q, k, v, chunk_size=bad)
+
+
+def test_simple_feature_maps():
+    x = torch.tensor([-2.0, 0.0, 1.5], dtype=torch.float64)
+    torch.testing.assert_close(feature_map("elu+1")(x), torch.tensor([math.exp(-2.0), 1.0, 2.5], dtype=torch.float64))
+    torch.testing.assert_close(feature_map("relu")(x), torch.tensor([0.0, 0.0, 1.5], dtype=torch.float64))
+    torch.testing.assert_close(feature_map("identity")(x), x)
+    with pytest.raises(ValueError, match="name"):
+        feature_map("cosine")
+
+
+def test_softmax_random_features_approach_exp_of_dot_product():
+    g = torch.Generator().manual_seed(0)
+    q, k = (0.4 * torch.randn(200, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    exact = ((q * k).sum(-1)).exp()
+    errors = []
+    for m in (8, 64, 1024):
+        phis = [feature_map("softmax_kernel", dim=8, n_features=m, seed=seed) for seed in range(3)]
+        assert all(phi(q).shape == (200, m) and bool((phi(q) > 0).all()) for phi in phis)
+        errors.append(sum(((phi(q) * phi(k)).sum(-1) - exact).abs().mean().item() for phi in phis) / 3)
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 0.4 * errors[0]
+
+
+def test_softmax_kernel_needs_dim_and_features():
+    with pytest.raises(ValueError, match="dim"):
+        feature_map("softmax_kernel", n_features=4)
+    with pytest.raises(ValueError, match="n_features"):
+        feature_map("softmax_kernel", dim=4)
+    phi = feature_map("softmax_kernel", dim=4, n_features=4)
+    with pytest.raises(ValueError, match="dim"):
+        phi(torch.zeros(2, 3))
