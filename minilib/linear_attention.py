@@ -143,29 +143,28 @@ def linear_attention_chunked(q, k, v, *, decay=None, normalize=False, chunk_size
     pad = N * C - L
 
     def chunks(x):
-        return torch.nn.functional.pad(x, (0, 0, 0, pad)).reshape(*x.shape[:2], N, C, x.shape[-1])
+        x = torch.nn.functional.pad(x, (0, 0, 0, pad)) if pad else x
+        return x.reshape(*x.shape[:2], N, C, x.shape[-1])
 
     qc, kc, vc = chunks(q), chunks(k), chunks(v)
     causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
-    S0 = q.new_zeros(B, H, D, Dv) if state is None else state
+    scores = qc @ kc.transpose(-1, -2)
     if log_g is None:
-        intra = ((qc @ kc.transpose(-1, -2)) * causal.to(q.dtype)) @ vc
+        scores = scores * causal.to(q.dtype)
         kv = kc.transpose(-1, -2) @ vc
-        prev = S0[:, :, None] + torch.cat([torch.zeros_like(kv[:, :, :1]), kv[:, :, :-1]], dim=2).cumsum(2)
-        inter = qc @ prev
-        S = prev[:, :, -1] + kv[:, :, -1]
+        carry = None
     else:
         b = torch.nn.functional.pad(log_g, (0, pad)).reshape(*log_g.shape[:2], N, C).cumsum(-1)
-        within = (b[..., :, None] - b[..., None, :]).masked_fill(~causal, float("-inf")).exp()
-        intra = ((qc @ kc.transpose(-1, -2)) * within) @ vc
+        scores = scores * (b[..., :, None] - b[..., None, :]).masked_fill(~causal, float("-inf")).exp()
         kv = (kc * (b[..., -1:] - b).exp()[..., None]).transpose(-1, -2) @ vc
         carry = b[..., -1].exp()
-        S, prevs = S0, []
-        for n in range(N):
-            prevs.append(S)
-            S = carry[:, :, n, None, None] * S + kv[:, :, n]
-        inter = (qc * b.exp()[..., None]) @ torch.stack(prevs, dim=2)
-    out = (intra + inter).reshape(B, H, N * C, Dv)[:, :, :L]
+        qc = qc * b.exp()[..., None]
+    S, prevs = q.new_zeros(B, H, D, Dv) if state is None else state, []
+    for n in range(N):
+        prevs.append(S)
+        S = (S if carry is None else carry[:, :, n, None, None] * S) + kv[:, :, n]
+    out = qc @ torch.stack(prevs, dim=2) + scores @ vc
+    out = out.reshape(B, H, N * C, Dv)[:, :, :L]
     out = _finish(out, normalize)
     return (out, S) if return_state else out
 
