@@ -5,3 +5,4 @@ composed `models` and the `data` generators, so `minilib.attention.sdpa` works a
 families (`flash`, `signal_propagation`, `grade`, ...) are imported by name.
 """
 from minilib import attention, data, feedforward, mixing, models, norms, positional  # noqa: F401
+from minilib import linear_attention  # noqa: F401

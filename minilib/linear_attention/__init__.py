@@ -1,0 +1,28 @@
+r"""Linear attention (chapter 04): one mechanism in several forms, the layers built on it, attention as an RNN.
+
+The submodules follow the chapter:
+
+* :mod:`~minilib.linear_attention.forms` -- causal linear attention with optional decay in its parallel
+  ($L\times L$), recurrent ($D\times D_v$ state) and chunked (intra-chunk quadratic, inter-chunk recurrent) forms;
+* :mod:`~minilib.linear_attention.features` -- the feature maps $\phi$ (elu+1, relu, random softmax features);
+* :mod:`~minilib.linear_attention.layers` -- the token mixers (linear attention, retention) for
+  :class:`~minilib.models.TransformerLM`.
+
+Every public name is importable from here (``from minilib.linear_attention import linear_attention_chunked``).
+"""
+from __future__ import annotations
+
+from minilib.linear_attention.features import feature_map
+from minilib.linear_attention.forms import linear_attention_chunked, linear_attention_parallel, linear_attention_recurrent
+from minilib.linear_attention.layers import LinearAttention, LinearAttentionCache, Retention, multiscale_decays
+
+__all__ = [
+    "linear_attention_parallel",
+    "linear_attention_recurrent",
+    "linear_attention_chunked",
+    "feature_map",
+    "LinearAttention",
+    "LinearAttentionCache",
+    "Retention",
+    "multiscale_decays",
+]
