@@ -11,8 +11,9 @@ import math
 import torch
 
 from minilib._checks import check_positive_int, require_tensor
+from minilib.scan import associative_scan
 
-__all__ = ["monarch_fft_conv"]
+__all__ = ["associative_scan", "monarch_fft_conv"]
 
 
 def _dft_matrix(n: int, dtype) -> torch.Tensor:
