@@ -11,12 +11,12 @@ __all__ = ["feature_map"]
 def feature_map(name: str, *, dim: int | None = None, n_features: int | None = None, seed: int = 0):
     r"""The feature map $\phi$ that turns $\exp(q\cdot k)$ into $\phi(q)\cdot\phi(k)$ (approximately or by design).
 
-    - ``"elu+1"``: $\phi(x) = \mathrm{elu}(x) + 1 > 0$ (Katharopoulos et al. 2020);
+    - ``"elu+1"``: $\phi(x) = \mathrm{elu}(x) + 1 > 0$ :cite:`katharopoulos2020transformers`;
     - ``"relu"``: $\phi(x) = \max(x, 0)$;
     - ``"identity"``: $\phi(x) = x$ (plain linear attention, as in RetNet's retention);
     - ``"softmax_kernel"``: positive random features $\phi(x) = e^{W x - \|x\|^2/2} / \sqrt{m}$ with
       ``n_features`` $= m$ Gaussian rows $W$ (block-orthogonalised), so that
-      $\mathbb{E}[\phi(q)\cdot\phi(k)] = e^{q\cdot k}$ (Choromanski et al. 2021, Performer). Needs ``dim`` (the
+      $\mathbb{E}[\phi(q)\cdot\phi(k)] = e^{q\cdot k}$ :cite:`choromanski2021rethinking`. Needs ``dim`` (the
       input size $D$); ``seed`` fixes $W$, which is shared by queries and keys.
 
     Returns a callable ``(..., D) -> (..., D')``.

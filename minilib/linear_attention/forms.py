@@ -9,11 +9,11 @@ which is the output of the recurrence $S_t = g_t S_{t-1} + k_t v_t^\top$, $o_t =
 $(D, D_v)$ state. ``decay`` is ``None`` ($g=1$), an ``(H,)`` tensor of constants in $(0, 1]$ (RetNet's
 $\gamma$ per head) or a ``(B, H, L)`` tensor of per-step gates in $(0, 1]$ (gated linear attention).
 With ``normalize=True`` the output is divided by the same sum without $v_s$,
-$o_t / \sum_{s\le t} (\prod g)\, q_t\cdot k_s$ (the kernel's softmax normaliser (Katharopoulos et al. 2020));
+$o_t / \sum_{s\le t} (\prod g)\, q_t\cdot k_s$ (the kernel's softmax normaliser :cite:`katharopoulos2020transformers`);
 the state then carries that denominator as one more value column, shape ``(B, H, D, Dv + 1)``.
 
-Shapes: ``q, k (B, H, L, D)``, ``v (B, H, L, Dv)`` -> ``(B, H, L, Dv)``. (Katharopoulos et al. 2020),
-(Sun et al. 2023, RetNet), (Qin et al. 2024, Lightning Attention).
+Shapes: ``q, k (B, H, L, D)``, ``v (B, H, L, Dv)`` -> ``(B, H, L, Dv)``. :cite:`katharopoulos2020transformers`,
+:cite:`sun2023retentive`, :cite:`qin2024lightning`.
 """
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def linear_attention_parallel(q, k, v, *, decay=None, normalize=False):
     r"""Linear attention as one masked $(L, L)$ product: $O = \big((Q K^\top) \odot \mathcal{D}\big) V$.
 
     $\mathcal{D}_{ts} = \prod_{r=s+1}^{t} g_r = \exp(c_t - c_s)$ for $s \le t$ (else 0), with $c_t = \sum_{r\le t}\log g_r$;
-    for a constant decay $\gamma$ it is RetNet's $\gamma^{t-s}$ (Sun et al. 2023, RetNet). Costs $O(L^2 D)$ time
+    for a constant decay $\gamma$ it is RetNet's $\gamma^{t-s}$ :cite:`sun2023retentive`. Costs $O(L^2 D)$ time
     and an $L\times L$ matrix per head. ``q, k (B, H, L, D)``, ``v (B, H, L, Dv)`` -> ``(B, H, L, Dv)``.
     """
     _check_qkv(q, k, v)
@@ -99,7 +99,7 @@ def linear_attention_recurrent(q, k, v, *, decay=None, normalize=False, state=No
 
     starting from ``state`` (zeros if None). ``q, k (B, H, L, D)``, ``v (B, H, L, Dv)`` -> ``(B, H, L, Dv)``,
     and the final state ``(B, H, D, Dv)`` (``Dv + 1`` with ``normalize``) if ``return_state``.
-    (Katharopoulos et al. 2020)
+    :cite:`katharopoulos2020transformers`
     """
     _check_qkv(q, k, v)
     _check_state(state, q, v, normalize)
@@ -127,7 +127,7 @@ def linear_attention_chunked(q, k, v, *, decay=None, normalize=False, chunk_size
 
     with $\mathcal{D}_{n,ij} = e^{b_i - b_j}$ for $j \le i$. All chunks' intra terms are one batched product;
     only the $L/C$ state updates are sequential. Cost $O(L C D + L D D_v)$: linear in $L$
-    (Lightning Attention's intra/inter split (Qin et al. 2024, Lightning Attention)). A length that is not a multiple of
+    (Lightning Attention's intra/inter split :cite:`qin2024lightning`). A length that is not a multiple of
     ``chunk_size`` is padded with zero keys and unit gates, which change nothing.
     ``q, k (B, H, L, D)``, ``v (B, H, L, Dv)`` -> ``(B, H, L, Dv)`` (and the final state if ``return_state``).
     """

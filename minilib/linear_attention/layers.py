@@ -51,7 +51,7 @@ class LinearAttention(TokenMixer):
     - ``normalize``: divide by $\sum_s \phi(q_t)\cdot\phi(k_s)$ :cite:`katharopoulos2020transformers` (only with
       ``"elu+1"``, whose features are positive, so the sum is);
     - ``decay``: ``None``, ``"multiscale"`` (fixed $\gamma_h$ of :func:`multiscale_decays`) or ``"gated"``
-      (data-dependent $g_t = \sigma(w_h\cdot x_t + b_h)^{1/16}$ per head, as in gated linear attention);
+      (data-dependent $g_t = \sigma(w_h\cdot x_t + b_h)^{1/16}$ per head, as in gated linear attention :cite:`yang2024gla`);
     - ``head_norm``: ``None``, ``"group"`` (LayerNorm of each head's output, RetNet's GroupNorm) or ``"rms"``;
     - ``gate``: the swish output gate; ``chunk_size`` of the chunked form.
 
