@@ -1,9 +1,14 @@
 """The three forms of linear attention equal a direct double sum, with every kind of decay, in pieces too."""
+import ast
+import inspect
+from pathlib import Path
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import minilib.linear_attention as la
 from minilib.linear_attention import (
     linear_attention_chunked,
     linear_attention_parallel,
@@ -153,3 +158,12 @@ def test_bad_chunk_size_raises(bad):
     q, k, v, _, _ = make(1, 1, 5, 3, 2, "none", seed=0)
     with pytest.raises(ValueError, match="chunk_size"):
         linear_attention_chunked(q, k, v, chunk_size=bad)
+
+
+def test_every_public_name_of_the_submodules_is_exported():
+    defined = []
+    for path in sorted(Path(la.__file__).parent.glob("[!_]*.py")):
+        tree = ast.parse(path.read_text())
+        defined += [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and not n.name.startswith("_")]
+    assert sorted(defined) == sorted(la.__all__)
+    assert all(inspect.isfunction(getattr(la, n)) or inspect.isclass(getattr(la, n)) for n in defined)

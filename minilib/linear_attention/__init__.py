@@ -6,7 +6,8 @@ The submodules follow the chapter:
   ($L\times L$), recurrent ($D\times D_v$ state) and chunked (intra-chunk quadratic, inter-chunk recurrent) forms;
 * :mod:`~minilib.linear_attention.features` -- the feature maps $\phi$ (elu+1, relu, random softmax features);
 * :mod:`~minilib.linear_attention.layers` -- the token mixers (linear attention, retention) for
-  :class:`~minilib.models.TransformerLM`.
+  :class:`~minilib.models.TransformerLM`;
+* :mod:`~minilib.linear_attention.rnn` -- softmax attention as an RNN (Aaren): a prefix scan of $(m, \ell, a)$.
 
 Every public name is importable from here (``from minilib.linear_attention import linear_attention_chunked``).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 from minilib.linear_attention.features import feature_map
 from minilib.linear_attention.forms import linear_attention_chunked, linear_attention_parallel, linear_attention_recurrent
 from minilib.linear_attention.layers import LinearAttention, LinearAttentionCache, Retention, multiscale_decays
+from minilib.linear_attention.rnn import aaren_combine, attention_rnn_step, attention_scan
 
 __all__ = [
     "linear_attention_parallel",
@@ -25,4 +27,7 @@ __all__ = [
     "LinearAttentionCache",
     "Retention",
     "multiscale_decays",
+    "aaren_combine",
+    "attention_scan",
+    "attention_rnn_step",
 ]
