@@ -1,0 +1,222 @@
+"""Benchmark the three forms of minilib.linear_attention against each other and torch's causal SDPA.
+
+    python benchmarks/linear_attention.py                  # every experiment, claims checked, writes results
+    python benchmarks/linear_attention.py --only crossover # one experiment; the file keeps the others
+    python benchmarks/linear_attention.py --quick          # tiny sizes, a few seconds; nothing checked or saved
+
+Experiments (chapter 04 reads them all; one thread, B=1, H=8, D=Dv=64, fp32, forward only):
+
+* ``forms``: at L=4096 the chunked form (default chunk 64) against the recurrent, the parallel (L x L) form and
+  torch's causal scaled_dot_product_attention (softmax attention's cost, for comparison), timed side by side;
+  the multiply-adds each form performs, counted from the shapes;
+* ``crossover``: the same forms over L = 256 ... 16384 (the parallel form up to 4096, where its L x L tensors
+  already take 1.5 GiB) and the length from which the chunked form is the fastest;
+* ``memory``: peak extra resident memory of one forward of the parallel and the chunked form, each in a fresh
+  process: the parallel form grows as L^2, the chunked as L;
+* ``chunks``: chunk size 16 ... 512 at L = 1024, 4096, 16384, with the counted intra-chunk (quadratic) and
+  inter-chunk (state) multiply-adds, which explain the optimum.
+
+Times are the best of several calls (``minilib.experiments.best_time``): noise on a shared machine only adds time.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._experiments import run_experiments  # noqa: E402
+from benchmarks.flash import _rss_kib, in_fresh_process  # noqa: E402  (the fresh-process peak-RSS probe of chapter 03)
+from minilib.experiments import best_time  # noqa: E402
+from minilib.linear_attention import (linear_attention_chunked, linear_attention_parallel,  # noqa: E402
+                                      linear_attention_recurrent)
+
+B, H, D = 1, 8, 64
+HEADLINE_L = 4096
+PARALLEL_MAX_L = 4096
+
+
+def inputs(L: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(B, H, L, D, generator=g) / D ** 0.5 for _ in range(3))
+    return q, k, v
+
+
+def forms(q, k, v, *, chunk_size: int = 64):
+    """The callables timed: the three forms and torch's causal SDPA on the same tensors."""
+    return {
+        "chunked": lambda: linear_attention_chunked(q, k, v, chunk_size=chunk_size),
+        "recurrent": lambda: linear_attention_recurrent(q, k, v),
+        "parallel": lambda: linear_attention_parallel(q, k, v),
+        "torch_sdpa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+    }
+
+
+def multiply_adds(form: str, L: int, C: int = 64) -> int:
+    """Multiply-adds of one forward per (batch, head), from the shapes (D = Dv)."""
+    if form == "parallel":
+        return 2 * L * L * D  # Q K^T and (.) V over the full L x L matrix
+    if form == "recurrent":
+        return 2 * L * D * D  # k v^T added to the state, q S read out, every step
+    if form == "torch_sdpa":
+        return L * L * D  # causal: about half of the two L x L products
+    if form == "chunked":
+        return chunk_intra(L, C) + chunk_inter(L, C)
+    raise ValueError(f"form must be chunked, recurrent, parallel or torch_sdpa, got {form!r}")
+
+
+def chunk_intra(L: int, C: int) -> int:
+    """The quadratic part: Q K^T and (.) V inside each of the L/C chunks of C positions."""
+    return 2 * (-(-L // C)) * C * C * D
+
+
+def chunk_inter(L: int, C: int) -> int:
+    """The state part: K^T V per chunk and Q S from the incoming state, plus one state update per chunk."""
+    return 2 * (-(-L // C)) * C * D * D + (-(-L // C)) * D * D
+
+
+def time_forms(L: int, names, repeat: int, chunk_size: int = 64) -> dict:
+    q, k, v = inputs(L)
+    fns = forms(q, k, v, chunk_size=chunk_size)
+    with torch.no_grad():
+        return {name: best_time(fns[name], repeat=repeat if name != "recurrent" else max(1, repeat // 2))
+                for name in names}
+
+
+# ------------------------------------------------------------------------------------------------ forms
+
+def run_forms(quick: bool) -> dict:
+    L = 256 if quick else HEADLINE_L
+    t = time_forms(L, ["chunked", "recurrent", "parallel", "torch_sdpa"], repeat=2 if quick else 7)
+    return {"B": B, "H": H, "D": D, "L": L, "chunk_size": 64, "seconds_per_call": t,
+            "chunked_speedup": {name: t[name] / t["chunked"] for name in t if name != "chunked"},
+            "multiply_adds_per_head": {name: multiply_adds(name, L) for name in t}}
+
+
+def check_forms(r: dict) -> None:
+    s = r["chunked_speedup"]
+    assert s["parallel"] >= 3, f"chunked should be >= 3x the parallel form, got {s['parallel']:.1f}x"
+    assert s["torch_sdpa"] >= 4, f"chunked should be >= 4x torch causal SDPA, got {s['torch_sdpa']:.1f}x"
+    assert s["recurrent"] >= 3, f"chunked should be >= 3x the recurrent form, got {s['recurrent']:.1f}x"
+
+
+# ------------------------------------------------------------------------------------------------ crossover
+
+def run_crossover(quick: bool) -> dict:
+    Ls = [64, 128, 256] if quick else [256, 512, 1024, 2048, 4096, 8192, 16384]
+    rows = []
+    for L in Ls:
+        names = ["chunked", "recurrent", "torch_sdpa"] + (["parallel"] if L <= PARALLEL_MAX_L else [])
+        t = time_forms(L, names, repeat=2 if quick else (5 if L <= 4096 else 3))
+        rows.append({"L": L, "seconds": t, "us_per_token": {n: 1e6 * s / L for n, s in t.items()}})
+    fastest = [r["L"] for r in rows if min(r["seconds"], key=r["seconds"].get) == "chunked"]
+    # the crossover: the shortest length from which the chunked form is fastest at every longer length measured
+    crossover = next((L for L in fastest if all(x in fastest for x in [r["L"] for r in rows if r["L"] >= L])), None)
+    return {"B": B, "H": H, "D": D, "chunk_size": 64, "rows": rows, "crossover_L": crossover}
+
+
+def check_crossover(r: dict) -> None:
+    assert r["crossover_L"] is not None and r["crossover_L"] <= 1024, f"chunked fastest from L={r['crossover_L']}"
+    per_token = [row["us_per_token"]["chunked"] for row in r["rows"] if 512 <= row["L"] <= 8192]
+    assert max(per_token) <= 1.5 * min(per_token), f"chunked time per token varies {max(per_token) / min(per_token):.2f}x"
+    sdpa = {row["L"]: row["us_per_token"]["torch_sdpa"] for row in r["rows"]}
+    assert sdpa[16384] > 8 * sdpa[1024], "softmax attention's time per token grows with L"
+
+
+# ------------------------------------------------------------------------------------------------ memory
+
+def child_memory(form: str, L: int) -> dict:
+    """One forward of ``form`` in this (fresh) process: its peak resident-memory growth (see benchmarks/flash.py)."""
+    torch.set_num_threads(1)
+    q, k, v = inputs(L)
+    fns = forms(q, k, v)
+    with torch.no_grad():
+        forms(q[:, :, :64], k[:, :, :64], v[:, :, :64])[form]()  # load the kernels first
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _rss_kib("VmRSS")
+        fns[form]()
+        after = _rss_kib("VmHWM")
+    return {"peak_extra_bytes": (after - before) * 1024}
+
+
+def run_memory(quick: bool) -> dict:
+    sizes = ({"parallel": [256, 512], "chunked": [256, 512]} if quick else
+             {"parallel": [1024, 2048, 4096], "chunked": [1024, 4096, 16384]})
+    rows = []
+    for form, Ls in sizes.items():
+        for L in Ls:
+            r = in_fresh_process(child_memory, form, L)
+            rows.append({"form": form, "L": L, "peak_extra_MiB": r["peak_extra_bytes"] / 2**20,
+                         "one_LxL_MiB": B * H * L * L * 4 / 2**20, "inputs_MiB": 3 * B * H * L * D * 4 / 2**20})
+    return {"B": B, "H": H, "D": D, "rows": rows}
+
+
+def growth(rows, form):
+    """Peak memory growth per doubling of L: (M(L_max)/M(L_min)) ** (1 / log2(L_max/L_min))."""
+    xs = sorted((x for x in rows if x["form"] == form), key=lambda x: x["L"])
+    doublings = (xs[-1]["L"] // xs[0]["L"]).bit_length() - 1
+    return (xs[-1]["peak_extra_MiB"] / xs[0]["peak_extra_MiB"]) ** (1 / doublings)
+
+
+def check_memory(r: dict) -> None:
+    assert growth(r["rows"], "parallel") > 3.5, "the parallel form's memory grows as L^2 (x4 per doubling)"
+    assert growth(r["rows"], "chunked") < 2.5, "the chunked form's memory grows as L (x2 per doubling)"
+
+
+# ------------------------------------------------------------------------------------------------ chunk sizes
+
+CHUNKS = [16, 32, 64, 128, 256, 512]
+
+
+def run_chunks(quick: bool) -> dict:
+    Ls, chunks = ([256], [16, 64]) if quick else ([1024, 4096, 16384], CHUNKS)
+    rows = []
+    for L in Ls:
+        q, k, v = inputs(L)
+        with torch.no_grad():
+            for C in chunks:
+                s = best_time(lambda: linear_attention_chunked(q, k, v, chunk_size=C), repeat=2 if quick else 5)
+                rows.append({"L": L, "chunk_size": C, "seconds": s, "intra_multiply_adds": chunk_intra(L, C),
+                             "inter_multiply_adds": chunk_inter(L, C), "n_chunks": -(-L // C)})
+    best = {L: min((x for x in rows if x["L"] == L), key=lambda x: x["seconds"])["chunk_size"] for L in Ls}
+    return {"B": B, "H": H, "D": D, "rows": rows, "best_chunk": best}
+
+
+def check_chunks(r: dict) -> None:
+    for L, C in r["best_chunk"].items():
+        assert 32 <= C <= 128, f"L={L}: best chunk {C}, expected near D=64 where intra and inter work balance"
+        times = {x["chunk_size"]: x["seconds"] for x in r["rows"] if x["L"] == int(L)}
+        assert times[512] > 1.5 * times[C] and times[16] > 1.2 * times[C], f"L={L}: no clear optimum {times}"
+
+
+def report(name: str, r: dict) -> str:
+    if name == "forms":
+        s = r["chunked_speedup"]
+        return (f"forms L={r['L']}: chunked {1e3 * r['seconds_per_call']['chunked']:.1f} ms; "
+                + ", ".join(f"{n} {x:.1f}x slower" for n, x in s.items()))
+    if name == "crossover":
+        return "crossover (us/token):\n" + "\n".join(
+            f"  L={row['L']:6d} " + " ".join(f"{n}={t:8.2f}" for n, t in row["us_per_token"].items())
+            for row in r["rows"]) + f"\n  chunked fastest from L={r['crossover_L']}"
+    if name == "memory":
+        return "peak extra memory (MiB):\n" + "\n".join(
+            f"  {x['form']:9s} L={x['L']:6d} {x['peak_extra_MiB']:9.1f} (one L x L: {x['one_LxL_MiB']:.0f})" for x in r["rows"])
+    if name == "chunks":
+        return "chunk sweep (ms):\n" + "\n".join(
+            f"  L={x['L']:6d} C={x['chunk_size']:4d} {1e3 * x['seconds']:8.2f}" for x in r["rows"]) + f"\n  best {r['best_chunk']}"
+    return str(r)
+
+
+EXPERIMENTS = {"forms": (run_forms, check_forms), "crossover": (run_crossover, check_crossover),
+               "memory": (run_memory, check_memory), "chunks": (run_chunks, check_chunks)}
+
+
+def main(argv=None) -> dict:
+    return run_experiments(EXPERIMENTS, name="linear_attention", description=__doc__, report=report, argv=argv)
+
+
+if __name__ == "__main__":
+    main()
