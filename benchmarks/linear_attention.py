@@ -16,7 +16,9 @@ Experiments (chapter 04 reads them all; one thread, B=1, H=8, D=Dv=64, fp32, for
 * ``chunks``: chunk size 16 ... 512 at L = 1024, 4096, 16384, with the counted intra-chunk (quadratic) and
   inter-chunk (state) multiply-adds, which explain the optimum.
 
-Times are the best of several calls (``minilib.experiments.best_time``): noise on a shared machine only adds time.
+Times are the minimum over interleaved rounds of each call's process CPU time (``bench`` of benchmarks/flash.py), the
+contention-robust number on a shared machine where other jobs time-slice the core (wall times are saved beside them).
+Noise only ever adds time, so the minimum is the estimate.
 """
 from __future__ import annotations
 
@@ -29,8 +31,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._experiments import run_experiments  # noqa: E402
-from benchmarks.flash import _rss_kib, in_fresh_process  # noqa: E402  (the fresh-process peak-RSS probe of chapter 03)
-from minilib.experiments import best_time  # noqa: E402
+from benchmarks.flash import _rss_kib, bench, in_fresh_process  # noqa: E402  (chapter 03's timer and memory probe)
 from minilib.linear_attention import (linear_attention_chunked, linear_attention_parallel,  # noqa: E402
                                       linear_attention_recurrent)
 
@@ -78,20 +79,21 @@ def chunk_inter(L: int, C: int) -> int:
     return 2 * (-(-L // C)) * C * D * D + (-(-L // C)) * D * D
 
 
-def time_forms(L: int, names, repeat: int, chunk_size: int = 64) -> dict:
+def time_forms(L: int, names, reps: int, chunk_size: int = 64) -> tuple[dict, dict]:
+    """(CPU seconds, wall seconds) per call of each named form at length ``L``, interleaved rounds."""
     q, k, v = inputs(L)
     fns = forms(q, k, v, chunk_size=chunk_size)
     with torch.no_grad():
-        return {name: best_time(fns[name], repeat=repeat if name != "recurrent" else max(1, repeat // 2))
-                for name in names}
+        wall, cpu = bench({name: fns[name] for name in names}, reps)
+    return cpu, wall
 
 
 # ------------------------------------------------------------------------------------------------ forms
 
 def run_forms(quick: bool) -> dict:
     L = 256 if quick else HEADLINE_L
-    t = time_forms(L, ["chunked", "recurrent", "parallel", "torch_sdpa"], repeat=2 if quick else 7)
-    return {"B": B, "H": H, "D": D, "L": L, "chunk_size": 64, "seconds_per_call": t,
+    t, wall = time_forms(L, ["chunked", "recurrent", "parallel", "torch_sdpa"], reps=2 if quick else 7)
+    return {"B": B, "H": H, "D": D, "L": L, "chunk_size": 64, "seconds_per_call": t, "wall_seconds_per_call": wall,
             "chunked_speedup": {name: t[name] / t["chunked"] for name in t if name != "chunked"},
             "multiply_adds_per_head": {name: multiply_adds(name, L) for name in t}}
 
@@ -110,8 +112,8 @@ def run_crossover(quick: bool) -> dict:
     rows = []
     for L in Ls:
         names = ["chunked", "recurrent", "torch_sdpa"] + (["parallel"] if L <= PARALLEL_MAX_L else [])
-        t = time_forms(L, names, repeat=2 if quick else (5 if L <= 4096 else 3))
-        rows.append({"L": L, "seconds": t, "us_per_token": {n: 1e6 * s / L for n, s in t.items()}})
+        t, wall = time_forms(L, names, reps=2 if quick else (5 if L <= 4096 else 3))
+        rows.append({"L": L, "seconds": t, "wall_seconds": wall, "us_per_token": {n: 1e6 * s / L for n, s in t.items()}})
     fastest = [r["L"] for r in rows if min(r["seconds"], key=r["seconds"].get) == "chunked"]
     # the crossover: the shortest length from which the chunked form is fastest at every longer length measured
     crossover = next((L for L in fastest if all(x in fastest for x in [r["L"] for r in rows if r["L"] >= L])), None)
@@ -176,11 +178,12 @@ def run_chunks(quick: bool) -> dict:
     rows = []
     for L in Ls:
         q, k, v = inputs(L)
+        fns = {C: (lambda C=C: linear_attention_chunked(q, k, v, chunk_size=C)) for C in chunks}
         with torch.no_grad():
-            for C in chunks:
-                s = best_time(lambda: linear_attention_chunked(q, k, v, chunk_size=C), repeat=2 if quick else 5)
-                rows.append({"L": L, "chunk_size": C, "seconds": s, "intra_multiply_adds": chunk_intra(L, C),
-                             "inter_multiply_adds": chunk_inter(L, C), "n_chunks": -(-L // C)})
+            _, cpu = bench(fns, 2 if quick else 5)
+        for C in chunks:
+            rows.append({"L": L, "chunk_size": C, "seconds": cpu[C], "intra_multiply_adds": chunk_intra(L, C),
+                         "inter_multiply_adds": chunk_inter(L, C), "n_chunks": -(-L // C)})
     best = {L: min((x for x in rows if x["L"] == L), key=lambda x: x["seconds"])["chunk_size"] for L in Ls}
     return {"B": B, "H": H, "D": D, "rows": rows, "best_chunk": best}
 
