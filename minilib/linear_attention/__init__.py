@@ -7,7 +7,8 @@ The submodules follow the chapter:
 * :mod:`~minilib.linear_attention.features` -- the feature maps $\phi$ (elu+1, relu, random softmax features);
 * :mod:`~minilib.linear_attention.layers` -- the token mixers (linear attention, retention) for
   :class:`~minilib.models.TransformerLM`;
-* :mod:`~minilib.linear_attention.rnn` -- softmax attention as an RNN (Aaren): a prefix scan of $(m, \ell, a)$.
+* :mod:`~minilib.linear_attention.rnn` -- softmax attention as an RNN (Aaren): a prefix scan of $(m, \ell, a)$;
+* :mod:`~minilib.linear_attention.variants` -- Linformer's low-rank keys and values, Flowformer's flow attention.
 
 Every public name is importable from here (``from minilib.linear_attention import linear_attention_chunked``).
 """
@@ -17,6 +18,7 @@ from minilib.linear_attention.features import feature_map
 from minilib.linear_attention.forms import linear_attention_chunked, linear_attention_parallel, linear_attention_recurrent
 from minilib.linear_attention.layers import LinearAttention, LinearAttentionCache, Retention, multiscale_decays
 from minilib.linear_attention.rnn import aaren_combine, attention_rnn_step, attention_scan
+from minilib.linear_attention.variants import flow_attention, linformer_attention
 
 __all__ = [
     "linear_attention_parallel",
@@ -30,4 +32,6 @@ __all__ = [
     "aaren_combine",
     "attention_scan",
     "attention_rnn_step",
+    "linformer_attention",
+    "flow_attention",
 ]

@@ -1,0 +1,71 @@
+r"""Other roads to linear cost: a low-rank projection of the keys (Linformer) and flow conservation (Flowformer)."""
+from __future__ import annotations
+
+import torch
+
+from minilib._checks import default_scale, require_tensor
+
+__all__ = ["linformer_attention", "flow_attention"]
+
+
+def _check_same_length(q, k, v):
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        require_tensor(name, x, ndim=4, floating=True)
+    if k.shape[:3] != v.shape[:3] or q.shape[:2] != k.shape[:2] or q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"need q (B, H, T, D), k (B, H, L, D), v (B, H, L, Dv); got q {tuple(q.shape)}, "
+                         f"k {tuple(k.shape)}, v {tuple(v.shape)}")
+
+
+def linformer_attention(q, k, v, E, F, *, scale=None):
+    r"""Linformer :cite:`wang2020linformer`: softmax attention over $k$ projected keys and values.
+
+    $$ \operatorname{Attention}(Q, EK, FV) = \operatorname{softmax}\!\big(s\, Q (E K)^\top\big)\, F V,
+       \qquad E, F \in \mathbb{R}^{k \times L}, $$
+
+    so the scores are $T \times k$ instead of $T \times L$: time and memory linear in $L$ for a fixed $k$.
+    Not causal (the projection mixes all positions). ``q (B, H, T, D)``, ``k (B, H, L, D)``, ``v (B, H, L, Dv)``,
+    ``E, F (k, L)`` (shared by heads) -> ``(B, H, T, Dv)``.
+    """
+    _check_same_length(q, k, v)
+    L = k.shape[2]
+    for name, P in (("E", E), ("F", F)):
+        require_tensor(name, P, ndim=2, floating=True)
+        if P.shape[1] != L:
+            raise ValueError(f"{name} must have shape (k, L) with L={L} keys, got {tuple(P.shape)}")
+    if E.shape != F.shape:
+        raise ValueError(f"E and F must have the same shape (k, L), got {tuple(E.shape)} and {tuple(F.shape)}")
+    k_proj, v_proj = E @ k, F @ v
+    scores = (q @ k_proj.transpose(-1, -2)) * default_scale(q.shape[-1], scale)
+    return torch.softmax(scores, dim=-1) @ v_proj
+
+
+def flow_attention(q, k, v, *, return_flows=False):
+    r"""Flowformer's flow attention :cite:`wu2022flowformer` (non-causal), linear in the length.
+
+    With $\phi = \sigma$ (sigmoid) and $\phi_i = \phi(q_i)$, $\psi_j = \phi(k_j)$, the incoming flow of sink $i$
+    and the outgoing flow of source $j$ are $I_i = \phi_i\cdot\sum_j \psi_j$ and $O_j = \psi_j \cdot \sum_i \phi_i$.
+    Normalising by them conserves the flows (every sink receives 1, every source sends 1); the conserved
+    quantities $\hat I_i = \phi_i \cdot \sum_j \psi_j / O_j$ and $\hat O_j = \psi_j \cdot \sum_i \phi_i / I_i$ then
+    drive *competition* among sources and *allocation* to sinks:
+
+    $$ o_i = \sigma\!\big(\hat I_i \tfrac{T}{L}\big)\; \frac{\phi_i}{I_i} \cdot \sum_j \psi_j\,
+       \big(L \operatorname{softmax}_j(\hat O)\, v_j\big)^\top . $$
+
+    ``q (B, H, T, D)``, ``k (B, H, L, D)``, ``v (B, H, L, Dv)`` -> ``(B, H, T, Dv)``; with ``return_flows`` also a
+    dict of ``incoming (B, H, T)``, ``outgoing (B, H, L)``, ``competition (B, H, L)``, ``allocation (B, H, T)``.
+    """
+    _check_same_length(q, k, v)
+    T, L = q.shape[2], k.shape[2]
+    phi, psi = torch.sigmoid(q), torch.sigmoid(k)
+    incoming = phi @ psi.sum(2)[..., None]  # (B, H, T, 1)
+    outgoing = psi @ phi.sum(2)[..., None]  # (B, H, L, 1)
+    conserved_sink = phi @ (psi / outgoing).sum(2)[..., None]
+    conserved_source = psi @ (phi / incoming).sum(2)[..., None]
+    competition = torch.softmax(conserved_source, dim=2) * L
+    allocation = torch.sigmoid(conserved_sink * (T / L))
+    out = ((phi / incoming) @ (psi.transpose(-1, -2) @ (v * competition))) * allocation
+    if not return_flows:
+        return out
+    flows = {"incoming": incoming[..., 0], "outgoing": outgoing[..., 0], "competition": competition[..., 0],
+             "allocation": allocation[..., 0]}
+    return out, flows

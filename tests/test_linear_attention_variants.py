@@ -1,0 +1,72 @@
+"""Linformer and flow attention against their quadratic forms written out."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minilib.linear_attention import flow_attention, linformer_attention
+
+
+def qkv(T=9, L=11, D=4, Dv=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(2, 3, T, D, generator=g, dtype=torch.float64),
+            torch.randn(2, 3, L, D, generator=g, dtype=torch.float64),
+            torch.randn(2, 3, L, Dv, generator=g, dtype=torch.float64))
+
+
+def test_linformer_is_attention_over_projected_keys_and_values():
+    q, k, v = qkv()
+    g = torch.Generator().manual_seed(1)
+    E, Fp = (torch.randn(5, 11, generator=g, dtype=torch.float64) / 11 ** 0.5 for _ in range(2))
+    want = F.scaled_dot_product_attention(q, torch.einsum("kl,bhld->bhkd", E, k), torch.einsum("kl,bhld->bhkd", Fp, v))
+    torch.testing.assert_close(linformer_attention(q, k, v, E, Fp), want, rtol=0, atol=1e-12)
+
+
+def test_linformer_with_identity_projections_is_full_attention():
+    q, k, v = qkv()
+    eye = torch.eye(11, dtype=torch.float64)
+    torch.testing.assert_close(linformer_attention(q, k, v, eye, eye, scale=0.7),
+                               F.scaled_dot_product_attention(q, k, v, scale=0.7), rtol=0, atol=1e-12)
+
+
+def test_linformer_bad_projections_raise():
+    q, k, v = qkv()
+    E = torch.randn(5, 11, dtype=torch.float64)
+    with pytest.raises(ValueError, match="E"):
+        linformer_attention(q, k, v, E[:, :10], E)
+    with pytest.raises(ValueError, match="F"):
+        linformer_attention(q, k, v, E, E[:4])
+    with pytest.raises(ValueError, match="k"):
+        linformer_attention(q, k[..., :3], v, E, E)
+
+
+def flow_reference(q, k, v):
+    """Flow attention with the (T, L) flow matrix A_ij = sigmoid(q_i) . sigmoid(k_j) written out."""
+    A = torch.sigmoid(q) @ torch.sigmoid(k).transpose(-1, -2)
+    T, L = A.shape[-2:]
+    incoming, outgoing = A.sum(-1), A.sum(-2)
+    conserved_sink = (A / outgoing[..., None, :]).sum(-1)
+    conserved_source = (A / incoming[..., :, None]).sum(-2)
+    competition = L * torch.softmax(conserved_source, dim=-1)
+    allocation = torch.sigmoid(conserved_sink * T / L)
+    return allocation[..., None] * ((A / incoming[..., None]) @ (competition[..., None] * v)), A, incoming, outgoing
+
+
+def test_flow_attention_equals_its_quadratic_form_and_conserves_flow():
+    q, k, v = qkv()
+    out, flows = flow_attention(q, k, v, return_flows=True)
+    want, A, incoming, outgoing = flow_reference(q, k, v)
+    torch.testing.assert_close(out, want, rtol=0, atol=1e-12)
+    torch.testing.assert_close(flows["incoming"], incoming, rtol=0, atol=1e-12)
+    torch.testing.assert_close(flows["outgoing"], outgoing, rtol=0, atol=1e-12)
+    # sink-incoming / source-outgoing conservation: normalised flows sum to one per sink and per source
+    ones_t, ones_l = torch.ones_like(incoming), torch.ones_like(outgoing)
+    torch.testing.assert_close((A / flows["incoming"][..., None]).sum(-1), ones_t, rtol=0, atol=1e-6)
+    torch.testing.assert_close((A / flows["outgoing"][..., None, :]).sum(-2), ones_l, rtol=0, atol=1e-6)
+    torch.testing.assert_close(flows["competition"].sum(-1), torch.full_like(incoming[..., 0], 11.0), rtol=0, atol=1e-9)
+    assert bool(((flows["allocation"] > 0) & (flows["allocation"] < 1)).all())
+
+
+def test_flow_attention_bad_shapes_raise():
+    q, k, v = qkv()
+    with pytest.raises(ValueError, match="v"):
+        flow_attention(q, k, v[:, :, :5])
