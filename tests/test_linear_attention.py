@@ -167,3 +167,15 @@ def test_every_public_name_of_the_submodules_is_exported():
         defined += [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and not n.name.startswith("_")]
     assert sorted(defined) == sorted(la.__all__)
     assert all(inspect.isfunction(getattr(la, n)) or inspect.isclass(getattr(la, n)) for n in defined)
+
+
+@pytest.mark.parametrize("decay_kind", ["none", "constant", "gates"])
+def test_chunked_over_several_segments_equals_recurrent(decay_kind):
+    from minilib.linear_attention.forms import SEGMENT
+
+    q, k, v, decay, _ = make(1, 2, 2 * SEGMENT + 37, 2, 3, decay_kind, seed=5, positive=True)
+    decay = None if decay is None else decay ** 0.01  # long memory: the first segment still matters at the end
+    want, want_state = linear_attention_recurrent(q, k, v, decay=decay, normalize=True, return_state=True)
+    got, state = linear_attention_chunked(q, k, v, decay=decay, normalize=True, chunk_size=48, return_state=True)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(state, want_state, rtol=1e-10, atol=1e-10)

@@ -21,6 +21,8 @@ import torch
 
 from minilib._checks import check_positive_int, require_tensor
 
+SEGMENT = 1024  # positions per segment of the chunked form: its tensors stay cache-sized on a CPU
+
 __all__ = [
     "linear_attention_parallel",
     "linear_attention_recurrent",
@@ -128,7 +130,9 @@ def linear_attention_chunked(q, k, v, *, decay=None, normalize=False, chunk_size
     with $\mathcal{D}_{n,ij} = e^{b_i - b_j}$ for $j \le i$. All chunks' intra terms are one batched product;
     only the $L/C$ state updates are sequential. Cost $O(L C D + L D D_v)$: linear in $L$
     (Lightning Attention's intra/inter split :cite:`qin2024lightning`). A length that is not a multiple of
-    ``chunk_size`` is padded with zero keys and unit gates, which change nothing.
+    ``chunk_size`` is padded with zero keys and unit gates, which change nothing. Long sequences are processed in
+    segments of about ``SEGMENT`` positions, the state carried from one to the next, so that the working set
+    (scores and per-chunk states) stays in cache and the time per token does not grow with $L$.
     ``q, k (B, H, L, D)``, ``v (B, H, L, Dv)`` -> ``(B, H, L, Dv)`` (and the final state if ``return_state``).
     """
     _check_qkv(q, k, v)
@@ -136,6 +140,20 @@ def linear_attention_chunked(q, k, v, *, decay=None, normalize=False, chunk_size
     C = check_positive_int("chunk_size", chunk_size)
     log_g = _log_gates(decay, q)
     v = _augment(v, normalize)
+    B, H, L, D = q.shape
+    S = q.new_zeros(B, H, D, v.shape[-1]) if state is None else state
+    segment = C * max(1, SEGMENT // C)
+    outs = []
+    for start in range(0, L, segment):
+        part = slice(start, start + segment)
+        out, S = _chunks(q[:, :, part], k[:, :, part], v[:, :, part], None if log_g is None else log_g[..., part], C, S)
+        outs.append(out)
+    out = _finish(torch.cat(outs, dim=2) if len(outs) != 1 else outs[0], normalize)
+    return (out, S) if return_state else out
+
+
+def _chunks(q, k, v, log_g, C: int, S):
+    """The chunked form on one segment, from state ``S``: outputs ``(B, H, L, Dv)`` and the state after it."""
     B, H, L, D = q.shape
     Dv = v.shape[-1]
     N = -(-L // C)
@@ -158,11 +176,9 @@ def linear_attention_chunked(q, k, v, *, decay=None, normalize=False, chunk_size
         kv = (kc * (b[..., -1:] - b).exp()[..., None]).transpose(-1, -2) @ vc
         carry = b[..., -1].exp()
         qc = qc * b.exp()[..., None]
-    S, prevs = q.new_zeros(B, H, D, Dv) if state is None else state, []
+    prevs = []
     for n in range(N):
         prevs.append(S)
         S = (S if carry is None else carry[:, :, n, None, None] * S) + kv[:, :, n]
     out = qc @ torch.stack(prevs, dim=2) + scores @ vc
-    out = out.reshape(B, H, N * C, Dv)[:, :, :L]
-    out = _finish(out, normalize)
-    return (out, S) if return_state else out
+    return out.reshape(B, H, N * C, Dv)[:, :, :L], S
