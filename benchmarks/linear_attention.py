@@ -14,7 +14,10 @@ Experiments (chapter 04 reads them all; one thread, B=1, H=8, D=Dv=64, fp32, for
 * ``memory``: peak extra resident memory of one forward of the parallel and the chunked form, each in a fresh
   process: the parallel form grows as L^2, the chunked as L;
 * ``chunks``: chunk size 16 ... 512 at L = 1024, 4096, 16384, with the counted intra-chunk (quadratic) and
-  inter-chunk (state) multiply-adds, which explain the optimum.
+  inter-chunk (state) multiply-adds, which explain the optimum;
+* ``lightning2``: forward + backward of the chunked form with the Lightning Attention-2 backward
+  (``custom_backward=True``) against autograd through the same forward, time per token over L = 1024 ... 8192 and
+  peak memory (fresh processes).
 
 Times are the minimum over interleaved rounds of each call's process CPU time (``bench`` of benchmarks/flash.py), the
 contention-robust number on a shared machine where other jobs time-slice the core (wall times are saved beside them).
@@ -195,6 +198,52 @@ def check_chunks(r: dict) -> None:
         assert times[512] > 1.5 * times[C] and times[16] > 1.1 * times[C], f"L={L}: no clear optimum {times}"
 
 
+# ------------------------------------------------------------------------------------------------ Lightning-2
+
+def forward_backward(L: int, custom: bool):
+    q, k, v = (x.requires_grad_() for x in inputs(L))
+    grad = torch.ones(B, H, L, D)
+
+    def step():
+        out = linear_attention_chunked(q, k, v, custom_backward=custom)
+        torch.autograd.grad(out, (q, k, v), grad)
+    return step
+
+
+def child_fwd_bwd_memory(custom: bool, L: int) -> dict:
+    """Peak resident-memory growth of one forward + backward in this (fresh) process."""
+    torch.set_num_threads(1)
+    forward_backward(64, custom)()  # load the kernels first
+    step = forward_backward(L, custom)
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _rss_kib("VmRSS")
+    step()
+    return {"peak_extra_bytes": (_rss_kib("VmHWM") - before) * 1024}
+
+
+def run_lightning2(quick: bool) -> dict:
+    Ls = [128, 256] if quick else [1024, 2048, 4096, 8192]
+    rows = []
+    for L in Ls:
+        cpu, _ = bench({"custom_backward": forward_backward(L, True), "autograd": forward_backward(L, False)},
+                       2 if quick else 3)
+        rows.append({"L": L, "seconds": cpu, "us_per_token": {n: 1e6 * t / L for n, t in cpu.items()}})
+    memory = []
+    for L in ([128, 256] if quick else [2048, 8192]):
+        for custom in (True, False):
+            r = in_fresh_process(child_fwd_bwd_memory, custom, L)
+            memory.append({"L": L, "custom_backward": custom, "peak_extra_MiB": r["peak_extra_bytes"] / 2**20})
+    return {"B": B, "H": H, "D": D, "chunk_size": 64, "rows": rows, "memory": memory}
+
+
+def check_lightning2(r: dict) -> None:
+    per_token = [row["us_per_token"]["custom_backward"] for row in r["rows"]]
+    assert max(per_token) <= 1.5 * min(per_token), f"forward+backward per token varies {max(per_token) / min(per_token):.2f}x"
+    mem = {x["L"]: x["peak_extra_MiB"] for x in r["memory"] if x["custom_backward"]}
+    small, large = sorted(mem)
+    assert mem[large] / mem[small] < 1.5 * large / small, "peak memory of the custom backward grows linearly with L"
+
+
 def report(name: str, r: dict) -> str:
     if name == "forms":
         s = r["chunked_speedup"]
@@ -210,11 +259,17 @@ def report(name: str, r: dict) -> str:
     if name == "chunks":
         return "chunk sweep (ms):\n" + "\n".join(
             f"  L={x['L']:6d} C={x['chunk_size']:4d} {1e3 * x['seconds']:8.2f}" for x in r["rows"]) + f"\n  best {r['best_chunk']}"
+    if name == "lightning2":
+        return "forward+backward (us/token):\n" + "\n".join(
+            f"  L={row['L']:6d} " + " ".join(f"{n}={t:8.2f}" for n, t in row["us_per_token"].items()) for row in r["rows"]
+        ) + "\n  peak MiB: " + ", ".join(f"L={x['L']} {'custom' if x['custom_backward'] else 'autograd'} {x['peak_extra_MiB']:.0f}"
+                                       for x in r["memory"])
     return str(r)
 
 
 EXPERIMENTS = {"forms": (run_forms, check_forms), "crossover": (run_crossover, check_crossover),
-               "memory": (run_memory, check_memory), "chunks": (run_chunks, check_chunks)}
+               "memory": (run_memory, check_memory), "chunks": (run_chunks, check_chunks),
+               "lightning2": (run_lightning2, check_lightning2)}
 
 
 def main(argv=None) -> dict:

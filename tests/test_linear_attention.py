@@ -179,3 +179,38 @@ def test_chunked_over_several_segments_equals_recurrent(decay_kind):
     got, state = linear_attention_chunked(q, k, v, decay=decay, normalize=True, chunk_size=48, return_state=True)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(state, want_state, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("decay_kind", ["none", "constant", "gates"])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_lightning_backward_passes_gradcheck(decay_kind, normalize):
+    q, k, v, decay, _ = make(1, 2, 11, 3, 2, decay_kind, seed=6, positive=normalize)
+    inputs = [x.requires_grad_() for x in (q, k, v)]
+
+    def fn(q, k, v):
+        return linear_attention_chunked(q, k, v, decay=decay, normalize=normalize, chunk_size=4, custom_backward=True)
+
+    assert torch.autograd.gradcheck(fn, inputs)
+
+
+@pytest.mark.parametrize("decay_kind", ["none", "gates"])
+def test_lightning_backward_equals_autograd_over_segments(decay_kind):
+    from minilib.linear_attention.forms import SEGMENT
+
+    q, k, v, decay, _ = make(1, 1, SEGMENT + 50, 2, 2, decay_kind, seed=7)
+    grad = torch.randn(1, 1, SEGMENT + 50, 2, dtype=torch.float64)
+    grads = []
+    for custom in (False, True):
+        x = [t.clone().requires_grad_() for t in (q, k, v)]
+        out = linear_attention_chunked(*x, decay=decay, chunk_size=32, custom_backward=custom)
+        grads.append(torch.autograd.grad(out, x, grad))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
+
+
+def test_lightning_backward_refuses_state_and_trainable_decay():
+    q, k, v, decay, _ = make(1, 2, 5, 3, 2, "constant", seed=0)
+    with pytest.raises(ValueError, match="custom_backward"):
+        linear_attention_chunked(q, k, v, state=torch.zeros(1, 2, 3, 2, dtype=torch.float64), custom_backward=True)
+    with pytest.raises(ValueError, match="custom_backward"):
+        linear_attention_chunked(q, k, v, decay=decay.requires_grad_(), custom_backward=True)

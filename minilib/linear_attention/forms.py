@@ -119,7 +119,8 @@ def linear_attention_recurrent(q, k, v, *, decay=None, normalize=False, state=No
     return (out, S) if return_state else out
 
 
-def linear_attention_chunked(q, k, v, *, decay=None, normalize=False, chunk_size=64, state=None, return_state=False):
+def linear_attention_chunked(q, k, v, *, decay=None, normalize=False, chunk_size=64, state=None, return_state=False,
+                             custom_backward=False):
     r"""Linear attention in chunks of $C$ positions: quadratic inside a chunk, recurrent between chunks.
 
     For chunk $n$ with local log-gate sums $b_i$ (from the chunk's start) and incoming state $S_{n-1}$:
@@ -134,22 +135,78 @@ def linear_attention_chunked(q, k, v, *, decay=None, normalize=False, chunk_size
     segments of about ``SEGMENT`` positions, the state carried from one to the next, so that the working set
     (scores and per-chunk states) stays in cache and the time per token does not grow with $L$.
     ``q, k (B, H, L, D)``, ``v (B, H, L, Dv)`` -> ``(B, H, L, Dv)`` (and the final state if ``return_state``).
+
+    ``custom_backward=True`` computes gradients the Lightning Attention-2 way :cite:`qin2024lightning2`: the
+    backward is three more chunked passes, ``dq`` forward in time and ``dk``, ``dv`` backward in time with the state
+    carried from the end, so no $L \times L$ tensor is ever stored (``_lightning_backward``). It takes no
+    ``state``, ``return_state`` or trainable ``decay``.
     """
     _check_qkv(q, k, v)
     _check_state(state, q, v, normalize)
     C = check_positive_int("chunk_size", chunk_size)
     log_g = _log_gates(decay, q)
     v = _augment(v, normalize)
-    B, H, L, D = q.shape
-    S = q.new_zeros(B, H, D, v.shape[-1]) if state is None else state
+    if custom_backward:
+        if state is not None or return_state or (decay is not None and decay.requires_grad):
+            raise ValueError("custom_backward=True takes no state, no return_state and no decay that requires grad")
+        return _finish(_LightningChunked.apply(q, k, v, log_g, C), normalize)
+    out, S = _segments(q, k, v, log_g, C, q.new_zeros(*q.shape[:2], q.shape[-1], v.shape[-1]) if state is None else state)
+    out = _finish(out, normalize)
+    return (out, S) if return_state else out
+
+
+def _segments(q, k, v, log_g, C: int, S):
+    """The chunked form over segments of about ``SEGMENT`` positions, the state carried: ``(out, final state)``."""
     segment = C * max(1, SEGMENT // C)
     outs = []
-    for start in range(0, L, segment):
+    for start in range(0, q.shape[2], segment):
         part = slice(start, start + segment)
         out, S = _chunks(q[:, :, part], k[:, :, part], v[:, :, part], None if log_g is None else log_g[..., part], C, S)
         outs.append(out)
-    out = _finish(torch.cat(outs, dim=2) if len(outs) != 1 else outs[0], normalize)
-    return (out, S) if return_state else out
+    return (torch.cat(outs, dim=2) if len(outs) != 1 else outs[0]), S
+
+
+def _reverse_gates(log_g):
+    r"""Log gates for the same sum run backwards in time: $\prod_{r=s+1}^{t} g_r$ over $s \le t$ becomes, with
+    $t' = L-1-t$, $\prod_{r'=t'+1}^{s'} g'_{r'}$ if $g'_{r'} = g_{L - r'}$ (and $g'_0 = 1$)."""
+    if log_g is None:
+        return None
+    flipped = log_g.flip(-1)
+    return torch.cat([torch.zeros_like(flipped[..., :1]), flipped[..., :-1]], dim=-1)
+
+
+def _lightning_backward(q, k, v, log_g, C, grad_out):
+    r"""Gradients of $o_t = \sum_{s\le t} w_{ts} (q_t\cdot k_s) v_s$ by three chunked passes (no $L\times L$ tensor):
+
+    $$ dq_t = \sum_{s \le t} w_{ts} (do_t \cdot v_s)\, k_s, \qquad dk_s = \sum_{t \ge s} w_{ts} (v_s \cdot do_t)\, q_t,
+       \qquad dv_s = \sum_{t \ge s} w_{ts} (k_s \cdot q_t)\, do_t ; $$
+
+    the first is linear attention with (query, key, value) = $(do, v, k)$, the other two are linear attention
+    backwards in time (flip, run with the reversed gates, flip back).
+    """
+    def run(a, b, c, gates):
+        return _segments(a, b, c, gates, C, a.new_zeros(*a.shape[:2], a.shape[-1], c.shape[-1]))[0]
+
+    back = _reverse_gates(log_g)
+    dq = run(grad_out, v, k, log_g)
+    dk = run(v.flip(2), grad_out.flip(2), q.flip(2), back).flip(2)
+    dv = run(k.flip(2), q.flip(2), grad_out.flip(2), back).flip(2)
+    return dq, dk, dv
+
+
+class _LightningChunked(torch.autograd.Function):
+    """The chunked form with the Lightning Attention-2 backward; saves only q, k, v (and the gates)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, log_g, C):
+        ctx.save_for_backward(q, k, v)
+        ctx.log_g, ctx.C = log_g, C
+        return _segments(q, k, v, log_g, C, q.new_zeros(*q.shape[:2], q.shape[-1], v.shape[-1]))[0]
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v = ctx.saved_tensors
+        return (*_lightning_backward(q, k, v, ctx.log_g, ctx.C, grad_out.contiguous()), None, None)
 
 
 def _chunks(q, k, v, log_g, C: int, S):
