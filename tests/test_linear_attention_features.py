@@ -37,3 +37,37 @@ def test_softmax_kernel_needs_dim_and_features():
     phi = feature_map("softmax_kernel", dim=4, n_features=4)
     with pytest.raises(ValueError, match="dim"):
         phi(torch.zeros(2, 3))
+
+
+def test_binary_hash_codes_and_features_count_agreeing_bits():
+    phi = feature_map("binary_hash", dim=6, n_bits=16, seed=3)
+    g = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(50, 6, generator=g, dtype=torch.float64) for _ in range(2))
+    hq, hk = phi.codes(q), phi.codes(k)
+    assert set(hq.unique().tolist()) <= {-1.0, 1.0}
+    hamming = (hq[:, None, :] != hk[None, :, :]).sum(-1).double()
+    torch.testing.assert_close(hq @ hk.T, 16 - 2 * hamming, rtol=0, atol=0)
+    fq, fk = phi(q), phi(k)
+    assert fq.shape == (50, 32) and set(fq.unique().tolist()) <= {0.0, 1.0}
+    torch.testing.assert_close(fq @ fk.T, 16 - hamming, rtol=0, atol=0)
+
+
+def test_binary_hash_linear_form_equals_the_quadratic_hamming_attention():
+    from minilib.linear_attention import linear_attention_chunked
+
+    phi = feature_map("binary_hash", dim=4, n_bits=8, seed=1)
+    g = torch.Generator().manual_seed(2)
+    q, k = (torch.randn(1, 2, 30, 4, generator=g) for _ in range(2))
+    v = torch.randn(1, 2, 30, 3, generator=g)
+    hq, hk = phi.codes(q), phi.codes(k)
+    sim = (8 - (hq[..., :, None, :] != hk[..., None, :, :]).sum(-1)).float().tril()  # agreeing bits, causal
+    want = (sim @ v) / sim.sum(-1, keepdim=True)
+    got = linear_attention_chunked(phi(q), phi(k), v, normalize=True, chunk_size=7)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+def test_binary_hash_needs_dim_and_bits():
+    with pytest.raises(ValueError, match="n_bits"):
+        feature_map("binary_hash", dim=4)
+    with pytest.raises(ValueError, match="dim"):
+        feature_map("binary_hash", dim=4, n_bits=2).codes(torch.zeros(3))

@@ -8,7 +8,8 @@ from minilib._checks import check_positive_int
 __all__ = ["feature_map"]
 
 
-def feature_map(name: str, *, dim: int | None = None, n_features: int | None = None, seed: int = 0):
+def feature_map(name: str, *, dim: int | None = None, n_features: int | None = None, n_bits: int | None = None,
+                seed: int = 0):
     r"""The feature map $\phi$ that turns $\exp(q\cdot k)$ into $\phi(q)\cdot\phi(k)$ (approximately or by design).
 
     - ``"elu+1"``: $\phi(x) = \mathrm{elu}(x) + 1 > 0$ :cite:`katharopoulos2020transformers`;
@@ -17,7 +18,12 @@ def feature_map(name: str, *, dim: int | None = None, n_features: int | None = N
     - ``"softmax_kernel"``: positive random features $\phi(x) = e^{W x - \|x\|^2/2} / \sqrt{m}$ with
       ``n_features`` $= m$ Gaussian rows $W$ (block-orthogonalised), so that
       $\mathbb{E}[\phi(q)\cdot\phi(k)] = e^{q\cdot k}$ :cite:`choromanski2021rethinking`. Needs ``dim`` (the
-      input size $D$); ``seed`` fixes $W$, which is shared by queries and keys.
+      input size $D$); ``seed`` fixes $W$, which is shared by queries and keys;
+    - ``"binary_hash"``: EcoFormer-style hashing :cite:`liu2022ecoformer` of $x$ into ``n_bits`` $= b$ signs
+      $h(x) = \operatorname{sign}(W x) \in \{-1, 1\}^b$ (random hyperplanes here; EcoFormer learns them with a
+      kernel), returned as the $2b$ binary features $\phi(x) = [(1 + h)/2,\ (1 - h)/2] \in \{0, 1\}^{2b}$, so
+      $\phi(q)\cdot\phi(k) = b - \operatorname{Hamming}(h(q), h(k))$, the number of agreeing bits: a similarity
+      that linear attention accumulates with additions only. Needs ``dim`` and ``n_bits``.
 
     Returns a callable ``(..., D) -> (..., D')``.
     """
@@ -29,7 +35,9 @@ def feature_map(name: str, *, dim: int | None = None, n_features: int | None = N
         return lambda x: x
     if name == "softmax_kernel":
         return _RandomSoftmaxFeatures(check_positive_int("dim", dim), check_positive_int("n_features", n_features), seed)
-    raise ValueError(f"name must be one of 'elu+1', 'relu', 'identity', 'softmax_kernel', got {name!r}")
+    if name == "binary_hash":
+        return _BinaryHash(check_positive_int("dim", dim), check_positive_int("n_bits", n_bits), seed)
+    raise ValueError(f"name must be one of 'elu+1', 'relu', 'identity', 'softmax_kernel', 'binary_hash', got {name!r}")
 
 
 class _RandomSoftmaxFeatures:
@@ -51,3 +59,21 @@ class _RandomSoftmaxFeatures:
             raise ValueError(f"x must end in dim={self.dim}, got shape {tuple(x.shape)}")
         proj = x @ self.W.to(x).T
         return (proj - 0.5 * (x * x).sum(-1, keepdim=True)).exp() / self.n_features ** 0.5
+
+
+class _BinaryHash:
+    """Random-hyperplane binary codes as 0/1 features (see :func:`feature_map`); ``codes(x)`` gives the signs."""
+
+    def __init__(self, dim: int, n_bits: int, seed: int):
+        self.W = torch.randn(n_bits, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        self.dim, self.n_bits = dim, n_bits
+
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        r"""$h(x) = \operatorname{sign}(Wx) \in \{-1, 1\}^b$ (a zero projection counts as +1)."""
+        if x.shape[-1] != self.dim:
+            raise ValueError(f"x must end in dim={self.dim}, got shape {tuple(x.shape)}")
+        return torch.where(x @ self.W.to(x).T >= 0, 1.0, -1.0).to(x.dtype)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.codes(x)
+        return torch.cat([(1 + h) / 2, (1 - h) / 2], dim=-1)
