@@ -70,3 +70,30 @@ def test_flow_attention_bad_shapes_raise():
     q, k, v = qkv()
     with pytest.raises(ValueError, match="v"):
         flow_attention(q, k, v[:, :, :5])
+
+
+@pytest.mark.parametrize("per_head", [False, True])
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("L", [1, 2, 7, 33])
+def test_kernelized_rpe_fft_equals_the_explicit_toeplitz_form(per_head, normalize, L):
+    from minilib.linear_attention import kernelized_rpe_fft
+    from minilib.positional import toeplitz_matrix
+
+    g = torch.Generator().manual_seed(L)
+    q, k = (torch.rand(2, 3, L, 4, generator=g, dtype=torch.float64) for _ in range(2))  # positive features
+    v = torch.randn(2, 3, L, 2, generator=g, dtype=torch.float64)
+    rpe = torch.rand(3, 2 * L - 1, generator=g, dtype=torch.float64) + 0.1 if per_head else \
+        torch.rand(2 * L - 1, generator=g, dtype=torch.float64) + 0.1
+    A = (q @ k.transpose(-1, -2)) * toeplitz_matrix(rpe, L)
+    want = (A @ v) / A.sum(-1, keepdim=True) if normalize else A @ v
+    torch.testing.assert_close(kernelized_rpe_fft(q, k, v, rpe, normalize=normalize), want, rtol=1e-10, atol=1e-10)
+
+
+def test_kernelized_rpe_fft_bad_rpe_raises():
+    from minilib.linear_attention import kernelized_rpe_fft
+
+    q = torch.rand(1, 2, 5, 3)
+    with pytest.raises(ValueError, match="rpe"):
+        kernelized_rpe_fft(q, q, q, torch.rand(8))
+    with pytest.raises(ValueError, match="rpe"):
+        kernelized_rpe_fft(q, q, q, torch.rand(3, 9))

@@ -8,7 +8,8 @@ The submodules follow the chapter:
 * :mod:`~minilib.linear_attention.layers` -- the token mixers (linear attention, retention) for
   :class:`~minilib.models.TransformerLM`;
 * :mod:`~minilib.linear_attention.rnn` -- softmax attention as an RNN (Aaren): a prefix scan of $(m, \ell, a)$;
-* :mod:`~minilib.linear_attention.variants` -- Linformer's low-rank keys and values, Flowformer's flow attention;
+* :mod:`~minilib.linear_attention.variants` -- Linformer's low-rank keys and values, Flowformer's flow attention,
+  kernelized attention with relative positions by FFT;
 * :mod:`~minilib.linear_attention.sequence_parallel` -- LASP-2: workers that exchange only their states.
 
 Every public name is importable from here (``from minilib.linear_attention import linear_attention_chunked``).
@@ -20,7 +21,7 @@ from minilib.linear_attention.forms import linear_attention_chunked, linear_atte
 from minilib.linear_attention.layers import LinearAttention, LinearAttentionCache, Retention, multiscale_decays
 from minilib.linear_attention.rnn import aaren_combine, attention_rnn_step, attention_scan
 from minilib.linear_attention.sequence_parallel import lasp2_simulated
-from minilib.linear_attention.variants import flow_attention, linformer_attention
+from minilib.linear_attention.variants import flow_attention, kernelized_rpe_fft, linformer_attention
 
 __all__ = [
     "linear_attention_parallel",
@@ -37,4 +38,5 @@ __all__ = [
     "linformer_attention",
     "flow_attention",
     "lasp2_simulated",
+    "kernelized_rpe_fft",
 ]

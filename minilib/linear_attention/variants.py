@@ -1,11 +1,12 @@
-r"""Other roads to linear cost: a low-rank projection of the keys (Linformer) and flow conservation (Flowformer)."""
+r"""Other roads to sub-quadratic cost: low-rank keys (Linformer), flow conservation (Flowformer), kernelized
+attention with relative positions by FFT."""
 from __future__ import annotations
 
 import torch
 
 from minilib._checks import default_scale, require_tensor
 
-__all__ = ["linformer_attention", "flow_attention"]
+__all__ = ["linformer_attention", "flow_attention", "kernelized_rpe_fft"]
 
 
 def _check_same_length(q, k, v):
@@ -69,3 +70,32 @@ def flow_attention(q, k, v, *, return_flows=False):
     flows = {"incoming": incoming[..., 0], "outgoing": outgoing[..., 0], "competition": competition[..., 0],
              "allocation": allocation[..., 0]}
     return out, flows
+
+
+def kernelized_rpe_fft(q, k, v, rpe, *, normalize: bool = True):
+    r"""Kernelized attention with a multiplicative relative-position weight, in $O(L \log L)$ by FFT :cite:`luo2021stable`.
+
+    $$ o_i = \frac{\sum_j b_{i-j}\, (q_i \cdot k_j)\, v_j}{\sum_j b_{i-j}\, (q_i \cdot k_j)}
+         = \frac{q_i^\top \sum_j b_{i-j}\, k_j v_j^\top}{q_i^\top \sum_j b_{i-j}\, k_j} , $$
+
+    (non-causal; ``q``, ``k`` are already feature-mapped, e.g. by :func:`feature_map`). The inner sums are a
+    Toeplitz matrix $b_{i-j}$ applied to the sequence $k_j v_j^\top$: one convolution per $(D, D_v)$ channel, done
+    with real FFTs of length $\ge 3L - 2$, so the cost is $O(L \log L \cdot D D_v)$ and no $L \times L$ matrix is
+    formed. ``q, k (B, H, L, D)``, ``v (B, H, L, Dv)``, ``rpe (2L - 1,)`` or ``(H, 2L - 1)`` holding
+    $b_{-(L-1)}, \dots, b_{L-1}$ (as :func:`minilib.positional.toeplitz_matrix`) -> ``(B, H, L, Dv)``.
+    """
+    _check_same_length(q, k, v)
+    B, H, L, D = k.shape
+    if q.shape[2] != L:
+        raise ValueError(f"q and k must have the same length, got q {tuple(q.shape)} and k {tuple(k.shape)}")
+    require_tensor("rpe", rpe, ndim=(1, 2), floating=True)
+    if rpe.shape[-1] != 2 * L - 1 or (rpe.ndim == 2 and rpe.shape[0] != H):
+        raise ValueError(f"rpe must have shape (2L - 1,) or (H, 2L - 1) = ({H}, {2 * L - 1}), got {tuple(rpe.shape)}")
+    values = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1) if normalize else v
+    n_fft = 1 << (3 * L - 2 - 1).bit_length()
+    sequence = k[..., :, None] * values[..., None, :]  # (B, H, L, D, Dv'): what the Toeplitz matrix multiplies
+    kernel = rpe.reshape(-1, 2 * L - 1) if rpe.ndim == 2 else rpe[None]
+    spectrum = torch.fft.rfft(sequence, n=n_fft, dim=2) * torch.fft.rfft(kernel, n=n_fft, dim=-1)[None, :, :, None, None]
+    mixed = torch.fft.irfft(spectrum, n=n_fft, dim=2)[:, :, L - 1:2 * L - 1]  # sum_j b_{i-j} k_j v_j^T at i = 0..L-1
+    out = (q[..., None, :] @ mixed).squeeze(-2)
+    return out[..., :-1] / out[..., -1:] if normalize else out
