@@ -3,22 +3,27 @@ import pytest
 import torch
 from torch import nn
 
-from minilib.linear_attention import LinearAttention, LinearAttentionCache, Retention, multiscale_decays
+from minilib.linear_attention import (LinearAttention, LinearAttentionCache, Retention, TransNormerBlock,
+                                      multiscale_decays, transnormer_decays)
 from minilib.mixing import mixer_factory
 from minilib.models import TransformerConfig, TransformerLM, train
 
 CONFIGS = {
     "elu+1 normalised": dict(),
     "relu, gated decay, rms norm": dict(feature="relu", normalize=False, decay="gated", head_norm="rms", chunk_size=3),
-    "retention": None,
+    "retention": "retention",
+    "transnormer": "transnormer",
 }
 
 
 def build(name, d_model=12, n_heads=3):
     torch.manual_seed(0)
     kwargs = CONFIGS[name]
-    layer = Retention(d_model, n_heads, chunk_size=4) if kwargs is None else LinearAttention(d_model, n_heads, **kwargs)
-    return layer.double()
+    if kwargs == "retention":
+        return Retention(d_model, n_heads, chunk_size=4).double()
+    if kwargs == "transnormer":
+        return TransNormerBlock(d_model, n_heads, layer=1, n_layers=3, chunk_size=4).double()
+    return LinearAttention(d_model, n_heads, **kwargs).double()
 
 
 def test_multiscale_decays_are_retnets():
@@ -74,7 +79,7 @@ def test_the_state_does_not_grow_with_length():
 
 
 @pytest.mark.parametrize("mixer, kwargs", [("linear_attention", {}), ("linear_attention", {"decay": "gated"}),
-                                           ("retention", {})])
+                                           ("retention", {}), ("transnormer", {})])
 def test_trains_and_decodes_inside_transformer_lm(mixer, kwargs):
     torch.manual_seed(0)
     cfg = TransformerConfig(5, 16, 2, 2, max_len=32, pos="none", mixer=mixer, mixer_kwargs=kwargs)
@@ -116,3 +121,29 @@ def test_bad_input_raises():
     layer = build("elu+1 normalised")
     with pytest.raises(ValueError, match="d_model"):
         layer(torch.randn(1, 4, 10, dtype=torch.float64))
+
+
+def test_transnormer_decays_and_block_written_out():
+    torch.testing.assert_close(transnormer_decays(4, 1, 2), torch.exp(-torch.tensor([0.0, 1.0, 2.0, 3.0], dtype=torch.float64)))
+    assert bool((transnormer_decays(4, 0, 3) <= transnormer_decays(4, 2, 3)).all())
+    layer = build("transnormer")
+    x = torch.randn(2, 9, 12, dtype=torch.float64)
+    B, T, H, D = 2, 9, 3, 4
+    lam = layer.gammas  # stored in float32, like every parameter before .double()
+    torch.testing.assert_close(lam, transnormer_decays(3, 1, 3), rtol=0, atol=1e-7)
+    q, k, v = (w(x).view(B, T, H, D).transpose(1, 2) for w in (layer.wq, layer.wk, layer.wv))
+    t = torch.arange(T)
+    Lam = torch.where(t[:, None] >= t[None, :], lam[:, None, None] ** (t[:, None] - t[None, :]), 0.0)
+    heads = (q @ (k / D ** 0.5).transpose(-1, -2) * Lam) @ v
+    heads = heads / heads.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()
+    want = layer.wo(nn.functional.silu(layer.wg(x)) * heads.transpose(1, 2).reshape(B, T, H * D) * layer.norm_weight)
+    torch.testing.assert_close(layer(x), want, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="layer"):
+        transnormer_decays(4, 3, 3)
+
+
+def test_a_decay_tensor_is_checked():
+    with pytest.raises(ValueError, match="decay"):
+        LinearAttention(8, 2, decay=torch.tensor([0.5, 1.5]))
+    with pytest.raises(ValueError, match="decay"):
+        LinearAttention(8, 2, decay=torch.tensor([0.5]))

@@ -5,7 +5,7 @@ The submodules follow the chapter:
 * :mod:`~minilib.linear_attention.forms` -- causal linear attention with optional decay in its parallel
   ($L\times L$), recurrent ($D\times D_v$ state) and chunked (intra-chunk quadratic, inter-chunk recurrent) forms;
 * :mod:`~minilib.linear_attention.features` -- the feature maps $\phi$ (elu+1, relu, random softmax features);
-* :mod:`~minilib.linear_attention.layers` -- the token mixers (linear attention, retention) for
+* :mod:`~minilib.linear_attention.layers` -- the token mixers (linear attention, retention, TransNormer) for
   :class:`~minilib.models.TransformerLM`;
 * :mod:`~minilib.linear_attention.rnn` -- softmax attention as an RNN (Aaren): a prefix scan of $(m, \ell, a)$;
 * :mod:`~minilib.linear_attention.variants` -- Linformer's low-rank keys and values, Flowformer's flow attention,
@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from minilib.linear_attention.features import feature_map
 from minilib.linear_attention.forms import linear_attention_chunked, linear_attention_parallel, linear_attention_recurrent
-from minilib.linear_attention.layers import LinearAttention, LinearAttentionCache, Retention, multiscale_decays
+from minilib.linear_attention.layers import (LinearAttention, LinearAttentionCache, Retention, TransNormerBlock,
+                                             multiscale_decays, transnormer_decays)
 from minilib.linear_attention.rnn import aaren_combine, attention_rnn_step, attention_scan
 from minilib.linear_attention.sequence_parallel import lasp2_simulated
 from minilib.linear_attention.variants import flow_attention, kernelized_rpe_fft, linformer_attention
@@ -32,6 +33,8 @@ __all__ = [
     "LinearAttentionCache",
     "Retention",
     "multiscale_decays",
+    "TransNormerBlock",
+    "transnormer_decays",
     "aaren_combine",
     "attention_scan",
     "attention_rnn_step",

@@ -22,7 +22,8 @@ from minilib.linear_attention.features import feature_map
 from minilib.linear_attention.forms import linear_attention_chunked
 from minilib.mixing import TokenMixer, register_mixer
 
-__all__ = ["LinearAttentionCache", "LinearAttention", "Retention", "multiscale_decays"]
+__all__ = ["LinearAttentionCache", "LinearAttention", "Retention", "TransNormerBlock", "multiscale_decays",
+           "transnormer_decays"]
 
 DECAYS = (None, "multiscale", "gated")
 HEAD_NORMS = (None, "group", "rms")
@@ -34,6 +35,18 @@ def multiscale_decays(n_heads: int) -> torch.Tensor:
     ``-> (n_heads,)`` float64. :cite:`sun2023retentive`
     """
     return 1 - 2.0 ** (-5 - torch.arange(check_positive_int("n_heads", n_heads), dtype=torch.float64))
+
+
+def transnormer_decays(n_heads: int, layer: int, n_layers: int) -> torch.Tensor:
+    r"""TransNormerLLM's per-head, per-layer decays $\lambda_h = \exp\!\big(-\tfrac{8h}{H}(1 - \tfrac{l}{N})\big)$.
+
+    Head $h = 0..H-1$ of layer $l = 0..N-1$; head 0 never decays, and later layers decay less.
+    ``-> (n_heads,)`` float64. :cite:`qin2023transnormerllm`
+    """
+    H, N = check_positive_int("n_heads", n_heads), check_positive_int("n_layers", n_layers)
+    if not 0 <= layer < N:
+        raise ValueError(f"layer must be in 0..n_layers-1 = 0..{N - 1}, got {layer!r}")
+    return torch.exp(-8 * torch.arange(H, dtype=torch.float64) / H * (1 - layer / N))
 
 
 class LinearAttentionCache:
@@ -50,7 +63,8 @@ class LinearAttention(TokenMixer):
     - ``feature``: a :func:`~minilib.linear_attention.feature_map` name (``"elu+1"``, ``"relu"``, ``"identity"``);
     - ``normalize``: divide by $\sum_s \phi(q_t)\cdot\phi(k_s)$ :cite:`katharopoulos2020transformers` (only with
       ``"elu+1"``, whose features are positive, so the sum is);
-    - ``decay``: ``None``, ``"multiscale"`` (fixed $\gamma_h$ of :func:`multiscale_decays`) or ``"gated"``
+    - ``decay``: ``None``, ``"multiscale"`` (fixed $\gamma_h$ of :func:`multiscale_decays`), an ``(H,)`` tensor of
+      fixed decays in $(0, 1]$, or ``"gated"``
       (data-dependent $g_t = \sigma(w_h\cdot x_t + b_h)^{1/16}$ per head, as in gated linear attention :cite:`yang2024gla`);
     - ``head_norm``: ``None``, ``"group"`` (LayerNorm of each head's output, RetNet's GroupNorm) or ``"rms"``;
     - ``gate``: the swish output gate; ``chunk_size`` of the chunked form.
@@ -59,13 +73,20 @@ class LinearAttention(TokenMixer):
     """
 
     def __init__(self, d_model: int, n_heads: int, *, feature: str = "elu+1", normalize: bool = True,
-                 decay: str | None = None, head_norm: str | None = None, gate: bool = False, chunk_size: int = 64):
+                 decay: str | torch.Tensor | None = None, head_norm: str | None = None, gate: bool = False,
+                 chunk_size: int = 64):
         super().__init__()
         check_positive_int("d_model", d_model)
         if d_model % check_positive_int("n_heads", n_heads):
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        if decay not in DECAYS:
-            raise ValueError(f"decay must be one of {DECAYS}, got {decay!r}")
+        gammas = multiscale_decays(n_heads) if decay == "multiscale" else None
+        if isinstance(decay, torch.Tensor):
+            require_tensor("decay", decay, ndim=1, floating=True)
+            if decay.shape != (n_heads,) or not bool(((decay > 0) & (decay <= 1)).all()):
+                raise ValueError(f"a decay tensor must hold n_heads={n_heads} values in (0, 1], got {decay.tolist()}")
+            gammas, decay = decay.detach().clone(), "fixed"
+        elif decay not in DECAYS:
+            raise ValueError(f"decay must be one of {DECAYS} or an (n_heads,) tensor, got {decay!r}")
         if normalize and feature != "elu+1":
             raise ValueError(f"normalize=True needs the strictly positive feature 'elu+1' (a sum of {feature!r} "
                              "features can be 0 or negative); pass normalize=False")
@@ -78,8 +99,8 @@ class LinearAttention(TokenMixer):
         self.wq, self.wk, self.wv, self.wo = (nn.Linear(d_model, d_model, bias=False) for _ in range(4))
         self.wg = nn.Linear(d_model, d_model, bias=False) if gate else None
         self.w_decay = nn.Linear(d_model, n_heads) if decay == "gated" else None
-        if decay == "multiscale":
-            self.register_buffer("gammas", multiscale_decays(n_heads).float())
+        if gammas is not None:
+            self.register_buffer("gammas", gammas.float())
         self.norm_weight = nn.Parameter(torch.ones(d_model)) if head_norm else None
 
     def new_cache(self) -> LinearAttentionCache:
@@ -87,7 +108,7 @@ class LinearAttention(TokenMixer):
 
     def decays(self, x: torch.Tensor):
         """The ``decay=`` argument for the heads: None, the ``(H,)`` constants or ``(B, H, T)`` gates from ``x``."""
-        if self.decay == "multiscale":
+        if self.decay in ("multiscale", "fixed"):
             return self.gammas.to(x.dtype)
         if self.decay == "gated":
             return (nn.functional.logsigmoid(self.w_decay(x)) / 16).exp().transpose(1, 2)
@@ -129,6 +150,23 @@ class Retention(LinearAttention):
         super().__init__(d_model, n_heads, **{**kwargs, **overrides})
 
 
+class TransNormerBlock(LinearAttention):
+    r"""TransNormerLLM's attention :cite:`qin2023transnormerllm`: linear attention without the softmax normaliser,
+    fixed per-head decays :func:`transnormer_decays` of its layer, an RMS norm of each head's output (their
+    "simple RMS norm") in place of the denominator, and a swish output gate:
+
+    $$ y = W_O\big(\mathrm{swish}(W_G x) \odot \mathrm{RMSNorm}((Q K^\top \odot \Lambda) V)\big),
+       \qquad \Lambda_{ts} = \lambda^{t-s} [s \le t] . $$
+
+    ``layer`` and ``n_layers`` set the decays (later layers decay less).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, *, layer: int = 0, n_layers: int = 1, **overrides):
+        kwargs = dict(feature="identity", normalize=False, decay=transnormer_decays(n_heads, layer, n_layers),
+                      head_norm="rms", gate=True)
+        super().__init__(d_model, n_heads, **{**kwargs, **overrides})
+
+
 def _factory(cls):
     def factory(config, layer: int) -> LinearAttention:
         return cls(config.d_model, config.n_heads, **config.mixer_kwargs)
@@ -137,3 +175,5 @@ def _factory(cls):
 
 register_mixer("linear_attention", _factory(LinearAttention))
 register_mixer("retention", _factory(Retention))
+register_mixer("transnormer", lambda config, layer: TransNormerBlock(config.d_model, config.n_heads, layer=layer,
+                                                                     n_layers=config.n_layers, **config.mixer_kwargs))
