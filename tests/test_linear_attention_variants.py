@@ -97,3 +97,19 @@ def test_kernelized_rpe_fft_bad_rpe_raises():
         kernelized_rpe_fft(q, q, q, torch.rand(8))
     with pytest.raises(ValueError, match="rpe"):
         kernelized_rpe_fft(q, q, q, torch.rand(3, 9))
+
+
+def test_simplified_linear_attention_written_out():
+    from minilib.linear_attention import simplified_linear_attention
+
+    q, k, v = qkv(T=11, L=11)
+    w = torch.randn(3, 3, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    A = torch.relu(q) @ torch.relu(k).transpose(-1, -2)
+    want = (A @ v) / (A.sum(-1, keepdim=True) + 1e-6)
+    for i in range(11):  # the depthwise convolution as a loop over taps u = -2..2, zero outside the sequence
+        for u in range(-2, 3):
+            if 0 <= i + u < 11:
+                want[:, :, i] += w[:, :, u + 2] * v[:, :, i + u]
+    torch.testing.assert_close(simplified_linear_attention(q, k, v, w), want, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="conv_weight"):
+        simplified_linear_attention(q, k, v, w[..., :4])

@@ -6,7 +6,7 @@ import torch
 
 from minilib._checks import default_scale, require_tensor
 
-__all__ = ["linformer_attention", "flow_attention", "kernelized_rpe_fft"]
+__all__ = ["linformer_attention", "flow_attention", "kernelized_rpe_fft", "simplified_linear_attention"]
 
 
 def _check_same_length(q, k, v):
@@ -99,3 +99,27 @@ def kernelized_rpe_fft(q, k, v, rpe, *, normalize: bool = True):
     mixed = torch.fft.irfft(spectrum, n=n_fft, dim=2)[:, :, L - 1:2 * L - 1]  # sum_j b_{i-j} k_j v_j^T at i = 0..L-1
     out = (q[..., None, :] @ mixed).squeeze(-2)
     return out[..., :-1] / out[..., -1:] if normalize else out
+
+
+def simplified_linear_attention(q, k, v, conv_weight, *, eps: float = 1e-6):
+    r"""SLAB's simplified linear attention :cite:`guo2024slab` (non-causal): a ReLU kernel plus a depthwise convolution.
+
+    $$ o_i = \frac{\operatorname{relu}(q_i)^\top \sum_j \operatorname{relu}(k_j)\, v_j^\top}
+                 {\operatorname{relu}(q_i)^\top \sum_j \operatorname{relu}(k_j) + \epsilon}
+           + \sum_{u} w_u\, v_{i+u} , $$
+
+    the second term a depthwise convolution of the values along the sequence (odd kernel, zero padding, one filter
+    per head and channel) that restores the local detail the low-rank kernel term misses. ``q, k (B, H, L, D)``,
+    ``v (B, H, L, Dv)``, ``conv_weight (H, Dv, kernel)`` -> ``(B, H, L, Dv)``.
+    """
+    _check_same_length(q, k, v)
+    B, H, L, Dv = v.shape
+    require_tensor("conv_weight", conv_weight, ndim=3, floating=True)
+    if conv_weight.shape[:2] != (H, Dv) or conv_weight.shape[-1] % 2 == 0:
+        raise ValueError(f"conv_weight must have shape (H, Dv, odd kernel) with H={H}, Dv={Dv}, got {tuple(conv_weight.shape)}")
+    phi_q, phi_k = torch.relu(q), torch.relu(k)
+    kernel_term = (phi_q @ (phi_k.transpose(-1, -2) @ v)) / (phi_q @ phi_k.sum(2)[..., None] + eps)
+    channels = v.transpose(-1, -2).reshape(B, H * Dv, L)
+    conv = torch.nn.functional.conv1d(channels, conv_weight.reshape(H * Dv, 1, -1), padding=conv_weight.shape[-1] // 2,
+                                      groups=H * Dv)
+    return kernel_term + conv.reshape(B, H, Dv, L).transpose(-1, -2)
