@@ -17,7 +17,10 @@ Experiments (chapter 04 reads them all; one thread, B=1, H=8, D=Dv=64, fp32, for
   inter-chunk (state) multiply-adds, which explain the optimum;
 * ``lightning2``: forward + backward of the chunked form with the Lightning Attention-2 backward
   (``custom_backward=True``) against autograd through the same forward, time per token over L = 1024 ... 8192 and
-  peak memory (fresh processes).
+  peak memory (fresh processes);
+* ``digits``: a small ViT on the 8x8 digits with one token per pixel (64 tokens), its attention replaced by
+  each non-causal kernel of the chapter (Linformer k=16, elu+1, elu+1 with learned relative-position weights,
+  EcoFormer-style 16-bit hashing, Flowformer, SLAB), three seeds each, test accuracy against softmax attention.
 
 Times are the minimum over interleaved rounds of each call's process CPU time (``bench`` of benchmarks/flash.py), the
 contention-robust number on a shared machine where other jobs time-slice the core (wall times are saved beside them).
@@ -35,8 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._experiments import run_experiments  # noqa: E402
 from benchmarks.flash import _rss_kib, bench, in_fresh_process  # noqa: E402  (chapter 03's timer and memory probe)
-from minilib.linear_attention import (linear_attention_chunked, linear_attention_parallel,  # noqa: E402
-                                      linear_attention_recurrent)
+from minilib.data import digits_split, labelled_batches  # noqa: E402
+from minilib.linear_attention import (feature_map, flow_attention, kernelized_rpe_fft,  # noqa: E402
+                                      linear_attention_chunked, linear_attention_noncausal, linear_attention_parallel,
+                                      linear_attention_recurrent, linformer_attention, simplified_linear_attention)
+from minilib.vision import VisionTransformer  # noqa: E402
 
 B, H, D = 1, 8, 64
 HEADLINE_L = 4096
@@ -244,6 +250,93 @@ def check_lightning2(r: dict) -> None:
     assert mem[large] / mem[small] < 1.5 * large / small, "peak memory of the custom backward grows linearly with L"
 
 
+# ------------------------------------------------------------------------------------------------ digits
+
+DIGITS = dict(d_model=32, n_layers=2, n_heads=2, d_ff=64, steps=400, batch=64, lr=3e-3, n_test=297, seeds=[0, 1, 2],
+              linformer_k=16, hash_bits=16)
+KERNELS = ["softmax", "linformer", "elu+1", "elu+1 rpe", "binary_hash", "flow", "slab"]
+
+
+class KernelAttention(torch.nn.Module):
+    """An encoder block's attention with the score/softmax step replaced by one of the chapter's kernels.
+
+    Keeps the block's projections (``project_qkv``, ``combine``); adds only what a kernel needs: Linformer's
+    ``E = F`` (shared by the layers, passed in), the learned relative-position log-weights, SLAB's convolution.
+    """
+
+    def __init__(self, mha, kind: str, n_tokens: int, linformer_E=None):
+        super().__init__()
+        self.mha, self.kind, self.E = mha, kind, linformer_E
+        head_dim = mha.wq.out_features // mha.n_heads
+        if kind == "elu+1 rpe":
+            self.log_rpe = torch.nn.Parameter(torch.zeros(2 * n_tokens - 1))
+        if kind == "slab":
+            self.conv = torch.nn.Parameter(torch.randn(mha.n_heads, head_dim, 3) * 0.1)
+        if kind == "binary_hash":
+            self.hash = feature_map("binary_hash", dim=head_dim, n_bits=DIGITS["hash_bits"], seed=0)
+
+    def forward(self, x, causal=False):
+        T = x.shape[1]
+        q, k, v = self.mha.project_qkv(x, torch.arange(T))
+        elu = feature_map("elu+1")
+        if self.kind == "softmax":
+            out = F.scaled_dot_product_attention(q, k, v)
+        elif self.kind == "linformer":
+            out = linformer_attention(q, k, v, self.E, self.E)
+        elif self.kind == "elu+1":
+            out = linear_attention_noncausal(elu(q), elu(k), v)
+        elif self.kind == "elu+1 rpe":
+            out = kernelized_rpe_fft(elu(q), elu(k), v, self.log_rpe.exp())
+        elif self.kind == "binary_hash":
+            out = linear_attention_noncausal(self.hash(q), self.hash(k), v)
+        elif self.kind == "flow":
+            out = flow_attention(q, k, v)
+        else:
+            out = simplified_linear_attention(q, k, v, self.conv)
+        return self.mha.combine(x, out)
+
+
+def train_digits(kind: str, seed: int, data, c: dict) -> dict:
+    (x_train, y_train), (x_test, y_test) = data
+    torch.manual_seed(seed)
+    model = VisionTransformer(8, 1, c["d_model"], c["n_layers"], c["n_heads"], n_classes=10, d_ff=c["d_ff"])
+    E = torch.nn.Parameter(torch.randn(c["linformer_k"], 64) / 8) if kind == "linformer" else None
+    for block in model.blocks:
+        block.attn = KernelAttention(block.attn, kind, 64, linformer_E=E)
+    params = sum(p.numel() for p in model.parameters())  # E is shared: counted once
+    opt = torch.optim.Adam(model.parameters(), lr=c["lr"])
+    batches = labelled_batches(x_train, y_train, batch_size=c["batch"], generator=torch.Generator().manual_seed(1000 + seed))
+    for _ in range(c["steps"]):
+        x, y = next(batches)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        accuracy = (model(x_test).argmax(-1) == y_test).float().mean().item()
+    return {"kind": kind, "seed": seed, "params": params, "test_accuracy": accuracy, "final_loss": loss.item()}
+
+
+def run_digits(quick: bool) -> dict:
+    c = dict(DIGITS, steps=5, seeds=[0]) if quick else DIGITS
+    data = digits_split(n_test=c["n_test"], seed=0)
+    runs = [train_digits(kind, seed, data, c) for kind in KERNELS for seed in c["seeds"]]
+    summary = {}
+    for kind in KERNELS:
+        acc = [r["test_accuracy"] for r in runs if r["kind"] == kind]
+        summary[kind] = {"mean": sum(acc) / len(acc), "min": min(acc), "max": max(acc),
+                         "params": next(r["params"] for r in runs if r["kind"] == kind)}
+    return {"config": c, "runs": runs, "summary": summary}
+
+
+def check_digits(r: dict) -> None:
+    s = r["summary"]
+    assert all(len([x for x in r["runs"] if x["kind"] == k]) == 3 for k in KERNELS), "three seeds per kernel"
+    assert all(abs(s[k]["params"] / s["softmax"]["params"] - 1) < 0.06 for k in KERNELS), "parameter counts within 6%"
+    assert s["softmax"]["mean"] > 0.9, "the softmax ViT learns the digits"
+
+
 def report(name: str, r: dict) -> str:
     if name == "forms":
         s = r["chunked_speedup"]
@@ -264,12 +357,15 @@ def report(name: str, r: dict) -> str:
             f"  L={row['L']:6d} " + " ".join(f"{n}={t:8.2f}" for n, t in row["us_per_token"].items()) for row in r["rows"]
         ) + "\n  peak MiB: " + ", ".join(f"L={x['L']} {'custom' if x['custom_backward'] else 'autograd'} {x['peak_extra_MiB']:.0f}"
                                        for x in r["memory"])
+    if name == "digits":
+        return "digits test accuracy (mean, min..max over seeds; params):\n" + "\n".join(
+            f"  {k:12s} {v['mean']:.3f} ({v['min']:.3f}..{v['max']:.3f}) {v['params']}" for k, v in r["summary"].items())
     return str(r)
 
 
 EXPERIMENTS = {"forms": (run_forms, check_forms), "crossover": (run_crossover, check_crossover),
                "memory": (run_memory, check_memory), "chunks": (run_chunks, check_chunks),
-               "lightning2": (run_lightning2, check_lightning2)}
+               "lightning2": (run_lightning2, check_lightning2), "digits": (run_digits, check_digits)}
 
 
 def main(argv=None) -> dict:

@@ -113,3 +113,14 @@ def test_simplified_linear_attention_written_out():
     torch.testing.assert_close(simplified_linear_attention(q, k, v, w), want, rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="conv_weight"):
         simplified_linear_attention(q, k, v, w[..., :4])
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_noncausal_linear_attention_is_the_kernel_matrix_product(normalize):
+    from minilib.linear_attention import linear_attention_noncausal
+
+    q, k, v = qkv()
+    q, k = torch.relu(q) + 0.1, torch.relu(k) + 0.1
+    A = q @ k.transpose(-1, -2)
+    want = (A @ v) / A.sum(-1, keepdim=True) if normalize else A @ v
+    torch.testing.assert_close(linear_attention_noncausal(q, k, v, normalize=normalize), want, rtol=0, atol=1e-12)

@@ -8,7 +8,7 @@ The submodules follow the chapter:
 * :mod:`~minilib.linear_attention.layers` -- the token mixers (linear attention, retention, TransNormer) for
   :class:`~minilib.models.TransformerLM`;
 * :mod:`~minilib.linear_attention.rnn` -- softmax attention as an RNN (Aaren): a prefix scan of $(m, \ell, a)$;
-* :mod:`~minilib.linear_attention.variants` -- Linformer's low-rank keys and values, Flowformer's flow attention,
+* :mod:`~minilib.linear_attention.variants` -- the non-causal (encoder) form, Linformer's low-rank keys and values, Flowformer's flow attention,
   kernelized attention with relative positions by FFT, SLAB's simplified linear attention;
 * :mod:`~minilib.linear_attention.sequence_parallel` -- LASP-2: workers that exchange only their states.
 
@@ -22,8 +22,8 @@ from minilib.linear_attention.layers import (LinearAttention, LinearAttentionCac
                                              multiscale_decays, transnormer_decays)
 from minilib.linear_attention.rnn import aaren_combine, attention_rnn_step, attention_scan
 from minilib.linear_attention.sequence_parallel import lasp2_simulated
-from minilib.linear_attention.variants import (flow_attention, kernelized_rpe_fft, linformer_attention,
-                                               simplified_linear_attention)
+from minilib.linear_attention.variants import (flow_attention, kernelized_rpe_fft, linear_attention_noncausal,
+                                               linformer_attention, simplified_linear_attention)
 
 __all__ = [
     "linear_attention_parallel",
@@ -44,4 +44,5 @@ __all__ = [
     "lasp2_simulated",
     "kernelized_rpe_fft",
     "simplified_linear_attention",
+    "linear_attention_noncausal",
 ]

@@ -6,7 +6,8 @@ import torch
 
 from minilib._checks import default_scale, require_tensor
 
-__all__ = ["linformer_attention", "flow_attention", "kernelized_rpe_fft", "simplified_linear_attention"]
+__all__ = ["linear_attention_noncausal", "linformer_attention", "flow_attention", "kernelized_rpe_fft",
+           "simplified_linear_attention"]
 
 
 def _check_same_length(q, k, v):
@@ -15,6 +16,20 @@ def _check_same_length(q, k, v):
     if k.shape[:3] != v.shape[:3] or q.shape[:2] != k.shape[:2] or q.shape[-1] != k.shape[-1]:
         raise ValueError(f"need q (B, H, T, D), k (B, H, L, D), v (B, H, L, Dv); got q {tuple(q.shape)}, "
                          f"k {tuple(k.shape)}, v {tuple(v.shape)}")
+
+
+def linear_attention_noncausal(q, k, v, *, normalize: bool = True):
+    r"""Linear attention of an encoder, every query over every key: $O = \phi(Q)\,(\phi(K)^\top V)$.
+
+    $$ o_i = \frac{q_i^\top \sum_j k_j v_j^\top}{q_i^\top \sum_j k_j} $$
+
+    (``q``, ``k`` already feature-mapped; the denominator only with ``normalize``). Cost $O(L D D_v)$: the
+    $D \times D_v$ summary is built once. ``q (B, H, T, D)``, ``k (B, H, L, D)``, ``v (B, H, L, Dv)`` -> ``(B, H, T, Dv)``.
+    :cite:`katharopoulos2020transformers`
+    """
+    _check_same_length(q, k, v)
+    out = q @ (k.transpose(-1, -2) @ v)
+    return out / (q @ k.sum(2)[..., None]) if normalize else out
 
 
 def linformer_attention(q, k, v, E, F, *, scale=None):
