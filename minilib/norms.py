@@ -234,3 +234,59 @@ def sigma_reparam_(module: nn.Module, *, skip: Iterable[str] = (), n_power_itera
         setattr(parent, child_name, SigmaReparamLinear.from_linear(getattr(parent, child_name),
                                                                    n_power_iterations=n_power_iterations))
     return module
+
+
+class PRepBN(nn.Module):
+    r"""Progressive re-parameterised BatchNorm (SLAB) :cite:`guo2024slab`: LayerNorm handed over to a foldable BatchNorm.
+
+    $$ \operatorname{RepBN}(x) = \operatorname{BN}(x) + \eta\, x, \qquad
+       \operatorname{PRepBN}(x) = \gamma\, \operatorname{LN}(x) + (1 - \gamma)\, \operatorname{RepBN}(x), $$
+
+    with $\gamma$ decaying linearly from 1 to 0 over the first ``warmup_steps`` training forwards (counted in a
+    buffer) and $\eta$ learned. Once $\gamma = 0$ the layer at inference is an affine map per channel with
+    BatchNorm's running statistics, which :meth:`fold_into` merges into the next linear layer: no normalisation
+    statistics are computed at inference. ``x (..., d) -> (..., d)``; BatchNorm statistics are over all leading axes.
+    """
+
+    def __init__(self, d: int, *, warmup_steps: int, eps: float = 1e-5):
+        super().__init__()
+        self.d, self.warmup_steps = check_positive_int("d", d), check_positive_int("warmup_steps", warmup_steps)
+        self.ln = LayerNorm(d, eps=eps)
+        self.bn = nn.BatchNorm1d(d, eps=_check_eps(eps))
+        self.eta = nn.Parameter(torch.zeros(()))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+
+    @property
+    def gamma(self) -> float:
+        """The LayerNorm share: $1 - \\text{steps}/\\text{warmup}$, floored at 0."""
+        return max(0.0, 1.0 - self.steps.item() / self.warmup_steps)
+
+    def rep_bn(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(x.reshape(-1, self.d)).reshape(x.shape) + self.eta * x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_last_dim(x, self.d)
+        gamma = self.gamma
+        if self.training:
+            self.steps += 1
+        out = self.rep_bn(x)
+        return out if gamma == 0 else gamma * self.ln(x) + (1 - gamma) * out
+
+    def fold_into(self, linear: nn.Linear) -> nn.Linear:
+        r"""The linear layer $x \mapsto W\,\operatorname{RepBN}(x) + c$ as one ``nn.Linear`` (inference, $\gamma = 0$).
+
+        $\operatorname{RepBN}(x) = a \odot x + b$ with $a = w_{BN}/\sqrt{\sigma^2 + \epsilon} + \eta$ and
+        $b = \beta_{BN} - \mu\, w_{BN}/\sqrt{\sigma^2 + \epsilon}$, so $W' = W \operatorname{diag}(a)$, $c' = W b + c$.
+        """
+        if self.gamma != 0:
+            raise ValueError(f"fold_into needs the LayerNorm share gamma to have reached 0, it is {self.gamma:.3f}")
+        if not isinstance(linear, nn.Linear) or linear.in_features != self.d:
+            raise ValueError(f"linear must be an nn.Linear with in_features={self.d}, got {linear!r}")
+        scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
+        a = scale + self.eta
+        b = self.bn.bias - self.bn.running_mean * scale
+        folded = nn.Linear(self.d, linear.out_features, dtype=linear.weight.dtype)
+        with torch.no_grad():
+            folded.weight.copy_(linear.weight * a)
+            folded.bias.copy_(linear.weight @ b + (linear.bias if linear.bias is not None else 0))
+        return folded

@@ -1,13 +1,15 @@
 """The three forms of linear attention equal a direct double sum, with every kind of decay, in pieces too."""
-import math
+import ast
+import inspect
+from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import minilib.linear_attention as la
 from minilib.linear_attention import (
-    feature_map,
     linear_attention_chunked,
     linear_attention_parallel,
     linear_attention_recurrent,
@@ -158,33 +160,57 @@ def test_bad_chunk_size_raises(bad):
         linear_attention_chunked(q, k, v, chunk_size=bad)
 
 
-def test_simple_feature_maps():
-    x = torch.tensor([-2.0, 0.0, 1.5], dtype=torch.float64)
-    torch.testing.assert_close(feature_map("elu+1")(x), torch.tensor([math.exp(-2.0), 1.0, 2.5], dtype=torch.float64))
-    torch.testing.assert_close(feature_map("relu")(x), torch.tensor([0.0, 0.0, 1.5], dtype=torch.float64))
-    torch.testing.assert_close(feature_map("identity")(x), x)
-    with pytest.raises(ValueError, match="name"):
-        feature_map("cosine")
+def test_every_public_name_of_the_submodules_is_exported():
+    defined = []
+    for path in sorted(Path(la.__file__).parent.glob("[!_]*.py")):
+        tree = ast.parse(path.read_text())
+        defined += [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and not n.name.startswith("_")]
+    assert sorted(defined) == sorted(la.__all__)
+    assert all(inspect.isfunction(getattr(la, n)) or inspect.isclass(getattr(la, n)) for n in defined)
 
 
-def test_softmax_random_features_approach_exp_of_dot_product():
-    g = torch.Generator().manual_seed(0)
-    q, k = (0.4 * torch.randn(200, 8, generator=g, dtype=torch.float64) for _ in range(2))
-    exact = ((q * k).sum(-1)).exp()
-    errors = []
-    for m in (8, 64, 1024):
-        phis = [feature_map("softmax_kernel", dim=8, n_features=m, seed=seed) for seed in range(3)]
-        assert all(phi(q).shape == (200, m) and bool((phi(q) > 0).all()) for phi in phis)
-        errors.append(sum(((phi(q) * phi(k)).sum(-1) - exact).abs().mean().item() for phi in phis) / 3)
-    assert errors[0] > errors[1] > errors[2]
-    assert errors[2] < 0.4 * errors[0]
+@pytest.mark.parametrize("decay_kind", ["none", "constant", "gates"])
+def test_chunked_over_several_segments_equals_recurrent(decay_kind):
+    from minilib.linear_attention.forms import SEGMENT
+
+    q, k, v, decay, _ = make(1, 2, 2 * SEGMENT + 37, 2, 3, decay_kind, seed=5, positive=True)
+    decay = None if decay is None else decay ** 0.01  # long memory: the first segment still matters at the end
+    want, want_state = linear_attention_recurrent(q, k, v, decay=decay, normalize=True, return_state=True)
+    got, state = linear_attention_chunked(q, k, v, decay=decay, normalize=True, chunk_size=48, return_state=True)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(state, want_state, rtol=1e-10, atol=1e-10)
 
 
-def test_softmax_kernel_needs_dim_and_features():
-    with pytest.raises(ValueError, match="dim"):
-        feature_map("softmax_kernel", n_features=4)
-    with pytest.raises(ValueError, match="n_features"):
-        feature_map("softmax_kernel", dim=4)
-    phi = feature_map("softmax_kernel", dim=4, n_features=4)
-    with pytest.raises(ValueError, match="dim"):
-        phi(torch.zeros(2, 3))
+@pytest.mark.parametrize("decay_kind", ["none", "constant", "gates"])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_lightning_backward_passes_gradcheck(decay_kind, normalize):
+    q, k, v, decay, _ = make(1, 2, 11, 3, 2, decay_kind, seed=6, positive=normalize)
+    inputs = [x.requires_grad_() for x in (q, k, v)]
+
+    def fn(q, k, v):
+        return linear_attention_chunked(q, k, v, decay=decay, normalize=normalize, chunk_size=4, custom_backward=True)
+
+    assert torch.autograd.gradcheck(fn, inputs)
+
+
+@pytest.mark.parametrize("decay_kind", ["none", "gates"])
+def test_lightning_backward_equals_autograd_over_segments(decay_kind):
+    from minilib.linear_attention.forms import SEGMENT
+
+    q, k, v, decay, _ = make(1, 1, SEGMENT + 50, 2, 2, decay_kind, seed=7)
+    grad = torch.randn(1, 1, SEGMENT + 50, 2, dtype=torch.float64)
+    grads = []
+    for custom in (False, True):
+        x = [t.clone().requires_grad_() for t in (q, k, v)]
+        out = linear_attention_chunked(*x, decay=decay, chunk_size=32, custom_backward=custom)
+        grads.append(torch.autograd.grad(out, x, grad))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
+
+
+def test_lightning_backward_refuses_state_and_trainable_decay():
+    q, k, v, decay, _ = make(1, 2, 5, 3, 2, "constant", seed=0)
+    with pytest.raises(ValueError, match="custom_backward"):
+        linear_attention_chunked(q, k, v, state=torch.zeros(1, 2, 3, 2, dtype=torch.float64), custom_backward=True)
+    with pytest.raises(ValueError, match="custom_backward"):
+        linear_attention_chunked(q, k, v, decay=decay.requires_grad_(), custom_backward=True)

@@ -248,3 +248,50 @@ def test_bad_constructor_arguments_are_named(make, name):
 def test_make_norm_builds_the_named_norm():
     assert isinstance(make_norm("rms", 6), RMSNorm) and make_norm("rms", 6).d == 6
     assert isinstance(make_norm("layer", 6), LayerNorm) and make_norm("layer", 6).d == 6
+
+
+def test_prepbn_starts_as_layernorm_and_hands_over_linearly():
+    from minilib.norms import PRepBN
+
+    torch.manual_seed(0)
+    norm = PRepBN(6, warmup_steps=4).double()
+    x = torch.randn(3, 5, 6, dtype=torch.float64)
+    torch.testing.assert_close(norm(x), F.layer_norm(x, (6,)), rtol=0, atol=1e-12)  # step 0: gamma = 1
+    assert norm.gamma == 0.75
+    norm(x)
+    norm.bn.eval()
+    with torch.no_grad():
+        norm.eta.fill_(0.3)
+    bn = F.batch_norm(x.reshape(-1, 6), norm.bn.running_mean, norm.bn.running_var, norm.bn.weight, norm.bn.bias,
+                      training=False, eps=1e-5).reshape(x.shape)
+    want = 0.5 * F.layer_norm(x, (6,)) + 0.5 * (bn + 0.3 * x)
+    torch.testing.assert_close(norm(x), want, rtol=0, atol=1e-12)
+
+
+def test_prepbn_folds_into_the_next_linear_layer_after_training():
+    from minilib.norms import PRepBN
+
+    torch.manual_seed(1)
+    norm, linear = PRepBN(8, warmup_steps=5), torch.nn.Linear(8, 3)
+    opt = torch.optim.SGD([*norm.parameters(), *linear.parameters()], lr=0.1)
+    for _ in range(12):
+        x = 2 + 3 * torch.randn(16, 4, 8)
+        loss = linear(norm(x)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    norm.eval()
+    folded = norm.fold_into(linear)
+    x = 2 + 3 * torch.randn(10, 8)
+    assert norm.gamma == 0 and norm.eta.item() != 0
+    torch.testing.assert_close(folded(x), linear(norm(x)), rtol=0, atol=1e-5)
+
+
+def test_prepbn_refuses_to_fold_early_and_checks_arguments():
+    from minilib.norms import PRepBN
+
+    norm = PRepBN(4, warmup_steps=10)
+    with pytest.raises(ValueError, match="gamma"):
+        norm.fold_into(torch.nn.Linear(4, 2))
+    with pytest.raises(ValueError, match="warmup_steps"):
+        PRepBN(4, warmup_steps=0)

@@ -1,4 +1,4 @@
-r"""Linear attention: one mechanism, three forms (parallel, recurrent, chunked).
+r"""The three forms of causal linear attention: parallel, recurrent, chunked.
 
 Causal linear attention with an optional decay replaces softmax's $\exp(q_t\cdot k_s)$ by the plain dot
 product of (feature-mapped) queries and keys:
@@ -9,11 +9,11 @@ which is the output of the recurrence $S_t = g_t S_{t-1} + k_t v_t^\top$, $o_t =
 $(D, D_v)$ state. ``decay`` is ``None`` ($g=1$), an ``(H,)`` tensor of constants in $(0, 1]$ (RetNet's
 $\gamma$ per head) or a ``(B, H, L)`` tensor of per-step gates in $(0, 1]$ (gated linear attention).
 With ``normalize=True`` the output is divided by the same sum without $v_s$,
-$o_t / \sum_{s\le t} (\prod g)\, q_t\cdot k_s$ (the kernel's softmax normaliser (Katharopoulos et al. 2020));
+$o_t / \sum_{s\le t} (\prod g)\, q_t\cdot k_s$ (the kernel's softmax normaliser :cite:`katharopoulos2020transformers`);
 the state then carries that denominator as one more value column, shape ``(B, H, D, Dv + 1)``.
 
-Shapes: ``q, k (B, H, L, D)``, ``v (B, H, L, Dv)`` -> ``(B, H, L, Dv)``. (Katharopoulos et al. 2020),
-(Sun et al. 2023, RetNet), (Qin et al. 2024, Lightning Attention).
+Shapes: ``q, k (B, H, L, D)``, ``v (B, H, L, Dv)`` -> ``(B, H, L, Dv)``. :cite:`katharopoulos2020transformers`,
+:cite:`sun2023retentive`, :cite:`qin2024lightning`.
 """
 from __future__ import annotations
 
@@ -21,11 +21,12 @@ import torch
 
 from minilib._checks import check_positive_int, require_tensor
 
+SEGMENT = 1024  # positions per segment of the chunked form: its tensors stay cache-sized on a CPU
+
 __all__ = [
     "linear_attention_parallel",
     "linear_attention_recurrent",
     "linear_attention_chunked",
-    "feature_map",
 ]
 
 
@@ -77,7 +78,7 @@ def linear_attention_parallel(q, k, v, *, decay=None, normalize=False):
     r"""Linear attention as one masked $(L, L)$ product: $O = \big((Q K^\top) \odot \mathcal{D}\big) V$.
 
     $\mathcal{D}_{ts} = \prod_{r=s+1}^{t} g_r = \exp(c_t - c_s)$ for $s \le t$ (else 0), with $c_t = \sum_{r\le t}\log g_r$;
-    for a constant decay $\gamma$ it is RetNet's $\gamma^{t-s}$ (Sun et al. 2023, RetNet). Costs $O(L^2 D)$ time
+    for a constant decay $\gamma$ it is RetNet's $\gamma^{t-s}$ :cite:`sun2023retentive`. Costs $O(L^2 D)$ time
     and an $L\times L$ matrix per head. ``q, k (B, H, L, D)``, ``v (B, H, L, Dv)`` -> ``(B, H, L, Dv)``.
     """
     _check_qkv(q, k, v)
@@ -100,7 +101,7 @@ def linear_attention_recurrent(q, k, v, *, decay=None, normalize=False, state=No
 
     starting from ``state`` (zeros if None). ``q, k (B, H, L, D)``, ``v (B, H, L, Dv)`` -> ``(B, H, L, Dv)``,
     and the final state ``(B, H, D, Dv)`` (``Dv + 1`` with ``normalize``) if ``return_state``.
-    (Katharopoulos et al. 2020)
+    :cite:`katharopoulos2020transformers`
     """
     _check_qkv(q, k, v)
     _check_state(state, q, v, normalize)
@@ -118,7 +119,8 @@ def linear_attention_recurrent(q, k, v, *, decay=None, normalize=False, state=No
     return (out, S) if return_state else out
 
 
-def linear_attention_chunked(q, k, v, *, decay=None, normalize=False, chunk_size=64, state=None, return_state=False):
+def linear_attention_chunked(q, k, v, *, decay=None, normalize=False, chunk_size=64, state=None, return_state=False,
+                             custom_backward=False):
     r"""Linear attention in chunks of $C$ positions: quadratic inside a chunk, recurrent between chunks.
 
     For chunk $n$ with local log-gate sums $b_i$ (from the chunk's start) and incoming state $S_{n-1}$:
@@ -128,88 +130,112 @@ def linear_attention_chunked(q, k, v, *, decay=None, normalize=False, chunk_size
 
     with $\mathcal{D}_{n,ij} = e^{b_i - b_j}$ for $j \le i$. All chunks' intra terms are one batched product;
     only the $L/C$ state updates are sequential. Cost $O(L C D + L D D_v)$: linear in $L$
-    (Lightning Attention's intra/inter split (Qin et al. 2024, Lightning Attention)). A length that is not a multiple of
-    ``chunk_size`` is padded with zero keys and unit gates, which change nothing.
+    (Lightning Attention's intra/inter split :cite:`qin2024lightning`). A length that is not a multiple of
+    ``chunk_size`` is padded with zero keys and unit gates, which change nothing. Long sequences are processed in
+    segments of about ``SEGMENT`` positions, the state carried from one to the next, so that the working set
+    (scores and per-chunk states) stays in cache and the time per token does not grow with $L$.
     ``q, k (B, H, L, D)``, ``v (B, H, L, Dv)`` -> ``(B, H, L, Dv)`` (and the final state if ``return_state``).
+
+    ``custom_backward=True`` computes gradients the Lightning Attention-2 way :cite:`qin2024lightning2`: the
+    backward is three more chunked passes, ``dq`` forward in time and ``dk``, ``dv`` backward in time with the state
+    carried from the end, so no $L \times L$ tensor is ever stored (``_lightning_backward``). It takes no
+    ``state``, ``return_state`` or trainable ``decay``.
     """
     _check_qkv(q, k, v)
     _check_state(state, q, v, normalize)
     C = check_positive_int("chunk_size", chunk_size)
     log_g = _log_gates(decay, q)
     v = _augment(v, normalize)
+    if custom_backward:
+        if state is not None or return_state or (decay is not None and decay.requires_grad):
+            raise ValueError("custom_backward=True takes no state, no return_state and no decay that requires grad")
+        return _finish(_LightningChunked.apply(q, k, v, log_g, C), normalize)
+    out, S = _segments(q, k, v, log_g, C, q.new_zeros(*q.shape[:2], q.shape[-1], v.shape[-1]) if state is None else state)
+    out = _finish(out, normalize)
+    return (out, S) if return_state else out
+
+
+def _segments(q, k, v, log_g, C: int, S):
+    """The chunked form over segments of about ``SEGMENT`` positions, the state carried: ``(out, final state)``."""
+    segment = C * max(1, SEGMENT // C)
+    outs = []
+    for start in range(0, q.shape[2], segment):
+        part = slice(start, start + segment)
+        out, S = _chunks(q[:, :, part], k[:, :, part], v[:, :, part], None if log_g is None else log_g[..., part], C, S)
+        outs.append(out)
+    return (torch.cat(outs, dim=2) if len(outs) != 1 else outs[0]), S
+
+
+def _reverse_gates(log_g):
+    r"""Log gates for the same sum run backwards in time: $\prod_{r=s+1}^{t} g_r$ over $s \le t$ becomes, with
+    $t' = L-1-t$, $\prod_{r'=t'+1}^{s'} g'_{r'}$ if $g'_{r'} = g_{L - r'}$ (and $g'_0 = 1$)."""
+    if log_g is None:
+        return None
+    flipped = log_g.flip(-1)
+    return torch.cat([torch.zeros_like(flipped[..., :1]), flipped[..., :-1]], dim=-1)
+
+
+def _lightning_backward(q, k, v, log_g, C, grad_out):
+    r"""Gradients of $o_t = \sum_{s\le t} w_{ts} (q_t\cdot k_s) v_s$ by three chunked passes (no $L\times L$ tensor):
+
+    $$ dq_t = \sum_{s \le t} w_{ts} (do_t \cdot v_s)\, k_s, \qquad dk_s = \sum_{t \ge s} w_{ts} (v_s \cdot do_t)\, q_t,
+       \qquad dv_s = \sum_{t \ge s} w_{ts} (k_s \cdot q_t)\, do_t ; $$
+
+    the first is linear attention with (query, key, value) = $(do, v, k)$, the other two are linear attention
+    backwards in time (flip, run with the reversed gates, flip back).
+    """
+    def run(a, b, c, gates):
+        return _segments(a, b, c, gates, C, a.new_zeros(*a.shape[:2], a.shape[-1], c.shape[-1]))[0]
+
+    back = _reverse_gates(log_g)
+    dq = run(grad_out, v, k, log_g)
+    dk = run(v.flip(2), grad_out.flip(2), q.flip(2), back).flip(2)
+    dv = run(k.flip(2), q.flip(2), grad_out.flip(2), back).flip(2)
+    return dq, dk, dv
+
+
+class _LightningChunked(torch.autograd.Function):
+    """The chunked form with the Lightning Attention-2 backward; saves only q, k, v (and the gates)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, log_g, C):
+        ctx.save_for_backward(q, k, v)
+        ctx.log_g, ctx.C = log_g, C
+        return _segments(q, k, v, log_g, C, q.new_zeros(*q.shape[:2], q.shape[-1], v.shape[-1]))[0]
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v = ctx.saved_tensors
+        return (*_lightning_backward(q, k, v, ctx.log_g, ctx.C, grad_out.contiguous()), None, None)
+
+
+def _chunks(q, k, v, log_g, C: int, S):
+    """The chunked form on one segment, from state ``S``: outputs ``(B, H, L, Dv)`` and the state after it."""
     B, H, L, D = q.shape
     Dv = v.shape[-1]
     N = -(-L // C)
     pad = N * C - L
 
     def chunks(x):
-        return torch.nn.functional.pad(x, (0, 0, 0, pad)).reshape(*x.shape[:2], N, C, x.shape[-1])
+        x = torch.nn.functional.pad(x, (0, 0, 0, pad)) if pad else x
+        return x.reshape(*x.shape[:2], N, C, x.shape[-1])
 
     qc, kc, vc = chunks(q), chunks(k), chunks(v)
     causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
-    S0 = q.new_zeros(B, H, D, Dv) if state is None else state
+    scores = qc @ kc.transpose(-1, -2)
     if log_g is None:
-        intra = ((qc @ kc.transpose(-1, -2)) * causal.to(q.dtype)) @ vc
+        scores = scores * causal.to(q.dtype)
         kv = kc.transpose(-1, -2) @ vc
-        prev = S0[:, :, None] + torch.cat([torch.zeros_like(kv[:, :, :1]), kv[:, :, :-1]], dim=2).cumsum(2)
-        inter = qc @ prev
-        S = prev[:, :, -1] + kv[:, :, -1]
+        carry = None
     else:
         b = torch.nn.functional.pad(log_g, (0, pad)).reshape(*log_g.shape[:2], N, C).cumsum(-1)
-        within = (b[..., :, None] - b[..., None, :]).masked_fill(~causal, float("-inf")).exp()
-        intra = ((qc @ kc.transpose(-1, -2)) * within) @ vc
+        scores = scores * (b[..., :, None] - b[..., None, :]).masked_fill(~causal, float("-inf")).exp()
         kv = (kc * (b[..., -1:] - b).exp()[..., None]).transpose(-1, -2) @ vc
         carry = b[..., -1].exp()
-        S, prevs = S0, []
-        for n in range(N):
-            prevs.append(S)
-            S = carry[:, :, n, None, None] * S + kv[:, :, n]
-        inter = (qc * b.exp()[..., None]) @ torch.stack(prevs, dim=2)
-    out = (intra + inter).reshape(B, H, N * C, Dv)[:, :, :L]
-    out = _finish(out, normalize)
-    return (out, S) if return_state else out
-
-
-def feature_map(name: str, *, dim: int | None = None, n_features: int | None = None, seed: int = 0):
-    r"""The feature map $\phi$ that turns $\exp(q\cdot k)$ into $\phi(q)\cdot\phi(k)$ (approximately or by design).
-
-    - ``"elu+1"``: $\phi(x) = \mathrm{elu}(x) + 1 > 0$ (Katharopoulos et al. 2020);
-    - ``"relu"``: $\phi(x) = \max(x, 0)$;
-    - ``"identity"``: $\phi(x) = x$ (plain linear attention, as in RetNet's retention);
-    - ``"softmax_kernel"``: positive random features $\phi(x) = e^{W x - \|x\|^2/2} / \sqrt{m}$ with
-      ``n_features`` $= m$ Gaussian rows $W$ (block-orthogonalised), so that
-      $\mathbb{E}[\phi(q)\cdot\phi(k)] = e^{q\cdot k}$ (Choromanski et al. 2021, Performer). Needs ``dim`` (the
-      input size $D$); ``seed`` fixes $W$, which is shared by queries and keys.
-
-    Returns a callable ``(..., D) -> (..., D')``.
-    """
-    if name == "elu+1":
-        return lambda x: torch.nn.functional.elu(x) + 1
-    if name == "relu":
-        return torch.relu
-    if name == "identity":
-        return lambda x: x
-    if name == "softmax_kernel":
-        return _RandomSoftmaxFeatures(check_positive_int("dim", dim), check_positive_int("n_features", n_features), seed)
-    raise ValueError(f"name must be one of 'elu+1', 'relu', 'identity', 'softmax_kernel', got {name!r}")
-
-
-class _RandomSoftmaxFeatures:
-    """Positive orthogonal random features of the softmax kernel (see :func:`feature_map`)."""
-
-    def __init__(self, dim: int, n_features: int, seed: int):
-        g = torch.Generator().manual_seed(seed)
-        blocks = []
-        for _ in range(-(-n_features // dim)):
-            gauss = torch.randn(dim, dim, generator=g, dtype=torch.float64)
-            Qm, _ = torch.linalg.qr(gauss)
-            norms = torch.randn(dim, dim, generator=g, dtype=torch.float64).norm(dim=1)
-            blocks.append(norms[:, None] * Qm.T)
-        self.W = torch.cat(blocks)[:n_features]
-        self.dim, self.n_features = dim, n_features
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.dim:
-            raise ValueError(f"x must end in dim={self.dim}, got shape {tuple(x.shape)}")
-        proj = x @ self.W.to(x).T
-        return (proj - 0.5 * (x * x).sum(-1, keepdim=True)).exp() / self.n_features ** 0.5
+        qc = qc * b.exp()[..., None]
+    prevs = []
+    for n in range(N):
+        prevs.append(S)
+        S = (S if carry is None else carry[:, :, n, None, None] * S) + kv[:, :, n]
+    out = qc @ torch.stack(prevs, dim=2) + scores @ vc
+    return out.reshape(B, H, N * C, Dv)[:, :, :L], S

@@ -1,0 +1,55 @@
+r"""Sequence parallelism for linear attention, simulated in one process: LASP-2 :cite:`sun2025lasp2`.
+
+Split the sequence over $W$ workers. Worker $w$ holds positions $P_w$ and computes its *memory state*
+$M_w = \sum_{s \in P_w} \big(\prod_{r > s,\ r \in P_w} g_r\big) k_s v_s^\top$ and its decay $a_w = \prod_{r\in P_w} g_r$.
+One all-gather of the $W$ states (each $D \times D_v$, whatever the length) gives every worker what it needs:
+the state entering its part, $S_{w-1} = \sum_{u < w} \big(\prod_{u < r < w} a_r\big) M_u$, after which its outputs
+are local chunked linear attention from that state. Ring attention instead passes every worker's keys and
+values round the ring: traffic that grows with $L$.
+"""
+from __future__ import annotations
+
+import torch
+
+from minilib._checks import check_positive_int
+from minilib.linear_attention.forms import _check_qkv, _log_gates, linear_attention_chunked
+
+__all__ = ["lasp2_simulated"]
+
+
+def lasp2_simulated(q, k, v, n_workers: int, *, decay=None, chunk_size: int = 64, return_comm: bool = False):
+    r"""Causal linear attention computed by ``n_workers`` simulated workers that exchange only their states.
+
+    Equals :func:`~minilib.linear_attention.linear_attention_recurrent` (same ``decay`` kinds). With
+    ``return_comm`` also returns the elements all workers receive together, per (batch, head): ``allgather``
+    $= W (W-1) D D_v$ (each worker gets the other $W-1$ states) and, for comparison, ``ring_kv``
+    $= (W-1)\,L\,(D + D_v)$ (each worker gets the other workers' keys and values round a ring). ``q, k (B, H, L, D)``, ``v (B, H, L, Dv)`` -> ``(B, H, L, Dv)``.
+    :cite:`sun2025lasp2`
+    """
+    _check_qkv(q, k, v)
+    W = check_positive_int("n_workers", n_workers)
+    B, H, L, D = q.shape
+    if W > L:
+        raise ValueError(f"n_workers ({W}) must be at most the sequence length L={L}")
+    log_g = _log_gates(decay, q)
+    bounds = [L * w // W for w in range(W + 1)]
+    parts = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+
+    def local_decay(part):
+        return None if decay is None else decay if decay.ndim == 1 else decay[..., part]
+
+    # 1. every worker: its memory state from a zero state, and the decay across its part
+    states = [linear_attention_chunked(q[:, :, p], k[:, :, p], v[:, :, p], decay=local_decay(p), chunk_size=chunk_size,
+                                       return_state=True)[1] for p in parts]
+    decays = [None if log_g is None else log_g[..., p].sum(-1).exp()[..., None, None] for p in parts]
+    # 2. one all-gather: every worker now holds `states` and `decays`; 3. each combines the prefix it needs
+    outs, incoming = [], torch.zeros_like(states[0])
+    for p, M, a in zip(parts, states, decays):
+        outs.append(linear_attention_chunked(q[:, :, p], k[:, :, p], v[:, :, p], decay=local_decay(p),
+                                             chunk_size=chunk_size, state=incoming))
+        incoming = (incoming if a is None else a * incoming) + M
+    out = torch.cat(outs, dim=2)
+    if not return_comm:
+        return out
+    Dv = v.shape[-1]
+    return out, {"allgather": W * (W - 1) * D * Dv, "ring_kv": (W - 1) * L * (D + Dv)}
