@@ -14,7 +14,7 @@ from torch import nn
 
 from minilib._checks import check_last_dim, check_positive_int
 
-__all__ = ["LayerNorm", "RMSNorm", "CRMSNorm", "BiasNorm", "make_norm", "SigmaReparamLinear", "sigma_reparam_"]
+__all__ = ["LayerNorm", "RMSNorm", "CRMSNorm", "BiasNorm", "make_norm", "SigmaReparamLinear", "sigma_reparam_", "PRepBN"]
 
 NORMS = ("rms", "layer")
 
@@ -265,7 +265,7 @@ class PRepBN(nn.Module):
         return self.bn(x.reshape(-1, self.d)).reshape(x.shape) + self.eta * x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_last_dim(x, self.d)
+        check_last_dim("x", x, self.d, size_name="d")
         gamma = self.gamma
         if self.training:
             self.steps += 1

@@ -40,13 +40,14 @@ from minilib.mixers import zoo
 
 # modules whose every public name the sweep must cover (the grader has its own tests; _private modules are internal)
 SWEPT = ("minilib.activations", "minilib.attention", "minilib.compress", "minilib.feedforward", "minilib.flash",
-         "minilib.mixing", "minilib.models", "minilib.norms", "minilib.parallel", "minilib.positional",
+         "minilib.linear_attention", "minilib.mixing", "minilib.models", "minilib.norms", "minilib.parallel", "minilib.positional",
          "minilib.mixers", "minilib.scan", "minilib.signal_propagation", "minilib.sparse", "minilib.ssm", "minilib.vision")
 # public names whose arguments are not user input to check (context managers over a model, registry readers)
 NOT_SWEPT = {"registered_mixers": "takes no argument", "TokenMixer": "abstract base class, no arguments",
              "calibrated_heads": "context manager over modules built by the library",
              "ConvertedLM": "built by to_pre_rmsnorm from a checked TransformerLM",
              "linear_recurrence_combine": "the combine operator associative_scan calls on its own slices",
+             "aaren_combine": "the combine operator associative_scan calls on its own slices",
              "WindowCache": "a decoding state the causal mixers create and fill",
              "Task": "a record of tensors that make_task builds"}
 
@@ -604,6 +605,53 @@ case(sparse.SparseAttention, lambda: sparse.SparseAttention(32, 4, window=0), "w
 case(sparse.SparseAttention, lambda: sparse.SparseAttention(32, 4, cache_policy="lru"), "cache_policy")
 case(sparse.SparseAttention, lambda: sparse.SparseAttention(32, 4, window=4)(torch.randn(2, 5, 16)), "x")
 case(sparse.mixed_span_factory, lambda: sparse.mixed_span_factory([0], window=0), "window")
+
+# linear attention (chapter 04)
+from minilib import linear_attention as la  # noqa: E402
+from minilib.linear_attention import forms as la_forms, layers as la_layers, rnn as la_rnn, variants as la_variants  # noqa: E402
+
+case(norms.PRepBN, lambda: norms.PRepBN(8, warmup_steps=0), "warmup_steps")
+case(norms.PRepBN, lambda: norms.PRepBN(8, warmup_steps=10)(torch.randn(2, 5, 6)), "x")
+for fn in (la_forms.linear_attention_parallel, la_forms.linear_attention_recurrent, la_forms.linear_attention_chunked):
+    qkv_cases(fn)
+    case(fn, lambda fn=fn: fn(q, q, q, decay=torch.full((4,), 1.5)), "decay", label=f"{fn.__name__}: decay > 1")
+    case(fn, lambda fn=fn: fn(q, q, q, decay=torch.zeros(4)), "decay", label=f"{fn.__name__}: decay 0")
+    case(fn, lambda fn=fn: fn(q, q, q, decay=torch.rand(2, 4, 7)), "decay", label=f"{fn.__name__}: gates of the wrong length")
+case(la_forms.linear_attention_recurrent, lambda: la.linear_attention_recurrent(q, q, q, state=torch.zeros(2, 4, 16, 15)),
+     "state")
+case(la_forms.linear_attention_chunked, lambda: la.linear_attention_chunked(q, q, q, chunk_size=0), "chunk_size")
+case(la.feature_map, lambda: la.feature_map("tanh"), "name")
+case(la.feature_map, lambda: la.feature_map("softmax_kernel", dim=16, n_features=0), "n_features")
+case(la_layers.multiscale_decays, lambda: la.multiscale_decays(0), "n_heads")
+case(la_layers.transnormer_decays, lambda: la.transnormer_decays(4, 3, 2), "layer")
+case(la_layers.LinearAttention, lambda: la.LinearAttention(32, 5), "d_model", "n_heads")
+case(la_layers.LinearAttention, lambda: la.LinearAttention(32, 4, feature="tanh"), "feature")
+case(la_layers.LinearAttention, lambda: la.LinearAttention(32, 4)(torch.randn(2, 5, 16)), "x")
+case(la_layers.LinearAttention, lambda: la.LinearAttention(32, 4)(x32, cache="c"), "cache")
+case(la_layers.LinearAttentionCache, lambda: _linear_cache_of_another_batch(), "cache", "state", "x")
+case(la_layers.Retention, lambda: la.Retention(0, 4), "d_model")
+case(la_layers.TransNormerBlock, lambda: la.TransNormerBlock(32, 4, layer=-1), "layer")
+
+
+def _linear_cache_of_another_batch():
+    layer = la.LinearAttention(32, 4)
+    cache = layer.new_cache()
+    layer(x32, cache=cache)
+    return layer(torch.randn(3, 1, 32), cache=cache)
+
+
+q_one = torch.randn(2, 4, 16)  # one query per head (Aaren)
+case(la_rnn.attention_scan, lambda: la.attention_scan(q_one, q, q, method="tree"), "method")
+case(la_rnn.attention_scan, lambda: la.attention_scan(q_one, k, v), "q", "k")
+case(la_rnn.attention_scan, lambda: la.attention_scan(q.tolist(), k, v), "q")
+case(la_rnn.attention_rnn_step, lambda: la.attention_rnn_step(q.tolist(), k, v), "q")
+case(la.lasp2_simulated, lambda: la.lasp2_simulated(q, q, q, 0), "n_workers")
+case(la.lasp2_simulated, lambda: la.lasp2_simulated(q, k, v, 2), "q", "k", "v")
+case(la_variants.linear_attention_noncausal, lambda: la.linear_attention_noncausal(q, k[..., :8], v), "q", "k")
+case(la_variants.linformer_attention, lambda: la.linformer_attention(q, q, q, torch.randn(4, 7), torch.randn(4, 8)), "E")
+case(la_variants.flow_attention, lambda: la.flow_attention(q.tolist(), q, q), "q")
+case(la_variants.kernelized_rpe_fft, lambda: la.kernelized_rpe_fft(q, q, q, torch.randn(4)), "rpe")
+case(la_variants.simplified_linear_attention, lambda: la.simplified_linear_attention(q, q, q, torch.randn(3)), "conv_weight")
 
 
 # ---------------------------------------------------------------------------------------------------------------

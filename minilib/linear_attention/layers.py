@@ -118,6 +118,8 @@ class LinearAttention(TokenMixer):
         require_tensor("x", x, ndim=3, floating=True)
         if x.shape[-1] != self.d_model:
             raise ValueError(f"x must have d_model={self.d_model} features, got shape {tuple(x.shape)}")
+        if cache is not None and not isinstance(cache, LinearAttentionCache):
+            raise TypeError(f"cache must be a LinearAttentionCache (from new_cache()) or None, got {type(cache).__name__}")
         q = self.phi(split_heads(self.wq(x), self.n_heads))
         k = self.phi(split_heads(self.wk(x), self.n_heads)) * self.head_dim ** -0.5
         v = split_heads(self.wv(x), self.n_heads)
