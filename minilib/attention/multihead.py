@@ -69,7 +69,7 @@ class MultiHeadAttention(TokenMixer):
         self.k_norm = RMSNorm(self.head_dim) if qk_norm else None
 
     def new_cache(self) -> KVCache:
-        """An empty :class:`KVCache`: decoding appends each new position's keys and values to it."""
+        """An empty :class:`~minilib.attention.KVCache`: decoding appends each new position's keys and values to it."""
         return KVCache()
 
     def project_q(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

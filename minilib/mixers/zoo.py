@@ -71,7 +71,7 @@ class TokenEmbedding(nn.Module):
         return self.tok(idx) + self.pos[: idx.shape[1]]
 
 
-# name -> mixer(d_model, task); every one non-causal, as in an encoder
+#: The compared token mixers: name -> ``mixer(d_model, task)``, every one non-causal, as in an encoder.
 ZOO: dict[str, Callable[[int, Task], TokenMixer]] = {
     "identity": lambda d, task: IdentityMixer(causal=False),
     "pool": lambda d, task: PoolMixer(3, causal=False, grid=task.grid),

@@ -26,7 +26,7 @@ __all__ = ["CachePolicy", "FullCache", "WindowCache", "SinkCache", "HeavyHitterC
 
 
 class CachePolicy:
-    """Keeps every slot (no budget): the base of the policies, equal to a plain :class:`KVCache`."""
+    """Keeps every slot (no budget): the base of the policies, equal to a plain :class:`~minilib.attention.KVCache`."""
 
     name = "full"
 
@@ -318,6 +318,7 @@ class RetrievalCache(CachePolicy):
         return torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, index, True)
 
 
+#: The KV-cache policies by name, as :func:`make_policy` and ``SparseAttention(cache_policy=...)`` take them.
 POLICIES = {"full": FullCache, "window": WindowCache, "sinks": SinkCache, "heavy_hitter": HeavyHitterCache,
             "tova": TOVACache, "merge": MergeCache, "quantized": QuantizedCache, "retrieval": RetrievalCache}
 
