@@ -84,13 +84,20 @@ def line_batches(ids: torch.Tensor, newline_id: int, bos_id: int, *, batch_size:
         yield windows(ids, starts[torch.randint(len(starts), (batch_size,), generator=generator)], seq_len, bos_id)
 
 
-def data(c: dict):
+def char_corpus(c: dict):
+    """The generated corpus of ``c["n_chars"]`` characters, its tokenizer, the train/validation ids, the newline id
+    and ``c["eval_windows"]`` evenly spread validation windows' starts (lines of ``c["seq_len"]`` tokens)."""
     text, source = tiny_corpus(c["n_chars"], seed=0)
     tok = CharTokenizer(text)
     train_ids, val_ids = train_val_split(tok.encode(text), 0.1)
     newline = int(tok.encode("\n")[0])
     val_starts = line_starts(val_ids, newline, c["seq_len"])
-    val_starts = val_starts[:: len(val_starts) // c["eval_windows"]][: c["eval_windows"]]
+    val_starts = val_starts[:: max(1, len(val_starts) // c["eval_windows"])][: c["eval_windows"]]
+    return tok, source, train_ids, val_ids, newline, val_starts
+
+
+def data(c: dict):
+    tok, source, train_ids, val_ids, newline, val_starts = char_corpus(c)
     return tok, source, train_ids, newline, val_starts, windows(val_ids, val_starts, c["seq_len"], tok.vocab_size)
 
 

@@ -51,11 +51,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._experiments import artifact_path, downsample, run_experiments  # noqa: E402
-from benchmarks.attention_scoring import line_starts, windows  # noqa: E402
+from benchmarks.attention_scoring import char_corpus, line_starts, windows  # noqa: E402
 from torch import nn  # noqa: E402
 
 from minilib.attention import MultiHeadAttention, sdpa  # noqa: E402
-from minilib.data import CharTokenizer, needle_retrieval, tiny_corpus, train_val_split  # noqa: E402
+from minilib.data import needle_retrieval  # noqa: E402
 from minilib.feedforward import FeedForward  # noqa: E402
 from minilib.norms import RMSNorm  # noqa: E402
 from minilib.experiments import best_time  # noqa: E402
@@ -95,12 +95,7 @@ def batches(ids, starts, c, bos_id, generator):
 
 
 def data(c: dict):
-    text, source = tiny_corpus(c["n_chars"], seed=0)
-    tok = CharTokenizer(text)
-    train_ids, val_ids = train_val_split(tok.encode(text), 0.1)
-    newline = int(tok.encode("\n")[0])
-    val_starts = line_starts(val_ids, newline, c["seq_len"])
-    val_starts = val_starts[:: max(1, len(val_starts) // c["eval_windows"])][: c["eval_windows"]]
+    tok, source, train_ids, val_ids, newline, val_starts = char_corpus(c)
     evals = {"plain": (*windows(val_ids, val_starts, c["seq_len"], tok.vocab_size), c["plain_from"]),
              "repeat": (*repeat_windows(val_ids, val_starts, c["seq_len"], tok.vocab_size), c["seq_len"] // 2)}
     return tok, source, train_ids, line_starts(train_ids, newline, c["seq_len"]), evals
