@@ -433,6 +433,8 @@ for fn in (ssm_conv.fft_conv, ssm_conv.direct_causal_conv):
     case(fn, lambda fn=fn: fn(u3.tolist(), ker), "u", label=f"{fn.__name__}: u list")
 case(ssm_conv.fft_conv, lambda: ssm_conv.fft_conv(u3, torch.randn(3, 20)), "kernel", label="fft_conv: kernel longer than u")
 case(ssm_conv.monarch_fft_conv, lambda: ssm_conv.monarch_fft_conv(u3, torch.randn(4, 16), n1=4, n2=8), "kernel")
+case(ssm_conv.monarch_fft_conv, lambda: ssm_conv.monarch_fft_conv(torch.randn(2, 16, 3), torch.randn(16, 3), n1=4, n2=3),
+     "n1", "n2", label="monarch_fft_conv: n1 * n2 shorter than the linear convolution")
 case(hyena.fft_conv2d, lambda: hyena.fft_conv2d(torch.randn(2, 3, 8, 8), torch.randn(4, 8, 8)),
      "kernel")
 case(hyena.ImplicitFilter, lambda: hyena.ImplicitFilter(0), "channels")
