@@ -11,7 +11,6 @@ object is documented once. The grader's hidden checks (``minilib.grade.checks``)
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import inspect
 import pkgutil
@@ -161,28 +160,10 @@ def build() -> dict[Path, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if a page is out of date or left over")
-    args = parser.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
-    pages = build()
-    existing = set(OUT.glob("*.md")) if OUT.exists() else set()
-    stale = [p for p, text in pages.items() if not p.exists() or p.read_text(encoding="utf-8") != text]
-    extra = sorted(existing - set(pages))
-    if args.check:
-        for p in stale:
-            print(f"out of date: {p.relative_to(ROOT)} (run `python tools/api_reference.py`)", file=sys.stderr)
-        for p in extra:
-            print(f"left over: {p.relative_to(ROOT)} (its module is gone; run `python tools/api_reference.py`)",
-                  file=sys.stderr)
-        return 1 if stale or extra else 0
-    OUT.mkdir(parents=True, exist_ok=True)
-    for p in extra:
-        p.unlink()
-    for p, text in pages.items():
-        p.write_text(text, encoding="utf-8")
-    print(f"wrote {len(pages)} pages to {OUT.relative_to(ROOT)}")
-    return 0
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _generated import run
+
+    return run(build, argv, script="api_reference.py", description=__doc__.splitlines()[0], folder=OUT)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ any page can refer to a term with ``{term}`term```.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -55,18 +54,10 @@ def render_page() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if book/glossary.md is out of date")
-    args = parser.parse_args(argv)
-    text = render_page()
-    if args.check:
-        if not PAGE_OUT.exists() or PAGE_OUT.read_text(encoding="utf-8") != text:
-            print("out of date: book/glossary.md (run `python tools/glossary.py`)", file=sys.stderr)
-            return 1
-        return 0
-    PAGE_OUT.write_text(text, encoding="utf-8")
-    print(f"wrote {PAGE_OUT.relative_to(ROOT)} ({len(entries())} terms)")
-    return 0
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _generated import run
+
+    return run(lambda: {PAGE_OUT: render_page()}, argv, script="glossary.py", description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ Output: papers.csv (title, chapter, slug, level, bibkey, status) and the page.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import csv
 import io
@@ -313,20 +312,10 @@ def build() -> dict[Path, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if a generated file is out of date")
-    args = parser.parse_args(argv)
-    sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
-    outputs = build()
-    stale = [p for p, text in outputs.items() if not p.exists() or p.read_text(encoding="utf-8") != text]
-    if args.check:
-        for p in stale:
-            print(f"out of date: {p.relative_to(ROOT)} (run `python tools/paper_index.py`)", file=sys.stderr)
-        return 1 if stale else 0
-    for p, text in outputs.items():
-        p.write_text(text, encoding="utf-8")
-    print(f"wrote {', '.join(str(p.relative_to(ROOT)) for p in outputs)}")
-    return 0
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _generated import run
+
+    return run(build, argv, script="paper_index.py", description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ beside the JSON (``<name>*.png``) are shown under their benchmark.
 """
 from __future__ import annotations
 
-import argparse
 import ast
 import importlib
 import inspect
@@ -160,19 +159,11 @@ def render_page() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if book/performance.md is out of date")
-    args = parser.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
-    text = render_page()
-    if args.check:
-        if not PAGE_OUT.exists() or PAGE_OUT.read_text(encoding="utf-8") != text:
-            print("out of date: book/performance.md (run `python tools/performance_appendix.py`)", file=sys.stderr)
-            return 1
-        return 0
-    PAGE_OUT.write_text(text, encoding="utf-8")
-    print(f"wrote {PAGE_OUT.relative_to(ROOT)} ({len(result_names())} results files)")
-    return 0
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _generated import run
+
+    return run(lambda: {PAGE_OUT: render_page()}, argv, script="performance_appendix.py",
+               description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":
