@@ -13,6 +13,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings, strategies as st
 
 from minilib import attention as A
 from minilib import flash, norms, parallel
@@ -94,6 +95,21 @@ def test_attention_form_matches_float64_torch(form, shape, dtype, extreme, causa
     err = relative_error(out, reference(q, k, v, causal), v)
     tol = (EXTREME_TOL if extreme else TOL)[dtype]
     assert err <= tol, f"{form} {shape} {dtype} extreme={extreme} causal={causal}: error {err:.2e} > {tol:.0e}"
+
+
+@settings(max_examples=60, deadline=None)
+@given(form=st.sampled_from(sorted(FORMS)), dtype=st.sampled_from(DTYPES), extreme=st.booleans(), causal=st.booleans(),
+       B=st.integers(1, 2), Hkv=st.integers(1, 2), group=st.integers(1, 3), T=st.integers(1, 40), S=st.integers(1, 40),
+       D=st.integers(1, 24), seed=st.integers(0, 99))
+def test_attention_forms_over_shapes(form, dtype, extreme, causal, B, Hkv, group, T, S, D, seed):
+    """The same bound as the fixed matrix above, over shapes hypothesis draws (T, S, D from 1, GQA ratios 1-3)."""
+    q, k, v = inputs((B, Hkv * group, Hkv, T, S, D), dtype, extreme, seed)
+    out = FORMS[form](q, k, v, causal)
+    if out is None:
+        return
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    err = relative_error(out, reference(q, k, v, causal), v)
+    assert err <= (EXTREME_TOL if extreme else TOL)[dtype], f"{form} error {err:.2e}"
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
