@@ -1,5 +1,12 @@
-"""What the tests of the whole-model modules (tests/test_models_*.py) share."""
+"""What the tests of the whole-model modules and the token mixers share."""
 import torch
+
+
+def decode_in_pieces(forward, x: torch.Tensor, cuts) -> torch.Tensor:
+    """``forward`` on ``x[:, a:b]`` for the consecutive pieces between ``cuts``, concatenated along time: feeding a
+    cached mixer or model piece by piece, to compare with one full forward."""
+    bounds = [0, *cuts, x.shape[1]]
+    return torch.cat([forward(x[:, a:b]) for a, b in zip(bounds, bounds[1:])], dim=1)
 
 
 def seeded(seed=0):

@@ -10,6 +10,7 @@ from minilib.attention import KVCache, MultiHeadAttention, attend
 from minilib.models import TransformerLM, set_rope_scaling
 from minilib.positional import rope
 from tests.attention_reference import randn
+from tests.models_support import decode_in_pieces
 
 
 def mha_reference(m: MultiHeadAttention, x):
@@ -38,9 +39,9 @@ def test_mha_with_cache_equals_full_forward(rope, qk_norm):
     x = torch.randn(2, 9, 16, dtype=torch.float64)
     full = m(x)
     cache = KVCache()
-    pieces = [m(x[:, :4], cache=cache), m(x[:, 4:5], cache=cache), m(x[:, 5:], cache=cache)]
+    decoded = decode_in_pieces(lambda piece: m(piece, cache=cache), x, [4, 5])
     assert cache.length == 9 and cache.k.shape == (2, 2, 9, 4)
-    torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=0, atol=1e-10)
+    torch.testing.assert_close(decoded, full, rtol=0, atol=1e-10)
 
 
 def test_mha_rejects_bad_configuration():

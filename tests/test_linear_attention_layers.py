@@ -7,6 +7,7 @@ from minilib.linear_attention import (LinearAttention, LinearAttentionCache, Ret
                                       multiscale_decays, transnormer_decays)
 from minilib.mixing import mixer_factory
 from minilib.models import TransformerConfig, TransformerLM, train
+from tests.models_support import decode_in_pieces
 
 CONFIGS = {
     "elu+1 normalised": dict(),
@@ -64,9 +65,9 @@ def test_cached_decoding_in_pieces_equals_the_full_forward(name):
     x = torch.randn(2, 11, 12, dtype=torch.float64)
     cache = layer.new_cache()
     assert isinstance(cache, LinearAttentionCache) and cache.length == 0
-    pieces = [layer(x[:, :5], cache=cache)] + [layer(x[:, t:t + 1], cache=cache) for t in range(5, 11)]
+    decoded = decode_in_pieces(lambda piece: layer(piece, cache=cache), x, range(5, 11))
     assert cache.length == 11
-    torch.testing.assert_close(torch.cat(pieces, dim=1), layer(x), rtol=0, atol=1e-12)
+    torch.testing.assert_close(decoded, layer(x), rtol=0, atol=1e-12)
 
 
 def test_the_state_does_not_grow_with_length():
@@ -92,8 +93,8 @@ def test_trains_and_decodes_inside_transformer_lm(mixer, kwargs):
     model = model.double().eval()
     idx = torch.randint(0, 5, (2, 12), generator=torch.Generator().manual_seed(2))
     caches = model.new_caches()
-    pieces = [model(idx[:, :5], caches=caches)] + [model(idx[:, t:t + 1], caches=caches) for t in range(5, 12)]
-    torch.testing.assert_close(torch.cat(pieces, dim=1), model(idx), rtol=0, atol=1e-10)
+    decoded = decode_in_pieces(lambda piece: model(piece, caches=caches), idx, range(5, 12))
+    torch.testing.assert_close(decoded, model(idx), rtol=0, atol=1e-10)
     prompt = idx[:, :4]
     assert torch.equal(model.generate(prompt, 10, temperature=0), model.generate(prompt, 10, temperature=0, use_cache=False))
 

@@ -6,7 +6,7 @@ import torch
 import minilib.mixers  # noqa: F401  (registers the names)
 from minilib.mixing import mixer_factory
 from minilib.models import TransformerConfig, TransformerLM, train
-from tests.models_support import assert_causal_lm, seeded
+from tests.models_support import assert_causal_lm, decode_in_pieces, seeded
 
 CAUSAL = {"identity": {}, "pool": {"pool_size": 3}, "dwconv": {"kernel_size": 4}, "ponet": {"segment": 3},
           "ffnified": {"kernel_size": 5}, "aff": {}, "token_mlp": {}, "ninformer": {}}
@@ -46,9 +46,8 @@ def test_cached_decoding_equals_the_full_forward(name):
         assert caches is None  # no incremental form: decoding recomputes the prefix
         return
     idx = torch.randint(0, 11, (2, 10))
-    pieces = [model(idx[:, :4], caches=caches)] + [model(idx[:, t:t + 1], caches=caches) for t in range(4, 7)]
-    pieces.append(model(idx[:, 7:], caches=caches))
-    torch.testing.assert_close(torch.cat(pieces, dim=1), model(idx), rtol=1e-12, atol=1e-12)
+    decoded = decode_in_pieces(lambda piece: model(piece, caches=caches), idx, range(4, 8))
+    torch.testing.assert_close(decoded, model(idx), rtol=1e-12, atol=1e-12)
     assert caches[0].length == 10
 
 

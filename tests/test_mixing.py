@@ -4,6 +4,7 @@ import torch
 
 from minilib import mixing
 from minilib.mixing import TokenMixer, mixer_factory, register_mixer, registered_mixers
+from tests.models_support import decode_in_pieces
 
 
 class _Identity(TokenMixer):
@@ -53,5 +54,4 @@ def test_registered_attention_mixers_decode_like_their_full_forward(name, kwargs
     assert isinstance(mixer, TokenMixer) and mixer.causal
     x = torch.randn(2, 7, 16, dtype=torch.float64)
     cache = mixer.new_cache()
-    pieces = [mixer(x[:, :3], cache=cache)] + [mixer(x[:, t:t + 1], cache=cache) for t in range(3, 7)]
-    torch.testing.assert_close(torch.cat(pieces, dim=1), mixer(x))
+    torch.testing.assert_close(decode_in_pieces(lambda piece: mixer(piece, cache=cache), x, range(3, 7)), mixer(x))

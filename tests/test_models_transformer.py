@@ -15,6 +15,7 @@ from minilib.mixing import TokenMixer, register_mixer
 from minilib.models import (TransformerConfig, TransformerLM, attention_maps, sample_next, to_pre_rmsnorm, train)
 from minilib.norms import LayerNorm
 from minilib.positional import rope
+from tests.models_support import decode_in_pieces
 
 
 CONFIGS = [
@@ -204,8 +205,8 @@ def test_mixer_cached_decoding_equals_the_full_forward():
     caches = model.new_caches()
     assert all(isinstance(cache, RunningSum) for cache in caches)
     idx = torch.randint(0, 11, (2, 12), generator=torch.Generator().manual_seed(2))
-    pieces = [model(idx[:, :5], caches=caches)] + [model(idx[:, t:t + 1], caches=caches) for t in range(5, 12)]
-    torch.testing.assert_close(torch.cat(pieces, dim=1), model(idx), rtol=0, atol=1e-12)
+    decoded = decode_in_pieces(lambda piece: model(piece, caches=caches), idx, range(5, 12))
+    torch.testing.assert_close(decoded, model(idx), rtol=0, atol=1e-12)
     prompt = idx[:, :4]
     assert torch.equal(model.generate(prompt, 10, temperature=0), model.generate(prompt, 10, temperature=0, use_cache=False))
 

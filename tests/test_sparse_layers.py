@@ -10,7 +10,7 @@ from minilib.mixing import mixer_factory
 from minilib.models import TransformerConfig, TransformerLM, train
 from minilib.sparse import HeavyHitterCache, SparseAttention, mixed_span_factory, sink_window_mask
 from tests.flash_reference import reference
-from tests.models_support import assert_causal_lm, seeded
+from tests.models_support import assert_causal_lm, decode_in_pieces, seeded
 
 
 def test_forward_is_attention_with_the_sink_window_mask():
@@ -31,8 +31,8 @@ def test_cached_decoding_equals_the_full_forward(kwargs):
     mixer = mixer_factory("sliding_window")(config, 0).double()
     x = torch.randn(2, 11, 16, dtype=torch.float64)
     cache = mixer.new_cache()
-    pieces = [mixer(x[:, :5], cache=cache)] + [mixer(x[:, t:t + 1], cache=cache) for t in range(5, 11)]
-    torch.testing.assert_close(torch.cat(pieces, dim=1), mixer(x), rtol=0, atol=1e-12)
+    torch.testing.assert_close(decode_in_pieces(lambda piece: mixer(piece, cache=cache), x, range(5, 11)), mixer(x),
+                               rtol=0, atol=1e-12)
     if kwargs:
         assert cache.size <= kwargs["window"] - 1 + kwargs.get("n_sinks", 0)
 

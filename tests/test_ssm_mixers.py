@@ -7,6 +7,7 @@ import torch
 from minilib.mixing import TokenMixer, mixer_factory
 from minilib.models import TransformerConfig, TransformerLM, train
 from minilib.ssm import MambaMixer, S4DMixer, SSMCache
+from tests.models_support import decode_in_pieces
 
 
 @pytest.mark.parametrize("name, kwargs", [("mamba", {"d_state": 4, "chunk_size": 3}), ("s4d", {"d_state": 4}),
@@ -18,10 +19,9 @@ def test_cached_decoding_equals_the_full_forward(name, kwargs):
     assert isinstance(mixer, TokenMixer) and mixer.causal
     x = torch.randn(2, 11, 8, dtype=torch.float64)
     cache = mixer.new_cache()
-    pieces = [mixer(x[:, :5], cache=cache)] + [mixer(x[:, t:t + 1], cache=cache) for t in range(5, 9)]
-    pieces.append(mixer(x[:, 9:], cache=cache))
+    decoded = decode_in_pieces(lambda piece: mixer(piece, cache=cache), x, range(5, 10))
     assert isinstance(cache, SSMCache) and cache.length == 11
-    torch.testing.assert_close(torch.cat(pieces, dim=1), mixer(x), rtol=0, atol=1e-10)
+    torch.testing.assert_close(decoded, mixer(x), rtol=0, atol=1e-10)
     # causal: changing position 6 leaves outputs before it alone
     x2 = x.clone()
     x2[:, 6] += 1.0
