@@ -1,6 +1,11 @@
 r"""Position-wise feed-forward networks: the channel MLP that every Transformer block applies to each token alone.
 
-Chapter 01 uses the GELU and SwiGLU forms; the FFN family (chapter 09) grows here.
+Chapter 01 uses the GELU and SwiGLU forms; the FFN family (chapter 09) grows here. A model names the FFN of
+its blocks in its config (``ffn="swiglu"``, :class:`minilib.models.TransformerConfig`): a name registered here
+with :func:`register_ffn` or a factory, built as ``factory(config, layer)`` like a token mixer
+(:mod:`minilib.mixing`); the factory reads ``config.d_model``, ``config.d_ff`` and ``config.ffn_kwargs``. Any
+``nn.Module`` mapping ``(B, T, d_model) -> (B, T, d_model)`` position-wise is an FFN. ``"gelu"`` and
+``"swiglu"`` are registered here.
 """
 from __future__ import annotations
 
@@ -8,11 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minilib._checks import check_last_dim, check_positive_int
+from typing import Callable
 
-__all__ = ["default_d_ff", "FeedForward"]
+from minilib._checks import check_last_dim, check_positive_int
+from minilib.registry import Registry
+
+__all__ = ["default_d_ff", "FeedForward", "FFNFactory", "register_ffn", "ffn_factory", "registered_ffns"]
 
 FFN_KINDS = ("gelu", "swiglu")
+FFNFactory = Callable[[object, int], nn.Module]
+_REGISTRY = Registry("feed-forward network", "ffn")
 
 
 def default_d_ff(d_model: int, kind: str) -> int:
@@ -54,3 +64,28 @@ class FeedForward(nn.Module):
         check_last_dim("x", x, self.w1.in_features)
         hidden = F.gelu(self.w1(x)) if self.w3 is None else F.silu(self.w1(x)) * self.w3(x)
         return self.w2(hidden)
+
+
+def register_ffn(name: str, factory: FFNFactory) -> FFNFactory:
+    """Make ``config.ffn = name`` build ``factory(config, layer)``; returns ``factory``. Names are unique."""
+    return _REGISTRY.register(name, factory)
+
+
+def ffn_factory(ffn: str | FFNFactory) -> FFNFactory:
+    """The factory a config's ``ffn`` field stands for: a registered name, or a factory given directly."""
+    return _REGISTRY.factory(ffn)
+
+
+def registered_ffns() -> list[str]:
+    """Names usable as ``config.ffn``, in registration order."""
+    return _REGISTRY.names()
+
+
+def _feedforward_factory(kind: str) -> FFNFactory:
+    def build(config, layer: int) -> FeedForward:
+        return FeedForward(config.d_model, config.d_ff, kind=kind, **config.ffn_kwargs)
+    return build
+
+
+for _kind in FFN_KINDS:
+    register_ffn(_kind, _feedforward_factory(_kind))

@@ -25,11 +25,13 @@ from typing import Callable
 
 from torch import nn
 
+from minilib.registry import Registry
+
 __all__ = ["TokenMixer", "MixerFactory", "register_mixer", "mixer_factory", "registered_mixers"]
 
 MixerFactory = Callable[[object, int], "TokenMixer"]
 
-_REGISTRY: dict[str, MixerFactory] = {}
+_REGISTRY = Registry("token mixer", "mixer")
 
 
 class TokenMixer(nn.Module):
@@ -47,26 +49,14 @@ class TokenMixer(nn.Module):
 
 def register_mixer(name: str, factory: MixerFactory) -> MixerFactory:
     """Make ``config.mixer = name`` build ``factory(config, layer)``; returns ``factory``. Names are unique."""
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"name must be a non-empty str, got {name!r}")
-    if not callable(factory):
-        raise TypeError(f"factory must be callable as factory(config, layer), got {type(factory).__name__}")
-    if name in _REGISTRY and _REGISTRY[name] is not factory:
-        raise ValueError(f"a token mixer named {name!r} is already registered")
-    _REGISTRY[name] = factory
-    return factory
+    return _REGISTRY.register(name, factory)
 
 
 def mixer_factory(mixer: str | MixerFactory) -> MixerFactory:
     """The factory a config's ``mixer`` field stands for: a registered name, or a factory given directly."""
-    if callable(mixer):
-        return mixer
-    if mixer not in _REGISTRY:
-        raise ValueError(f"mixer must be a registered name {sorted(_REGISTRY)} or a factory(config, layer), got "
-                         f"{mixer!r} (a family registers its mixers when its module is imported)")
-    return _REGISTRY[mixer]
+    return _REGISTRY.factory(mixer)
 
 
 def registered_mixers() -> list[str]:
     """Names usable as ``config.mixer``, in registration order."""
-    return list(_REGISTRY)
+    return _REGISTRY.names()

@@ -32,3 +32,19 @@ def test_default_widths_hold_about_the_same_weights():
 def test_bad_arguments_are_named(make, error, name):
     with pytest.raises(error, match=name):
         make()
+
+
+def test_gelu_and_swiglu_are_registered_ffns_built_from_a_config():
+    from types import SimpleNamespace
+
+    from minilib.feedforward import ffn_factory, registered_ffns
+
+    assert registered_ffns()[:2] == ["gelu", "swiglu"]
+    config = SimpleNamespace(d_model=8, d_ff=12, ffn_kwargs={})
+    for kind in ("gelu", "swiglu"):
+        ffn = ffn_factory(kind)(config, 0)
+        assert isinstance(ffn, FeedForward) and ffn.kind == kind and ffn.w1.out_features == 12
+    with pytest.raises(ValueError, match="ffn must be a registered name"):
+        ffn_factory("relu2")
+    with pytest.raises(TypeError, match="bias"):
+        ffn_factory("gelu")(SimpleNamespace(d_model=8, d_ff=None, ffn_kwargs={"bias": True}), 0)

@@ -28,7 +28,7 @@ def test_block_is_norm_mixer_residual_then_norm_mlp_residual():
 def test_block_takes_a_mixer_by_name_or_factory_and_any_registered_family(monkeypatch):
     from minilib import mixing
 
-    monkeypatch.setattr(mixing, "_REGISTRY", dict(mixing._REGISTRY))
+    monkeypatch.setattr(mixing._REGISTRY, "factories", dict(mixing._REGISTRY.factories))
     built = []
 
     class Scale(TokenMixer):

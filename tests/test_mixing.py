@@ -14,7 +14,7 @@ class _Identity(TokenMixer):
 
 @pytest.fixture
 def clean_registry(monkeypatch):
-    monkeypatch.setattr(mixing, "_REGISTRY", dict(mixing._REGISTRY))
+    monkeypatch.setattr(mixing._REGISTRY, "factories", dict(mixing._REGISTRY.factories))
 
 
 def test_registered_name_and_direct_factory_resolve(clean_registry):

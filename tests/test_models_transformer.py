@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minilib import mixing
+from minilib import feedforward, mixing
 from minilib.attention import kv_cache_bytes
 from minilib.experiments import results_path
+from minilib.feedforward import register_ffn
 from minilib.mixing import TokenMixer, register_mixer
 from minilib.models import (TransformerConfig, TransformerLM, attention_maps, sample_next, to_pre_rmsnorm, train)
 from minilib.norms import LayerNorm
@@ -186,7 +187,7 @@ def mean_pool_lm(mixer=CausalMeanPool, **kw):
 
 @pytest.fixture
 def clean_registry(monkeypatch):
-    monkeypatch.setattr(mixing, "_REGISTRY", dict(mixing._REGISTRY))
+    monkeypatch.setattr(mixing._REGISTRY, "factories", dict(mixing._REGISTRY.factories))
 
 
 def test_a_registered_mixer_trains_through_the_config(clean_registry):
@@ -198,6 +199,45 @@ def test_a_registered_mixer_trains_through_the_config(clean_registry):
     y = torch.tensor([[1, 2, 3, 4, 0, 1, 2, 3]])
     losses = train(model, iter(lambda: (x, y), None), steps=40, lr=1e-2, progress=False)
     assert losses[0] > 1.4 and losses[-1] < 0.2 * losses[0]
+
+
+@pytest.fixture
+def clean_ffn_registry(monkeypatch):
+    monkeypatch.setattr(feedforward._REGISTRY, "factories", dict(feedforward._REGISTRY.factories))
+
+
+class _ScaledReLU(torch.nn.Module):
+    def __init__(self, d_model, scale):
+        super().__init__()
+        self.lin, self.scale = torch.nn.Linear(d_model, d_model), scale
+
+    def forward(self, x):
+        return self.scale * torch.relu(self.lin(x))
+
+
+def test_a_registered_ffn_is_built_per_layer_from_the_config_and_trains(clean_ffn_registry):
+    register_ffn("scaled-relu-test", lambda config, layer: _ScaledReLU(config.d_model, **config.ffn_kwargs) if layer
+                 else feedforward.FeedForward(config.d_model, kind="gelu"))
+    torch.manual_seed(0)
+    model = TransformerLM(TransformerConfig(5, 16, 2, 2, max_len=16, pos="none", ffn="scaled-relu-test",
+                                            ffn_kwargs={"scale": 0.5}))
+    first, second = model.blocks[0].ffn, model.blocks[1].ffn
+    assert isinstance(first, feedforward.FeedForward) and isinstance(second, _ScaledReLU) and second.scale == 0.5
+    h = torch.randn(3, 16)
+    torch.testing.assert_close(second(h), 0.5 * torch.relu(h @ second.lin.weight.T + second.lin.bias))
+    x = torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2]])
+    y = torch.tensor([[1, 2, 3, 4, 0, 1, 2, 3]])
+    losses = train(model, iter(lambda: (x, y), None), steps=40, lr=1e-2, progress=False)
+    assert losses[0] > 1.4 and losses[-1] < 0.2 * losses[0]
+
+
+def test_bad_ffn_names_kwargs_and_factories_fail_clearly(clean_ffn_registry):
+    with pytest.raises(ValueError, match="ffn must be a registered name"):
+        TransformerConfig(5, 16, 2, 2, ffn="nonesuch")
+    with pytest.raises(TypeError, match="ffn_kwargs"):
+        TransformerConfig(5, 16, 2, 2, ffn_kwargs=[1])
+    with pytest.raises(TypeError, match="must return an nn.Module"):
+        TransformerLM(TransformerConfig(5, 16, 2, 2, ffn=lambda config, layer: "not a module"))
 
 
 def test_mixer_cached_decoding_equals_the_full_forward():

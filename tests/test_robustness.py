@@ -28,7 +28,7 @@ import torch
 
 import minilib
 from minilib import activations, attention as A
-from minilib import feedforward, mixing, norms, positional
+from minilib import feedforward, mixing, norms, positional, registry
 from minilib import compress, parallel, signal_propagation, ssm, vision
 from minilib import flash
 from minilib import models as M
@@ -41,9 +41,9 @@ from minilib.mixers import zoo
 # modules whose every public name the sweep must cover (the grader has its own tests; _private modules are internal)
 SWEPT = ("minilib.activations", "minilib.attention", "minilib.compress", "minilib.feedforward", "minilib.flash",
          "minilib.linear_attention", "minilib.mixing", "minilib.models", "minilib.norms", "minilib.parallel", "minilib.positional",
-         "minilib.mixers", "minilib.scan", "minilib.signal_propagation", "minilib.sparse", "minilib.ssm", "minilib.vision")
+         "minilib.mixers", "minilib.registry", "minilib.scan", "minilib.signal_propagation", "minilib.sparse", "minilib.ssm", "minilib.vision")
 # public names whose arguments are not user input to check (context managers over a model, registry readers)
-NOT_SWEPT = {"registered_mixers": "takes no argument", "TokenMixer": "abstract base class, no arguments",
+NOT_SWEPT = {"registered_mixers": "takes no argument", "registered_ffns": "takes no argument", "TokenMixer": "abstract base class, no arguments",
              "calibrated_heads": "context manager over modules built by the library",
              "ConvertedLM": "built by to_pre_rmsnorm from a checked TransformerLM",
              "linear_recurrence_combine": "the combine operator associative_scan calls on its own slices",
@@ -392,6 +392,10 @@ case(mixing.register_mixer, lambda: mixing.register_mixer("", lambda c, i: None)
 case(mixing.register_mixer, lambda: mixing.register_mixer("attention", lambda c, i: None), "attention", "name")
 case(mixing.register_mixer, lambda: mixing.register_mixer("x", 3), "factory")
 case(mixing.mixer_factory, lambda: mixing.mixer_factory("nonesuch"), "mixer")
+case(feedforward.register_ffn, lambda: feedforward.register_ffn("swiglu", lambda c, i: None), "swiglu", "name")
+case(feedforward.register_ffn, lambda: feedforward.register_ffn("x", 3), "factory")
+case(feedforward.ffn_factory, lambda: feedforward.ffn_factory("nonesuch"), "ffn")
+case(registry.Registry, lambda: registry.Registry("widget", "part").factory("nonesuch"), "part")
 
 # compress, signal propagation, ssm, vision
 case(compress.quantization_scale, lambda: compress.quantization_scale(torch.randn(4), bits=1), "bits")

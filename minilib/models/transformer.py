@@ -15,7 +15,7 @@ from torch import nn
 
 from minilib._checks import check_divisible, check_nonnegative_int, check_number, check_positive_int, check_token_ids, require_tensor
 from minilib.attention import MultiHeadAttention
-from minilib.feedforward import FFN_KINDS, FeedForward
+from minilib.feedforward import FFNFactory, ffn_factory
 from minilib.mixing import MixerFactory, TokenMixer, mixer_factory
 from minilib.norms import NORMS, make_norm
 from minilib.positional import alibi_bias, sinusoidal
@@ -35,7 +35,9 @@ class TransformerConfig:
     Sizes: ``vocab_size`` $V$, ``d_model`` $d$, ``n_layers`` $L$, ``n_heads`` $H$ (the head size is $d / H$),
     ``n_kv_heads`` (default: one per query head; fewer is GQA/MQA), ``d_ff`` (default
     :func:`~minilib.feedforward.default_d_ff`), ``max_len`` (longest sequence). Choices: ``norm``
-    (``"rms"``, ``"layer"``), ``pre_norm``, ``ffn`` (``"swiglu"``, ``"gelu"``), ``pos`` (``"rope"``,
+    (``"rms"``, ``"layer"``), ``pre_norm``, ``ffn`` (the feed-forward network of every block: a name registered with
+    :func:`minilib.feedforward.register_ffn`, ``"swiglu"``, ``"gelu"``, ..., or a factory, built as
+    ``factory(config, layer)`` and reading ``ffn_kwargs``), ``pos`` (``"rope"``,
     ``"sinusoidal"``, ``"learned"``, ``"alibi"``, ``"none"``), ``init`` (``"default"``, ``"xavier"``,
     ``"deepscale"``). ``mixer`` names the token mixer of every block, a name registered with
     :func:`minilib.mixing.register_mixer` (``"attention"``, ``"moh"``, ...) or a factory; each block builds
@@ -52,7 +54,8 @@ class TransformerConfig:
     max_len: int = 1024
     norm: str = "rms"
     pre_norm: bool = True
-    ffn: str = "swiglu"
+    ffn: str | FFNFactory = "swiglu"
+    ffn_kwargs: dict = field(default_factory=dict)
     pos: str = "rope"
     init: str = "default"
     mixer: str | MixerFactory = "attention"
@@ -66,15 +69,17 @@ class TransformerConfig:
         for name in ("n_kv_heads", "d_ff"):
             if getattr(self, name) is not None:
                 check_positive_int(name, getattr(self, name))
-        for name, allowed in (("norm", NORMS), ("ffn", FFN_KINDS), ("pos", POSITIONS), ("init", INITS)):
+        for name, allowed in (("norm", NORMS), ("pos", POSITIONS), ("init", INITS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not isinstance(self.pre_norm, bool):
             raise TypeError(f"pre_norm must be a bool, got {self.pre_norm!r}")
         mixer_factory(self.mixer)  # an unknown name fails here, naming the registered ones
-        if not isinstance(self.mixer_kwargs, Mapping):
-            raise TypeError(f"mixer_kwargs must be a dict of keyword arguments, got {type(self.mixer_kwargs).__name__}")
-        self.mixer_kwargs = dict(self.mixer_kwargs)
+        ffn_factory(self.ffn)
+        for name in ("mixer_kwargs", "ffn_kwargs"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise TypeError(f"{name} must be a dict of keyword arguments, got {type(getattr(self, name)).__name__}")
+            setattr(self, name, dict(getattr(self, name)))
         p = self.kv_route_p
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
             raise ValueError(f"kv_route_p must be a probability in [0, 1], got {p!r}")
@@ -105,7 +110,9 @@ class Block(nn.Module):
                             f"got {type(self.mixer).__name__}")
         if not self.mixer.causal:
             raise ValueError(f"a language model needs a causal mixer; {type(self.mixer).__name__} has causal=False")
-        self.ffn = FeedForward(config.d_model, config.d_ff, kind=config.ffn)
+        self.ffn = ffn_factory(config.ffn)(config, layer)
+        if not isinstance(self.ffn, nn.Module):
+            raise TypeError(f"the ffn factory {config.ffn!r} must return an nn.Module, got {type(self.ffn).__name__}")
         self.norm1, self.norm2 = make_norm(config.norm, config.d_model), make_norm(config.norm, config.d_model)
         # (lam, beta) of DeepScaleLM's scaled residual lam * x + beta * f; (1.0, 1.0) is the plain residual.
         self.residual_scales = (1.0, 1.0)
