@@ -50,6 +50,25 @@ def downsample(values, n: int = 50) -> list[float]:
     return [round(float(c.mean()), 4) for c in chunks]
 
 
+def seed_spread(values) -> dict:
+    """Per-seed values with their mean, sample standard deviation (``ddof=1``, the spread), min and max."""
+    v = np.asarray(values, dtype=float)
+    return dict(per_seed=v.tolist(), mean=float(v.mean()), std=float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+                min=float(v.min()), max=float(v.max()))
+
+
+def seed_difference(differences) -> dict:
+    """Per-seed differences as :func:`seed_spread`, plus ``established``: |mean| > spread and one sign on every seed."""
+    d = seed_spread(differences)
+    d["established"] = bool(abs(d["mean"]) > d["std"] and (d["min"] > 0 or d["max"] < 0))
+    return d
+
+
+def paired_difference(a, b) -> dict:
+    """:func:`seed_difference` of ``a - b``, seed by seed."""
+    return seed_difference(np.asarray(a, dtype=float) - np.asarray(b, dtype=float))
+
+
 def git_commit() -> str:
     """The checkout's commit, with ``+dirty`` when tracked code differs from it (``unknown`` outside git).
 

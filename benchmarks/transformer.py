@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._experiments import downsample, run_experiments  # noqa: E402
+from benchmarks._experiments import (downsample, paired_difference, run_experiments, seed_difference,  # noqa: E402
+                                    seed_spread)
 from minilib.data import (  # noqa: E402
     IGNORE_INDEX, CharTokenizer, delayed_recall, digits_split, labelled_batches, lm_batches, lm_eval_windows, masked_targets,
     reverse_task, tiny_corpus, train_val_split)
@@ -48,25 +49,6 @@ def sized(config: dict, quick_sizes: dict, quick: bool) -> dict:
 def data_generator(seed: int) -> torch.Generator:
     """The training-batch generator of seed ``seed`` (init uses ``torch.manual_seed(seed)``)."""
     return torch.Generator().manual_seed(1000 + seed)
-
-
-def seed_spread(values) -> dict:
-    """Per-seed values with their mean, sample standard deviation (``ddof=1``, the spread), min and max."""
-    v = np.asarray(values, dtype=float)
-    return dict(per_seed=v.tolist(), mean=float(v.mean()), std=float(v.std(ddof=1)) if len(v) > 1 else 0.0,
-                min=float(v.min()), max=float(v.max()))
-
-
-def seed_difference(differences) -> dict:
-    """Per-seed differences as :func:`seed_spread`, plus ``established``: |mean| > spread and one sign on every seed."""
-    d = seed_spread(differences)
-    d["established"] = bool(abs(d["mean"]) > d["std"] and (d["min"] > 0 or d["max"] < 0))
-    return d
-
-
-def paired_difference(a, b) -> dict:
-    """:func:`seed_difference` of ``a - b``, seed by seed."""
-    return seed_difference(np.asarray(a, dtype=float) - np.asarray(b, dtype=float))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -46,3 +46,20 @@ def test_quick_run(script, tmp_path):
     after = {p: p.read_bytes() for p in (ROOT / "benchmarks" / "results").iterdir()}
     changed = sorted(p.name for p in set(after) | set(committed) if after.get(p) != committed.get(p))
     assert not changed, f"{script.name} --quick changed committed results: {changed}"
+
+
+def test_seed_summaries_match_the_statistics_module():
+    import statistics
+
+    from benchmarks._experiments import paired_difference, seed_difference, seed_spread
+
+    values = [0.31, 0.27, 0.35]
+    s = seed_spread(values)
+    assert s["per_seed"] == values and s["min"] == 0.27 and s["max"] == 0.35
+    assert s["mean"] == pytest.approx(statistics.mean(values)) and s["std"] == pytest.approx(statistics.stdev(values))
+    assert seed_spread([2.0])["std"] == 0.0
+    assert seed_difference([0.5, 0.6, 0.4])["established"]  # mean 0.5 > spread 0.1, every seed positive
+    assert not seed_difference([0.5, -0.1, 0.4])["established"]  # one seed of the other sign
+    assert not seed_difference([0.05, 0.3, 0.01])["established"]  # mean 0.12 inside its spread 0.16
+    d = paired_difference([3.0, 4.0], [1.0, 1.5])
+    assert d["per_seed"] == [2.0, 2.5] and d["established"]
