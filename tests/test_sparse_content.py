@@ -5,8 +5,8 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from minilib.sparse import (bilevel_routing_attention, ivf_topk_attention, kmeans, probsparse_attention, routing_mask,
-                            topk_attention)
+from minilib.sparse import (bilevel_routing_attention, ivf_candidates, ivf_topk_attention, kmeans, knn_attention,
+                            probsparse_attention, routing_mask, topk_attention)
 from tests.flash_reference import qkv, reference
 
 FAST = settings(max_examples=30, deadline=None)
@@ -121,6 +121,47 @@ def test_ivf_probing_every_cluster_is_exact_topk_and_fewer_probes_scan_less():
     assert partial.mean() < 0.6
 
 
+def test_ivf_candidates_are_the_keys_of_the_probed_clusters():
+    q, k, _ = (x.detach()[0, 0] for x in qkv(1, 1, 1, 12, 40, 6, 2, seed=7))
+    index_from = torch.randn(30, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    candidate = ivf_candidates(q, k, n_clusters=5, n_probe=2, index_from=index_from, generator=torch.Generator().manual_seed(0))
+    centroids, _ = kmeans(index_from, 5, generator=torch.Generator().manual_seed(0))
+    for t in range(12):
+        probed = sorted(range(5), key=lambda c: -float(q[t] @ centroids[c]))[:2]
+        for s in range(40):
+            home = max(range(5), key=lambda c: float(k[s] @ centroids[c]))
+            assert bool(candidate[t, s]) == (home in probed)
+
+
+def loop_knn(q, k, v, k_top, n_clusters, n_probe, seed):
+    """IceFormer-style grouped IVF search, one query at a time: group = best centroid, probes of the group's mean."""
+    centroids, _ = kmeans(k, n_clusters, generator=torch.Generator().manual_seed(seed))
+    best = lambda x: max(range(n_clusters), key=lambda c: float(x @ centroids[c]))  # noqa: E731
+    group = [best(x) for x in q]
+    home = [best(x) for x in k]
+    out = torch.zeros(q.shape[0], v.shape[1], dtype=q.dtype)
+    for t in range(q.shape[0]):
+        mean = q[[i for i in range(q.shape[0]) if group[i] == group[t]]].mean(0)
+        probes = sorted(range(n_clusters), key=lambda c: -float(mean @ centroids[c]))[:n_probe]
+        keys = sorted((s for s in range(k.shape[0]) if home[s] in probes), key=lambda s: -float(q[t] @ k[s]))[:k_top]
+        w = torch.softmax(torch.stack([q[t] @ k[s] for s in keys]) / math.sqrt(k.shape[1]), 0)
+        out[t] = sum(wi * v[s] for wi, s in zip(w, keys))
+    return out
+
+
+@pytest.mark.parametrize("n_probe", [1, 2, 6])
+def test_knn_attention_equals_a_per_query_loop_and_probing_all_is_exact_topk(n_probe):
+    q, k, v = (x.detach()[0, 0] for x in qkv(1, 1, 1, 16, 48, 6, 3, seed=n_probe))
+    out, scanned = knn_attention(q, k, v, k_top=5, n_clusters=6, n_probe=n_probe, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(out, loop_knn(q, k, v, 5, 6, n_probe, 2), rtol=0, atol=1e-12)
+    if n_probe == 6:
+        assert scanned == 1
+        torch.testing.assert_close(out, topk_attention(q[None, None], k[None, None], v[None, None], k_top=5)[0, 0],
+                                   rtol=0, atol=1e-12)
+    else:
+        assert scanned < 0.8
+
+
 def test_bad_arguments_raise():
     q, k, v = qkv(1, 1, 1, 6, 6, 4, 4)
     with pytest.raises(ValueError, match="k_top"):
@@ -135,3 +176,7 @@ def test_bad_arguments_raise():
         kmeans(torch.randn(3, 2), 4)
     with pytest.raises(ValueError, match="q"):
         ivf_topk_attention(q, k[0, 0], v[0, 0], k_top=2, n_clusters=2, n_probe=1)
+    with pytest.raises(ValueError, match="n_probe"):
+        ivf_candidates(q[0, 0], k[0, 0], n_clusters=2, n_probe=0)
+    with pytest.raises(ValueError, match="v"):
+        knn_attention(q[0, 0], k[0, 0], v[0, 0, :5], k_top=2, n_clusters=2, n_probe=1)
