@@ -680,6 +680,16 @@ case(content.knn_attention, lambda: sparse.knn_attention(q1, k1, k1, k_top=0, n_
 case(structured.fit_block, lambda: sparse.fit_block(torch.zeros(1, 6, 4), torch.zeros(1, 1, 2, 4), group_size=4), "group_size")
 case(structured.fit_block, lambda: sparse.fit_block(torch.zeros(6, 4), torch.zeros(1, 1, 2, 4), group_size=2), "x")
 case(structured.fit_score_count, lambda: sparse.fit_score_count(64, 8, 0), "n_latents")
+from minilib.sparse import merging as sparse_merging  # noqa: E402
+
+ones7 = torch.ones(2, 4, 7)
+case(sparse_merging.dmc_slots, lambda: sparse.dmc_slots(k, v, torch.ones(2, 4, 6), rate=2), "importance")
+case(sparse_merging.dmc_slots, lambda: sparse.dmc_slots(k, v, ones7, rate=0), "rate")
+case(sparse_merging.dmc_attention, lambda: sparse.dmc_attention(q, k, v, ones7.tolist(), rate=2), "importance")
+case(sparse_merging.DMCCache, lambda: sparse.DMCCache(0), "rate")
+case(sparse_merging.DMCAttention, lambda: sparse.DMCAttention(32, 4, rate=0), "rate")
+case(sparse_merging.DMCAttention, lambda: sparse.DMCAttention(32, 4)(x32, cache="c"), "cache")
+case(sparse_merging.DMCAttention, lambda: sparse.DMCAttention(32, 4)(torch.randn(2, 5, 16)), "x")
 
 
 # ---------------------------------------------------------------------------------------------------------------

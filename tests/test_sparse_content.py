@@ -133,27 +133,14 @@ def test_ivf_candidates_are_the_keys_of_the_probed_clusters():
             assert bool(candidate[t, s]) == (home in probed)
 
 
-def loop_knn(q, k, v, k_top, n_clusters, n_probe, seed):
-    """IceFormer-style grouped IVF search, one query at a time: group = best centroid, probes of the group's mean."""
-    centroids, _ = kmeans(k, n_clusters, generator=torch.Generator().manual_seed(seed))
-    best = lambda x: max(range(n_clusters), key=lambda c: float(x @ centroids[c]))  # noqa: E731
-    group = [best(x) for x in q]
-    home = [best(x) for x in k]
-    out = torch.zeros(q.shape[0], v.shape[1], dtype=q.dtype)
-    for t in range(q.shape[0]):
-        mean = q[[i for i in range(q.shape[0]) if group[i] == group[t]]].mean(0)
-        probes = sorted(range(n_clusters), key=lambda c: -float(mean @ centroids[c]))[:n_probe]
-        keys = sorted((s for s in range(k.shape[0]) if home[s] in probes), key=lambda s: -float(q[t] @ k[s]))[:k_top]
-        w = torch.softmax(torch.stack([q[t] @ k[s] for s in keys]) / math.sqrt(k.shape[1]), 0)
-        out[t] = sum(wi * v[s] for wi, s in zip(w, keys))
-    return out
-
-
 @pytest.mark.parametrize("n_probe", [1, 2, 6])
-def test_knn_attention_equals_a_per_query_loop_and_probing_all_is_exact_topk(n_probe):
+def test_knn_attention_equals_the_dense_ivf_form_and_probing_all_is_exact_topk(n_probe):
     q, k, v = (x.detach()[0, 0] for x in qkv(1, 1, 1, 16, 48, 6, 3, seed=n_probe))
     out, scanned = knn_attention(q, k, v, k_top=5, n_clusters=6, n_probe=n_probe, generator=torch.Generator().manual_seed(2))
-    torch.testing.assert_close(out, loop_knn(q, k, v, 5, 6, n_probe, 2), rtol=0, atol=1e-12)
+    dense, dense_scanned = ivf_topk_attention(q, k, v, k_top=5, n_clusters=6, n_probe=n_probe,
+                                              generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(out, dense, rtol=0, atol=1e-12)
+    assert math.isclose(scanned, dense_scanned.mean().item(), abs_tol=1e-6)  # a float32 mean of bools
     if n_probe == 6:
         assert scanned == 1
         torch.testing.assert_close(out, topk_attention(q[None, None], k[None, None], v[None, None], k_top=5)[0, 0],

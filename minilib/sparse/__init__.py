@@ -13,6 +13,8 @@ r"""Sparse, local and compressed attention (chapter 05).
   :func:`make_policy`, :func:`cached_attention`), :func:`quantize_symmetric`;
 - :mod:`~minilib.sparse.structured`: Combiner's :func:`combiner_attention`, S2-Attention's :func:`s2_block_masks`,
   :func:`sentinel_mask`, FIT's :func:`fit_block` and :func:`fit_score_count`;
+- :mod:`~minilib.sparse.merging`: DMC with a fixed merge schedule, :func:`dmc_attention`, :class:`DMCAttention`
+  (the ``"dmc"`` token mixer) and its :class:`DMCCache`;
 - :mod:`~minilib.sparse.layers`: :class:`SparseAttention`, the ``"sliding_window"`` token mixer (registered on
   import), and :func:`mixed_span_factory` for per-layer spans.
 """
@@ -22,6 +24,7 @@ from minilib.sparse.cache_policies import (POLICIES, CachePolicy, FullCache, Hea
 from minilib.sparse.content import (bilevel_routing_attention, ivf_candidates, ivf_topk_attention, kmeans,
                                     knn_attention, probsparse_attention, routing_mask, topk_attention, topk_mask)
 from minilib.sparse.layers import SparseAttention, mixed_span_factory
+from minilib.sparse.merging import DMCAttention, DMCCache, dmc_attention, dmc_slots
 from minilib.sparse.selection import (RuleAttention, head_window_mask, landmark_attention, landmark_mask, moa_allocate,
                                       rule_factory, sea_attention, sea_mask, tidal_decode, tidal_positions)
 from minilib.sparse.structured import (combiner_attention, combiner_score_count, combiner_weights, fit_block,
@@ -37,5 +40,5 @@ __all__ = [
     "to_block_mask", "topk_attention", "topk_mask",
     "RuleAttention", "fit_block", "fit_score_count", "head_window_mask", "ivf_candidates", "knn_attention",
     "landmark_attention", "landmark_mask", "moa_allocate", "rule_factory", "sea_attention", "sea_mask", "tidal_decode",
-    "tidal_positions",
+    "tidal_positions", "DMCAttention", "DMCCache", "dmc_attention", "dmc_slots",
 ]

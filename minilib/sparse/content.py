@@ -193,36 +193,41 @@ def ivf_topk_attention(q, k, v, *, k_top: int, n_clusters: int, n_probe: int, in
 
 def knn_attention(q, k, v, *, k_top: int, n_clusters: int, n_probe: int, generator: torch.Generator | None = None,
                   scale: float | None = None):
-    r"""Training-free top-k attention through a k-means IVF index, computed only on the keys it hands out (the
+    r"""Training-free top-k attention through a k-means IVF index, scoring only the keys the index hands out (the
     IceFormer recipe, with IVF standing in for its k-nearest-neighbour search).
 
-    Keys are clustered (:func:`kmeans`, assigned to the centroid they score highest with); each query joins the
-    group of its best centroid, and a group scans the keys of the ``n_probe`` centroids its *mean* query scores
-    highest with. Per group: scores against those keys only, the ``k_top`` best kept, exact softmax over them.
-    Work is about $T S\, n_\text{probe} / n_\text{clusters}$ scores plus the index, against $T S$.
+    Same result as :func:`ivf_topk_attention` with the keys as index (same ``generator``), computed cluster by
+    cluster: the queries probing cluster $c$ are scored against its keys only, into a padded ``(T, n_probe, m)``
+    buffer ($m$ the largest cluster) from which each query keeps its ``k_top`` best. Work is about
+    $T S\, n_\text{probe} / n_\text{clusters}$ scores plus the index, against $T S$ for full attention.
 
     ``q (T, D)``, ``k (S, D)``, ``v (S, Dv)`` (one head, non-causal) -> ``(out (T, Dv), scanned)`` with ``scanned``
-    the mean fraction of keys a query scored. ``n_probe >= n_clusters`` is exact top-k attention.
-    See :cite:`mao2024iceformer`.
+    the mean fraction of keys a query scored. See :cite:`mao2024iceformer`.
     """
-    for name, x in (("q", q), ("k", k), ("v", v)):
+    require_tensor("v", v, ndim=2, floating=True)
+    if v.shape[0] != k.shape[0]:
+        raise ValueError(f"k (S, D) and v (S, Dv) must agree in S, got k {tuple(k.shape)}, v {tuple(v.shape)}")
+    for name, x in (("q", q), ("k", k)):
         require_tensor(name, x, ndim=2, floating=True)
-    if k.shape[1] != q.shape[1] or v.shape[0] != k.shape[0]:
-        raise ValueError(f"q (T, D), k (S, D) and v (S, Dv) must agree, got q {tuple(q.shape)}, k {tuple(k.shape)}, "
-                         f"v {tuple(v.shape)}")
+    if k.shape[1] != q.shape[1]:
+        raise ValueError(f"q (T, D) and k (S, D) must agree in D, got q {tuple(q.shape)}, k {tuple(k.shape)}")
     check_positive_int("k_top", k_top)
     check_positive_int("n_probe", n_probe)
     centroids, _ = kmeans(k, n_clusters, generator=generator)
-    key_cluster = (k @ centroids.T).argmax(dim=1)
-    group = (q @ centroids.T).argmax(dim=1)
+    home = (k @ centroids.T).argmax(dim=1)
+    probed = (q @ centroids.T).topk(min(n_probe, n_clusters), dim=1).indices  # (T, p)
+    members = [(home == c).nonzero()[:, 0] for c in range(n_clusters)]
+    width = max(len(m) for m in members)
+    scores = q.new_full((q.shape[0], probed.shape[1], width), float("-inf"))
+    index = torch.zeros(scores.shape, dtype=torch.long, device=q.device)
     scale = default_scale(k.shape[1], scale)
-    out = q.new_zeros(q.shape[0], v.shape[1])
-    scanned = 0
-    for g in group.unique():
-        rows = (group == g).nonzero()[:, 0]
-        probes = (q[rows].mean(0) @ centroids.T).topk(min(n_probe, n_clusters)).indices
-        keys = torch.isin(key_cluster, probes).nonzero()[:, 0]
-        top = (scale * q[rows] @ k[keys].T).topk(min(k_top, len(keys)), dim=1)
-        out[rows] = (torch.softmax(top.values, dim=1)[..., None] * v[keys][top.indices]).sum(1)
-        scanned += len(rows) * len(keys)
-    return out, scanned / (q.shape[0] * k.shape[0])
+    for c, keys in enumerate(members):
+        rows, slot = (probed == c).nonzero(as_tuple=True)
+        if len(rows) and len(keys):
+            scores[rows, slot, :len(keys)] = scale * q[rows] @ k[keys].T
+            index[rows, slot, :len(keys)] = keys
+    top = scores.flatten(1).topk(min(k_top, scores[0].numel()), dim=1)
+    weights = torch.softmax(top.values, dim=1).nan_to_num(0.0)
+    picked = torch.gather(index.flatten(1), 1, top.indices)
+    scanned = sum(len(members[c]) for c in probed.flatten().tolist()) / (q.shape[0] * k.shape[0])
+    return (weights[..., None] * v[picked]).sum(1), scanned
