@@ -101,8 +101,9 @@ class DMCAttention(MultiHeadAttention):
     importance per key/value head, $\omega_t = \operatorname{softplus}(w \cdot x_t + c)$.
 
     The attention parameters are those of :class:`~minilib.attention.MultiHeadAttention` (a trained model's
-    weights load with ``strict=False``; the importance projection is new, initialised to $\omega = 1$, a plain
-    mean), so a model is *retrofitted* by continued training. ``new_cache()`` is a :class:`DMCCache`; cached
+    weights load with ``strict=False``; the importance projection is new: built alone it starts at $\omega = 1$, a
+    plain mean, and a model's own initialisation of its linear layers gives a nearly constant $\omega$), so a model
+    is *retrofitted* by continued training. ``new_cache()`` is a :class:`DMCCache`; cached
     decoding equals the full forward. See :cite:`nawrot2024dynamic`.
     """
 
