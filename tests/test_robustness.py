@@ -674,6 +674,42 @@ case(la_variants.flow_attention, lambda: la.flow_attention(q.tolist(), q, q), "q
 case(la_variants.kernelized_rpe_fft, lambda: la.kernelized_rpe_fft(q, q, q, torch.randn(4)), "rpe")
 case(la_variants.simplified_linear_attention, lambda: la.simplified_linear_attention(q, q, q, torch.randn(3)), "conv_weight")
 
+# chapter 05: selection (SEA, Landmark, TidalDecode, MoA), knn/IVF search, FIT
+from minilib.sparse import selection as sparse_selection  # noqa: E402
+
+qkv_cases(sparse_selection.sea_attention, extra=lambda: {"k_top": 2})
+case(sparse_selection.sea_mask, lambda: sparse.sea_mask(q, k, k_top=0), "k_top")
+qkv_cases(sparse_selection.landmark_attention, extra=lambda: {"block_size": 2, "k_blocks": 1})
+case(sparse_selection.landmark_mask, lambda: sparse.landmark_mask(q, k, block_size=0, k_blocks=1), "block_size")
+case(sparse_selection.landmark_mask, lambda: sparse.landmark_mask(q, k, block_size=2, k_blocks=1, landmarks=torch.zeros(3)),
+     "landmarks")
+qkv_cases(sparse_selection.tidal_decode, extra=lambda: {"k_top": 2})
+case(sparse_selection.tidal_decode, lambda: sparse.tidal_decode(q, k, v, k_top=2, positions=torch.ones(7, 7, dtype=torch.bool)),
+     "positions")
+case(sparse_selection.tidal_positions, lambda: sparse.tidal_positions(q, k, k_top=0), "k_top")
+case(sparse_selection.head_window_mask, lambda: sparse.head_window_mask(4, [2, 0]), "windows")
+case(sparse_selection.moa_allocate, lambda: sparse.moa_allocate(torch.zeros(2, 2), [4, 8], mean_span=2), "mean_span")
+case(sparse_selection.moa_allocate, lambda: sparse.moa_allocate([[0.0]], [4], mean_span=4), "loss_increase")
+case(sparse_selection.RuleAttention, lambda: sparse.RuleAttention(32, 4, rule="window"), "rule")
+case(sparse_selection.RuleAttention, lambda: sparse.RuleAttention(32, 4)(x32, cache="c"), "cache")
+case(sparse_selection.rule_factory, lambda: sparse.rule_factory(None), "rule_of_layer")
+case(content.ivf_candidates, lambda: sparse.ivf_candidates(q1, k1[:, :8], n_clusters=2, n_probe=1), "q", "k")
+case(content.knn_attention, lambda: sparse.knn_attention(q1, k1, k1[:5], k_top=2, n_clusters=2, n_probe=1), "k", "v")
+case(content.knn_attention, lambda: sparse.knn_attention(q1, k1, k1, k_top=0, n_clusters=2, n_probe=1), "k_top")
+case(structured.fit_block, lambda: sparse.fit_block(torch.zeros(1, 6, 4), torch.zeros(1, 1, 2, 4), group_size=4), "group_size")
+case(structured.fit_block, lambda: sparse.fit_block(torch.zeros(6, 4), torch.zeros(1, 1, 2, 4), group_size=2), "x")
+case(structured.fit_score_count, lambda: sparse.fit_score_count(64, 8, 0), "n_latents")
+from minilib.sparse import merging as sparse_merging  # noqa: E402
+
+ones7 = torch.ones(2, 4, 7)
+case(sparse_merging.dmc_slots, lambda: sparse.dmc_slots(k, v, torch.ones(2, 4, 6), rate=2), "importance")
+case(sparse_merging.dmc_slots, lambda: sparse.dmc_slots(k, v, ones7, rate=0), "rate")
+case(sparse_merging.dmc_attention, lambda: sparse.dmc_attention(q, k, v, ones7.tolist(), rate=2), "importance")
+case(sparse_merging.DMCCache, lambda: sparse.DMCCache(0), "rate")
+case(sparse_merging.DMCAttention, lambda: sparse.DMCAttention(32, 4, rate=0), "rate")
+case(sparse_merging.DMCAttention, lambda: sparse.DMCAttention(32, 4)(x32, cache="c"), "cache")
+case(sparse_merging.DMCAttention, lambda: sparse.DMCAttention(32, 4)(torch.randn(2, 5, 16)), "x")
+
 
 # ---------------------------------------------------------------------------------------------------------------
 def public_callables(module_name: str):

@@ -5,8 +5,8 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from minilib.sparse import (bilevel_routing_attention, ivf_topk_attention, kmeans, probsparse_attention, routing_mask,
-                            topk_attention)
+from minilib.sparse import (bilevel_routing_attention, ivf_candidates, ivf_topk_attention, kmeans, knn_attention,
+                            probsparse_attention, routing_mask, topk_attention)
 from tests.flash_reference import qkv, reference
 
 FAST = settings(max_examples=30, deadline=None)
@@ -121,6 +121,34 @@ def test_ivf_probing_every_cluster_is_exact_topk_and_fewer_probes_scan_less():
     assert partial.mean() < 0.6
 
 
+def test_ivf_candidates_are_the_keys_of_the_probed_clusters():
+    q, k, _ = (x.detach()[0, 0] for x in qkv(1, 1, 1, 12, 40, 6, 2, seed=7))
+    index_from = torch.randn(30, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    candidate = ivf_candidates(q, k, n_clusters=5, n_probe=2, index_from=index_from, generator=torch.Generator().manual_seed(0))
+    centroids, _ = kmeans(index_from, 5, generator=torch.Generator().manual_seed(0))
+    for t in range(12):
+        probed = sorted(range(5), key=lambda c: -float(q[t] @ centroids[c]))[:2]
+        for s in range(40):
+            home = max(range(5), key=lambda c: float(k[s] @ centroids[c]))
+            assert bool(candidate[t, s]) == (home in probed)
+
+
+@pytest.mark.parametrize("n_probe", [1, 2, 6])
+def test_knn_attention_equals_the_dense_ivf_form_and_probing_all_is_exact_topk(n_probe):
+    q, k, v = (x.detach()[0, 0] for x in qkv(1, 1, 1, 16, 48, 6, 3, seed=n_probe))
+    out, scanned = knn_attention(q, k, v, k_top=5, n_clusters=6, n_probe=n_probe, generator=torch.Generator().manual_seed(2))
+    dense, dense_scanned = ivf_topk_attention(q, k, v, k_top=5, n_clusters=6, n_probe=n_probe,
+                                              generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(out, dense, rtol=0, atol=1e-12)
+    assert math.isclose(scanned, dense_scanned.mean().item(), abs_tol=1e-6)  # a float32 mean of bools
+    if n_probe == 6:
+        assert scanned == 1
+        torch.testing.assert_close(out, topk_attention(q[None, None], k[None, None], v[None, None], k_top=5)[0, 0],
+                                   rtol=0, atol=1e-12)
+    else:
+        assert scanned < 0.8
+
+
 def test_bad_arguments_raise():
     q, k, v = qkv(1, 1, 1, 6, 6, 4, 4)
     with pytest.raises(ValueError, match="k_top"):
@@ -135,3 +163,7 @@ def test_bad_arguments_raise():
         kmeans(torch.randn(3, 2), 4)
     with pytest.raises(ValueError, match="q"):
         ivf_topk_attention(q, k[0, 0], v[0, 0], k_top=2, n_clusters=2, n_probe=1)
+    with pytest.raises(ValueError, match="n_probe"):
+        ivf_candidates(q[0, 0], k[0, 0], n_clusters=2, n_probe=0)
+    with pytest.raises(ValueError, match="v"):
+        knn_attention(q[0, 0], k[0, 0], v[0, 0, :5], k_top=2, n_clusters=2, n_probe=1)

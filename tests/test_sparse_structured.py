@@ -1,11 +1,14 @@
 """minilib.sparse.structured: Combiner against a loop over its definition (and its support and count), S2 block
 masks (coverage, per-head share, the kernel against SDPA), sentinel masks against their definition."""
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
 from minilib.flash import block_sparse_attention
-from minilib.sparse import combiner_attention, combiner_score_count, combiner_weights, s2_block_masks, sentinel_mask
+from minilib.sparse import (combiner_attention, combiner_score_count, combiner_weights, fit_block, fit_score_count,
+                            s2_block_masks, sentinel_mask)
 from tests.flash_reference import qkv, reference
 
 FAST = settings(max_examples=20, deadline=None)
@@ -86,6 +89,42 @@ def test_sentinel_keys_of_finished_spans_shrink_17x():
     assert T / int(finished.sum()) == span + 1
 
 
+def masked_update(h, keep):
+    """h + attention of every row of h over the rows keep allows (keys = values = h), torch SDPA with a bool mask;
+    rows that keep nothing are left alone."""
+    rows = keep.any(1)
+    out = torch.nn.functional.scaled_dot_product_attention(h[:, None], h[:, None], h[:, None], attn_mask=keep | ~rows[:, None])
+    return h + torch.where(rows[:, None], out[:, 0], torch.zeros_like(h))
+
+
+@FAST
+@given(G=st.integers(1, 4), n=st.integers(1, 5), m=st.integers(1, 3), seed=st.integers(0, 5))
+def test_fit_block_equals_four_masked_attentions_over_the_joint_sequence(G, n, m, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, G * n, 4, generator=g, dtype=torch.float64)
+    z = torch.randn(2, G, m, 4, generator=g, dtype=torch.float64)
+    group = torch.cat([torch.arange(G * n) // n, torch.arange(G * m) // m])  # owner group of each joint position
+    data = torch.arange(G * n + G * m) < G * n
+    same = group[:, None] == group[None, :]
+    h = torch.cat([x, z.flatten(1, 2)], dim=1)
+    for keep in (same & data[:, None] & data[None, :], same & ~data[:, None] & data[None, :],
+                 ~data[:, None] & ~data[None, :], same & data[:, None] & ~data[None, :]):
+        h = masked_update(h, keep)
+    xo, zo = fit_block(x, z, group_size=n)
+    torch.testing.assert_close(xo, h[:, :G * n], rtol=0, atol=1e-12)
+    torch.testing.assert_close(zo.flatten(1, 2), h[:, G * n:], rtol=0, atol=1e-12)
+
+
+def test_fit_score_count_matches_the_four_steps_and_grows_as_l_to_the_four_thirds():
+    L, n, m = 96, 8, 2
+    G = L // n
+    assert fit_score_count(L, n, m) == G * n * n + G * m * n + (G * m) ** 2 + G * n * m
+    sizes = [2 ** (3 * i) for i in range(3, 6)]  # 512, 4096, 32768 with n = L^(1/3)
+    counts = [fit_score_count(L, round(L ** (1 / 3)), 4) for L in sizes]
+    slope = (math.log(counts[-1]) - math.log(counts[0])) / (math.log(sizes[-1]) - math.log(sizes[0]))
+    assert abs(slope - 4 / 3) < 0.1
+
+
 def test_bad_arguments_raise():
     q, k, v = qkv(1, 1, 1, 6, 6, 4, 4)
     with pytest.raises(ValueError, match="block_size"):
@@ -94,3 +133,7 @@ def test_bad_arguments_raise():
         s2_block_masks(4, 0)
     with pytest.raises(ValueError, match="span"):
         sentinel_mask(4, 0)
+    with pytest.raises(ValueError, match="group_size"):
+        fit_block(torch.zeros(1, 6, 4), torch.zeros(1, 1, 2, 4), group_size=4)
+    with pytest.raises(ValueError, match="group_size"):
+        fit_score_count(10, 4, 1)

@@ -5,22 +5,30 @@ r"""Sparse, local and compressed attention (chapter 05).
   :func:`to_block_mask` for :func:`minilib.flash.block_sparse_attention`, :func:`mask_flops`;
 - :mod:`~minilib.sparse.content`: :func:`topk_attention`, :func:`topk_mask`, BiFormer's
   :func:`bilevel_routing_attention` and its :func:`routing_mask`, Informer's :func:`probsparse_attention`,
-  :func:`ivf_topk_attention` over a :func:`kmeans` index;
+  :func:`ivf_candidates`, :func:`ivf_topk_attention` and IceFormer-style :func:`knn_attention` over a :func:`kmeans` index;
+- :mod:`~minilib.sparse.selection`: SEA's :func:`sea_attention`, :func:`landmark_attention`, TidalDecode's
+  :func:`tidal_decode`, MoA's :func:`head_window_mask` and :func:`moa_allocate`, and :class:`RuleAttention`
+  (:func:`rule_factory`) to run such masks inside a model;
 - :mod:`~minilib.sparse.cache_policies`: KV-cache policies behind one interface (:class:`CachePolicy`,
   :func:`make_policy`, :func:`cached_attention`), :func:`quantize_symmetric`;
 - :mod:`~minilib.sparse.structured`: Combiner's :func:`combiner_attention`, S2-Attention's :func:`s2_block_masks`,
-  :func:`sentinel_mask`;
+  :func:`sentinel_mask`, FIT's :func:`fit_block` and :func:`fit_score_count`;
+- :mod:`~minilib.sparse.merging`: DMC with a fixed merge schedule, :func:`dmc_attention`, :class:`DMCAttention`
+  (the ``"dmc"`` token mixer) and its :class:`DMCCache`;
 - :mod:`~minilib.sparse.layers`: :class:`SparseAttention`, the ``"sliding_window"`` token mixer (registered on
   import), and :func:`mixed_span_factory` for per-layer spans.
 """
 from minilib.sparse.cache_policies import (POLICIES, CachePolicy, FullCache, HeavyHitterCache, MergeCache,
                                            QuantizedCache, RetrievalCache, SinkCache, TOVACache, WindowCache,
                                            cached_attention, make_policy, quantize_symmetric, swa_cache_policy)
-from minilib.sparse.content import (bilevel_routing_attention, ivf_topk_attention, kmeans, probsparse_attention,
-                                    routing_mask, topk_attention, topk_mask)
+from minilib.sparse.content import (bilevel_routing_attention, ivf_candidates, ivf_topk_attention, kmeans,
+                                    knn_attention, probsparse_attention, routing_mask, topk_attention, topk_mask)
 from minilib.sparse.layers import SparseAttention, mixed_span_factory
-from minilib.sparse.structured import (combiner_attention, combiner_score_count, combiner_weights, s2_block_masks,
-                                       sentinel_mask)
+from minilib.sparse.merging import DMCAttention, DMCCache, dmc_attention, dmc_slots
+from minilib.sparse.selection import (RuleAttention, head_window_mask, landmark_attention, landmark_mask, moa_allocate,
+                                      rule_factory, sea_attention, sea_mask, tidal_decode, tidal_positions)
+from minilib.sparse.structured import (combiner_attention, combiner_score_count, combiner_weights, fit_block,
+                                       fit_score_count, s2_block_masks, sentinel_mask)
 from minilib.sparse.masks import (block_local_mask, dilated_window_mask, global_local_mask, mask_flops,
                                   sink_window_mask, sliding_window_mask, to_block_mask)
 
@@ -30,4 +38,7 @@ __all__ = [
     "cached_attention", "combiner_attention", "combiner_score_count", "combiner_weights", "dilated_window_mask", "global_local_mask", "ivf_topk_attention", "kmeans", "make_policy", "mask_flops", "mixed_span_factory",
     "probsparse_attention", "quantize_symmetric", "routing_mask", "s2_block_masks", "sentinel_mask", "sink_window_mask", "sliding_window_mask", "swa_cache_policy",
     "to_block_mask", "topk_attention", "topk_mask",
+    "RuleAttention", "fit_block", "fit_score_count", "head_window_mask", "ivf_candidates", "knn_attention",
+    "landmark_attention", "landmark_mask", "moa_allocate", "rule_factory", "sea_attention", "sea_mask", "tidal_decode",
+    "tidal_positions", "DMCAttention", "DMCCache", "dmc_attention", "dmc_slots",
 ]

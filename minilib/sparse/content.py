@@ -12,7 +12,7 @@ from minilib._checks import check_attention_inputs, check_positive_int, default_
 from minilib.attention import causal_mask, expand_kv_heads, sdpa
 
 __all__ = ["topk_mask", "topk_attention", "routing_mask", "bilevel_routing_attention", "probsparse_attention", "kmeans",
-           "ivf_topk_attention"]
+           "ivf_candidates", "ivf_topk_attention", "knn_attention"]
 
 
 def topk_mask(scores: torch.Tensor, k_top: int, *, causal: bool = False) -> torch.Tensor:
@@ -146,33 +146,88 @@ def kmeans(x: torch.Tensor, n_clusters: int, *, iters: int = 10, generator: torc
     return centroids, torch.cdist(x, centroids).argmin(dim=1)
 
 
+def ivf_candidates(q, k, *, n_clusters: int, n_probe: int, index_from: torch.Tensor | None = None,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    r"""The keys an inverted-file (IVF) index hands each query: ``(T, S)`` bool.
+
+    The keys ``k (S, D)`` of one head are assigned to the centroid they score highest with, among ``n_clusters``
+    centroids learnt by :func:`kmeans` from ``index_from`` (default: the keys themselves; RetrievalAttention's
+    query-aware index learns them from sample *queries*, whose distribution differs from the keys'). Query $q_t$
+    probes the ``n_probe`` centroids it scores highest with and is handed their keys. An ``n_probe`` at or above
+    ``n_clusters`` hands every key. See :cite:`liu2024retrievalattention`.
+    """
+    for name, x in (("q", q), ("k", k)):
+        require_tensor(name, x, ndim=2, floating=True)  # one head
+    if k.shape[1] != q.shape[1]:
+        raise ValueError(f"q (T, D) and k (S, D) must agree in D, got q {tuple(q.shape)}, k {tuple(k.shape)}")
+    check_positive_int("n_probe", n_probe)
+    centroids, _ = kmeans(k if index_from is None else index_from, n_clusters, generator=generator)
+    assign = (k @ centroids.T).argmax(dim=1)
+    probed = (q @ centroids.T).topk(min(n_probe, n_clusters), dim=1).indices  # (T, n_probe)
+    return (assign[None, :, None] == probed[:, None, :]).any(-1)
+
+
 def ivf_topk_attention(q, k, v, *, k_top: int, n_clusters: int, n_probe: int, index_from: torch.Tensor | None = None,
                        generator: torch.Generator | None = None, scale: float | None = None):
-    r"""Attention over each query's ``k_top`` best keys among those an inverted-file (IVF) index returns.
+    r"""Attention over each query's ``k_top`` best keys among those :func:`ivf_candidates` hands it.
 
-    The keys of one head ``k (S, D)`` are assigned to the nearest of ``n_clusters`` centroids, learnt by
-    :func:`kmeans` from ``index_from`` (default: the keys themselves; RetrievalAttention learns them from sample
-    *queries*, whose distribution differs from the keys'). Each query scans the keys of the ``n_probe`` clusters
-    whose centroids score highest with it, keeps its ``k_top`` best, and attends to them exactly. IceFormer and
-    RetrievalAttention use other search structures; k-means IVF stands in here.
+    $$ o_t = \sum_{s \in \mathcal K_t} \operatorname{softmax}_{s \in \mathcal K_t}(\text{scale}\; q_t \cdot k_s)\, v_s,
+       \qquad \mathcal K_t = \operatorname{top}_k\{q_t \cdot k_s : s \in \text{IVF}(q_t)\} $$
 
+    Scores are formed densely and masked, to measure quality; :func:`knn_attention` is the form that saves time.
     ``q (T, D)``, ``k (S, D)``, ``v (S, Dv)`` -> ``(out (T, Dv), scanned (T,))`` with ``scanned`` the fraction of
-    keys each query scored. An ``n_probe`` above ``n_clusters`` probes every cluster (exact top-k).
+    keys each query scored. An ``n_probe`` above ``n_clusters`` probes every cluster (exact top-k). IceFormer and
+    RetrievalAttention use other search structures; k-means IVF stands in here.
     See :cite:`mao2024iceformer,liu2024retrievalattention`.
     """
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        require_tensor(name, x, ndim=2, floating=True)  # one head
-    if k.shape[1] != q.shape[1] or v.shape[0] != k.shape[0]:
-        raise ValueError(f"q (T, D), k (S, D) and v (S, Dv) must agree, got q {tuple(q.shape)}, k {tuple(k.shape)}, "
-                         f"v {tuple(v.shape)}")
+    require_tensor("v", v, ndim=2, floating=True)
+    if v.shape[0] != k.shape[0]:
+        raise ValueError(f"k (S, D) and v (S, Dv) must agree in S, got k {tuple(k.shape)}, v {tuple(v.shape)}")
     check_positive_int("k_top", k_top)
-    check_positive_int("n_probe", n_probe)
-    S, D = k.shape
-    centroids, _ = kmeans(k if index_from is None else index_from, n_clusters, generator=generator)
-    assign = (k @ centroids.T).argmax(dim=1)  # a key lives in the cluster whose centroid it scores highest with
-    probed = (q @ centroids.T).topk(min(n_probe, n_clusters), dim=1).indices  # (T, n_probe)
-    candidate = (assign[None, :, None] == probed[:, None, :]).any(-1)  # (T, S)
-    scores = (default_scale(D, scale) * q @ k.T).masked_fill(~candidate, float("-inf"))
-    top = scores.topk(min(k_top, S), dim=1)
+    candidate = ivf_candidates(q, k, n_clusters=n_clusters, n_probe=n_probe, index_from=index_from, generator=generator)
+    scores = (default_scale(k.shape[1], scale) * q @ k.T).masked_fill(~candidate, float("-inf"))
+    top = scores.topk(min(k_top, k.shape[0]), dim=1)
     weights = torch.softmax(top.values, dim=1).nan_to_num(0.0)
     return (weights[..., None] * v[top.indices]).sum(1), candidate.float().mean(1)
+
+
+def knn_attention(q, k, v, *, k_top: int, n_clusters: int, n_probe: int, generator: torch.Generator | None = None,
+                  scale: float | None = None):
+    r"""Training-free top-k attention through a k-means IVF index, scoring only the keys the index hands out (the
+    IceFormer recipe, with IVF standing in for its k-nearest-neighbour search).
+
+    Same result as :func:`ivf_topk_attention` with the keys as index (same ``generator``), computed cluster by
+    cluster: the queries probing cluster $c$ are scored against its keys only, into a padded ``(T, n_probe, m)``
+    buffer ($m$ the largest cluster) from which each query keeps its ``k_top`` best. Work is about
+    $T S\, n_\text{probe} / n_\text{clusters}$ scores plus the index, against $T S$ for full attention.
+
+    ``q (T, D)``, ``k (S, D)``, ``v (S, Dv)`` (one head, non-causal) -> ``(out (T, Dv), scanned)`` with ``scanned``
+    the mean fraction of keys a query scored. See :cite:`mao2024iceformer`.
+    """
+    require_tensor("v", v, ndim=2, floating=True)
+    if v.shape[0] != k.shape[0]:
+        raise ValueError(f"k (S, D) and v (S, Dv) must agree in S, got k {tuple(k.shape)}, v {tuple(v.shape)}")
+    for name, x in (("q", q), ("k", k)):
+        require_tensor(name, x, ndim=2, floating=True)
+    if k.shape[1] != q.shape[1]:
+        raise ValueError(f"q (T, D) and k (S, D) must agree in D, got q {tuple(q.shape)}, k {tuple(k.shape)}")
+    check_positive_int("k_top", k_top)
+    check_positive_int("n_probe", n_probe)
+    centroids, _ = kmeans(k, n_clusters, generator=generator)
+    home = (k @ centroids.T).argmax(dim=1)
+    probed = (q @ centroids.T).topk(min(n_probe, n_clusters), dim=1).indices  # (T, p)
+    members = [(home == c).nonzero()[:, 0] for c in range(n_clusters)]
+    width = max(len(m) for m in members)
+    scores = q.new_full((q.shape[0], probed.shape[1], width), float("-inf"))
+    index = torch.zeros(scores.shape, dtype=torch.long, device=q.device)
+    scale = default_scale(k.shape[1], scale)
+    for c, keys in enumerate(members):
+        rows, slot = (probed == c).nonzero(as_tuple=True)
+        if len(rows) and len(keys):
+            scores[rows, slot, :len(keys)] = scale * q[rows] @ k[keys].T
+            index[rows, slot, :len(keys)] = keys
+    top = scores.flatten(1).topk(min(k_top, scores[0].numel()), dim=1)
+    weights = torch.softmax(top.values, dim=1).nan_to_num(0.0)
+    picked = torch.gather(index.flatten(1), 1, top.indices)
+    scanned = sum(len(members[c]) for c in probed.flatten().tolist()) / (q.shape[0] * k.shape[0])
+    return (weights[..., None] * v[picked]).sum(1), scanned

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from minilib._checks import check_attention_inputs, check_nonnegative_int, check_positive_int, default_scale
+from minilib._checks import check_attention_inputs, check_divisible, check_nonnegative_int, check_positive_int, default_scale
 from minilib.attention import expand_kv_heads
 
-__all__ = ["combiner_weights", "combiner_attention", "combiner_score_count", "s2_block_masks", "sentinel_mask"]
+__all__ = ["combiner_weights", "combiner_attention", "combiner_score_count", "s2_block_masks", "sentinel_mask", "fit_block",
+           "fit_score_count"]
 
 
 def combiner_weights(q, k, *, block_size: int, scale: float | None = None) -> torch.Tensor:
@@ -89,3 +90,53 @@ def sentinel_mask(T: int, span: int) -> torch.Tensor:
     t, s = torch.arange(T)[:, None], torch.arange(T)[None, :]
     group = span + 1
     return (s <= t) & ((s // group == t // group) | (s % group == span))
+
+
+def _attend_rows(q: torch.Tensor, kv: torch.Tensor, scale: float) -> torch.Tensor:
+    """Single-head softmax attention with keys = values = ``kv``: ``(..., T, d), (..., S, d) -> (..., T, d)``."""
+    return torch.softmax(scale * q @ kv.transpose(-2, -1), dim=-1) @ kv
+
+
+def fit_block(x: torch.Tensor, latents: torch.Tensor, *, group_size: int, scale: float | None = None):
+    r"""The attention pattern of one FIT block (Far-reaching Interleaved Transformers), without projections or MLPs.
+
+    Data tokens ``x (B, L, d)`` form $G = L / n$ groups of $n$ = ``group_size``; each group owns $m$ latent tokens,
+    ``latents (B, G, m, d)``. In order, each step a residual update with single-head softmax attention
+    (keys = values):
+
+    1. local: tokens attend within their group, $x_g \mathrel{+}= \operatorname{attn}(x_g, x_g)$ ($n^2$ scores per group);
+    2. write: latents read their group, $z_g \mathrel{+}= \operatorname{attn}(z_g, x_g)$ ($m n$);
+    3. global: all $G m$ latents attend to each other, $z \mathrel{+}= \operatorname{attn}(z, z)$ ($(G m)^2$);
+    4. read: tokens read their group's latents, $x_g \mathrel{+}= \operatorname{attn}(x_g, z_g)$ ($n m$).
+
+    Information crosses groups only through the latents. Non-causal. Returns ``(x, latents)`` of the same shapes;
+    :func:`fit_score_count` counts the scores. See :cite:`chen2023fit`.
+    """
+    for name, t, ndim in (("x", x, 3), ("latents", latents, 4)):
+        if not isinstance(t, torch.Tensor) or t.ndim != ndim or not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating tensor with {ndim} dims, got "
+                            f"{getattr(t, 'shape', type(t).__name__)}")
+    check_positive_int("group_size", group_size)
+    B, L, d = x.shape
+    if L % group_size or latents.shape[:2] != (B, L // group_size) or latents.shape[-1] != d:
+        raise ValueError(f"x (B, L, d) with L a multiple of group_size ({group_size}) and latents (B, L / group_size, m, d) "
+                         f"needed, got x {tuple(x.shape)}, latents {tuple(latents.shape)}")
+    scale = default_scale(d, scale)
+    G, m = L // group_size, latents.shape[2]
+    xg = x.reshape(B, G, group_size, d)
+    xg = xg + _attend_rows(xg, xg, scale)
+    z = latents + _attend_rows(latents, xg, scale)
+    z = z + _attend_rows(z.reshape(B, G * m, d), z.reshape(B, G * m, d), scale).view(B, G, m, d)
+    xg = xg + _attend_rows(xg, z, scale)
+    return xg.reshape(B, L, d), z
+
+
+def fit_score_count(L: int, group_size: int, n_latents: int) -> int:
+    r"""Attention scores of one :func:`fit_block`: $L n$ (local) $+\ 2 L m$ (write, read) $+\ (L m / n)^2$ (global).
+
+    With $n \propto L^{1/3}$ both the local and the global term grow as $L^{4/3}$ (full attention: $L^2$)."""
+    check_positive_int("L", L)
+    check_positive_int("group_size", group_size)
+    check_positive_int("n_latents", n_latents)
+    check_divisible("L", L, "group_size", group_size)
+    return L * group_size + 2 * L * n_latents + (L // group_size * n_latents) ** 2
