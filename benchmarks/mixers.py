@@ -33,10 +33,10 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._experiments import run_experiments  # noqa: E402
-from minilib.experiments import best_time  # noqa: E402
+from minilib.experiments import best_time, count_parameters  # noqa: E402
 from minilib.mixers import (AFFMixer, AttentionMixer, FourierMixer, PoNetMixer, PoolMixer, fourier_mix,  # noqa: E402
                             ponet_mix)
-from minilib.mixers.zoo import ZOO, build_classifier, count_parameters, make_task, matched_d_ff, train_classifier  # noqa: E402
+from minilib.mixers.zoo import ZOO, build_classifier, make_task, matched_d_ff, train_classifier  # noqa: E402
 
 SEEDS = (0, 1, 2)
 STEPS = 400

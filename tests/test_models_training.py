@@ -1,8 +1,8 @@
-"""lm_loss, train, evaluate, count_parameters: a tiny model learns a deterministic sequence; losses and counts by hand."""
+"""lm_loss, train, evaluate: a tiny model learns a deterministic sequence; losses and counts by hand."""
 import pytest
 import torch
 
-from minilib.models import TransformerLM, count_parameters, evaluate, lm_loss, train
+from minilib.models import TransformerLM, evaluate, lm_loss, train
 
 
 def test_training_learns_a_deterministic_sequence():
@@ -26,13 +26,6 @@ def test_lm_loss_is_the_mean_cross_entropy_over_kept_targets():
     kept = [(b, t) for b in range(2) for t in range(5) if y[b, t] != -100]
     want = -sum(logp[b, t, y[b, t]] for b, t in kept) / len(kept)
     assert lm_loss(model, (x, y)).item() == pytest.approx(want.item(), rel=1e-12)
-
-
-def test_count_parameters_counts_trainable_scalars_by_hand():
-    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2, bias=False))
-    assert count_parameters(model) == 3 * 4 + 4 + 4 * 2
-    model[0].weight.requires_grad_(False)
-    assert count_parameters(model) == 4 + 4 * 2
 
 
 def test_train_rejects_no_steps():

@@ -22,6 +22,7 @@ from torch import nn
 
 from minilib._checks import check_positive_int, check_token_ids
 from minilib.data import digits_split, labelled_batches
+from minilib.experiments import count_parameters
 from minilib.mixers.block import AttentionMixer, MetaFormer
 from minilib.mixers.fourier import AFFMixer, FourierMixer
 from minilib.mixers.local import DepthwiseConvMixer, FFNifiedAttention, IdentityMixer, PoNetMixer, PoolMixer
@@ -29,7 +30,7 @@ from minilib.mixers.mlp import NiNformerMixer, TokenMLPMixer
 from minilib.mixing import TokenMixer
 from minilib.vision import PatchEmbedding
 
-__all__ = ["TASKS", "BIGRAMS", "Task", "TokenEmbedding", "ZOO", "make_task", "build_classifier", "matched_d_ff", "count_parameters", "train_classifier"]
+__all__ = ["TASKS", "BIGRAMS", "Task", "TokenEmbedding", "ZOO", "make_task", "build_classifier", "matched_d_ff", "train_classifier"]
 
 
 TASKS = ("digits", "bigrams", "recall")
@@ -127,13 +128,6 @@ def make_task(name: str, *, seed: int = 0, n_train: int = 4000, n_test: int = 10
         train, test = (_recall(n, n_pairs=8, n_keys=16, n_values=8, generator=g) for n in (n_train, n_test))
         return Task(name, train, test, seq_len=9, n_classes=8, readout="last", vocab_size=16 * 8 + 16)
     raise ValueError(f"name must be one of {TASKS}, got {name!r}")
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Trainable scalars of ``model`` (as :func:`minilib.models.count_parameters`, which a family may not import)."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def build_classifier(mixer: str, task: Task, *, d_model: int = 32, n_layers: int = 2, d_ff: int = 64,

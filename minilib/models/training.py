@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from minilib._checks import check_nonnegative_int, check_number, check_positive_int, require_tensor
 
-__all__ = ["lm_loss", "train", "evaluate", "count_parameters"]
+__all__ = ["lm_loss", "train", "evaluate"]
 
 
 def _require_module(model) -> None:
@@ -79,9 +79,3 @@ def evaluate(model: nn.Module, batches: Iterable, *, n_batches: int, loss_fn=lm_
     total = sum(loss_fn(model, next(it)).item() for _ in range(n_batches)) / n_batches
     model.train(was_training)
     return total
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable scalars in ``model``."""
-    _require_module(model)
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

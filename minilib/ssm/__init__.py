@@ -2,7 +2,8 @@ r"""State-space models and long convolutions (chapter 06).
 
 - :mod:`~minilib.ssm.lti`: discretisation (ZOH, bilinear), HiPPO-LegS, S4D initialisations, the S4D
   convolution kernel and the recurrence of the same model, the LMU's Legendre delay system;
-- :mod:`~minilib.ssm.conv`: causal convolution by FFT, directly, and as matrix products (FlashFFTConv);
+- :mod:`~minilib.ssm.conv`: causal convolution as matrix products (FlashFFTConv); :func:`fft_conv` and
+  :func:`direct_causal_conv` come from the core module :mod:`minilib.convolution`, which chapter 07's mixers share;
 - :mod:`~minilib.ssm.selective`: Mamba's selective scan in three forms, the scalar-decay SSD form, and
   the mixing matrices that show an SSM as (masked, gated) linear attention;
 - :mod:`~minilib.ssm.distill`: MOHAWK's first stage, an SSD mixing matrix fitted to attention matrices;
@@ -12,8 +13,9 @@ r"""State-space models and long convolutions (chapter 06).
 - :mod:`~minilib.ssm.mixers`: the ``"mamba"``, ``"s4d"`` and ``"h3"`` token mixers, registered on import;
 - :func:`associative_scan` (from :mod:`minilib.scan`), the log-depth scan under all of them.
 """
+from minilib.convolution import direct_causal_conv, fft_conv
 from minilib.scan import ScanCounter, associative_scan
-from minilib.ssm.conv import direct_causal_conv, fft_conv, monarch_fft_conv
+from minilib.ssm.conv import monarch_fft_conv
 from minilib.ssm.distill import SSDMatrixStudent, fit_ssd_to_attention
 from minilib.ssm.hydra import hydra, hydra_matrix
 from minilib.ssm.hyena import Hyena2D, HyenaMixer, ImplicitFilter, fft_conv2d

@@ -21,7 +21,7 @@ from torch import nn
 
 from minilib._checks import check_positive_int, require_tensor
 from minilib.mixing import TokenMixer, register_mixer
-from minilib.ssm.conv import fft_conv
+from minilib.convolution import fft_conv
 
 __all__ = ["fft_conv2d", "ImplicitFilter", "HyenaMixer", "Hyena2D"]
 

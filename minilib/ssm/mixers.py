@@ -23,7 +23,7 @@ from torch import nn
 
 from minilib._checks import check_positive_int, require_tensor
 from minilib.mixing import TokenMixer, register_mixer
-from minilib.ssm.conv import fft_conv
+from minilib.convolution import fft_conv
 from minilib.ssm.lti import s4d_init, s4d_kernel, s4d_recurrent
 from minilib.ssm.selective import selective_scan_chunked, selective_scan_recurrent
 
