@@ -28,6 +28,20 @@ def test_lm_loss_is_the_mean_cross_entropy_over_kept_targets():
     assert lm_loss(model, (x, y)).item() == pytest.approx(want.item(), rel=1e-12)
 
 
+def test_train_decays_matrices_but_not_vectors_or_marked_parameters():
+    model = torch.nn.Linear(3, 1)
+    marked = torch.nn.Parameter(torch.ones(2, 2))
+    marked._no_weight_decay = True
+    model.register_parameter("marked", marked)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    # zero gradients: AdamW moves a parameter only by its weight decay, lr * wd * p
+    train(model, iter(lambda: None, 0), steps=1, lr=0.1, weight_decay=0.5, grad_clip=None,
+          loss_fn=lambda m, batch: 0 * sum(p.sum() for p in m.parameters()), progress=False)
+    torch.testing.assert_close(model.weight, before["weight"] * (1 - 0.1 * 0.5))
+    torch.testing.assert_close(model.bias, before["bias"])
+    torch.testing.assert_close(model.marked, before["marked"])
+
+
 def test_train_rejects_no_steps():
     with pytest.raises(ValueError, match="steps"):
         train(TransformerLM(5, 8, 1, 2), iter([]), steps=0, lr=1e-3, progress=False)

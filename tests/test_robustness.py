@@ -654,6 +654,19 @@ case(la_variants.kernelized_rpe_fft, lambda: la.kernelized_rpe_fft(q, q, q, torc
 case(la_variants.simplified_linear_attention, lambda: la.simplified_linear_attention(q, q, q, torch.randn(3)), "conv_weight")
 
 
+# Rodimus (chapter 06)
+from minilib.ssm import rodimus  # noqa: E402
+
+r3 = torch.randn(1, 5, 2)
+case(rodimus.ddts_gates, lambda: rodimus.ddts_gates(r3, r3[..., :1]), "select", "temperature")
+case(rodimus.rodimus_scan, lambda: rodimus.rodimus_scan(r3, r3, torch.randn(1, 4, 3), r3, r3), "u")
+case(rodimus.rodimus_scan, lambda: rodimus.rodimus_scan(r3, r3, torch.randn(1, 5, 3), r3, r3, state=torch.zeros(1, 3, 3)),
+     "state")
+case(rodimus.RodimusMixer, lambda: rodimus.RodimusMixer(8, mem_size=0), "mem_size")
+case(rodimus.RodimusMixer, lambda: rodimus.RodimusMixer(8)(torch.randn(1, 3, 7)), "x")
+case(rodimus.shared_key_window_attention, lambda: rodimus.shared_key_window_attention(q, q, q, window=2), "k")
+case(rodimus.shared_key_window_attention, lambda: rodimus.shared_key_window_attention(q, q[:, :1], q, window=0), "window")
+
 # ---------------------------------------------------------------------------------------------------------------
 def public_callables(module_name: str):
     """(qualified name, object) of every function and class a module defines and does not mark private."""

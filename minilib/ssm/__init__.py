@@ -11,6 +11,7 @@ r"""State-space models and long convolutions (chapter 06).
 - :mod:`~minilib.ssm.hyena`: Hyena's implicit long filters with gating (``"hyena"`` mixer), 1-D and 2-D;
 - :mod:`~minilib.ssm.memory`: a test-time memory trained by the Omega rule while it reads (ATLAS);
 - :mod:`~minilib.ssm.mixers`: the ``"mamba"``, ``"s4d"`` and ``"h3"`` token mixers, registered on import;
+- :mod:`~minilib.ssm.rodimus`: Rodimus's DDTS-gated memory (``"rodimus"``) and Rodimus+'s shared-key window attention;
 - :func:`associative_scan` (from :mod:`minilib.scan`), the log-depth scan under all of them.
 """
 from minilib.convolution import direct_causal_conv, fft_conv
@@ -23,6 +24,7 @@ from minilib.ssm.lti import (DISCRETIZATIONS, discretize, discretize_diagonal, h
                              lmu_conv, lmu_matrices, lmu_recurrent, s4d_init, s4d_kernel, s4d_recurrent)
 from minilib.ssm.memory import omega_memory
 from minilib.ssm.mixers import H3Mixer, MambaMixer, S4DMixer, SSMCache
+from minilib.ssm.rodimus import RodimusMixer, ddts_gates, rodimus_scan, shared_key_window_attention
 from minilib.ssm.selective import (linear_recurrence_combine, selective_scan_chunked, selective_scan_parallel,
                                    selective_scan_recurrent, ssd_chunked, ssd_matrix, ssd_recurrent, ssm_matrix)
 
@@ -35,4 +37,5 @@ __all__ = [
     "ssm_matrix", "ssd_recurrent", "ssd_chunked", "ssd_matrix",
     "hydra", "hydra_matrix", "fft_conv2d", "ImplicitFilter", "HyenaMixer", "Hyena2D", "omega_memory",
     "SSDMatrixStudent", "fit_ssd_to_attention", "MambaMixer", "S4DMixer", "H3Mixer", "SSMCache",
+    "ddts_gates", "rodimus_scan", "RodimusMixer", "shared_key_window_attention",
 ]
