@@ -666,6 +666,8 @@ case(rodimus.RodimusMixer, lambda: rodimus.RodimusMixer(8, mem_size=0), "mem_siz
 case(rodimus.RodimusMixer, lambda: rodimus.RodimusMixer(8)(torch.randn(1, 3, 7)), "x")
 case(rodimus.shared_key_window_attention, lambda: rodimus.shared_key_window_attention(q, q, q, window=2), "k")
 case(rodimus.shared_key_window_attention, lambda: rodimus.shared_key_window_attention(q, q[:, :1], q, window=0), "window")
+case(memory.GatedMemory, lambda: memory.GatedMemory(4, 0), "n_slots")
+case(memory.GatedMemory, lambda: memory.GatedMemory(4, 2)(torch.randn(1, 3, 4), torch.randn(1, 3, 4)), "memory")
 
 # ---------------------------------------------------------------------------------------------------------------
 def public_callables(module_name: str):

@@ -109,3 +109,15 @@ def test_bad_input_raises_naming_the_argument():
         shared_key_window_attention(torch.randn(1, 2, 4, 3), torch.randn(1, 2, 4, 3), torch.randn(1, 2, 4, 3), window=2)
     with pytest.raises(ValueError, match="mem_size"):
         RodimusMixer(8, mem_size=0)
+
+
+def test_without_gates_the_scan_is_plain_causal_linear_attention():
+    r, k, u, la, b = inputs(2, 9, 3, 4, 5)
+    k_hat = k / k.norm(dim=-1, keepdim=True)
+    want = ((r @ k_hat.transpose(1, 2)).tril() @ u) / math.sqrt(3)
+    got = rodimus_scan(r, k, u, torch.zeros_like(la), torch.ones_like(b), chunk_size=4)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    mixer = RodimusMixer(8, mem_size=3, gated=False)
+    assert not mixer.gated
+    with pytest.raises(TypeError, match="gated"):
+        RodimusMixer(8, gated="no")

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minilib._checks import check_positive_int, require_tensor
+from minilib._checks import check_flag, check_positive_int, require_tensor
 from minilib.mixing import TokenMixer, register_mixer
 from minilib.ssm.mixers import SSMCache, _causal_depthwise_conv
 from minilib.ssm.selective import ssd_chunked, ssd_recurrent
@@ -82,16 +82,19 @@ class RodimusMixer(TokenMixer):
 
     The gate biases start as in the paper: $e^{-\mathrm{softplus}(b_g)}$ in $[0.9, 0.999]$ (long memory) and
     $\tau$ uniform in $[1/16, 0.9]$; they are parameters of their own, so a model's generic Linear init keeps them.
+    ``gated=False`` fixes $\alpha = \beta = 1$: plain (ungated) linear attention with the same state, the baseline.
     """
 
     causal = True
 
-    def __init__(self, d_model: int, *, mem_size: int = 16, expand: int = 2, d_conv: int = 4, chunk_size: int = 64):
+    def __init__(self, d_model: int, *, mem_size: int = 16, expand: int = 2, d_conv: int = 4, chunk_size: int = 64,
+                 gated: bool = True):
         super().__init__()
         for name, value in (("d_model", d_model), ("mem_size", mem_size), ("expand", expand), ("d_conv", d_conv),
                             ("chunk_size", chunk_size)):
             check_positive_int(name, value)
         self.d_model, self.mem_size, self.d_inner, self.chunk_size = d_model, mem_size, expand * d_model, chunk_size
+        self.gated = check_flag("gated", gated)
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
         self.conv = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner)
         self.rk_proj = nn.Linear(self.d_inner, 2 * mem_size, bias=False)
@@ -116,6 +119,8 @@ class RodimusMixer(TokenMixer):
         xs = F.silu(_causal_depthwise_conv(self.conv, u, cache))
         r, k = self.rk_proj(xs).chunk(2, dim=-1)
         log_alpha, beta = ddts_gates(*(self.gate_proj(xs) + self.gate_bias).chunk(2, dim=-1))
+        if not self.gated:
+            log_alpha, beta = torch.zeros_like(log_alpha), torch.ones_like(beta)
         state = None if cache is None else cache.state
         o, state = rodimus_scan(r, k, u, log_alpha, beta, chunk_size=self.chunk_size, recurrent=x.shape[1] == 1,
                                 state=state, return_state=True)
