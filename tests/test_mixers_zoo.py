@@ -49,3 +49,12 @@ def test_bad_names_fail_clearly():
         make_task("mnist")
     with pytest.raises(ValueError, match="mixer must be one of"):
         build_classifier("mamba", make_task("digits"))
+
+
+def test_listops_labels_are_the_value_of_each_expression():
+    from minilib.data import listops_value
+
+    task = make_task("listops", n_train=6, n_test=4)
+    for x, y in (task.train, task.test):
+        assert x.shape[1] == task.seq_len == 64 and task.readout == "last"
+        assert [listops_value(row.tolist()) for row in x] == y.tolist()
