@@ -12,7 +12,11 @@ Experiments (chapter 06 reads them all):
 * ``fft_conv``: FFT convolution vs the direct O(L^2) one for L = 256..8192 (curves and the L=8192 ratio);
 * ``scan_counts``: work and depth of the three associative-scan schedules, counted (deterministic);
 * ``selective_copying``: a tiny Mamba LM vs the same block with an LTI S4D kernel, parameters matched,
-  three seeds, accuracy on the copied tokens.
+  three seeds, accuracy on the copied tokens;
+* ``recall``: multi-query associative recall (16 pairs, 63 tokens): H3 vs attention vs S4D (H3's claim), and the
+  Rodimus block with its DDTS gates vs the same block ungated (the same state size), three seeds each;
+* ``gated_memory``: a fact three segments back, read by a segment-recurrent model with and without LM2's gated
+  memory bank (without it, no information crosses a segment), three seeds.
 
 Times are the minimum over interleaved rounds (noise on a shared machine only adds time), one thread.
 """
@@ -29,11 +33,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._experiments import run_experiments  # noqa: E402
-from minilib.data import masked_targets, selective_copying  # noqa: E402
+from minilib.attention import MultiHeadAttention  # noqa: E402
+from minilib.data import associative_recall, masked_targets, selective_copying  # noqa: E402
 from minilib.models import TransformerConfig, TransformerLM, count_parameters, train  # noqa: E402
 from minilib.scan import SCAN_METHODS, ScanCounter, associative_scan  # noqa: E402
-from minilib.ssm import (direct_causal_conv, fft_conv, selective_scan_chunked, selective_scan_parallel,  # noqa: E402
-                         selective_scan_recurrent, ssd_chunked, ssd_recurrent)
+from minilib.ssm import (GatedMemory, direct_causal_conv, fft_conv, selective_scan_chunked,  # noqa: E402
+                         selective_scan_parallel, selective_scan_recurrent, ssd_chunked, ssd_recurrent)
 
 
 def interleaved_best(fns: dict, rounds: int) -> dict:
@@ -231,12 +236,135 @@ def check_selective_copying(r: dict) -> None:
     assert all(r["chance"] / 2 < a <= 1 for m in ("mamba", "s4d") for a in r[m]["accuracy"])
 
 
+# ---------------------------------------------------------------------------------------------
+# 6. Associative recall: H3 vs attention vs S4D; Rodimus with and without its DDTS gates
+# ---------------------------------------------------------------------------------------------
+
+RECALL = dict(n_pairs=16, n_keys=16, n_values=16, d_model=32, n_layers=2, n_heads=2, steps=400, batch=32, lr=3e-3,
+              warmup=20, n_test=256, test_seed=99, seeds=[0, 1, 2],
+              mixers={"h3": {}, "attention": {}, "s4d": {"d_state": 16}, "rodimus": {"mem_size": 8},
+                      "rodimus_ungated": {"mem_size": 8, "gated": False}})
+RECALL_QUICK = dict(steps=3, n_test=16, seeds=[0])
+
+
+def recall_batch(c: dict, n: int, g: torch.Generator):
+    return associative_recall(n, n_pairs=c["n_pairs"], n_keys=c["n_keys"], n_values=c["n_values"],
+                              n_queries=c["n_pairs"], generator=g)
+
+
+def recall_model(c: dict, name: str) -> TransformerLM:
+    mixer = "rodimus" if name.startswith("rodimus") else name
+    return TransformerLM(TransformerConfig(c["n_keys"] + c["n_values"], c["d_model"], c["n_layers"], c["n_heads"],
+                                           max_len=4 * c["n_pairs"], pos="none" if mixer != "attention" else "rope",
+                                           mixer=mixer, mixer_kwargs=c["mixers"][name]))
+
+
+def run_recall(quick: bool) -> dict:
+    c = {**RECALL, **(RECALL_QUICK if quick else {})}
+    out = {"config": c, "chance": 1 / c["n_values"]}
+    test = recall_batch(c, c["n_test"], torch.Generator().manual_seed(c["test_seed"]))
+    for name in c["mixers"]:
+        accs, secs = [], []
+        for seed in c["seeds"]:
+            torch.manual_seed(seed)
+            model = recall_model(c, name)
+            g = torch.Generator().manual_seed(1000 + seed)
+            batches = ((b.inputs, masked_targets(b.targets, b.mask)) for b in iter(lambda: recall_batch(c, c["batch"], g), None))
+            start = time.perf_counter()
+            train(model, batches, steps=c["steps"], lr=c["lr"], warmup_steps=c["warmup"], progress=False)
+            secs.append(time.perf_counter() - start)
+            with torch.no_grad():
+                pred = model.eval()(test.inputs).argmax(-1)
+            accs.append(float((pred == test.targets)[test.mask].float().mean()))
+        out[name] = dict(params=count_parameters(model), accuracy=accs, mean=float(np.mean(accs)),
+                         std=float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0, train_seconds=secs)
+    return out
+
+
+def check_recall(r: dict) -> None:
+    """Every model was trained and scored; the targets are the chapter's to state (met or not)."""
+    assert all(0 <= a <= 1 for m in r["config"]["mixers"] for a in r[m]["accuracy"])
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. LM2's gated memory: a fact three segments back
+# ---------------------------------------------------------------------------------------------
+
+MEMORY = dict(n_values=8, seg_len=8, n_segments=4, d_model=32, n_slots=4, steps=400, batch=32, lr=3e-3, n_test=256,
+              test_seed=99, seeds=[0, 1, 2])
+MEMORY_QUICK = dict(steps=3, n_test=16, seeds=[0])
+
+
+def fact_task(c: dict, n: int, g: torch.Generator):
+    """Segments of noise ids; segment 0 holds (MARK, value) at a random place, the last segment ends with QUERY.
+
+    Ids: values ``0..V-1``, noise ``V..V+3``, ``MARK = V+4``, ``QUERY = V+5``. Returns ``(tokens (n, S, T), value (n,))``.
+    """
+    V, T, S = c["n_values"], c["seg_len"], c["n_segments"]
+    tokens = torch.randint(V, V + 4, (n, S, T), generator=g)
+    value = torch.randint(0, V, (n,), generator=g)
+    where = torch.randint(0, T - 1, (n,), generator=g)
+    rows = torch.arange(n)
+    tokens[rows, 0, where], tokens[rows, 0, where + 1] = V + 4, value
+    tokens[:, -1, -1] = V + 5
+    return tokens, value
+
+
+class SegmentReader(torch.nn.Module):
+    """Embedding, one causal attention layer inside each segment, optionally LM2's memory carried from segment to
+    segment, and a readout at the last token of the last segment."""
+
+    def __init__(self, c: dict, memory: bool):
+        super().__init__()
+        d = c["d_model"]
+        self.embed = torch.nn.Embedding(c["n_values"] + 6, d)
+        self.pos = torch.nn.Parameter(torch.randn(c["seg_len"], d) * 0.1)
+        self.attn = MultiHeadAttention(d, 2)
+        self.memory = GatedMemory(d, c["n_slots"]) if memory else None
+        self.head = torch.nn.Sequential(torch.nn.LayerNorm(d), torch.nn.Linear(d, c["n_values"]))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        M = None
+        for s in range(tokens.shape[1]):
+            h = self.embed(tokens[:, s]) + self.pos
+            h = h + self.attn(h, causal=True)
+            if self.memory is not None:
+                h, M = self.memory(h, M)
+        return self.head(h[:, -1])
+
+
+def run_gated_memory(quick: bool) -> dict:
+    c = {**MEMORY, **(MEMORY_QUICK if quick else {})}
+    out = {"config": c, "chance": 1 / c["n_values"]}
+    test_x, test_y = fact_task(c, c["n_test"], torch.Generator().manual_seed(c["test_seed"]))
+    for name, memory in (("with_memory", True), ("without_memory", False)):
+        accs = []
+        for seed in c["seeds"]:
+            torch.manual_seed(seed)
+            model = SegmentReader(c, memory)
+            g = torch.Generator().manual_seed(1000 + seed)
+            train(model, iter(lambda: fact_task(c, c["batch"], g), None), steps=c["steps"], lr=c["lr"], warmup_steps=20,
+                  loss_fn=lambda m, b: torch.nn.functional.cross_entropy(m(b[0]), b[1]), progress=False)
+            with torch.no_grad():
+                accs.append(float((model.eval()(test_x).argmax(-1) == test_y).float().mean()))
+        out[name] = dict(params=count_parameters(model), accuracy=accs, mean=float(np.mean(accs)),
+                         std=float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0)
+    return out
+
+
+def check_gated_memory(r: dict) -> None:
+    """Without the memory no information crosses a segment: that model must sit near chance."""
+    assert abs(r["without_memory"]["mean"] - r["chance"]) < 0.1 or r["config"]["steps"] < 10
+
+
 EXPERIMENTS = {
     "selective_scan": (run_selective_scan, check_selective_scan),
     "ssd": (run_ssd, check_ssd),
     "fft_conv": (run_fft_conv, check_fft_conv),
     "scan_counts": (run_scan_counts, check_scan_counts),
     "selective_copying": (run_selective_copying, check_selective_copying),
+    "recall": (run_recall, check_recall),
+    "gated_memory": (run_gated_memory, check_gated_memory),
 }
 
 
@@ -249,6 +377,9 @@ def report(name: str, r: dict) -> str:
         return f"fft_conv: {r['speedup']:.0f}x direct at L={r['config']['lengths'][-1]}"
     if name == "scan_counts":
         return f"scan counts up to L={r['lengths'][-1]}"
+    if name in ("recall", "gated_memory"):
+        models = r["config"]["mixers"] if name == "recall" else ("with_memory", "without_memory")
+        return f"{name}: " + ", ".join(f"{m} {r[m]['mean']:.3f} +- {r[m]['std']:.3f} ({r[m]['params']} params)" for m in models)
     return "selective copying: " + ", ".join(f"{m} {r[m]['mean']:.3f} +- {r[m]['std']:.3f} ({r[m]['params']} params)"
                                              for m in r["config"]["mixers"])
 

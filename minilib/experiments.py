@@ -1,4 +1,5 @@
-"""What chapters and benchmarks share: timing a call, finding the committed benchmark results, recording a claim.
+"""What chapters and benchmarks share: timing a call, counting parameters, finding the committed benchmark results,
+recording a claim.
 
 A chapter reads the results that ``benchmarks/<name>.py`` saved through :func:`load_results`, never
 through the working directory, so a notebook runs wherever minilib is installed from the repository.
@@ -12,9 +13,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from torch import nn
+
 from minilib._checks import check_positive_int
 
-__all__ = ["RESULTS_DIR", "CLAIM_STATUSES", "results_path", "load_results", "best_time", "claim"]
+__all__ = ["RESULTS_DIR", "CLAIM_STATUSES", "results_path", "load_results", "best_time", "count_parameters", "claim"]
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 #: What :func:`claim` may record, with the value its ``evidence`` must have.
@@ -49,6 +52,16 @@ def best_time(fn: Callable[[], object], *, repeat: int = 5, warmup: int = 1) -> 
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def count_parameters(model: nn.Module) -> int:
+    r"""Number of trainable scalars in ``model``, $\sum_p |p|$ over the parameters with ``requires_grad``.
+
+    The one count every parameter-matched comparison uses (models, the mixer zoo, the benchmarks).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def claim(paper: str, status: str, *, section: str, function: str, test: str, evidence: bool) -> str:

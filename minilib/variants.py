@@ -9,7 +9,7 @@ _NEW_HOMES = {
     **dict.fromkeys(["SIMILARITIES", "MinimalAttention", "MinimalBlock", "MinimalTransformer"], "minilib.models.minimal"),
     **dict.fromkeys(["GatedResidual", "GatedBlock", "GatedTransformerLM"], "minilib.models.gated"),
     **dict.fromkeys(["MIXINGS", "DualStreamBlock", "DualStreamLM"], "minilib.models.dual_stream"),
-    "count_parameters": "minilib.models.training",
+    "count_parameters": "minilib.experiments",
     "FeedForward": "minilib.feedforward",
     "make_norm": "minilib.norms",
 }

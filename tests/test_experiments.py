@@ -1,11 +1,12 @@
-"""minilib.experiments: the one timing helper, and how chapters find committed benchmark results."""
+"""minilib.experiments: the one timing helper, the one parameter count, and how chapters find committed benchmark results."""
 import json
 import time
 
 import pytest
+import torch
 
-from minilib import experiments
-from minilib.experiments import best_time, load_results, results_path
+from minilib import experiments, models
+from minilib.experiments import best_time, count_parameters, load_results, results_path
 
 
 def test_best_time_is_the_fastest_call_after_warmup():
@@ -71,3 +72,11 @@ def test_claim_rejects_bad_arguments():
     with pytest.raises(TypeError, match="function"):
         claim("k", "reproduced", section="s", function=None, test="t", evidence=True)
     assert claim("k", "reproduced", section="s", function="f", test="t", evidence=np.bool_(True))
+
+
+def test_count_parameters_counts_trainable_scalars_by_hand():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2, bias=False))
+    assert count_parameters(model) == 3 * 4 + 4 + 4 * 2
+    model[0].weight.requires_grad_(False)
+    assert count_parameters(model) == 4 + 4 * 2
+    assert models.count_parameters is count_parameters  # re-exported, not copied

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "minilib"
-CORE = {"_checks", "_moved", "attention", "norms", "positional", "activations", "feedforward", "mixing", "display", "experiments", "scan", "registry"}
+CORE = {"_checks", "_moved", "attention", "norms", "positional", "activations", "feedforward", "mixing", "display", "experiments",
+        "scan", "registry", "convolution"}
 MODELS = {"models"}
 GRADE = {"grade"}
 

@@ -1,8 +1,8 @@
-"""lm_loss, train, evaluate, count_parameters: a tiny model learns a deterministic sequence; losses and counts by hand."""
+"""lm_loss, train, evaluate: a tiny model learns a deterministic sequence; losses and counts by hand."""
 import pytest
 import torch
 
-from minilib.models import TransformerLM, count_parameters, evaluate, lm_loss, train
+from minilib.models import TransformerLM, evaluate, lm_loss, train
 
 
 def test_training_learns_a_deterministic_sequence():
@@ -28,11 +28,18 @@ def test_lm_loss_is_the_mean_cross_entropy_over_kept_targets():
     assert lm_loss(model, (x, y)).item() == pytest.approx(want.item(), rel=1e-12)
 
 
-def test_count_parameters_counts_trainable_scalars_by_hand():
-    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2, bias=False))
-    assert count_parameters(model) == 3 * 4 + 4 + 4 * 2
-    model[0].weight.requires_grad_(False)
-    assert count_parameters(model) == 4 + 4 * 2
+def test_train_decays_matrices_but_not_vectors_or_marked_parameters():
+    model = torch.nn.Linear(3, 1)
+    marked = torch.nn.Parameter(torch.ones(2, 2))
+    marked._no_weight_decay = True
+    model.register_parameter("marked", marked)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    # zero gradients: AdamW moves a parameter only by its weight decay, lr * wd * p
+    train(model, iter(lambda: None, 0), steps=1, lr=0.1, weight_decay=0.5, grad_clip=None,
+          loss_fn=lambda m, batch: 0 * sum(p.sum() for p in m.parameters()), progress=False)
+    torch.testing.assert_close(model.weight, before["weight"] * (1 - 0.1 * 0.5))
+    torch.testing.assert_close(model.bias, before["bias"])
+    torch.testing.assert_close(model.marked, before["marked"])
 
 
 def test_train_rejects_no_steps():

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from minilib.ssm import omega_memory
+from minilib.ssm import GatedMemory, omega_memory
 
 
 def data(B, L, dk, dv, seed):
@@ -51,3 +51,45 @@ def test_bad_input():
         omega_memory(k, v, q, window=0)
     with pytest.raises(ValueError, match="k and q must be"):
         omega_memory(k, v, q[:, :3])
+
+
+def test_gated_memory_reads_and_writes_as_written_out():
+    torch.manual_seed(0)
+    gm = GatedMemory(6, 3).double()
+    x = torch.randn(2, 5, 6, dtype=torch.float64)
+    M = torch.randn(2, 3, 6, dtype=torch.float64)
+    y, M_new = gm(x, M)
+    sig = lambda z: 1 / (1 + torch.exp(-z))  # noqa: E731
+    for b in range(2):
+        Xb, Mb = x[b], M[b]
+        for t in range(5):  # read: token t attends to the slots
+            w = torch.exp(gm.read_q.weight @ Xb[t] @ (Mb @ gm.read_k.weight.T).T / 6 ** 0.5)
+            e = (w / w.sum()) @ (Mb @ gm.read_v.weight.T)
+            torch.testing.assert_close(y[b, t], Xb[t] + sig(gm.out_gate.weight @ e) * e)
+        for n in range(3):  # write: slot n attends to the tokens
+            w = torch.exp((Xb @ gm.write_k.weight.T) @ (gm.write_q.weight @ Mb[n]) / 6 ** 0.5)
+            u = (w / w.sum()) @ (Xb @ gm.write_v.weight.T)
+            want = (sig(gm.in_gate.weight @ u + gm.in_gate.bias) * torch.tanh(u)
+                    + sig(gm.forget_gate.weight @ u + gm.forget_gate.bias) * Mb[n])
+            torch.testing.assert_close(M_new[b, n], want)
+
+
+def test_gated_memory_carries_information_across_segments_and_gradients_flow():
+    torch.manual_seed(1)
+    gm = GatedMemory(4, 2).double()
+    first, second = torch.randn(1, 3, 4, dtype=torch.float64, requires_grad=True), torch.randn(1, 3, 4, dtype=torch.float64)
+    _, M = gm(first)
+    y, _ = gm(second, M)
+    y.sum().backward()
+    assert first.grad.abs().max() > 0  # the second segment's output depends on the first through the memory
+    assert gm.initial.grad.abs().max() > 0
+
+
+def test_gated_memory_bad_input():
+    gm = GatedMemory(4, 2)
+    with pytest.raises(ValueError, match="x must be"):
+        gm(torch.randn(1, 3, 5))
+    with pytest.raises(ValueError, match="memory must be"):
+        gm(torch.randn(1, 3, 4), torch.randn(1, 3, 4))
+    with pytest.raises(ValueError, match="n_slots"):
+        GatedMemory(4, 0)

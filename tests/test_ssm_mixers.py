@@ -45,13 +45,25 @@ def test_trains_in_transformer_lm_and_generates_with_its_cache(mixer):
 def test_mamba_initial_step_sizes_and_parameter_shapes():
     torch.manual_seed(0)
     m = MambaMixer(32, d_state=8, dt_min=0.01, dt_max=0.05)
-    dt = torch.nn.functional.softplus(m.dt_proj.bias)
+    dt = torch.nn.functional.softplus(m.dt_bias)
     assert dt.min() >= 0.01 - 1e-6 and dt.max() <= 0.05 + 1e-6
+    assert m.dt_weight.shape == (64, 2) and m.dt_weight.abs().max() <= 2 ** -0.5
     torch.testing.assert_close(-torch.exp(m.A_log[0]), -torch.arange(1, 9.0))
     assert m.x_proj.weight.shape == (2 + 16, 64)
     s = S4DMixer(32, d_state=8)
     A, B, C, dt = s.ssm_parameters()
     assert A.shape == B.shape == C.shape == (64, 4) and dt.shape == (64,)
+
+
+def test_mamba_step_sizes_survive_the_language_models_init():
+    """TransformerLM re-initialises every nn.Linear (zero bias); Delta's bias must keep Mamba's init."""
+    torch.manual_seed(0)
+    model = TransformerLM(TransformerConfig(5, 16, 2, 2, max_len=16, pos="none", mixer="mamba",
+                                            mixer_kwargs={"dt_min": 1e-3, "dt_max": 1e-1}))
+    for block in model.blocks:
+        dt = torch.nn.functional.softplus(block.mixer.dt_bias)
+        assert dt.min() >= 1e-3 - 1e-6 and dt.max() <= 1e-1 + 1e-6
+        assert all(p._no_weight_decay for p in (block.mixer.A_log, block.mixer.D, block.mixer.dt_bias))
 
 
 def test_bad_input():

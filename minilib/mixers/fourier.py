@@ -12,10 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from minilib._checks import check_positive_int, require_tensor
+from minilib.convolution import fft_conv
 from minilib.mixers._common import check_x as _check_x, register_causal
 from minilib.mixing import TokenMixer
 
-__all__ = ["fourier_mix", "aff_mix", "causal_fft_conv", "dct", "idct", "dct_matrix", "dct_downsample",
+__all__ = ["fourier_mix", "aff_mix", "dct", "idct", "dct_matrix", "dct_downsample",
            "FourierMixer", "AFFMixer", "DCTLowpassMixer"]
 
 
@@ -50,24 +51,6 @@ def aff_mix(x: torch.Tensor, filt: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"filt must be a complex (B or 1, L // 2 + 1 = {L // 2 + 1}, C = {x.shape[2]}) half "
                          f"spectrum for x {tuple(x.shape)}, got {tuple(filt.shape)} {filt.dtype}")
     return torch.fft.irfft(torch.fft.rfft(x, dim=1) * filt, n=L, dim=1)
-
-
-def causal_fft_conv(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    r"""Causal long convolution by FFT: zero-padding to $2L$ turns the circular convolution into a linear one.
-
-    $$ y_{t,c} = \sum_{s=0}^{t} h_{t-s,\,c}\; x_{s,c} $$
-
-    ``x (B, L, C)``, ``kernel (L_h, C)`` with $L_h \le L$ or longer (cut to $L$) -> ``(B, L, C)``; $O(L \log L)$.
-    See :cite:`huang2023aff`.
-    """
-    _check_x(x)
-    require_tensor("kernel", kernel, ndim=2, floating=True)
-    L = x.shape[1]
-    if kernel.shape[1] != x.shape[2]:
-        raise ValueError(f"kernel must be (L_h, C = {x.shape[2]}) for x {tuple(x.shape)}, got {tuple(kernel.shape)}")
-    n = 2 * L
-    spectrum = torch.fft.rfft(x, n=n, dim=1) * torch.fft.rfft(kernel[:L].to(x.dtype), n=n, dim=0)
-    return torch.fft.irfft(spectrum, n=n, dim=1)[:, :L]
 
 
 def dct_matrix(n: int, *, dtype=torch.float64) -> torch.Tensor:
@@ -160,7 +143,7 @@ class AFFMixer(TokenMixer):
     The filter's deviation $m$ is a small per-frequency MLP on the real and imaginary parts of the input's spectrum
     (hidden width ``hidden``), so the global convolution adapts to the input :cite:`huang2023aff`. ``causal=True``
     cannot let a filter depend on the whole spectrum; it learns one input-independent kernel of ``max_len`` taps per
-    channel instead, applied by :func:`causal_fft_conv` (no incremental form).
+    channel instead, applied by :func:`~minilib.convolution.fft_conv` (no incremental form).
     """
 
     def __init__(self, d_model: int, *, max_len: int = 1024, hidden: int | None = None, causal: bool = False):
@@ -193,7 +176,7 @@ class AFFMixer(TokenMixer):
         if self.causal:
             if x.shape[1] > self.kernel.shape[0]:
                 raise ValueError(f"x has {x.shape[1]} positions, more than the kernel's max_len={self.kernel.shape[0]}")
-            return causal_fft_conv(x, self.kernel)
+            return fft_conv(x.transpose(1, 2), self.kernel[:x.shape[1]].T).transpose(1, 2)
         return aff_mix(x, self.frequency_filter(x))
 
 

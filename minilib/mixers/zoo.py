@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from minilib._checks import check_positive_int, check_token_ids
-from minilib.data import digits_split, labelled_batches
+from minilib.data import LISTOPS_TOKENS, digits_split, labelled_batches, lra_listops
+from minilib.experiments import count_parameters
 from minilib.mixers.block import AttentionMixer, MetaFormer
 from minilib.mixers.fourier import AFFMixer, FourierMixer
 from minilib.mixers.local import DepthwiseConvMixer, FFNifiedAttention, IdentityMixer, PoNetMixer, PoolMixer
@@ -29,10 +30,12 @@ from minilib.mixers.mlp import NiNformerMixer, TokenMLPMixer
 from minilib.mixing import TokenMixer
 from minilib.vision import PatchEmbedding
 
-__all__ = ["TASKS", "BIGRAMS", "Task", "TokenEmbedding", "ZOO", "make_task", "build_classifier", "matched_d_ff", "count_parameters", "train_classifier"]
+__all__ = ["TASKS", "EXTRA_TASKS", "BIGRAMS", "Task", "TokenEmbedding", "ZOO", "make_task", "build_classifier", "matched_d_ff", "train_classifier"]
 
 
 TASKS = ("digits", "bigrams", "recall")
+#: Tasks outside the MetaFormer comparison, for single mixers: mini-ListOps (PoNet's long-range claim).
+EXTRA_TASKS = ("listops",)
 
 
 @dataclass
@@ -115,7 +118,8 @@ def _recall(n: int, *, n_pairs: int, n_keys: int, n_values: int, generator: torc
 
 def make_task(name: str, *, seed: int = 0, n_train: int = 4000, n_test: int = 1000) -> Task:
     """``"digits"`` (1 437 train / 360 test images, 16 patch tokens), ``"bigrams"`` (length 24, 4 classes) or
-    ``"recall"`` (8 pairs of 16 keys and 8 values, length 9, 8 classes), drawn with ``seed``."""
+    ``"recall"`` (8 pairs of 16 keys and 8 values, length 9, 8 classes) or ``"listops"`` (mini-ListOps, length 64,
+    10 classes, :func:`~minilib.data.lra_listops`), drawn with ``seed``."""
     g = torch.Generator().manual_seed(seed)
     if name == "digits":
         train, test = digits_split(n_test=360, seed=seed)
@@ -126,14 +130,11 @@ def make_task(name: str, *, seed: int = 0, n_train: int = 4000, n_test: int = 10
     if name == "recall":
         train, test = (_recall(n, n_pairs=8, n_keys=16, n_values=8, generator=g) for n in (n_train, n_test))
         return Task(name, train, test, seq_len=9, n_classes=8, readout="last", vocab_size=16 * 8 + 16)
-    raise ValueError(f"name must be one of {TASKS}, got {name!r}")
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Trainable scalars of ``model`` (as :func:`minilib.models.count_parameters`, which a family may not import)."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if name == "listops":
+        train, test = (lra_listops(n, seq_len=64, generator=g) for n in (n_train, n_test))
+        train, test = ((b.inputs, b.targets[:, -1]) for b in (train, test))
+        return Task(name, train, test, seq_len=64, n_classes=10, readout="last", vocab_size=len(LISTOPS_TOKENS))
+    raise ValueError(f"name must be one of {TASKS + EXTRA_TASKS}, got {name!r}")
 
 
 def build_classifier(mixer: str, task: Task, *, d_model: int = 32, n_layers: int = 2, d_ff: int = 64,

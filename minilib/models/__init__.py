@@ -1,7 +1,7 @@
 """Whole models composed from the core and the families, and how to train them.
 
 - :mod:`~minilib.models.transformer`: :class:`TransformerConfig`, :class:`Block`, :class:`TransformerLM`, :func:`sample_next`;
-- :mod:`~minilib.models.training`: :func:`lm_loss`, :func:`train`, :func:`evaluate`, :func:`count_parameters`;
+- :mod:`~minilib.models.training`: :func:`lm_loss`, :func:`train`, :func:`evaluate` (and :func:`~minilib.experiments.count_parameters`, re-exported);
 - :mod:`~minilib.models.attention_tools`: :func:`attention_maps`, :func:`set_rope_scaling`;
 - :mod:`~minilib.models.conversions`: Pre-LN -> Pre-RMSNorm -> Pre-CRMSNorm rewrites of a trained model;
 - chapter 01's variations on the block: :mod:`~minilib.models.encoder_decoder`, :mod:`~minilib.models.minimal`,
@@ -10,13 +10,14 @@
 Every public name is importable from here (``from minilib.models import TransformerLM, train``).
 """
 from minilib._moved import moved_names
+from minilib.experiments import count_parameters
 from minilib.models.attention_tools import attention_maps, set_rope_scaling
 from minilib.models.conversions import ConvertedLM, to_pre_crmsnorm, to_pre_rmsnorm
 from minilib.models.dual_stream import DualStreamBlock, DualStreamLM
 from minilib.models.encoder_decoder import DecoderLayer, EncoderDecoderTransformer, EncoderLayer
 from minilib.models.gated import GatedBlock, GatedResidual, GatedTransformerLM
 from minilib.models.minimal import MinimalAttention, MinimalBlock, MinimalTransformer
-from minilib.models.training import count_parameters, evaluate, lm_loss, train
+from minilib.models.training import evaluate, lm_loss, train
 from minilib.models.transformer import Block, TransformerConfig, TransformerLM, sample_next
 
 __all__ = [

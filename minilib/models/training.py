@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from minilib._checks import check_nonnegative_int, check_number, check_positive_int, require_tensor
 
-__all__ = ["lm_loss", "train", "evaluate", "count_parameters"]
+__all__ = ["lm_loss", "train", "evaluate"]
 
 
 def _require_module(model) -> None:
@@ -35,14 +35,15 @@ def train(model: nn.Module, batches: Iterable, *, steps: int, lr: float, weight_
     r"""Train with AdamW, linear warm-up then cosine decay to 10% of ``lr``; returns the loss of every step.
 
     ``batches`` yields whatever ``loss_fn(model, batch)`` takes (default: ``(x, y)`` for :func:`lm_loss`).
+    Matrices are weight-decayed, vectors and parameters marked ``_no_weight_decay = True`` (an SSM's $A$) are not.
     See :cite:`loshchilov2019adamw`.
     """
     _require_module(model)
     check_positive_int("steps", steps)
     check_number("lr", lr, positive=True)
     check_nonnegative_int("warmup_steps", warmup_steps)
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2 and not getattr(p, "_no_weight_decay", False)]
+    no_decay = [p for p in model.parameters() if p.requires_grad and (p.ndim < 2 or getattr(p, "_no_weight_decay", False))]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
 
@@ -79,9 +80,3 @@ def evaluate(model: nn.Module, batches: Iterable, *, n_batches: int, loss_fn=lm_
     total = sum(loss_fn(model, next(it)).item() for _ in range(n_batches)) / n_batches
     model.train(was_training)
     return total
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable scalars in ``model``."""
-    _require_module(model)
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -2,25 +2,29 @@ r"""State-space models and long convolutions (chapter 06).
 
 - :mod:`~minilib.ssm.lti`: discretisation (ZOH, bilinear), HiPPO-LegS, S4D initialisations, the S4D
   convolution kernel and the recurrence of the same model, the LMU's Legendre delay system;
-- :mod:`~minilib.ssm.conv`: causal convolution by FFT, directly, and as matrix products (FlashFFTConv);
+- :mod:`~minilib.ssm.conv`: causal convolution as matrix products (FlashFFTConv); :func:`fft_conv` and
+  :func:`direct_causal_conv` come from the core module :mod:`minilib.convolution`, which chapter 07's mixers share;
 - :mod:`~minilib.ssm.selective`: Mamba's selective scan in three forms, the scalar-decay SSD form, and
   the mixing matrices that show an SSM as (masked, gated) linear attention;
 - :mod:`~minilib.ssm.distill`: MOHAWK's first stage, an SSD mixing matrix fitted to attention matrices;
 - :mod:`~minilib.ssm.hydra`: the bidirectional quasiseparable mixer as two scans and a diagonal;
 - :mod:`~minilib.ssm.hyena`: Hyena's implicit long filters with gating (``"hyena"`` mixer), 1-D and 2-D;
-- :mod:`~minilib.ssm.memory`: a test-time memory trained by the Omega rule while it reads (ATLAS);
+- :mod:`~minilib.ssm.memory`: a test-time memory trained by the Omega rule while it reads (ATLAS), LM2's gated memory bank;
 - :mod:`~minilib.ssm.mixers`: the ``"mamba"``, ``"s4d"`` and ``"h3"`` token mixers, registered on import;
+- :mod:`~minilib.ssm.rodimus`: Rodimus's DDTS-gated memory (``"rodimus"``) and Rodimus+'s shared-key window attention;
 - :func:`associative_scan` (from :mod:`minilib.scan`), the log-depth scan under all of them.
 """
+from minilib.convolution import direct_causal_conv, fft_conv
 from minilib.scan import ScanCounter, associative_scan
-from minilib.ssm.conv import direct_causal_conv, fft_conv, monarch_fft_conv
+from minilib.ssm.conv import monarch_fft_conv
 from minilib.ssm.distill import SSDMatrixStudent, fit_ssd_to_attention
 from minilib.ssm.hydra import hydra, hydra_matrix
 from minilib.ssm.hyena import Hyena2D, HyenaMixer, ImplicitFilter, fft_conv2d
 from minilib.ssm.lti import (DISCRETIZATIONS, discretize, discretize_diagonal, hippo_legs, legendre_readout,
                              lmu_conv, lmu_matrices, lmu_recurrent, s4d_init, s4d_kernel, s4d_recurrent)
-from minilib.ssm.memory import omega_memory
+from minilib.ssm.memory import GatedMemory, omega_memory
 from minilib.ssm.mixers import H3Mixer, MambaMixer, S4DMixer, SSMCache
+from minilib.ssm.rodimus import RodimusMixer, ddts_gates, rodimus_scan, shared_key_window_attention
 from minilib.ssm.selective import (linear_recurrence_combine, selective_scan_chunked, selective_scan_parallel,
                                    selective_scan_recurrent, ssd_chunked, ssd_matrix, ssd_recurrent, ssm_matrix)
 
@@ -31,6 +35,7 @@ __all__ = [
     "lmu_matrices", "legendre_readout", "lmu_recurrent", "lmu_conv",
     "linear_recurrence_combine", "selective_scan_recurrent", "selective_scan_parallel", "selective_scan_chunked",
     "ssm_matrix", "ssd_recurrent", "ssd_chunked", "ssd_matrix",
-    "hydra", "hydra_matrix", "fft_conv2d", "ImplicitFilter", "HyenaMixer", "Hyena2D", "omega_memory",
+    "hydra", "hydra_matrix", "fft_conv2d", "ImplicitFilter", "HyenaMixer", "Hyena2D", "omega_memory", "GatedMemory",
     "SSDMatrixStudent", "fit_ssd_to_attention", "MambaMixer", "S4DMixer", "H3Mixer", "SSMCache",
+    "ddts_gates", "rodimus_scan", "RodimusMixer", "shared_key_window_attention",
 ]

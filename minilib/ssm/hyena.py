@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from minilib._checks import check_positive_int, require_tensor
+from minilib.convolution import fft_conv
 from minilib.mixing import TokenMixer, register_mixer
-from minilib.ssm.conv import fft_conv
 
 __all__ = ["fft_conv2d", "ImplicitFilter", "HyenaMixer", "Hyena2D"]
 

@@ -17,7 +17,7 @@ import math
 import torch
 
 from minilib._checks import check_positive_int, require_tensor
-from minilib.ssm.conv import fft_conv
+from minilib.convolution import fft_conv
 
 __all__ = ["DISCRETIZATIONS", "discretize", "discretize_diagonal", "hippo_legs", "s4d_init", "s4d_kernel",
            "s4d_recurrent", "lmu_matrices", "legendre_readout", "lmu_recurrent", "lmu_conv"]

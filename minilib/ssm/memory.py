@@ -1,4 +1,5 @@
-r"""Test-time memories: a linear memory updated by gradient steps while it reads (ATLAS's Omega rule).
+r"""Memories beside the sequence: a linear memory updated by gradient steps while it reads (ATLAS's Omega rule),
+and a gated memory bank read and written segment by segment (LM2).
 
 Titans :cite:`behrouz2025titans` and ATLAS :cite:`behrouz2025atlas` treat a layer's state as the weights of a
 memory $M$ trained *during inference* on an associative loss. ATLAS's Omega rule optimises the loss over a
@@ -12,10 +13,11 @@ With $c = 1$ this is the delta rule $M_t = M_{t-1}(I - \eta k_t k_t^\top) + \eta
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from minilib._checks import check_positive_int, require_tensor
 
-__all__ = ["omega_memory"]
+__all__ = ["omega_memory", "GatedMemory"]
 
 
 def omega_memory(k: torch.Tensor, v: torch.Tensor, q: torch.Tensor, *, window: int = 1, lr: float = 0.5,
@@ -42,3 +44,46 @@ def omega_memory(k: torch.Tensor, v: torch.Tensor, q: torch.Tensor, *, window: i
         ys.append(torch.einsum("bvk,bk->bv", M, q[:, t]))
     y = torch.stack(ys, dim=1) if ys else v.new_zeros(B, 0, v.shape[-1])
     return (y, M) if return_state else y
+
+
+class GatedMemory(nn.Module):
+    r"""A memory bank of ``n_slots`` vectors beside a block, read and written segment by segment, in the spirit of
+    LM2 :cite:`kang2025lm2`. For a segment $X \in \mathbb{R}^{T\times d}$ and the memory $M \in \mathbb{R}^{N\times d}$:
+
+    $$ E = \mathrm{softmax}\!\big(XW_Q (MW_K)^\top/\sqrt d\big)\, MW_V,\qquad
+       Y = X + \sigma(E W_{\text{out}}) \odot E \quad\text{(read: tokens attend to the slots, output gate)}, $$
+
+    $$ U = \mathrm{softmax}\!\big(MW_Q' (XW_K')^\top/\sqrt d\big)\, XW_V',\qquad
+       M' = \sigma(U W_{\text{in}}) \odot \tanh(U) + \sigma(U W_{\text{forget}}) \odot M
+       \quad\text{(write: slots attend to the tokens, input and forget gates)}. $$
+
+    ``forward(x (B, T, d), memory (B, N, d) or None)`` returns ``(Y, M')``; ``None`` starts from the learned initial
+    memory. The memory path is added to the token stream, so the block's own flow is left as it was.
+    """
+
+    def __init__(self, d_model: int, n_slots: int):
+        super().__init__()
+        check_positive_int("d_model", d_model)
+        check_positive_int("n_slots", n_slots)
+        self.d_model, self.n_slots = d_model, n_slots
+        self.initial = nn.Parameter(torch.randn(n_slots, d_model) / d_model ** 0.5)
+        self.read_q, self.read_k, self.read_v, self.out_gate = (nn.Linear(d_model, d_model, bias=False) for _ in range(4))
+        self.write_q, self.write_k, self.write_v = (nn.Linear(d_model, d_model, bias=False) for _ in range(3))
+        self.in_gate, self.forget_gate = nn.Linear(d_model, d_model), nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        require_tensor("x", x, ndim=3, floating=True)
+        if x.shape[-1] != self.d_model:
+            raise ValueError(f"x must be (B, T, d_model={self.d_model}), got {tuple(x.shape)}")
+        if memory is None:
+            memory = self.initial.to(x.dtype).expand(x.shape[0], self.n_slots, self.d_model)
+        require_tensor("memory", memory, ndim=3, floating=True)
+        if memory.shape != (x.shape[0], self.n_slots, self.d_model):
+            raise ValueError(f"memory must be (B, n_slots, d_model) = {(x.shape[0], self.n_slots, self.d_model)}, "
+                             f"got {tuple(memory.shape)}")
+        scale = self.d_model ** -0.5
+        read = torch.softmax(self.read_q(x) @ self.read_k(memory).transpose(1, 2) * scale, dim=-1) @ self.read_v(memory)
+        y = x + torch.sigmoid(self.out_gate(read)) * read
+        update = torch.softmax(self.write_q(memory) @ self.write_k(x).transpose(1, 2) * scale, dim=-1) @ self.write_v(x)
+        new_memory = torch.sigmoid(self.in_gate(update)) * torch.tanh(update) + torch.sigmoid(self.forget_gate(update)) * memory
+        return y, new_memory

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from minilib._checks import check_positive_int, require_tensor
+from minilib.convolution import fft_conv
 from minilib.mixing import TokenMixer, register_mixer
-from minilib.ssm.conv import fft_conv
 from minilib.ssm.lti import s4d_init, s4d_kernel, s4d_recurrent
 from minilib.ssm.selective import selective_scan_chunked, selective_scan_recurrent
 
@@ -89,6 +89,7 @@ class MambaMixer(_GatedSSM):
 
     $A = -e^{A_{\log}}$ starts at $-(1, 2, \dots, N)$ per channel (S4D-Real); $\Delta$'s bias is set so that
     $\mathrm{softplus}(b)$ is log-uniform in ``[dt_min, dt_max]``. ``chunk_size`` sets the training-time scan.
+    ``A_log``, ``D`` and ``dt_bias`` carry ``_no_weight_decay = True``, which :func:`minilib.models.train` honours.
     """
 
     def __init__(self, d_model: int, *, d_state: int = 16, expand: int = 2, d_conv: int = 4, dt_rank: int | None = None,
@@ -98,16 +99,21 @@ class MambaMixer(_GatedSSM):
         check_positive_int("dt_rank", self.dt_rank)
         self.chunk_size = check_positive_int("chunk_size", chunk_size)
         self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
-        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner)
+        # Delta's projection and bias are plain parameters, not an nn.Linear, so that a model's generic Linear
+        # init (TransformerLM: N(0, 0.02), zero bias) keeps Mamba's: a zero bias would make every Delta
+        # softplus(0) = 0.69 and, with A = -(1..N), forget within a few steps.
+        bound = self.dt_rank ** -0.5
+        self.dt_weight = nn.Parameter(torch.empty(self.d_inner, self.dt_rank).uniform_(-bound, bound))
         dt = torch.exp(torch.empty(self.d_inner).uniform_(math.log(dt_min), math.log(dt_max)))
-        with torch.no_grad():
-            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^{-1}(dt)
+        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus^{-1}(dt)
         self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(self.d_inner, 1))
         self.D = nn.Parameter(torch.ones(self.d_inner))
+        for p in (self.dt_bias, self.A_log, self.D):
+            p._no_weight_decay = True  # as in Mamba: decay would pull A towards -1 and Delta towards softplus(0)
 
     def _ssm(self, x: torch.Tensor, cache: SSMCache | None) -> torch.Tensor:
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = F.softplus(self.dt_proj(dt))
+        delta = F.softplus(F.linear(dt, self.dt_weight, self.dt_bias))
         A = -torch.exp(self.A_log)
         if cache is None:
             return selective_scan_chunked(x, delta, A, B, C, self.D, chunk_size=self.chunk_size)

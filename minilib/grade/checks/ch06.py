@@ -13,7 +13,8 @@ from minilib.grade.questions import Case, Question
 f32, f64, c64, c128 = torch.float32, torch.float64, torch.complex64, torch.complex128
 
 SSM = ("minilib.ssm.discretize", "minilib.ssm.discretize_diagonal", "minilib.ssm.s4d_kernel",
-       "minilib.ssm.s4d_recurrent", "minilib.ssm.fft_conv", "minilib.ssm.direct_causal_conv",
+       "minilib.ssm.s4d_recurrent", "minilib.ssm.fft_conv", "minilib.ssm.direct_causal_conv", "minilib.convolution.fft_conv",
+       "minilib.convolution.direct_causal_conv",
        "minilib.ssm.monarch_fft_conv", "minilib.ssm.selective_scan_recurrent", "minilib.ssm.selective_scan_parallel",
        "minilib.ssm.selective_scan_chunked", "minilib.ssm.ssm_matrix", "minilib.ssm.linear_recurrence_combine",
        "minilib.scan.associative_scan")

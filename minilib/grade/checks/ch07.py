@@ -16,7 +16,7 @@ f32, f64 = torch.float32, torch.float64
 
 MIXERS = ("minilib.mixers.pool_mix", "minilib.mixers.local.pool_mix", "minilib.mixers.fourier_mix",
           "minilib.mixers.fourier.fourier_mix", "minilib.mixers.aff_mix", "minilib.mixers.fourier.aff_mix",
-          "minilib.mixers.causal_fft_conv", "minilib.mixers.fourier.causal_fft_conv",
+          "minilib.convolution.fft_conv", "minilib.ssm.fft_conv",
           "minilib.mixers.segment_max_pool", "minilib.mixers.local.segment_max_pool",
           "minilib.mixers.ponet_mix", "minilib.mixers.local.ponet_mix")
 
