@@ -41,7 +41,7 @@ from minilib.mixers import zoo
 # modules whose every public name the sweep must cover (the grader has its own tests; _private modules are internal)
 SWEPT = ("minilib.activations", "minilib.attention", "minilib.compress", "minilib.feedforward", "minilib.flash",
          "minilib.linear_attention", "minilib.mixing", "minilib.models", "minilib.norms", "minilib.parallel", "minilib.positional",
-         "minilib.mixers", "minilib.registry", "minilib.scan", "minilib.signal_propagation", "minilib.sparse", "minilib.ssm", "minilib.vision")
+         "minilib.mixers", "minilib.moe", "minilib.registry", "minilib.scan", "minilib.signal_propagation", "minilib.sparse", "minilib.ssm", "minilib.vision")
 # public names whose arguments are not user input to check (context managers over a model, registry readers)
 NOT_SWEPT = {"registered_mixers": "takes no argument", "registered_ffns": "takes no argument", "TokenMixer": "abstract base class, no arguments",
              "calibrated_heads": "context manager over modules built by the library",
@@ -658,6 +658,25 @@ case(la_variants.linformer_attention, lambda: la.linformer_attention(q, q, q, to
 case(la_variants.flow_attention, lambda: la.flow_attention(q.tolist(), q, q), "q")
 case(la_variants.kernelized_rpe_fft, lambda: la.kernelized_rpe_fft(q, q, q, torch.randn(4)), "rpe")
 case(la_variants.simplified_linear_attention, lambda: la.simplified_linear_attention(q, q, q, torch.randn(3)), "conv_weight")
+
+
+# minilib.moe (chapter 09)
+from minilib import moe  # noqa: E402
+from minilib.moe import layer as moe_layer, routing as moe_routing  # noqa: E402
+
+logits_moe = torch.randn(6, 4)
+case(moe_routing.top_k_routing, lambda: moe.top_k_routing(logits_moe, 5), "top_k")
+case(moe_routing.top_k_routing, lambda: moe.top_k_routing(logits_moe.tolist(), 1), "logits")
+case(moe_routing.expert_capacity, lambda: moe.expert_capacity(6, 4, 5, 1.0), "top_k")
+case(moe_routing.capacity_keep, lambda: moe.capacity_keep(torch.zeros(6, dtype=torch.long), 4, 2), "experts")
+case(moe_routing.expert_choice_routing, lambda: moe.expert_choice_routing(logits_moe, 7), "capacity")
+case(moe_routing.load_balancing_loss, lambda: moe.load_balancing_loss(logits_moe, torch.zeros(5, 1, dtype=torch.long)), "experts")
+case(moe_routing.router_z_loss, lambda: moe.router_z_loss(logits_moe[0]), "logits")
+case(moe_layer.MoE, lambda: moe.MoE(32, 16, 2, 3), "top_k")
+case(moe_layer.MoE, lambda: moe.MoE(32, 16, 2, 1, router="hash"), "router")
+case(moe_layer.MoE, lambda: moe.MoE(32, 16, 2, 1)(torch.randn(2, 5, 8)), "x")
+case(moe_layer.Routing, lambda: moe.Routing(logits_moe, logits_moe, [], [], 0), "tokens")
+case(moe_layer.ffn_flops, lambda: moe.ffn_flops(32, 16, "relu2"), "kind")
 
 
 # ---------------------------------------------------------------------------------------------------------------
