@@ -17,9 +17,10 @@ from torch import nn
 from typing import Callable
 
 from minilib._checks import check_last_dim, check_positive_int
+from minilib.activations import polynorm, polyrelu
 from minilib.registry import Registry
 
-__all__ = ["default_d_ff", "FeedForward", "FFNFactory", "register_ffn", "ffn_factory", "registered_ffns"]
+__all__ = ["default_d_ff", "FeedForward", "PolynomialFeedForward", "FFNFactory", "register_ffn", "ffn_factory", "registered_ffns"]
 
 #: The kinds of :class:`FeedForward`: plain two-matrix MLPs and gated linear units (three matrices).
 FFN_KINDS = ("gelu", "swiglu", "relu", "geglu", "reglu")
@@ -79,6 +80,34 @@ class FeedForward(nn.Module):
         return h if self.w3 is None else h * self.w3(x)
 
 
+#: The polynomial composition activations of :class:`PolynomialFeedForward`.
+POLY_KINDS = {"polyrelu": polyrelu, "polynorm": polynorm}
+
+
+class PolynomialFeedForward(nn.Module):
+    r"""$W_2\, \phi(W_1 x)$ with $\phi$ = :func:`~minilib.activations.polyrelu` or
+    :func:`~minilib.activations.polynorm` of order ``order`` and learned coefficients (initialised to
+    $a_0 = 0$, $a_i = 1/r$). Hidden width ``d_ff`` (default $4d$, the weights of a plain MLP plus $r + 1$).
+    See :cite:`zhuo2024polycom`.
+    """
+
+    def __init__(self, d_model: int, d_ff: int | None = None, *, kind: str = "polynorm", order: int = 3):
+        super().__init__()
+        check_positive_int("d_model", d_model)
+        check_positive_int("order", order)
+        if kind not in POLY_KINDS:
+            raise ValueError(f"kind must be one of {tuple(POLY_KINDS)}, got {kind!r}")
+        d_ff = 4 * d_model if d_ff is None else check_positive_int("d_ff", d_ff)
+        self.kind = kind
+        self.w1 = nn.Linear(d_model, d_ff, bias=False)
+        self.w2 = nn.Linear(d_ff, d_model, bias=False)
+        self.coeffs = nn.Parameter(torch.cat([torch.zeros(1), torch.full((order,), 1.0 / order)]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_last_dim("x", x, self.w1.in_features)
+        return self.w2(POLY_KINDS[self.kind](self.w1(x), self.coeffs))
+
+
 def register_ffn(name: str, factory: FFNFactory) -> FFNFactory:
     """Make ``config.ffn = name`` build ``factory(config, layer)``; returns ``factory``. Names are unique."""
     return _REGISTRY.register(name, factory)
@@ -102,3 +131,13 @@ def _feedforward_factory(kind: str) -> FFNFactory:
 
 for _kind in FFN_KINDS:
     register_ffn(_kind, _feedforward_factory(_kind))
+
+
+def _polynomial_factory(kind: str) -> FFNFactory:
+    def build(config, layer: int) -> PolynomialFeedForward:
+        return PolynomialFeedForward(config.d_model, config.d_ff, kind=kind, **config.ffn_kwargs)
+    return build
+
+
+for _kind in POLY_KINDS:
+    register_ffn(_kind, _polynomial_factory(_kind))

@@ -69,3 +69,22 @@ def test_gelu_and_swiglu_are_registered_ffns_built_from_a_config():
         ffn_factory("relu2")
     with pytest.raises(TypeError, match="bias"):
         ffn_factory("gelu")(SimpleNamespace(d_model=8, d_ff=None, ffn_kwargs={"bias": True}), 0)
+
+
+@pytest.mark.parametrize("kind", ["polyrelu", "polynorm"])
+def test_polynomial_ffn_applies_its_activation_and_is_registered(kind):
+    from types import SimpleNamespace
+
+    from minilib.activations import polynorm, polyrelu
+    from minilib.feedforward import PolynomialFeedForward, ffn_factory
+
+    torch.manual_seed(2)
+    ffn = PolynomialFeedForward(8, 16, kind=kind, order=3).double()
+    x = torch.randn(4, 8, dtype=torch.float64)
+    act = polyrelu if kind == "polyrelu" else polynorm
+    torch.testing.assert_close(ffn(x), act(x @ ffn.w1.weight.T, ffn.coeffs) @ ffn.w2.weight.T)
+    torch.testing.assert_close(ffn.coeffs, torch.tensor([0.0, 1 / 3, 1 / 3, 1 / 3], dtype=torch.float64))
+    built = ffn_factory(kind)(SimpleNamespace(d_model=8, d_ff=None, ffn_kwargs={}), 0)
+    assert sum(p.numel() for p in built.parameters()) == 8 * 8 * 8 + 4
+    with pytest.raises(ValueError, match="kind"):
+        PolynomialFeedForward(8, kind="poly")

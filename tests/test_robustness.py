@@ -677,6 +677,26 @@ case(moe_layer.MoE, lambda: moe.MoE(32, 16, 2, 1, router="hash"), "router")
 case(moe_layer.MoE, lambda: moe.MoE(32, 16, 2, 1)(torch.randn(2, 5, 8)), "x")
 case(moe_layer.Routing, lambda: moe.Routing(logits_moe, logits_moe, [], [], 0), "tokens")
 case(moe_layer.ffn_flops, lambda: moe.ffn_flops(32, 16, "relu2"), "kind")
+from minilib.moe import (hashing as moe_hashing, parameter_tokens as moe_pt, plusplus as moe_pp,  # noqa: E402
+                         probes as moe_probes, structured as moe_structured, upcycling as moe_upcycling)
+
+case(moe_pp.MoEPlusPlus, lambda: moe.MoEPlusPlus(32, 16, 0), "n_ffn")
+case(moe_pp.MoEPlusPlus, lambda: moe.MoEPlusPlus(32, 16, 2, n_zero=-1), "n_zero")
+case(moe_pp.ZeroExpert, lambda: moe.ZeroExpert()(x32.tolist()), "x")
+case(moe_pp.CopyExpert, lambda: moe.CopyExpert()(x32.long()), "x")
+case(moe_pp.ConstantExpert, lambda: moe.ConstantExpert(32)(torch.randn(2, 8)), "x")
+case(moe_upcycling.upcycle, lambda: moe.upcycle([{"w": torch.zeros(1)}], 0), "n_experts")
+case(moe_pt.pattention, lambda: moe.pattention(x32, torch.randn(4, 8), torch.randn(4, 2), 1.0), "x")
+case(moe_pt.Pattention, lambda: moe.Pattention(32, 32, 0), "n_tokens")
+case(moe_hashing.HashMemoryLayer, lambda: moe.HashMemoryLayer(30, 8, chunk=8), "d_in")
+case(moe_structured.LowRankLinear, lambda: moe.LowRankLinear(32, 32, 0), "rank")
+case(moe_structured.BlockDiagonalLinear, lambda: moe.BlockDiagonalLinear(32, 30, 4), "d_out")
+case(moe_structured.SelfGuided, lambda: moe.SelfGuided(None, 32, 32, 2), "structured")
+case(moe_probes.activation_sparsity, lambda: moe.activation_sparsity(None, lambda m: None), "model")
+case(moe_probes.topk_relu, lambda: moe.topk_relu(x32, 33), "k")
+case(activations.polyrelu, lambda: activations.polyrelu(x32, torch.ones(1)), "coeffs")
+case(activations.polynorm, lambda: activations.polynorm(x32.tolist(), torch.ones(3)), "x")
+case(feedforward.PolynomialFeedForward, lambda: feedforward.PolynomialFeedForward(32, order=0), "order")
 
 
 # ---------------------------------------------------------------------------------------------------------------
