@@ -697,6 +697,14 @@ case(moe_probes.topk_relu, lambda: moe.topk_relu(x32, 33), "k")
 case(activations.polyrelu, lambda: activations.polyrelu(x32, torch.ones(1)), "coeffs")
 case(activations.polynorm, lambda: activations.polynorm(x32.tolist(), torch.ones(3)), "x")
 case(feedforward.PolynomialFeedForward, lambda: feedforward.PolynomialFeedForward(32, order=0), "order")
+from minilib.moe import hidden_dims as moe_hd, wide as moe_wide  # noqa: E402
+
+case(moe_hd.MoHD, lambda: moe.MoHD(32, 64, 2, 3), "top_k")
+case(moe_wide.ActivatorBlock, lambda: moe.ActivatorBlock(4, 32, token_hidden=4, d_ff=8)(x32), "n_tokens")
+case(moe_wide.ActivatorClassifier, lambda: moe.ActivatorClassifier(8, 2, 16, 0, n_classes=10, token_hidden=4, d_ff=8),
+     "n_layers")
+case(moe_wide.WideNet, lambda: moe.WideNet(8, 2, 16, 2, 2, n_classes=10, n_experts=2, share_norms=1), "share_norms")
+case(moe_wide.vit_block_flops, lambda: moe.vit_block_flops(16, 0, 8), "d_model")
 
 
 # ---------------------------------------------------------------------------------------------------------------
