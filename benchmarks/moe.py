@@ -14,7 +14,13 @@ Experiments (chapter 09 reads them all), each a 2-layer TransformerLM (d_model 4
   loss, FFN experts run per token, load coefficient of variation;
 * ``upcycle``: a dense model trained, upcycled into 4 experts (same loss at the switch), both trained on;
 * ``tokenformer``: a Pattention-FFN model grown from 32 to 64 parameter tokens halfway, against 64 from scratch;
-* ``hash_memory``: MemoryFormer-style hash-memory FFN against the dense GELU FFN.
+* ``hash_memory``: MemoryFormer-style hash-memory FFN against the dense GELU FFN;
+* ``mohd``: MoHD (d_ff 192, a third shared, 4 groups, top-1: half the units active) against a dense GELU FFN of the
+  active width (96);
+* ``structured``: a low-rank FFN (rank 16, width 8d) at the dense FFN's parameter count, with and without self-guided
+  training (dense guide blended out over the first half);
+* ``digits``: on scikit-learn's 8x8 digits, a 2-layer ViT, 2-layer Activator (with and without the channel MLP) and a
+  4-layer WideNet (individual and shared LayerNorms), test accuracy and parameters.
 
 One torch thread throughout.
 """
@@ -25,13 +31,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._experiments import downsample, run_experiments  # noqa: E402
 from minilib.data import CharTokenizer, lm_batches, lm_eval_windows, tiny_corpus, train_val_split  # noqa: E402
 from minilib.models import TransformerConfig, TransformerLM, count_parameters, evaluate, lm_loss, train  # noqa: E402
-from minilib.moe import MoE, MoEPlusPlus, activation_sparsity, upcycle  # noqa: E402
+from minilib.data import digits_split, labelled_batches  # noqa: E402
+from minilib.moe import (ActivatorClassifier, LowRankLinear, MoE, MoEPlusPlus, SelfGuided, WideNet,  # noqa: E402
+                         activation_sparsity, upcycle)
+from minilib.vision import VisionTransformer  # noqa: E402
 
 CFG = dict(n_chars=200_000, corpus_seed=0, val_frac=0.1, seq_len=64, d_model=48, n_layers=2, n_heads=4, steps=200,
            batch=16, lr=3e-3, warmup=20, seeds=[0, 1, 2])
@@ -234,9 +245,131 @@ def check_hash_memory(out: dict) -> None:
     assert out["rows"]["hash memory"]["val_loss"]["mean"] < out["unigram_entropy"], out["rows"]
 
 
+def run_mohd(quick: bool = False) -> dict:
+    data = Data(sized(quick))
+    d = data.c["d_model"]
+    rows = {}
+    for name, options in {"dense, active width": dict(ffn="gelu", d_ff=2 * d),
+                          "mohd": dict(ffn="mohd", d_ff=4 * d, ffn_kwargs=dict(n_groups=4, top_k=1,
+                                                                               shared_fraction=1 / 3))}.items():
+        losses = []
+        for seed in data.c["seeds"]:
+            model = data.model(seed, **options)
+            data.fit(model, seed)
+            losses.append(data.val_loss(model))
+        rows[name] = dict(params=count_parameters(model), val_loss=seed_spread(losses))
+    return dict(config=data.c, rows=rows, active_fraction=model.blocks[0].ffn.active_fraction())
+
+
+def check_mohd(out: dict) -> None:
+    assert abs(out["active_fraction"] - 0.5) < 1e-9, out["active_fraction"]
+
+
+class _LowRankFFN(nn.Module):
+    """GELU FFN whose two matrices are rank-``rank`` (optionally self-guided by dense ones)."""
+
+    def __init__(self, d_model: int, d_ff: int, rank: int, guide_steps: int | None):
+        super().__init__()
+        def linear(a, b):
+            low = LowRankLinear(a, b, rank)
+            return low if guide_steps is None else SelfGuided(low, a, b, guide_steps)
+        self.w1, self.w2 = linear(d_model, d_ff), linear(d_ff, d_model)
+
+    def forward(self, x):
+        return self.w2(F.gelu(self.w1(x)))
+
+
+def _guided_steps(model):
+    for m in model.modules():
+        if isinstance(m, SelfGuided):
+            m.step()
+
+
+def run_structured(quick: bool = False) -> dict:
+    data = Data(sized(quick))
+    d, steps = data.c["d_model"], data.c["steps"]
+    rank = 16  # 2 * r * (d + 8d) = 2 * 16 * 9 * 48 = 13824 vs 8 d^2 = 18432 for the dense FFN
+    variants = {"dense": dict(ffn="gelu"),
+                "low-rank 8d": dict(ffn=lambda config, layer: _LowRankFFN(d, 8 * d, rank, None)),
+                "low-rank 8d, self-guided": dict(ffn=lambda config, layer: _LowRankFFN(d, 8 * d, rank, steps // 2))}
+    rows = {}
+    for name, options in variants.items():
+        losses, early = [], []
+        for seed in data.c["seeds"]:
+            model = data.model(seed, **options)
+            batches = data.batches(seed)
+
+            def stepped():
+                for batch in batches:
+                    _guided_steps(model)
+                    yield batch
+            curve = data.fit(model, seed, steps, stepped())
+            early.append(float(np.mean(curve[steps // 4: steps // 2])))
+            for m in model.modules():  # inference uses the structured path only once alpha reached 0
+                if isinstance(m, SelfGuided):
+                    m.steps_taken = max(m.steps_taken, m.guide_steps)
+            losses.append(data.val_loss(model))
+        structured = sum(p.numel() for n_, p in model.named_parameters() if ".ffn." in n_ and ".dense." not in n_)
+        rows[name] = dict(ffn_params=structured, val_loss=seed_spread(losses), early_train_loss=seed_spread(early))
+    rel = 100 * (rows["low-rank 8d"]["val_loss"]["mean"] / rows["dense"]["val_loss"]["mean"] - 1)
+    return dict(config=data.c, rows=rows, low_rank_percent_above_dense=round(rel, 3))
+
+
+def check_structured(out: dict) -> None:
+    p = {k: r["ffn_params"] for k, r in out["rows"].items()}
+    assert p["low-rank 8d"] <= p["dense"], p
+
+
+DIGITS = dict(n_test=360, d_model=32, patch=2, steps=400, batch=64, lr=3e-3, seeds=[0, 1, 2])
+DIGITS_QUICK = dict(steps=5, seeds=[0])
+
+
+def run_digits(quick: bool = False) -> dict:
+    c = {**DIGITS, **(DIGITS_QUICK if quick else {})}
+    (x_tr, y_tr), (x_te, y_te) = digits_split(n_test=c["n_test"], seed=0)
+    d = c["d_model"]
+    builders = {
+        "vit (2 layers)": lambda: VisionTransformer(8, c["patch"], d, 2, 4, n_classes=10),
+        "activator (2 layers)": lambda: ActivatorClassifier(8, c["patch"], d, 2, n_classes=10, token_hidden=16,
+                                                            d_ff=4 * d * 2 // 3),
+        "activator, no channel MLP": lambda: ActivatorClassifier(8, c["patch"], d, 2, n_classes=10, token_hidden=16,
+                                                                 d_ff=4 * d * 2 // 3, channel_mlp=False),
+        "vit (4 layers)": lambda: VisionTransformer(8, c["patch"], d, 4, 4, n_classes=10),
+        "widenet (4 layers)": lambda: WideNet(8, c["patch"], d, 4, 4, n_classes=10, n_experts=4, top_k=2),
+        "widenet, shared norms": lambda: WideNet(8, c["patch"], d, 4, 4, n_classes=10, n_experts=4, top_k=2,
+                                                 share_norms=True)}
+    rows = {}
+    for name, build in builders.items():
+        accs = []
+        for seed in c["seeds"]:
+            torch.manual_seed(seed)
+            model = build()
+            opt = torch.optim.AdamW(model.parameters(), lr=c["lr"])
+            batches = labelled_batches(x_tr, y_tr, batch_size=c["batch"], generator=torch.Generator().manual_seed(seed))
+            for _ in range(c["steps"]):
+                x, y = next(batches)
+                loss = F.cross_entropy(model(x), y)
+                aux = getattr(model, "aux_loss", None)
+                opt.zero_grad()
+                (loss + (aux if aux is not None else 0.0)).backward()
+                opt.step()
+            model.eval()
+            with torch.no_grad():
+                accs.append(float((model(x_te).argmax(-1) == y_te).float().mean()))
+        rows[name] = dict(params=count_parameters(model), val_loss=seed_spread(accs))
+    return dict(config=c, rows=rows)
+
+
+def check_digits(out: dict) -> None:
+    p = {k: r["params"] for k, r in out["rows"].items()}
+    assert p["widenet (4 layers)"] < p["vit (4 layers)"], p
+
+
 EXPERIMENTS = {"ffn_kinds": (run_ffn_kinds, check_ffn_kinds), "sparsity": (run_sparsity, check_sparsity),
                "moe": (run_moe, check_moe), "upcycle": (run_upcycle, check_upcycle),
-               "tokenformer": (run_tokenformer, check_tokenformer), "hash_memory": (run_hash_memory, check_hash_memory)}
+               "tokenformer": (run_tokenformer, check_tokenformer), "hash_memory": (run_hash_memory, check_hash_memory),
+               "mohd": (run_mohd, check_mohd), "structured": (run_structured, check_structured),
+               "digits": (run_digits, check_digits)}
 
 
 def report(name: str, r: dict) -> str:
