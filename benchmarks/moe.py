@@ -356,7 +356,7 @@ def run_digits(quick: bool = False) -> dict:
             model.eval()
             with torch.no_grad():
                 accs.append(float((model(x_te).argmax(-1) == y_te).float().mean()))
-        rows[name] = dict(params=count_parameters(model), val_loss=seed_spread(accs))
+        rows[name] = dict(params=count_parameters(model), accuracy=seed_spread(accs))
     return dict(config=c, rows=rows)
 
 
@@ -373,6 +373,9 @@ EXPERIMENTS = {"ffn_kinds": (run_ffn_kinds, check_ffn_kinds), "sparsity": (run_s
 
 
 def report(name: str, r: dict) -> str:
+    if name == "digits":
+        return "digits: " + ", ".join(f"{k} {row['accuracy']['mean']:.3f}±{row['accuracy']['spread']:.3f}"
+                                      for k, row in r["rows"].items())
     if "rows" in r and name != "sparsity":
         return f"{name}: " + ", ".join(f"{k} {row['val_loss']['mean']:.3f}±{row['val_loss']['spread']:.3f}"
                                       for k, row in r["rows"].items())
