@@ -4,7 +4,7 @@
     python benchmarks/moe.py --only ffn_kinds # one experiment; the file keeps the others
     python benchmarks/moe.py --quick          # tiny sizes, a few seconds; nothing checked or saved
 
-Experiments (chapter 09 reads them all), each a 2-layer TransformerLM (d_model 48, 4 heads) trained with AdamW:
+Experiments (chapter 09 reads them all), each a 2-layer TransformerLM (d_model 32, 4 heads, 32-token windows, 150 AdamW steps):
 
 * ``ffn_kinds``: GELU, ReLU, SwiGLU, GEGLU, ReGLU and PolyNorm FFNs at their default widths (the 2/3 rule for the
   gated ones), parameter counts within 5%; validation loss;
@@ -15,9 +15,9 @@ Experiments (chapter 09 reads them all), each a 2-layer TransformerLM (d_model 4
 * ``upcycle``: a dense model trained, upcycled into 4 experts (same loss at the switch), both trained on;
 * ``tokenformer``: a Pattention-FFN model grown from 32 to 64 parameter tokens halfway, against 64 from scratch;
 * ``hash_memory``: MemoryFormer-style hash-memory FFN against the dense GELU FFN;
-* ``mohd``: MoHD (d_ff 192, a third shared, 4 groups, top-1: half the units active) against a dense GELU FFN of the
-  active width (96);
-* ``structured``: a low-rank FFN (rank 16, width 8d) at the dense FFN's parameter count, with and without self-guided
+* ``mohd``: MoHD (d_ff 4d, a quarter shared, 3 groups, top-1: half the units active) against a dense GELU FFN of
+  the active width (2d);
+* ``structured``: a low-rank FFN (rank 14, width 8d) at the dense FFN's parameter count, with and without self-guided
   training (dense guide blended out over the first half);
 * ``digits``: on scikit-learn's 8x8 digits, a 2-layer ViT, 2-layer Activator (with and without the channel MLP) and a
   4-layer WideNet (individual and shared LayerNorms), test accuracy and parameters.
@@ -44,8 +44,8 @@ from minilib.moe import (ActivatorClassifier, LowRankLinear, MoE, MoEPlusPlus, S
                          activation_sparsity, upcycle)
 from minilib.vision import VisionTransformer  # noqa: E402
 
-CFG = dict(n_chars=200_000, corpus_seed=0, val_frac=0.1, seq_len=64, d_model=48, n_layers=2, n_heads=4, steps=200,
-           batch=16, lr=3e-3, warmup=20, seeds=[0, 1, 2])
+CFG = dict(n_chars=200_000, corpus_seed=0, val_frac=0.1, seq_len=32, d_model=32, n_layers=2, n_heads=4, steps=150,
+           batch=16, lr=3e-3, warmup=15, seeds=[0, 1, 2])
 QUICK = dict(n_chars=20_000, steps=6, seeds=[0])
 FFN_KINDS = ("gelu", "relu", "swiglu", "geglu", "reglu", "polynorm")
 
@@ -250,8 +250,8 @@ def run_mohd(quick: bool = False) -> dict:
     d = data.c["d_model"]
     rows = {}
     for name, options in {"dense, active width": dict(ffn="gelu", d_ff=2 * d),
-                          "mohd": dict(ffn="mohd", d_ff=4 * d, ffn_kwargs=dict(n_groups=4, top_k=1,
-                                                                               shared_fraction=1 / 3))}.items():
+                          "mohd": dict(ffn="mohd", d_ff=4 * d, ffn_kwargs=dict(n_groups=3, top_k=1,
+                                                                               shared_fraction=0.25))}.items():
         losses = []
         for seed in data.c["seeds"]:
             model = data.model(seed, **options)
@@ -288,7 +288,7 @@ def _guided_steps(model):
 def run_structured(quick: bool = False) -> dict:
     data = Data(sized(quick))
     d, steps = data.c["d_model"], data.c["steps"]
-    rank = 16  # 2 * r * (d + 8d) = 2 * 16 * 9 * 48 = 13824 vs 8 d^2 = 18432 for the dense FFN
+    rank = 14  # 2 r (d + 8d) = 2 * 14 * 9 * 32 = 8064 weights vs 8 d^2 = 8192 for the dense FFN (98%)
     variants = {"dense": dict(ffn="gelu"),
                 "low-rank 8d": dict(ffn=lambda config, layer: _LowRankFFN(d, 8 * d, rank, None)),
                 "low-rank 8d, self-guided": dict(ffn=lambda config, layer: _LowRankFFN(d, 8 * d, rank, steps // 2))}
@@ -320,7 +320,7 @@ def check_structured(out: dict) -> None:
     assert p["low-rank 8d"] <= p["dense"], p
 
 
-DIGITS = dict(n_test=360, d_model=32, patch=2, steps=400, batch=64, lr=3e-3, seeds=[0, 1, 2])
+DIGITS = dict(n_test=360, d_model=32, patch=2, steps=200, batch=32, lr=3e-3, seeds=[0, 1, 2])
 DIGITS_QUICK = dict(steps=5, seeds=[0])
 
 
