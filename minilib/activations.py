@@ -1,4 +1,5 @@
-r"""Pointwise activations beyond GELU/SiLU: Zipformer's SwooshR and SwooshL beside Swish.
+r"""Pointwise activations beyond GELU/SiLU: Zipformer's SwooshR and SwooshL beside Swish, and the polynomial
+composition activations PolyReLU and PolyNorm (chapter 09).
 
 Swoosh functions are a softplus with a small negative linear term, so their slope is $-0.08$ far to
 the left instead of $0$: a unit that is "off" still passes a gradient.
@@ -9,7 +10,7 @@ import torch
 
 from minilib._checks import require_tensor
 
-__all__ = ["swish", "swoosh_r", "swoosh_l"]
+__all__ = ["swish", "swoosh_r", "swoosh_l", "polyrelu", "polynorm"]
 
 SWOOSH_SLOPE = 0.08
 
@@ -50,3 +51,36 @@ def swoosh_l(x: torch.Tensor) -> torch.Tensor:
     """
     require_tensor("x", x, floating=True)
     return _softplus(x - 4.0) - SWOOSH_SLOPE * x - 0.035
+
+
+def _check_coeffs(coeffs) -> None:
+    require_tensor("coeffs", coeffs, ndim=1, floating=True)
+    if len(coeffs) < 2:
+        raise ValueError(f"coeffs must hold at least 2 coefficients (a_0, a_1), got shape {tuple(coeffs.shape)}")
+
+
+def polyrelu(x: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
+    r"""PolyReLU of order $r$ = ``len(coeffs) - 1``: $\sum_{i=0}^{r} a_i \operatorname{relu}(x)^i$.
+
+    Elementwise, any shape; ``coeffs (r + 1,)``. See :cite:`zhuo2024polycom`.
+    """
+    require_tensor("x", x, floating=True)
+    _check_coeffs(coeffs)
+    r = torch.relu(x)
+    return sum(a * r ** i for i, a in enumerate(coeffs))
+
+
+def polynorm(x: torch.Tensor, coeffs: torch.Tensor, *, eps: float = 1e-6) -> torch.Tensor:
+    r"""PolyNorm of order $r$: $a_0 + \sum_{i=1}^{r} a_i \operatorname{norm}(x^i)$ with
+    $\operatorname{norm}(u) = u / \sqrt{\operatorname{mean}(u^2) + \epsilon}$ over the last axis (RMS
+    normalisation of each power, so high powers do not blow up).
+
+    ``x (..., n)``, ``coeffs (r + 1,)``. See :cite:`zhuo2024polycom`.
+    """
+    require_tensor("x", x, floating=True)
+    _check_coeffs(coeffs)
+    out = coeffs[0] + torch.zeros_like(x)
+    for i in range(1, len(coeffs)):
+        u = x ** i
+        out = out + coeffs[i] * u * torch.rsqrt(u.pow(2).mean(-1, keepdim=True) + eps)
+    return out

@@ -23,3 +23,28 @@ def test_swoosh_slopes_never_vanish():
 def test_activations_reject_integer_input():
     with pytest.raises(TypeError, match="floating"):
         swoosh_r(torch.arange(3))
+
+
+def test_polyrelu_and_polynorm_match_their_sums_in_fp64():
+    from minilib.activations import polynorm, polyrelu
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 7, dtype=torch.float64)
+    a = torch.tensor([0.5, 1.0, -0.25, 0.125], dtype=torch.float64)
+    r = x.clamp(min=0)
+    torch.testing.assert_close(polyrelu(x, a), 0.5 + r - 0.25 * r * r + 0.125 * r * r * r)
+    want = torch.full_like(x, 0.5)
+    for i in (1, 2, 3):
+        u = x ** i
+        want = want + a[i] * u / (u.pow(2).mean(-1, keepdim=True) + 1e-6).sqrt()
+    torch.testing.assert_close(polynorm(x, a), want)
+
+
+def test_polynomial_activations_name_bad_coefficients():
+    from minilib.activations import polynorm, polyrelu
+
+    for fn in (polyrelu, polynorm):
+        with pytest.raises(ValueError, match="coeffs"):
+            fn(torch.zeros(3), torch.zeros(1))
+        with pytest.raises(TypeError, match="x"):
+            fn([0.0], torch.zeros(3))

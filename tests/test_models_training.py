@@ -45,3 +45,19 @@ def test_train_decays_matrices_but_not_vectors_or_marked_parameters():
 def test_train_rejects_no_steps():
     with pytest.raises(ValueError, match="steps"):
         train(TransformerLM(5, 8, 1, 2), iter([]), steps=0, lr=1e-3, progress=False)
+
+
+def test_train_adds_the_models_aux_loss_but_returns_the_task_loss():
+    class Pulled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(2, 2))
+
+        def aux_loss(self):
+            return 10.0 * self.w.pow(2).sum()
+
+    model = Pulled()
+    losses = train(model, iter(lambda: None, 0), steps=30, lr=0.05, weight_decay=0.0,
+                   loss_fn=lambda m, batch: 0.0 * m.w.sum() + 3.0, progress=False)
+    assert losses == [3.0] * 30
+    assert model.w.abs().max() < 0.5  # only the aux loss moves the weights

@@ -99,7 +99,7 @@ def test_config_keywords_and_positional_sizes_build_the_same_model():
 
 @pytest.mark.parametrize("field, value", [
     ("vocab_size", 0), ("d_model", -8), ("n_layers", 0), ("n_heads", 0), ("n_kv_heads", 0), ("d_ff", 0),
-    ("max_len", 0), ("norm", "batch"), ("ffn", "relu"), ("pos", "relative"), ("init", "lecun"),
+    ("max_len", 0), ("norm", "batch"), ("ffn", "relu7"), ("pos", "relative"), ("init", "lecun"),
     ("mixer", "no-such-mixer"), ("kv_route_p", 1.5), ("kv_route_p", True), ("n_layers", 2.0)])
 def test_config_rejects_bad_fields_by_name(field, value):
     fields = dict(vocab_size=11, d_model=16, n_layers=2, n_heads=4)

@@ -41,7 +41,7 @@ from minilib.mixers import zoo
 # modules whose every public name the sweep must cover (the grader has its own tests; _private modules are internal)
 SWEPT = ("minilib.activations", "minilib.attention", "minilib.compress", "minilib.convolution", "minilib.feedforward", "minilib.flash",
          "minilib.linear_attention", "minilib.mixing", "minilib.models", "minilib.norms", "minilib.parallel", "minilib.positional",
-         "minilib.mixers", "minilib.registry", "minilib.scan", "minilib.signal_propagation", "minilib.sparse", "minilib.ssm", "minilib.vision")
+         "minilib.mixers", "minilib.moe", "minilib.registry", "minilib.scan", "minilib.signal_propagation", "minilib.sparse", "minilib.ssm", "minilib.vision")
 # public names whose arguments are not user input to check (context managers over a model, registry readers)
 NOT_SWEPT = {"registered_mixers": "takes no argument", "free_port": "takes no argument",
              "WorkerError": "the exception launch raises", "RankLog": "a record the library's own functions fill", "registered_ffns": "takes no argument", "TokenMixer": "abstract base class, no arguments",
@@ -723,6 +723,53 @@ case(rodimus.shared_key_window_attention, lambda: rodimus.shared_key_window_atte
 case(rodimus.shared_key_window_attention, lambda: rodimus.shared_key_window_attention(q, q[:, :1], q, window=0), "window")
 case(memory.GatedMemory, lambda: memory.GatedMemory(4, 0), "n_slots")
 case(memory.GatedMemory, lambda: memory.GatedMemory(4, 2)(torch.randn(1, 3, 4), torch.randn(1, 3, 4)), "memory")
+
+# minilib.moe (chapter 09)
+from minilib import moe  # noqa: E402
+from minilib.moe import layer as moe_layer, routing as moe_routing  # noqa: E402
+
+logits_moe = torch.randn(6, 4)
+case(moe_routing.top_k_routing, lambda: moe.top_k_routing(logits_moe, 5), "top_k")
+case(moe_routing.top_k_routing, lambda: moe.top_k_routing(logits_moe.tolist(), 1), "logits")
+case(moe_routing.expert_capacity, lambda: moe.expert_capacity(6, 4, 5, 1.0), "top_k")
+case(moe_routing.capacity_keep, lambda: moe.capacity_keep(torch.zeros(6, dtype=torch.long), 4, 2), "experts")
+case(moe_routing.expert_choice_routing, lambda: moe.expert_choice_routing(logits_moe, 7), "capacity")
+case(moe_routing.load_balancing_loss, lambda: moe.load_balancing_loss(logits_moe, torch.zeros(5, 1, dtype=torch.long)), "experts")
+case(moe_routing.router_z_loss, lambda: moe.router_z_loss(logits_moe[0]), "logits")
+case(moe_layer.MoE, lambda: moe.MoE(32, 16, 2, 3), "top_k")
+case(moe_layer.MoE, lambda: moe.MoE(32, 16, 2, 1, router="hash"), "router")
+case(moe_layer.MoE, lambda: moe.MoE(32, 16, 2, 1)(torch.randn(2, 5, 8)), "x")
+case(moe_layer.Routing, lambda: moe.Routing(logits_moe, logits_moe, [], [], 0), "tokens")
+case(moe_layer.ffn_flops, lambda: moe.ffn_flops(32, 16, "relu2"), "kind")
+from minilib.moe import (hashing as moe_hashing, parameter_tokens as moe_pt, plusplus as moe_pp,  # noqa: E402
+                         probes as moe_probes, structured as moe_structured, upcycling as moe_upcycling)
+
+case(moe_pp.MoEPlusPlus, lambda: moe.MoEPlusPlus(32, 16, 0), "n_ffn")
+case(moe_pp.MoEPlusPlus, lambda: moe.MoEPlusPlus(32, 16, 2, n_zero=-1), "n_zero")
+case(moe_pp.ZeroExpert, lambda: moe.ZeroExpert()(x32.tolist()), "x")
+case(moe_pp.CopyExpert, lambda: moe.CopyExpert()(x32.long()), "x")
+case(moe_pp.ConstantExpert, lambda: moe.ConstantExpert(32)(torch.randn(2, 8)), "x")
+case(moe_upcycling.upcycle, lambda: moe.upcycle([{"w": torch.zeros(1)}], 0), "n_experts")
+case(moe_pt.pattention, lambda: moe.pattention(x32, torch.randn(4, 8), torch.randn(4, 2), 1.0), "x")
+case(moe_pt.Pattention, lambda: moe.Pattention(32, 32, 0), "n_tokens")
+case(moe_hashing.HashMemoryLayer, lambda: moe.HashMemoryLayer(30, 8, chunk=8), "d_in")
+case(moe_structured.LowRankLinear, lambda: moe.LowRankLinear(32, 32, 0), "rank")
+case(moe_structured.BlockDiagonalLinear, lambda: moe.BlockDiagonalLinear(32, 30, 4), "d_out")
+case(moe_structured.SelfGuided, lambda: moe.SelfGuided(None, 32, 32, 2), "structured")
+case(moe_probes.activation_sparsity, lambda: moe.activation_sparsity(None, lambda m: None), "model")
+case(moe_probes.topk_relu, lambda: moe.topk_relu(x32, 33), "k")
+case(activations.polyrelu, lambda: activations.polyrelu(x32, torch.ones(1)), "coeffs")
+case(activations.polynorm, lambda: activations.polynorm(x32.tolist(), torch.ones(3)), "x")
+case(feedforward.PolynomialFeedForward, lambda: feedforward.PolynomialFeedForward(32, order=0), "order")
+from minilib.moe import hidden_dims as moe_hd, wide as moe_wide  # noqa: E402
+
+case(moe_hd.MoHD, lambda: moe.MoHD(32, 64, 2, 3), "top_k")
+case(moe_wide.ActivatorBlock, lambda: moe.ActivatorBlock(4, 32, token_hidden=4, d_ff=8)(x32), "n_tokens")
+case(moe_wide.ActivatorClassifier, lambda: moe.ActivatorClassifier(8, 2, 16, 0, n_classes=10, token_hidden=4, d_ff=8),
+     "n_layers")
+case(moe_wide.WideNet, lambda: moe.WideNet(8, 2, 16, 2, 2, n_classes=10, n_experts=2, share_norms=1), "share_norms")
+case(moe_wide.vit_block_flops, lambda: moe.vit_block_flops(16, 0, 8), "d_model")
+
 
 # ---------------------------------------------------------------------------------------------------------------
 def public_callables(module_name: str):

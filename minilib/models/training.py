@@ -34,8 +34,10 @@ def train(model: nn.Module, batches: Iterable, *, steps: int, lr: float, weight_
           loss_fn: Callable[[nn.Module, object], torch.Tensor] = lm_loss, progress: bool = True) -> list[float]:
     r"""Train with AdamW, linear warm-up then cosine decay to 10% of ``lr``; returns the loss of every step.
 
-    ``batches`` yields whatever ``loss_fn(model, batch)`` takes (default: ``(x, y)`` for :func:`lm_loss`).
-    Matrices are weight-decayed, vectors and parameters marked ``_no_weight_decay = True`` (an SSM's $A$) are not.
+    ``batches`` yields whatever ``loss_fn(model, batch)`` takes (default: ``(x, y)`` for :func:`lm_loss`). A model
+    with an ``aux_loss()`` method (:meth:`~minilib.models.TransformerLM.aux_loss`: mixture-of-experts balancing) has
+    it added to the loss it minimises; the returned losses are ``loss_fn``'s alone. Matrices are weight-decayed,
+    vectors and parameters marked ``_no_weight_decay = True`` (an SSM's $A$) are not.
     See :cite:`loshchilov2019adamw`.
     """
     _require_module(model)
@@ -59,8 +61,9 @@ def train(model: nn.Module, batches: Iterable, *, steps: int, lr: float, weight_
     bar = tqdm(range(steps), disable=not progress, desc="train")
     for _ in bar:
         loss = loss_fn(model, next(batch_iter))
+        aux = model.aux_loss() if callable(getattr(model, "aux_loss", None)) else 0.0
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss + aux).backward()
         if grad_clip is not None:
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()

@@ -249,6 +249,12 @@ class TransformerLM(nn.Module):
             return {i + 1 for i in torch.nonzero(draw).flatten().tolist()}
         return set(self.share_kv_layers)
 
+    def aux_loss(self) -> torch.Tensor:
+        """Sum of the auxiliary losses the blocks' FFNs left in their ``aux_loss`` attribute at the last forward
+        (a mixture of experts' load-balancing and z-losses, :class:`minilib.moe.MoE`); 0 when none has one."""
+        losses = [block.ffn.aux_loss for block in self.blocks if getattr(block.ffn, "aux_loss", None) is not None]
+        return sum(losses) if losses else torch.zeros((), device=self.embed.weight.device)
+
     def new_caches(self) -> list | None:
         """One empty decoding cache per layer, from its mixer's ``new_cache()`` (a :class:`~minilib.attention.KVCache` for attention;
         those of ``share_kv_layers`` stay empty); ``None`` when some mixer has no incremental form."""

@@ -1,0 +1,393 @@
+"""The trained comparisons of chapter 09 on the tiny_corpus character LM, three seeds each.
+
+    python benchmarks/moe.py                  # every experiment, claims checked, writes benchmarks/results/moe.json
+    python benchmarks/moe.py --only ffn_kinds # one experiment; the file keeps the others
+    python benchmarks/moe.py --quick          # tiny sizes, a few seconds; nothing checked or saved
+
+Experiments (chapter 09 reads them all), each a 2-layer TransformerLM (d_model 32, 4 heads, 32-token windows, 150 AdamW steps):
+
+* ``ffn_kinds``: GELU, ReLU, SwiGLU, GEGLU, ReGLU and PolyNorm FFNs at their default widths (the 2/3 rule for the
+  gated ones), parameter counts within 5%; validation loss;
+* ``sparsity``: ReLU FFNs of width 4d and 8d: fraction of zero hidden activations per layer at initialisation and
+  after training (the lazy-neuron probe);
+* ``moe``: dense SwiGLU, a 4-expert top-2 MoE and MoE++ (4 FFN + zero, copy, constant experts, top-2): validation
+  loss, FFN experts run per token, load coefficient of variation;
+* ``upcycle``: a dense model trained, upcycled into 4 experts (same loss at the switch), both trained on;
+* ``tokenformer``: a Pattention-FFN model grown from 32 to 64 parameter tokens halfway, against 64 from scratch;
+* ``hash_memory``: MemoryFormer-style hash-memory FFN against the dense GELU FFN;
+* ``mohd``: MoHD (d_ff 4d, a quarter shared, 3 groups, top-1: half the units active) against a dense GELU FFN of
+  the active width (2d);
+* ``structured``: a low-rank FFN (rank 14, width 8d) at the dense FFN's parameter count, with and without self-guided
+  training (dense guide blended out over the first half);
+* ``digits``: on scikit-learn's 8x8 digits, a 2-layer ViT, 2-layer Activator (with and without the channel MLP) and a
+  4-layer WideNet (individual and shared LayerNorms), test accuracy and parameters.
+
+One torch thread throughout.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._experiments import downsample, run_experiments  # noqa: E402
+from minilib.data import CharTokenizer, lm_batches, lm_eval_windows, tiny_corpus, train_val_split  # noqa: E402
+from minilib.models import TransformerConfig, TransformerLM, count_parameters, evaluate, lm_loss, train  # noqa: E402
+from minilib.data import digits_split, labelled_batches  # noqa: E402
+from minilib.moe import (ActivatorClassifier, LowRankLinear, MoE, MoEPlusPlus, SelfGuided, WideNet,  # noqa: E402
+                         activation_sparsity, upcycle)
+from minilib.vision import VisionTransformer  # noqa: E402
+
+CFG = dict(n_chars=200_000, corpus_seed=0, val_frac=0.1, seq_len=32, d_model=32, n_layers=2, n_heads=4, steps=150,
+           batch=16, lr=3e-3, warmup=15, seeds=[0, 1, 2])
+QUICK = dict(n_chars=20_000, steps=6, seeds=[0])
+FFN_KINDS = ("gelu", "relu", "swiglu", "geglu", "reglu", "polynorm")
+
+
+def sized(quick: bool) -> dict:
+    return {**CFG, **(QUICK if quick else {})}
+
+
+def seed_spread(values) -> dict:
+    v = np.asarray(values, dtype=float)
+    return dict(values=[round(float(x), 4) for x in v], mean=round(float(v.mean()), 4),
+                spread=round(float(v.max() - v.min()), 4))
+
+
+class Data:
+    def __init__(self, c: dict):
+        text, source = tiny_corpus(c["n_chars"], seed=c["corpus_seed"])
+        self.tok = CharTokenizer(text)
+        self.train_ids, val_ids = train_val_split(self.tok.encode(text), c["val_frac"])
+        self.val = lm_eval_windows(val_ids, seq_len=c["seq_len"])
+        self.unigram_entropy = source.char_unigram_entropy()
+        self.c = c
+
+    def batches(self, seed: int):
+        return lm_batches(self.train_ids, batch_size=self.c["batch"], seq_len=self.c["seq_len"],
+                          generator=torch.Generator().manual_seed(1000 + seed))
+
+    def model(self, seed: int, **options) -> TransformerLM:
+        torch.manual_seed(seed)
+        c = self.c
+        return TransformerLM(TransformerConfig(self.tok.vocab_size, c["d_model"], c["n_layers"], c["n_heads"],
+                                               max_len=c["seq_len"], **options))
+
+    def fit(self, model, seed: int, steps: int | None = None, batches=None) -> list[float]:
+        return train(model, batches or self.batches(seed), steps=steps or self.c["steps"], lr=self.c["lr"],
+                     warmup_steps=min(self.c["warmup"], (steps or self.c["steps"]) // 2), progress=False)
+
+    def val_loss(self, model) -> float:
+        return evaluate(model, iter([self.val]), n_batches=1)
+
+
+def run_ffn_kinds(quick: bool = False) -> dict:
+    data = Data(sized(quick))
+    rows = {}
+    for kind in FFN_KINDS:
+        losses, curves = [], []
+        for seed in data.c["seeds"]:
+            model = data.model(seed, ffn=kind)
+            curves.append(downsample(data.fit(model, seed)))
+            losses.append(data.val_loss(model))
+        rows[kind] = dict(params=count_parameters(model), val_loss=seed_spread(losses), curves=curves)
+    params = [r["params"] for r in rows.values()]
+    return dict(config=data.c, unigram_entropy=data.unigram_entropy, rows=rows,
+                param_spread=max(params) / min(params) - 1)
+
+
+def check_ffn_kinds(out: dict) -> None:
+    assert out["param_spread"] <= 0.05, f"ffn_kinds: parameter counts differ by {out['param_spread']:.1%}"
+    for kind, r in out["rows"].items():
+        assert r["val_loss"]["mean"] < out["unigram_entropy"], f"ffn_kinds: {kind} above the unigram entropy"
+
+
+def run_sparsity(quick: bool = False) -> dict:
+    data = Data(sized(quick))
+    x_val = data.val[0][:32]
+    rows = {}
+    for width in (4, 8):
+        init, trained, losses = [], [], []
+        for seed in data.c["seeds"]:
+            model = data.model(seed, ffn="relu", d_ff=width * data.c["d_model"])
+            init.append(activation_sparsity(model, lambda m: m(x_val)))
+            data.fit(model, seed)
+            trained.append(activation_sparsity(model, lambda m: m(x_val)))
+            losses.append(data.val_loss(model))
+        rows[f"{width}d"] = dict(zero_init=np.mean(init, 0).round(4).tolist(),
+                                 zero_trained=np.mean(trained, 0).round(4).tolist(),
+                                 zero_trained_per_seed=np.round(trained, 4).tolist(), val_loss=seed_spread(losses))
+    return dict(config=data.c, rows=rows)
+
+
+def check_sparsity(out: dict) -> None:
+    for width, r in out["rows"].items():
+        for a, b in zip(r["zero_init"], r["zero_trained"]):
+            assert b > a, f"sparsity: {width}: trained zero fraction {b} not above initialisation {a}"
+
+
+def _cv(load: torch.Tensor) -> float:
+    load = load.float()
+    return float(load.std(unbiased=False) / load.mean())
+
+
+def run_moe(quick: bool = False) -> dict:
+    data = Data(sized(quick))
+    x_val = data.val[0]
+    variants = {"dense": dict(ffn="swiglu"),
+                "moe": dict(ffn="moe", ffn_kwargs=dict(n_experts=4, top_k=2)),
+                "moe++": dict(ffn="moe++", ffn_kwargs=dict(n_ffn=4, top_k=2))}
+    rows = {}
+    for name, options in variants.items():
+        losses, per_token, cvs = [], [], []
+        for seed in data.c["seeds"]:
+            model = data.model(seed, **options)
+            data.fit(model, seed)
+            losses.append(data.val_loss(model))
+            with torch.no_grad():
+                model.eval()
+                model(x_val)
+            ffns = [b.ffn for b in model.blocks]
+            if isinstance(ffns[0], MoEPlusPlus):
+                per_token.append(float(np.mean([f.ffn_experts_per_token() for f in ffns])))
+                cvs.append(float(np.mean([_cv(f.routing.load[:f.n_ffn]) for f in ffns])))
+            elif isinstance(ffns[0], MoE):
+                per_token.append(2.0)
+                cvs.append(float(np.mean([_cv(f.routing.load) for f in ffns])))
+        rows[name] = dict(params=count_parameters(model), val_loss=seed_spread(losses),
+                          ffn_experts_per_token=seed_spread(per_token) if per_token else None,
+                          load_cv=seed_spread(cvs) if cvs else None)
+    rel = 100 * (np.array(rows["moe++"]["val_loss"]["values"]) / np.array(rows["moe"]["val_loss"]["values"]) - 1)
+    return dict(config=data.c, rows=rows, moepp_percent_above_moe=seed_spread(rel))
+
+
+def check_moe(out: dict) -> None:
+    assert out["rows"]["moe++"]["ffn_experts_per_token"]["mean"] < 2, out["rows"]["moe++"]
+
+
+def run_upcycle(quick: bool = False) -> dict:
+    data = Data(sized(quick))
+    half = data.c["steps"] // 2
+    rows = dict(switch_gap=[], dense=[], upcycled=[], dense_at_switch=[], scratch_moe=[])
+    for seed in data.c["seeds"]:
+        dense = data.model(seed, ffn="swiglu")
+        batches = data.batches(seed)
+        data.fit(dense, seed, half, batches)
+        moe = data.model(seed, ffn="moe", ffn_kwargs=dict(n_experts=4, top_k=2))
+        moe.load_state_dict(upcycle([dense.state_dict()], 4))
+        at_switch = data.val_loss(dense)
+        rows["dense_at_switch"].append(at_switch)
+        rows["switch_gap"].append(abs(data.val_loss(moe) - at_switch))
+        rest = list(zip(range(half), batches))  # the same batches for both continuations
+        data.fit(dense, seed, half, iter([b for _, b in rest]))
+        data.fit(moe, seed, half, iter([b for _, b in rest]))
+        rows["dense"].append(data.val_loss(dense))
+        rows["upcycled"].append(data.val_loss(moe))
+        scratch = data.model(seed, ffn="moe", ffn_kwargs=dict(n_experts=4, top_k=2))
+        data.fit(scratch, seed)
+        rows["scratch_moe"].append(data.val_loss(scratch))
+    return dict(config=data.c, **{k: seed_spread(v) for k, v in rows.items()})
+
+
+def check_upcycle(out: dict) -> None:
+    assert max(out["switch_gap"]["values"]) < 1e-4, f"upcycle: loss changed at the switch: {out['switch_gap']}"
+
+
+def run_tokenformer(quick: bool = False) -> dict:
+    data = Data(sized(quick))
+    half = data.c["steps"] // 2
+    rows = dict(switch_gap=[], grown=[], scratch=[], small=[], at_switch=[])
+    for seed in data.c["seeds"]:
+        model = data.model(seed, ffn="pattention", ffn_kwargs=dict(n_tokens=32))
+        batches = data.batches(seed)
+        data.fit(model, seed, half, batches)
+        before = data.val_loss(model)
+        for block in model.blocks:
+            block.ffn.grow(32)
+        rows["at_switch"].append(before)
+        rows["switch_gap"].append(abs(data.val_loss(model) - before))
+        data.fit(model, seed, half, batches)
+        rows["grown"].append(data.val_loss(model))
+        scratch = data.model(seed, ffn="pattention", ffn_kwargs=dict(n_tokens=64, tau=32 ** 0.5))
+        data.fit(scratch, seed)
+        rows["scratch"].append(data.val_loss(scratch))
+        small = data.model(seed, ffn="pattention", ffn_kwargs=dict(n_tokens=32))
+        data.fit(small, seed)
+        rows["small"].append(data.val_loss(small))
+    return dict(config=data.c, **{k: seed_spread(v) for k, v in rows.items()})
+
+
+def check_tokenformer(out: dict) -> None:
+    assert max(out["switch_gap"]["values"]) < 1e-5, f"tokenformer: loss changed at growth: {out['switch_gap']}"
+
+
+def run_hash_memory(quick: bool = False) -> dict:
+    data = Data(sized(quick))
+    rows = {}
+    for name, options in {"dense gelu": dict(ffn="gelu"),
+                          "hash memory": dict(ffn="hash_memory", ffn_kwargs=dict(chunk=8))}.items():
+        losses = []
+        for seed in data.c["seeds"]:
+            model = data.model(seed, **options)
+            data.fit(model, seed)
+            losses.append(data.val_loss(model))
+        rows[name] = dict(params=count_parameters(model), val_loss=seed_spread(losses))
+    return dict(config=data.c, unigram_entropy=data.unigram_entropy, rows=rows)
+
+
+def check_hash_memory(out: dict) -> None:
+    assert out["rows"]["hash memory"]["val_loss"]["mean"] < out["unigram_entropy"], out["rows"]
+
+
+def run_mohd(quick: bool = False) -> dict:
+    data = Data(sized(quick))
+    d = data.c["d_model"]
+    rows = {}
+    for name, options in {"dense, active width": dict(ffn="gelu", d_ff=2 * d),
+                          "mohd": dict(ffn="mohd", d_ff=4 * d, ffn_kwargs=dict(n_groups=3, top_k=1,
+                                                                               shared_fraction=0.25))}.items():
+        losses = []
+        for seed in data.c["seeds"]:
+            model = data.model(seed, **options)
+            data.fit(model, seed)
+            losses.append(data.val_loss(model))
+        rows[name] = dict(params=count_parameters(model), val_loss=seed_spread(losses))
+    return dict(config=data.c, rows=rows, active_fraction=model.blocks[0].ffn.active_fraction())
+
+
+def check_mohd(out: dict) -> None:
+    assert abs(out["active_fraction"] - 0.5) < 1e-9, out["active_fraction"]
+
+
+class _LowRankFFN(nn.Module):
+    """GELU FFN whose two matrices are rank-``rank`` (optionally self-guided by dense ones)."""
+
+    def __init__(self, d_model: int, d_ff: int, rank: int, guide_steps: int | None):
+        super().__init__()
+        def linear(a, b):
+            low = LowRankLinear(a, b, rank)
+            return low if guide_steps is None else SelfGuided(low, a, b, guide_steps)
+        self.w1, self.w2 = linear(d_model, d_ff), linear(d_ff, d_model)
+
+    def forward(self, x):
+        return self.w2(F.gelu(self.w1(x)))
+
+
+def _guided_steps(model):
+    for m in model.modules():
+        if isinstance(m, SelfGuided):
+            m.step()
+
+
+def run_structured(quick: bool = False) -> dict:
+    data = Data(sized(quick))
+    d, steps = data.c["d_model"], data.c["steps"]
+    rank = 14  # 2 r (d + 8d) = 2 * 14 * 9 * 32 = 8064 weights vs 8 d^2 = 8192 for the dense FFN (98%)
+    variants = {"dense": dict(ffn="gelu"),
+                "low-rank 8d": dict(ffn=lambda config, layer: _LowRankFFN(d, 8 * d, rank, None)),
+                "low-rank 8d, self-guided": dict(ffn=lambda config, layer: _LowRankFFN(d, 8 * d, rank, steps // 2))}
+    rows = {}
+    for name, options in variants.items():
+        losses, early = [], []
+        for seed in data.c["seeds"]:
+            model = data.model(seed, **options)
+            batches = data.batches(seed)
+
+            def stepped():
+                for batch in batches:
+                    _guided_steps(model)
+                    yield batch
+            curve = data.fit(model, seed, steps, stepped())
+            early.append(float(np.mean(curve[steps // 4: steps // 2])))
+            for m in model.modules():  # inference uses the structured path only once alpha reached 0
+                if isinstance(m, SelfGuided):
+                    m.steps_taken = max(m.steps_taken, m.guide_steps)
+            losses.append(data.val_loss(model))
+        structured = sum(p.numel() for n_, p in model.named_parameters() if ".ffn." in n_ and ".dense." not in n_)
+        rows[name] = dict(ffn_params=structured, val_loss=seed_spread(losses), early_train_loss=seed_spread(early))
+    rel = 100 * (rows["low-rank 8d"]["val_loss"]["mean"] / rows["dense"]["val_loss"]["mean"] - 1)
+    return dict(config=data.c, rows=rows, low_rank_percent_above_dense=round(rel, 3))
+
+
+def check_structured(out: dict) -> None:
+    p = {k: r["ffn_params"] for k, r in out["rows"].items()}
+    assert p["low-rank 8d"] <= p["dense"], p
+
+
+DIGITS = dict(n_test=360, d_model=32, patch=2, steps=200, batch=32, lr=3e-3, seeds=[0, 1, 2])
+DIGITS_QUICK = dict(steps=5, seeds=[0])
+
+
+def run_digits(quick: bool = False) -> dict:
+    c = {**DIGITS, **(DIGITS_QUICK if quick else {})}
+    (x_tr, y_tr), (x_te, y_te) = digits_split(n_test=c["n_test"], seed=0)
+    d = c["d_model"]
+    builders = {
+        "vit (2 layers)": lambda: VisionTransformer(8, c["patch"], d, 2, 4, n_classes=10),
+        "activator (2 layers)": lambda: ActivatorClassifier(8, c["patch"], d, 2, n_classes=10, token_hidden=16,
+                                                            d_ff=4 * d * 2 // 3),
+        "activator, no channel MLP": lambda: ActivatorClassifier(8, c["patch"], d, 2, n_classes=10, token_hidden=16,
+                                                                 d_ff=4 * d * 2 // 3, channel_mlp=False),
+        "vit (4 layers)": lambda: VisionTransformer(8, c["patch"], d, 4, 4, n_classes=10),
+        "widenet (4 layers)": lambda: WideNet(8, c["patch"], d, 4, 4, n_classes=10, n_experts=4, top_k=2),
+        "widenet, shared norms": lambda: WideNet(8, c["patch"], d, 4, 4, n_classes=10, n_experts=4, top_k=2,
+                                                 share_norms=True)}
+    rows = {}
+    for name, build in builders.items():
+        accs = []
+        for seed in c["seeds"]:
+            torch.manual_seed(seed)
+            model = build()
+            opt = torch.optim.AdamW(model.parameters(), lr=c["lr"])
+            batches = labelled_batches(x_tr, y_tr, batch_size=c["batch"], generator=torch.Generator().manual_seed(seed))
+            for _ in range(c["steps"]):
+                x, y = next(batches)
+                loss = F.cross_entropy(model(x), y)
+                aux = getattr(model, "aux_loss", None)
+                opt.zero_grad()
+                (loss + (aux if aux is not None else 0.0)).backward()
+                opt.step()
+            model.eval()
+            with torch.no_grad():
+                accs.append(float((model(x_te).argmax(-1) == y_te).float().mean()))
+        rows[name] = dict(params=count_parameters(model), accuracy=seed_spread(accs))
+    return dict(config=c, rows=rows)
+
+
+def check_digits(out: dict) -> None:
+    p = {k: r["params"] for k, r in out["rows"].items()}
+    assert p["widenet (4 layers)"] < p["vit (4 layers)"], p
+
+
+EXPERIMENTS = {"ffn_kinds": (run_ffn_kinds, check_ffn_kinds), "sparsity": (run_sparsity, check_sparsity),
+               "moe": (run_moe, check_moe), "upcycle": (run_upcycle, check_upcycle),
+               "tokenformer": (run_tokenformer, check_tokenformer), "hash_memory": (run_hash_memory, check_hash_memory),
+               "mohd": (run_mohd, check_mohd), "structured": (run_structured, check_structured),
+               "digits": (run_digits, check_digits)}
+
+
+def report(name: str, r: dict) -> str:
+    if name == "digits":
+        return "digits: " + ", ".join(f"{k} {row['accuracy']['mean']:.3f}±{row['accuracy']['spread']:.3f}"
+                                      for k, row in r["rows"].items())
+    if "rows" in r and name != "sparsity":
+        return f"{name}: " + ", ".join(f"{k} {row['val_loss']['mean']:.3f}±{row['val_loss']['spread']:.3f}"
+                                      for k, row in r["rows"].items())
+    if name == "sparsity":
+        return "sparsity: " + ", ".join(f"{w} init {row['zero_init']} trained {row['zero_trained']}"
+                                        for w, row in r["rows"].items())
+    return f"{name}: " + ", ".join(f"{k} {v['mean']:.4f}" for k, v in r.items() if isinstance(v, dict) and "mean" in v)
+
+
+def main(argv=None):
+    run_experiments(EXPERIMENTS, name="moe", description=__doc__, report=report, argv=argv)
+
+
+if __name__ == "__main__":
+    main()
