@@ -159,6 +159,11 @@ case(parallel.shard, lambda: parallel.shard([1.0, 2.0], 0, 2), "x")
 case(parallel.shard, lambda: parallel.shard(q, 3, 2), "rank", "world_size")
 case(parallel.unshard, lambda: parallel.unshard([]), "pieces")
 case(parallel.unshard, lambda: parallel.unshard([q, q[:, :, :3]]), "pieces")
+case(parallel.local_experts, lambda: parallel.local_experts(torch.nn.Linear(2, 2), 0, 1), "moe")
+case(parallel.local_experts, lambda: parallel.local_experts(moe.MoE(8, 16, 4, 1), 2, 2), "rank", "world_size")
+case(parallel.expert_parallel_moe, lambda: parallel.expert_parallel_moe(moe.MoE(8, 16, 4, 1), torch.randn(3, 5), {}), "x")
+case(parallel.expert_parallel_moe, lambda: parallel.expert_parallel_moe(moe.MoE(8, 16, 4, 1, router="expert_choice"),
+                                                                        torch.randn(3, 8), {}), "router_kind")
 case(flash.block_sparse_attention, lambda: flash.block_sparse_attention(q, k, v, torch.ones(1, 1, 1), block_size=8),
      "block_mask")
 case(flash.block_sparse_attention, lambda: flash.block_sparse_attention(q, k, v, torch.ones(1, 1, 2, dtype=torch.bool),

@@ -7,6 +7,7 @@ r"""Parallelism across devices: simulated in one process, and on a real process 
 * :mod:`~minilib.parallel.ring` -- ring attention across those processes, with the contiguous and
   zig-zag layouts (:func:`sequence_positions`, :func:`shard`, :func:`unshard`);
 * :mod:`~minilib.parallel.lasp` -- LASP-2 sequence-parallel linear attention;
+* :mod:`~minilib.parallel.experts` -- expert parallelism for :class:`minilib.moe.MoE` (``all_to_all``);
 * :mod:`~minilib.parallel.comm` -- :class:`RankLog`, each rank's timeline and bytes moved.
 
 Every public name is importable from here.
@@ -14,10 +15,12 @@ Every public name is importable from here.
 from __future__ import annotations
 
 from minilib.parallel.comm import RankLog
+from minilib.parallel.experts import expert_parallel_moe, local_experts
 from minilib.parallel.lasp import lasp2_distributed
 from minilib.parallel.launch import WorkerError, free_port, launch
 from minilib.parallel.ring import LAYOUTS, ring_attention_distributed, sequence_positions, shard, unshard
 from minilib.parallel.simulated import ring_attention
 
 __all__ = ["ring_attention", "launch", "free_port", "WorkerError", "RankLog", "LAYOUTS", "sequence_positions",
-           "shard", "unshard", "ring_attention_distributed", "lasp2_distributed"]
+           "shard", "unshard", "ring_attention_distributed", "lasp2_distributed", "local_experts",
+           "expert_parallel_moe"]
