@@ -20,13 +20,13 @@ from minilib.vision.vit import EncoderBlock, PatchEmbedding, PoolHead
 __all__ = ["soft_causal_mask", "CausalViT", "causal_vit"]
 
 
-def soft_causal_mask(n: int, alpha: float, *, device=None) -> torch.Tensor:
+def soft_causal_mask(n: int, alpha: float, *, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     r"""The additive bias $\log M_\alpha$ ``(n, n)``: 0 on and below the diagonal, $\log\alpha$ above (``-inf`` at 0)."""
     check_positive_int("n", n)
     alpha = check_number("alpha", alpha, low=0.0, high=1.0)
     future = torch.ones(n, n, dtype=torch.bool, device=device).triu(1)
     log_alpha = math.log(alpha) if alpha > 0 else float("-inf")
-    return torch.zeros(n, n, device=device).masked_fill(future, log_alpha)
+    return torch.zeros(n, n, device=device, dtype=dtype).masked_fill(future, log_alpha)
 
 
 class CausalViT(nn.Module):
@@ -55,7 +55,7 @@ class CausalViT(nn.Module):
         z = self.embed(images)
         cls = self.cls.expand(z.shape[0], 1, -1)
         z = torch.cat([cls, z] if self.cls_position == "first" else [z, cls], dim=1)
-        bias = soft_causal_mask(z.shape[1], self.alpha, device=z.device).to(z.dtype)
+        bias = soft_causal_mask(z.shape[1], self.alpha, device=z.device, dtype=z.dtype)
         for block in self.blocks:
             z = block(z, bias=bias)
         return self.head(z)
