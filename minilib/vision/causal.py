@@ -39,14 +39,16 @@ class CausalViT(nn.Module):
     POSITIONS = ("first", "last")  #: where the class token sits
 
     def __init__(self, image_size: int | tuple[int, int], patch: int, d_model: int, n_layers: int, n_heads: int, *,
-                 n_classes: int, cls_position: str = "last", channels: int = 1, alpha: float = 0.0):
+                 n_classes: int, cls_position: str = "last", d_ff: int | None = None, channels: int = 1,
+                 alpha: float = 0.0):
         super().__init__()
         if cls_position not in self.POSITIONS:
             raise ValueError(f"cls_position must be one of {self.POSITIONS}, got {cls_position!r}")
         check_positive_int("n_layers", n_layers)
         self.embed = PatchEmbedding(image_size, patch, d_model, channels=channels)
         self.cls = nn.Parameter(0.02 * torch.randn(1, 1, d_model))
-        self.blocks = nn.ModuleList(EncoderBlock(d_model, n_heads, d_ff=4 * d_model) for _ in range(n_layers))
+        self.blocks = nn.ModuleList(EncoderBlock(d_model, n_heads, d_ff=4 * d_model if d_ff is None else d_ff)
+                                    for _ in range(n_layers))
         self.cls_position = cls_position
         self.head = PoolHead(d_model, n_classes, pool=cls_position)
         self.alpha = check_number("alpha", alpha, low=0.0, high=1.0)
@@ -62,7 +64,7 @@ class CausalViT(nn.Module):
 
 
 def causal_vit(image_size: int | tuple[int, int], patch: int, d_model: int, n_layers: int, n_heads: int, *,
-               n_classes: int, cls_position: str = "last", channels: int = 1) -> CausalViT:
+               n_classes: int, cls_position: str = "last", d_ff: int | None = None, channels: int = 1) -> CausalViT:
     """A :class:`CausalViT` with a causal mask (``alpha = 0``); set ``model.alpha`` to anneal the soft mask."""
     return CausalViT(image_size, patch, d_model, n_layers, n_heads, n_classes=n_classes, cls_position=cls_position,
-                     channels=channels)
+                     d_ff=d_ff, channels=channels)

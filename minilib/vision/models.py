@@ -125,7 +125,7 @@ class TNT(nn.Module):
     mean over sentences. :cite:`han2021transformer`"""
 
     def __init__(self, image_size, patch: int, word: int, d_model: int, d_inner: int, n_layers: int, n_heads: int, *,
-                 n_classes: int, channels: int = 1):
+                 n_classes: int, d_ff: int | None = None, channels: int = 1):
         super().__init__()
         self.patch, self.word = patch, word
         self.sentences = PatchEmbedding(image_size, patch, d_model, channels=channels)
@@ -134,7 +134,7 @@ class TNT(nn.Module):
         n_words = (patch // word) ** 2
         self.words = nn.Linear(channels * word * word, d_inner)
         self.word_pos = nn.Parameter(0.02 * torch.randn(n_words, d_inner))
-        self.blocks = nn.ModuleList(TNTBlock(d_model, d_inner, n_words, n_heads_outer=n_heads)
+        self.blocks = nn.ModuleList(TNTBlock(d_model, d_inner, n_words, n_heads_outer=n_heads, d_ff=d_ff)
                                     for _ in range(check_positive_int("n_layers", n_layers)))
         self.head = PoolHead(d_model, n_classes)
 
@@ -147,11 +147,11 @@ class TNT(nn.Module):
 
 
 class _Branch(nn.Module):
-    def __init__(self, image_size, patch: int, d_model: int, n_heads: int, channels: int):
+    def __init__(self, image_size, patch: int, d_model: int, n_heads: int, channels: int, d_ff: int):
         super().__init__()
         self.embed = PatchEmbedding(image_size, patch, d_model, channels=channels)
         self.cls = nn.Parameter(0.02 * torch.randn(1, 1, d_model))
-        self.block = EncoderBlock(d_model, n_heads, d_ff=2 * d_model)
+        self.block = EncoderBlock(d_model, n_heads, d_ff=d_ff)
 
     def tokens(self, images: torch.Tensor) -> torch.Tensor:
         z = self.embed(images)
@@ -166,13 +166,14 @@ class CrossViT(nn.Module):
     BRANCHES = ("both", "small", "large")  #: which branches run
 
     def __init__(self, image_size, patches: tuple[int, int], widths: tuple[int, int], n_layers: int, n_heads: int, *,
-                 n_classes: int, channels: int = 1, branches: str = "both"):
+                 n_classes: int, mlp_ratio: float = 2.0, channels: int = 1, branches: str = "both"):
         super().__init__()
         if branches not in self.BRANCHES:
             raise ValueError(f"branches must be one of {self.BRANCHES}, got {branches!r}")
         self.which = branches
         keep = {"both": (0, 1), "small": (0,), "large": (1,)}[branches]
-        self.branches = nn.ModuleList(nn.ModuleList(_Branch(image_size, patches[i], widths[i], n_heads, channels)
+        self.branches = nn.ModuleList(nn.ModuleList(_Branch(image_size, patches[i], widths[i], n_heads, channels,
+                                                                    max(1, round(mlp_ratio * widths[i])))
                                                     for _ in range(check_positive_int("n_layers", n_layers)))
                                       for i in keep)
         self.fusions = nn.ModuleList(CrossFusion(*widths, n_heads) for _ in range(n_layers)) if branches == "both" else None
@@ -203,12 +204,12 @@ class Swin(Classifier):
     :class:`~minilib.vision.PatchMerging` between stages (grid halves, width doubles). :cite:`liu2021swin`"""
 
     def __init__(self, image_size, patch: int, d_model: int, depths: tuple[int, ...], n_heads: int, *, n_classes: int,
-                 window: int, channels: int = 1):
+                 window: int, mlp_ratio: float = 2.0, channels: int = 1):
         embed = PatchEmbedding(image_size, patch, d_model, channels=channels, pos=False)
         grid, d, stages = embed.grid, d_model, []
         for s, depth in enumerate(depths):
             w = min(window, *grid)
-            blocks = [EncoderBlock(d, n_heads, d_ff=2 * d, mixer=WindowAttention(
+            blocks = [EncoderBlock(d, n_heads, d_ff=max(1, round(mlp_ratio * d)), mixer=WindowAttention(
                 d, n_heads, grid=grid, window=w, shift=(w // 2) * (i % 2) if w < min(grid) else 0))
                 for i in range(check_positive_int("depth", depth))]
             last = s == len(depths) - 1
@@ -223,9 +224,10 @@ class DaViT(Classifier):
     absolute positions. :cite:`ding2022davit`"""
 
     def __init__(self, image_size, patch: int, d_model: int, n_layers: int, n_heads: int, *, n_classes: int,
-                 window: int, channels: int = 1):
+                 window: int, d_ff: int | None = None, channels: int = 1):
         embed = PatchEmbedding(image_size, patch, d_model, channels=channels, pos=False)
-        blocks = [EncoderBlock(d_model, n_heads, d_ff=2 * d_model, mixer=(
+        d_ff = 2 * d_model if d_ff is None else d_ff
+        blocks = [EncoderBlock(d_model, n_heads, d_ff=d_ff, mixer=(
             WindowAttention(d_model, n_heads, grid=embed.grid, window=window) if i % 2 == 0
             else ChannelAttention(d_model, n_heads))) for i in range(check_positive_int("n_layers", n_layers))]
         super().__init__(embed, blocks, PoolHead(d_model, n_classes))

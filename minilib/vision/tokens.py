@@ -91,16 +91,18 @@ class TNTBlock(nn.Module):
     $$ Y^{\text{in}}_n = \operatorname{Block}_{\text{in}}(Y_n), \qquad
        Z_n \leftarrow Z_n + \operatorname{vec}(Y^{\text{in}}_n) W, \qquad Z \leftarrow \operatorname{Block}_{\text{out}}(Z) $$
 
-    ``(words (B*N, M, d_inner), sentences (B, N, d_outer)) -> same shapes``; ``M`` words per sentence.
+    ``(words (B*N, M, d_inner), sentences (B, N, d_outer)) -> same shapes``; ``M`` words per sentence; the outer
+    feed-forward width ``d_ff`` defaults to ``4 * d_outer``.
     :cite:`han2021transformer`
     """
 
-    def __init__(self, d_outer: int, d_inner: int, n_words: int, *, n_heads_outer: int, n_heads_inner: int = 1):
+    def __init__(self, d_outer: int, d_inner: int, n_words: int, *, n_heads_outer: int, n_heads_inner: int = 1,
+                 d_ff: int | None = None):
         super().__init__()
         self.n_words = check_positive_int("n_words", n_words)
         self.inner = EncoderBlock(d_inner, n_heads_inner, d_ff=2 * d_inner)
         self.fold = nn.Linear(n_words * d_inner, d_outer)
-        self.outer = EncoderBlock(d_outer, n_heads_outer, d_ff=4 * d_outer)
+        self.outer = EncoderBlock(d_outer, n_heads_outer, d_ff=4 * d_outer if d_ff is None else d_ff)
 
     def forward(self, words: torch.Tensor, sentences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         require_tensor("words", words, ndim=3, floating=True)
