@@ -298,7 +298,7 @@ class _BranchedFFN(nn.Module):
 class ReparamViT(Classifier):
     r"""A ViT whose feed-forward layers are :class:`~minilib.vision.BranchedLinear` with ``n_branches`` parallel
     maps: trained wide, merged by :func:`~minilib.vision.merge_branches` into a plain ViT for inference.
-    :cite:`yu2025rethinking`"""
+    :cite:`zhou2025rethinking`"""
 
     def __init__(self, image_size, patch: int, d_model: int, n_layers: int, n_heads: int, *, n_classes: int,
                  n_branches: int, d_ff: int | None = None, channels: int = 1):

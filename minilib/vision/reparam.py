@@ -3,7 +3,7 @@ r"""Structural reparameterisation: parallel linear branches while training, one 
 $$ \sum_{b=1}^{K} (x W_b + c_b) = x \Big(\sum_b W_b\Big) + \sum_b c_b $$
 
 holds exactly because nothing non-linear sits between the branches and their sum, so a trained
-:class:`BranchedLinear` folds into one :class:`torch.nn.Linear` (:func:`merge_branches`). :cite:`yu2025rethinking`
+:class:`BranchedLinear` folds into one :class:`torch.nn.Linear` (:func:`merge_branches`). :cite:`zhou2025rethinking`
 """
 from __future__ import annotations
 
