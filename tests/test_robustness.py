@@ -673,6 +673,8 @@ case(V.patch_merging, lambda: V.patch_merging(torch.randn(1, 15, 2), (3, 5)), "w
 case(V.PatchMerging, lambda: V.PatchMerging(0, (4, 4)), "d_model")
 case(V.seq_pool, lambda: V.seq_pool(torch.randn(2, 5, 4), torch.randn(2, 4)), "scores")
 case(V.PoolHead, lambda: V.PoolHead(4, 3, pool="max"), "pool")
+case(V.attention_rollout, lambda: V.attention_rollout([torch.rand(2, 2, 4, 4)], residual=2.0), "residual")
+case(V.attention_rollout, lambda: V.attention_rollout([torch.rand(2, 2, 4, 5)]), "maps")
 case(V.channel_attention, lambda: V.channel_attention(x32, x32, x32, 3), "n_groups", "d_model")
 case(V.channel_attention, lambda: V.channel_attention(x32, x32[:, :4], x32, 2), "q", "k")
 case(V.ChannelAttention, lambda: V.ChannelAttention(32, 5), "n_groups", "d_model")

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from minilib.vision import EncoderBlock, PatchEmbedding, PoolHead, VisionTransformer, patchify, seq_pool
+from minilib.vision import attention_rollout as V_attention_rollout
 
 
 def patchify_loop(images: torch.Tensor, p: int) -> torch.Tensor:
@@ -175,3 +176,22 @@ def test_encoder_block_takes_a_mixer_and_a_bias():
     h = mha.norm1(z)
     want = z + mha.attn(h, causal=True)
     torch.testing.assert_close(mha(z, bias=causal), want + mha.ffn(mha.norm2(want)))
+
+
+def test_attention_rollout_equals_per_image_loop():
+    torch.manual_seed(0)
+    maps = [torch.softmax(torch.randn(2, 3, 4, 4, dtype=torch.float64), -1) for _ in range(3)]
+    got = V_attention_rollout(maps, residual=0.3)
+    for b in range(2):
+        want = torch.eye(4, dtype=torch.float64)
+        for m in maps:
+            a = [[0.3 * (i == j) + 0.7 * sum(m[b, h, i, j].item() for h in range(3)) / 3 for j in range(4)] for i in range(4)]
+            a = torch.tensor([[x / sum(row) for x in row] for row in a], dtype=torch.float64)
+            want = a @ want
+        torch.testing.assert_close(got[b], want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got.sum(-1), torch.ones(2, 4, dtype=torch.float64))
+    torch.testing.assert_close(V_attention_rollout(maps, residual=1.0), torch.eye(4, dtype=torch.float64).expand(2, 4, 4))
+    with pytest.raises(ValueError, match="maps"):
+        V_attention_rollout([maps[0], maps[1][:, :, :3, :3]])
+    with pytest.raises(TypeError, match="maps"):
+        V_attention_rollout([])

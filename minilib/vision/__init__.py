@@ -1,7 +1,7 @@
 r"""Vision Transformers on small images: patches, windows, convolutions and tokens-in-tokens.
 
 - :mod:`~minilib.vision.vit`: :func:`patchify`, :class:`PatchEmbedding`, :class:`EncoderBlock`,
-  :class:`VisionTransformer`, :func:`seq_pool`, :class:`PoolHead` :cite:`dosovitskiy2021image`;
+  :class:`VisionTransformer`, :func:`seq_pool`, :class:`PoolHead`, :func:`attention_rollout` :cite:`dosovitskiy2021image`;
 - :mod:`~minilib.vision.windows`: Swin's window partition, shifted-window mask, window attention, patch merging;
 - :mod:`~minilib.vision.mixers`: channel, cascaded-group, single-head, convolutional and Manhattan-decay attention;
 - :mod:`~minilib.vision.tokens`: convolutional tokenizer, Tokens-to-Token, Transformer in Transformer, CrossViT fusion;
@@ -16,13 +16,14 @@ from minilib.vision.models import (CCT, RMT, SHViT, Classifier, CrossViT, CvT, D
                                    SmallCNN, Swin, T2TViT, TNT)
 from minilib.vision.reparam import BranchedLinear, merge_branches
 from minilib.vision.tokens import ConvTokenizer, CrossFusion, T2TStage, TNTBlock, cross_attention_fusion, soft_split
-from minilib.vision.vit import EncoderBlock, PatchEmbedding, PoolHead, VisionTransformer, patchify, seq_pool
+from minilib.vision.vit import (EncoderBlock, PatchEmbedding, PoolHead, VisionTransformer, attention_rollout, patchify,
+                                seq_pool)
 from minilib.vision.windows import (PatchMerging, WindowAttention, patch_merging, relative_position_index,
                                     shifted_window_mask, window_attention, window_attention_flops, window_partition,
                                     window_reverse)
 
 __all__ = [
-    "patchify", "PatchEmbedding", "EncoderBlock", "VisionTransformer", "seq_pool", "PoolHead",
+    "patchify", "PatchEmbedding", "EncoderBlock", "VisionTransformer", "seq_pool", "PoolHead", "attention_rollout",
     "window_partition", "window_reverse", "shifted_window_mask", "relative_position_index", "window_attention",
     "window_attention_flops", "WindowAttention", "patch_merging", "PatchMerging",
     "channel_attention", "ChannelAttention", "CascadedGroupAttention", "SingleHeadAttention", "ConvAttention",

@@ -13,12 +13,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minilib._checks import check_positive_int, require_tensor
+from minilib._checks import check_number, check_positive_int, require_tensor
 from minilib.attention import MultiHeadAttention
 from minilib.feedforward import FeedForward
 from minilib.norms import LayerNorm
 
-__all__ = ["patchify", "PatchEmbedding", "EncoderBlock", "VisionTransformer", "seq_pool", "PoolHead"]
+__all__ = ["patchify", "PatchEmbedding", "EncoderBlock", "VisionTransformer", "seq_pool", "PoolHead", "attention_rollout"]
 
 
 def _as_channels_first(images: torch.Tensor) -> torch.Tensor:
@@ -191,3 +191,26 @@ class PoolHead(nn.Module):
         pooled = {"mean": lambda: z.mean(dim=1), "seq": lambda: seq_pool(z, self.score(z)),
                   "first": lambda: z[:, 0], "last": lambda: z[:, -1]}[self.pool]()
         return self.head(pooled)
+
+
+def attention_rollout(maps: list[torch.Tensor], *, residual: float = 0.5) -> torch.Tensor:
+    r"""Attention rollout: how much each input token feeds each output token through all the layers.
+
+    $$ \tilde A_\ell = \operatorname{rownorm}\big(r I + (1 - r)\, \bar A_\ell\big), \qquad R = \tilde A_L \cdots \tilde A_1 $$
+
+    ``maps``: one ``(B, H, N, N)`` attention tensor per layer (first layer first), averaged over the heads
+    ($\bar A_\ell$); ``residual`` $= r$ weighs the identity that stands for the residual path. ``-> (B, N, N)``, each
+    row summing to 1. Mean pooling reads ``R.mean(1)``. See :cite:`abnar2020quantifying`.
+    """
+    if not isinstance(maps, (list, tuple)) or not maps:
+        raise TypeError(f"maps must be a non-empty list of (B, H, N, N) attention tensors, got {type(maps).__name__}")
+    residual = check_number("residual", residual, low=0.0, high=1.0)
+    out = None
+    for i, m in enumerate(maps):
+        require_tensor(f"maps[{i}]", m, ndim=4, floating=True)
+        if m.shape[-1] != m.shape[-2] or (out is not None and m.shape[::3] != (out.shape[0], out.shape[-1])):
+            raise ValueError(f"maps must all be (B, H, N, N) with one B and N, got maps[{i}] {tuple(m.shape)}")
+        a = residual * torch.eye(m.shape[-1], dtype=m.dtype, device=m.device) + (1 - residual) * m.mean(dim=1)
+        a = a / a.sum(dim=-1, keepdim=True)
+        out = a if out is None else a @ out
+    return out
