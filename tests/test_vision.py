@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minilib.vision import EncoderBlock, PatchEmbedding, VisionTransformer, patchify
+from minilib.vision import EncoderBlock, PatchEmbedding, PoolHead, VisionTransformer, patchify, seq_pool
+from minilib.vision import attention_rollout as V_attention_rollout
 
 
 def patchify_loop(images: torch.Tensor, p: int) -> torch.Tensor:
@@ -123,3 +124,74 @@ def test_bad_sizes_name_the_argument():
         model(torch.rand(4, 3, 8, 8))
     with pytest.raises(ValueError, match="images"):
         model(torch.rand(4, 10, 10))
+
+
+def test_patch_embedding_equals_strided_conv2d():
+    """Unfold + linear is a convolution with kernel = stride = patch, the weight reshaped to (d, C, p, p)."""
+    torch.manual_seed(0)
+    emb = PatchEmbedding((6, 9), 3, 5, channels=2, pos=False).double()
+    images = torch.randn(3, 2, 6, 9, dtype=torch.float64)
+    conv = F.conv2d(images, emb.proj.weight.reshape(5, 2, 3, 3), emb.proj.bias, stride=3)
+    torch.testing.assert_close(emb(images), conv.flatten(2).transpose(1, 2), rtol=1e-12, atol=1e-12)
+    assert emb.pos is None and emb.grid == (2, 3)
+
+
+def test_seq_pool_equals_softmax_weighted_loop():
+    torch.manual_seed(0)
+    z, s = torch.randn(3, 5, 4, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
+    want = torch.stack([sum(math.exp(s[b, n]) * z[b, n] for n in range(5)) / sum(math.exp(s[b, n]) for n in range(5))
+                        for b in range(3)])
+    torch.testing.assert_close(seq_pool(z, s), want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(seq_pool(z, s[..., None]), want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="scores"):
+        seq_pool(z, s[:, :4])
+
+
+@pytest.mark.parametrize("pool", PoolHead.POOLS)
+def test_pool_head_reads_the_right_tokens(pool):
+    torch.manual_seed(0)
+    head = PoolHead(4, 3, pool=pool).double()
+    z = torch.randn(2, 5, 4, dtype=torch.float64)
+    h = F.layer_norm(z, (4,), head.norm.weight, head.norm.bias, eps=1e-5)
+    pooled = {"mean": h.mean(1), "first": h[:, 0], "last": h[:, -1],
+              "seq": seq_pool(h, h @ head.score.weight[0] + head.score.bias) if pool == "seq" else None}[pool]
+    torch.testing.assert_close(head(z), pooled @ head.head.weight.T + head.head.bias, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="pool"):
+        PoolHead(4, 3, pool="max")
+
+
+def test_encoder_block_takes_a_mixer_and_a_bias():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(8, 8)
+    block = EncoderBlock(8, 2, d_ff=16, mixer=lin)
+    z = torch.randn(2, 3, 8)
+    want = z + lin(block.norm1(z))
+    torch.testing.assert_close(block(z), want + block.ffn(block.norm2(want)))
+    with pytest.raises(ValueError, match="bias"):
+        block(z, bias=torch.zeros(3, 3))
+    with pytest.raises(TypeError, match="mixer"):
+        EncoderBlock(8, 2, d_ff=16, mixer=lambda x: x)
+    mha = EncoderBlock(8, 2, d_ff=16)
+    causal = torch.zeros(3, 3).masked_fill(torch.ones(3, 3, dtype=torch.bool).triu(1), float("-inf"))
+    h = mha.norm1(z)
+    want = z + mha.attn(h, causal=True)
+    torch.testing.assert_close(mha(z, bias=causal), want + mha.ffn(mha.norm2(want)))
+
+
+def test_attention_rollout_equals_per_image_loop():
+    torch.manual_seed(0)
+    maps = [torch.softmax(torch.randn(2, 3, 4, 4, dtype=torch.float64), -1) for _ in range(3)]
+    got = V_attention_rollout(maps, residual=0.3)
+    for b in range(2):
+        want = torch.eye(4, dtype=torch.float64)
+        for m in maps:
+            a = [[0.3 * (i == j) + 0.7 * sum(m[b, h, i, j].item() for h in range(3)) / 3 for j in range(4)] for i in range(4)]
+            a = torch.tensor([[x / sum(row) for x in row] for row in a], dtype=torch.float64)
+            want = a @ want
+        torch.testing.assert_close(got[b], want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got.sum(-1), torch.ones(2, 4, dtype=torch.float64))
+    torch.testing.assert_close(V_attention_rollout(maps, residual=1.0), torch.eye(4, dtype=torch.float64).expand(2, 4, 4))
+    with pytest.raises(ValueError, match="maps"):
+        V_attention_rollout([maps[0], maps[1][:, :, :3, :3]])
+    with pytest.raises(TypeError, match="maps"):
+        V_attention_rollout([])
