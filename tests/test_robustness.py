@@ -41,7 +41,7 @@ from minilib.mixers import zoo
 # modules whose every public name the sweep must cover (the grader has its own tests; _private modules are internal)
 SWEPT = ("minilib.activations", "minilib.attention", "minilib.compress", "minilib.feedforward", "minilib.flash",
          "minilib.linear_attention", "minilib.mixing", "minilib.models", "minilib.norms", "minilib.parallel", "minilib.positional",
-         "minilib.mixers", "minilib.scan", "minilib.signal_propagation", "minilib.sparse", "minilib.ssm", "minilib.vision")
+         "minilib.mixers", "minilib.scan", "minilib.signal_propagation", "minilib.sparse", "minilib.ssm", "minilib.vision", "minilib.icl")
 # public names whose arguments are not user input to check (context managers over a model, registry readers)
 NOT_SWEPT = {"registered_mixers": "takes no argument", "TokenMixer": "abstract base class, no arguments",
              "calibrated_heads": "context manager over modules built by the library",
@@ -654,6 +654,43 @@ case(la_variants.linformer_attention, lambda: la.linformer_attention(q, q, q, to
 case(la_variants.flow_attention, lambda: la.flow_attention(q.tolist(), q, q), "q")
 case(la_variants.kernelized_rpe_fft, lambda: la.kernelized_rpe_fft(q, q, q, torch.randn(4)), "rpe")
 case(la_variants.simplified_linear_attention, lambda: la.simplified_linear_attention(q, q, q, torch.randn(3)), "conv_weight")
+
+
+# minilib.icl (chapter 10)
+from minilib import icl  # noqa: E402
+from minilib.icl import rasp  # noqa: E402
+
+icl_xs, icl_ys = torch.randn(2, 5, 3), torch.randn(2, 5)
+icl_gen = torch.Generator().manual_seed(0)
+case(icl.regression_prompts, lambda: icl.regression_prompts(2, 3, 4, generator=icl_gen, task="dense"), "task")
+case(icl.regression_prompts, lambda: icl.regression_prompts(2, 3, 4, generator=icl_gen, noise=-1.0), "noise")
+case(icl.RegressionPrompts, lambda: icl.RegressionPrompts(icl_xs, icl_ys), "w")
+case(icl.prompt_tokens, lambda: icl.prompt_tokens(icl_xs, icl_ys[:, :3]), "ys")
+case(icl.least_squares_predict, lambda: icl.least_squares_predict(icl_xs[0], icl_ys), "xs")
+case(icl.ridge_predict, lambda: icl.ridge_predict(icl_xs, icl_ys, -1.0), "lam")
+case(icl.gd_predict, lambda: icl.gd_predict(icl_xs, icl_ys, 0.1, steps=-1), "steps")
+icl_z = torch.randn(2, 5, 4)
+case(icl.lsa_forward, lambda: icl.lsa_forward(icl_z, torch.eye(3), torch.eye(4)), "w_kq")
+case(icl.lsa_predict, lambda: icl.lsa_predict(icl_z[0]), "z")
+case(icl.lsa_gd_weights, lambda: icl.lsa_gd_weights(0, 0.1), "d")
+case(icl.looped_lsa, lambda: icl.looped_lsa(icl_z, torch.eye(4), torch.eye(4), 1.5), "steps")
+case(icl.lsa_global_minimum, lambda: icl.lsa_global_minimum(torch.eye(3), 0), "n")
+case(icl.LinearSelfAttention, lambda: icl.LinearSelfAttention(3, depth=0), "depth")
+case(icl.ngram_transformer, lambda: icl.ngram_transformer(torch.zeros(3, 4, 4)), "table")
+case(icl.NGramTransformer, lambda: icl.ngram_transformer(torch.zeros(3, 3, 3))(torch.full((1, 4), 5)), "idx")
+case(rasp.SOp, lambda: rasp.SOp("attention"), "kind")
+case(rasp.Selector, lambda: rasp.Selector(rasp.tokens, [1, 2], rasp.EQ), "queries")
+case(rasp.map_sop, lambda: rasp.map_sop(abs, [1, 2]), "sop")
+case(rasp.sequence_map, lambda: rasp.sequence_map(max, rasp.tokens, 3), "b")
+case(rasp.select, lambda: rasp.select(rasp.tokens, rasp.indices, "<"), "predicate")
+case(rasp.aggregate, lambda: rasp.aggregate(rasp.tokens, rasp.tokens), "selector")
+case(rasp.selector_width, lambda: rasp.selector_width(rasp.tokens), "selector")
+case(rasp.run, lambda: rasp.run(rasp.tokens, [[1, 2]]), "sequence")
+case(rasp.attention_layers, lambda: rasp.attention_layers("sort"), "program")
+for fn in (rasp.EQ, rasp.LT, rasp.LEQ, rasp.GT, rasp.TRUE):
+    case(fn, lambda fn=fn: fn("a", np.zeros(2)), "key", label=f"rasp.{fn.__name__}: a string key")
+for fn in (rasp.histogram, rasp.reverse, rasp.sort, rasp.dyck1):
+    case(fn, lambda fn=fn: fn([1, 2, 3]), "sop", label=f"rasp.{fn.__name__}: a list, not an SOp")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ Typical use::
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import numpy as np
@@ -22,11 +23,18 @@ __all__ = ["SOp", "Selector", "tokens", "indices", "map_sop", "sequence_map", "s
            "histogram", "reverse", "sort", "dyck1"]
 
 
+#: the kinds of node a program is built from
+KINDS = ("tokens", "indices", "map", "aggregate", "selector_width")
+
+
 class SOp:
-    """A sequence operation: a node of a RASP program; :func:`run` evaluates it on an input sequence."""
+    """A sequence operation: a node of a RASP program; :func:`run` evaluates it on an input sequence.
+    Built by :func:`map_sop`, :func:`sequence_map`, :func:`aggregate` and :func:`selector_width`."""
 
     def __init__(self, kind: str, inputs: tuple = (), fn: Callable | None = None, name: str = ""):
-        self.kind, self.inputs, self.fn, self.name = kind, inputs, fn, name or kind
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        self.kind, self.inputs, self.fn, self.name = kind, tuple(inputs), fn, name or kind
 
     def __repr__(self) -> str:
         return f"SOp({self.name})"
@@ -36,6 +44,10 @@ class Selector:
     """``select(keys, queries, predicate)``: a boolean ``(T_query, T_key)`` attention pattern, built lazily."""
 
     def __init__(self, keys: SOp, queries: SOp, predicate: Callable):
+        _require("keys", keys, SOp)
+        _require("queries", queries, SOp)
+        if not callable(predicate):
+            raise TypeError(f"predicate must be callable, got {type(predicate).__name__}")
         self.keys, self.queries, self.predicate = keys, queries, predicate
 
 
@@ -45,26 +57,42 @@ tokens = SOp("tokens")
 indices = SOp("indices")
 
 
+def _predicate(fn: Callable) -> Callable:
+    """A selector predicate on NumPy arrays (or numbers) of keys and queries, broadcast against each other."""
+    @functools.wraps(fn)
+    def checked(key, query):
+        for name, value in (("key", key), ("query", query)):
+            if not isinstance(value, (np.ndarray, np.generic, int, float)) or isinstance(value, bool):
+                raise TypeError(f"{name} must be a NumPy array or a number, got {type(value).__name__}")
+        return fn(key, query)
+    return checked
+
+
+@_predicate
 def EQ(key, query):
     """Select keys equal to the query."""
     return key == query
 
 
+@_predicate
 def LT(key, query):
     """Select keys smaller than the query."""
     return key < query
 
 
+@_predicate
 def LEQ(key, query):
     """Select keys at most the query."""
     return key <= query
 
 
+@_predicate
 def GT(key, query):
     """Select keys larger than the query."""
     return key > query
 
 
+@_predicate
 def TRUE(key, query):
     """Select every key."""
     return np.ones(np.broadcast(key, query).shape, dtype=bool)
@@ -94,10 +122,6 @@ def sequence_map(fn: Callable, a: SOp, b: SOp, name: str = "") -> SOp:
 
 def select(keys: SOp, queries: SOp, predicate: Callable) -> Selector:
     r"""The attention pattern :math:`S_{qk} = \mathrm{predicate}(\mathrm{keys}_k, \mathrm{queries}_q)`."""
-    _require("keys", keys, SOp)
-    _require("queries", queries, SOp)
-    if not callable(predicate):
-        raise TypeError(f"predicate must be callable, got {type(predicate).__name__}")
     return Selector(keys, queries, predicate)
 
 
@@ -172,34 +196,38 @@ def attention_layers(program: SOp) -> list[int]:
     return [sum(1 for d in layer_of.values() if d == layer) for layer in range(1, max(layer_of.values(), default=0) + 1)]
 
 
-def histogram() -> SOp:
-    """For each token, how many times it occurs: ``selector_width(select(tokens, tokens, ==))``. 1 layer, 1 head."""
-    return selector_width(select(tokens, tokens, EQ), name="histogram")
+def histogram(sop: SOp = tokens) -> SOp:
+    """For each token of ``sop``, how many times it occurs: ``selector_width(select(sop, sop, ==))``. 1 layer, 1 head."""
+    _require("sop", sop, SOp)
+    return selector_width(select(sop, sop, EQ), name="histogram")
 
 
-def reverse() -> SOp:
-    """The sequence reversed: ``length - i - 1`` via a selector width, then aggregate from that position."""
-    length = selector_width(select(tokens, tokens, TRUE), name="length")
+def reverse(sop: SOp = tokens) -> SOp:
+    """``sop`` reversed: ``length - i - 1`` via a selector width, then aggregate from that position."""
+    _require("sop", sop, SOp)
+    length = selector_width(select(sop, sop, TRUE), name="length")
     opposite = sequence_map(lambda i, n: n - i - 1, indices, length, name="opposite")
-    return aggregate(select(indices, opposite, EQ), tokens, name="reverse")
+    return aggregate(select(indices, opposite, EQ), sop, name="reverse")
 
 
-def sort() -> SOp:
-    """The tokens in increasing order (ties kept in input order): each token's target position is the number of
+def sort(sop: SOp = tokens) -> SOp:
+    """``sop`` in increasing order (ties kept in input order): each token's target position is the number of
     smaller keys, keys made distinct by adding ``i * 1e-6`` (inputs of integer tokens, fewer than 10^5 of them)."""
-    key = sequence_map(lambda x, i: x + i * 1e-6, tokens, indices, name="key")
+    _require("sop", sop, SOp)
+    key = sequence_map(lambda x, i: x + i * 1e-6, sop, indices, name="key")
     target = selector_width(select(key, key, LT), name="target")
-    return aggregate(select(target, indices, EQ), tokens, name="sort")
+    return aggregate(select(target, indices, EQ), sop, name="sort")
 
 
-def dyck1() -> SOp:
-    """Dyck-1 over tokens 1 = "(" and 0 = ")": 1 where the prefix up to ``t`` is balanced, else 0.
+def dyck1(sop: SOp = tokens) -> SOp:
+    """Dyck-1 over ``sop`` with 1 = "(" and 0 = ")": 1 where the prefix up to ``t`` is balanced, else 0.
 
     The fraction of opens minus closes in each prefix (one uniform causal head), then whether any prefix went
     negative (a second layer). :cite:`weiss2021thinking`
     """
+    _require("sop", sop, SOp)
     prefix = select(indices, indices, LEQ)
-    balance = aggregate(prefix, map_sop(lambda x: 2.0 * x - 1.0, tokens), name="balance")
+    balance = aggregate(prefix, map_sop(lambda x: 2.0 * x - 1.0, sop), name="balance")
     went_negative = aggregate(prefix, map_sop(lambda b: (b < -1e-9).astype(float), balance), name="went_negative")
     return sequence_map(lambda b, neg: ((np.abs(b) < 1e-9) & (neg == 0)).astype(int), balance, went_negative,
                         name="dyck1")
