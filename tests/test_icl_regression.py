@@ -1,8 +1,11 @@
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from minilib.icl import gd_predict, least_squares_predict, prompt_tokens, regression_prompts, ridge_predict
+from minilib.icl import (bayes_mixture_predict, gd_predict, least_squares_predict, prompt_tokens, regression_prompts,
+                         ridge_predict)
 
 
 def _prompts(B, n, d, seed=0, **kw):
@@ -82,3 +85,37 @@ def test_bad_input():
         ridge_predict(xs, ys, 0.0)
     with pytest.raises(ValueError, match="lr"):
         gd_predict(xs, ys, -1.0)
+
+
+def test_bayes_mixture_reduces_to_ridge_and_to_one_coordinate():
+    xs, ys, _ = _prompts(20, 4, 3, noise=0.3)
+    torch.testing.assert_close(bayes_mixture_predict(xs, ys, 0.3, 0.0), ridge_predict(xs, ys, 0.09), rtol=1e-9, atol=1e-9)
+    # p_sparse = 1 with d = 1: one hypothesis, w = s e_1 with s ~ N(0, 1): scalar ridge with lam = noise^2 / d
+    xs1, ys1, _ = _prompts(20, 4, 1, noise=0.3)
+    torch.testing.assert_close(bayes_mixture_predict(xs1, ys1, 0.3, 1.0), ridge_predict(xs1, ys1, 0.09), rtol=1e-9, atol=1e-9)
+
+
+def test_bayes_mixture_posterior_weights_by_enumeration():
+    # a brute-force check of the evidence: the weight of each hypothesis from the Gaussian density via torch.distributions
+    xs, ys, _ = _prompts(5, 3, 2, noise=0.5, task="sparse", sparsity=1)
+    X, y, xq = xs[:, :-1], ys[:, :-1], xs[:, -1]
+    priors = [(0.6, torch.eye(2, dtype=torch.float64)), (0.2, torch.diag(torch.tensor([2.0, 0.0], dtype=torch.float64))),
+              (0.2, torch.diag(torch.tensor([0.0, 2.0], dtype=torch.float64)))]
+    want = []
+    for b in range(5):
+        logs, means = [], []
+        for pi, S in priors:
+            C = X[b] @ S @ X[b].T + 0.25 * torch.eye(3, dtype=torch.float64)
+            logs.append(math.log(pi) + torch.distributions.MultivariateNormal(torch.zeros(3, dtype=torch.float64), C).log_prob(y[b]))
+            means.append(xq[b] @ S @ X[b].T @ torch.linalg.solve(C, y[b]))
+        w = torch.softmax(torch.stack(logs), 0)
+        want.append((w * torch.stack(means)).sum())
+    torch.testing.assert_close(bayes_mixture_predict(xs, ys, 0.5, 0.4), torch.stack(want), rtol=1e-9, atol=1e-9)
+
+
+def test_bayes_mixture_bad_input():
+    xs, ys, _ = _prompts(2, 3, 4)
+    with pytest.raises(ValueError, match="noise"):
+        bayes_mixture_predict(xs, ys, 0.0, 0.5)
+    with pytest.raises(ValueError, match="p_sparse"):
+        bayes_mixture_predict(xs, ys, 0.1, 1.5)

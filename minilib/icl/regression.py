@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import math
+
 import torch
 
 from minilib._checks import check_nonnegative_int, check_number, check_positive_int, require_tensor
 
 __all__ = ["RegressionPrompts", "regression_prompts", "prompt_tokens", "least_squares_predict", "ridge_predict",
-           "gd_predict"]
+           "gd_predict", "bayes_mixture_predict"]
 
 #: the task families :func:`regression_prompts` draws ``w`` from
 TASKS = ("linear", "sparse")
@@ -130,3 +132,34 @@ def gd_predict(xs: torch.Tensor, ys: torch.Tensor, lr: float, steps: int = 1) ->
         residual = y - (X @ w[:, :, None])[..., 0]
         w = w + lr / n * (X.transpose(1, 2) @ residual[..., None])[..., 0]
     return (w * xs[:, -1]).sum(-1)
+
+
+def bayes_mixture_predict(xs: torch.Tensor, ys: torch.Tensor, noise: float, p_sparse: float) -> torch.Tensor:
+    r"""The Bayes posterior mean at the query under the mixture prior of :func:`regression_prompts`: ``(B,)``.
+
+    With probability ``1 - p_sparse`` the task is dense, :math:`w \sim \mathcal N(0, I_d)`; otherwise it is 1-sparse,
+    :math:`w = s\, e_j` with ``j`` uniform and :math:`s \sim \mathcal N(0, d)`. Each hypothesis ``h`` is Gaussian,
+    :math:`w \sim \mathcal N(0, S_h)`, so with :math:`C_h = X S_h X^\top + \sigma^2 I`
+
+    $$ p(h \mid X, y) \propto \pi_h\, \mathcal N(y; 0, C_h), \qquad
+       \hat y_q = \sum_h p(h \mid X, y)\; x_q^\top S_h X^\top C_h^{-1} y . $$
+    ``p_sparse = 0`` is ridge with ``lam = noise**2``. Needs ``noise > 0``. :cite:`panwar2024incontext`
+    """
+    _check_prompt(xs, ys)
+    check_number("noise", noise, positive=True)
+    check_number("p_sparse", p_sparse, low=0.0, high=1.0)
+    X, y, xq = xs[:, :-1].double(), ys[:, :-1].double(), xs[:, -1].double()
+    d = X.shape[-1]
+    eye_d = torch.eye(d, dtype=torch.float64)
+    hypotheses = [(1 - p_sparse, eye_d)] + [(p_sparse / d, d * torch.diag(eye_d[j])) for j in range(d)]
+    log_post, preds = [], []
+    for prior, S in hypotheses:
+        cov = X @ S @ X.transpose(1, 2) + noise ** 2 * torch.eye(X.shape[1], dtype=torch.float64)
+        chol = torch.linalg.cholesky(cov)
+        alpha = torch.cholesky_solve(y[..., None], chol)                       # C_h^-1 y, (B, n, 1)
+        log_det_half = torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(-1)
+        log_prior = math.log(prior) if prior > 0 else -math.inf
+        log_post.append(log_prior - 0.5 * (y[..., None] * alpha).sum((1, 2)) - log_det_half)
+        preds.append(((xq @ S)[:, None, :] @ X.transpose(1, 2) @ alpha)[:, 0, 0])
+    weights = torch.softmax(torch.stack(log_post, -1), -1)
+    return (weights * torch.stack(preds, -1)).sum(-1).to(xs.dtype)
