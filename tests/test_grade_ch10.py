@@ -64,3 +64,12 @@ def test_the_library_is_forbidden():
 def test_answers_follow_the_input_dtype():
     for q in QUESTIONS:
         assert any(a.dtype == torch.float32 for c in q.cases() for a in c.args if torch.is_tensor(a)), q.id
+
+
+def test_prefix_matching_reference_equals_the_library_score():
+    from minilib.icl import prefix_matching_score
+
+    for case in get("10.q5").cases():
+        attn, tokens = _f64(case)
+        torch.testing.assert_close(get("10.q5").reference(attn, tokens), prefix_matching_score(attn, tokens),
+                                   rtol=1e-12, atol=1e-12)

@@ -689,6 +689,8 @@ case(rasp.run, lambda: rasp.run(rasp.tokens, [[1, 2]]), "sequence")
 case(rasp.attention_layers, lambda: rasp.attention_layers("sort"), "program")
 for fn in (rasp.EQ, rasp.LT, rasp.LEQ, rasp.GT, rasp.TRUE):
     case(fn, lambda fn=fn: fn("a", np.zeros(2)), "key", label=f"rasp.{fn.__name__}: a string key")
+case(icl.induction_head_patterns, lambda: icl.induction_head_patterns(torch.zeros(2, 3, dtype=torch.long)), "tokens")
+case(icl.prefix_matching_score, lambda: icl.prefix_matching_score(torch.zeros(4, 4), torch.zeros(6, dtype=torch.long)), "attn")
 for fn in (rasp.histogram, rasp.reverse, rasp.sort, rasp.dyck1):
     case(fn, lambda fn=fn: fn([1, 2, 3]), "sop", label=f"rasp.{fn.__name__}: a list, not an SOp")
 
