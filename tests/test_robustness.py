@@ -41,7 +41,8 @@ from minilib.mixers import zoo
 # modules whose every public name the sweep must cover (the grader has its own tests; _private modules are internal)
 SWEPT = ("minilib.activations", "minilib.attention", "minilib.compress", "minilib.convolution", "minilib.feedforward", "minilib.flash",
          "minilib.linear_attention", "minilib.mixing", "minilib.models", "minilib.norms", "minilib.parallel", "minilib.positional",
-         "minilib.mixers", "minilib.moe", "minilib.registry", "minilib.scan", "minilib.signal_propagation", "minilib.sparse", "minilib.ssm", "minilib.vision")
+         "minilib.mixers", "minilib.moe", "minilib.registry", "minilib.scan", "minilib.signal_propagation", "minilib.sparse", "minilib.ssm",
+         "minilib.vision", "minilib.icl")
 # public names whose arguments are not user input to check (context managers over a model, registry readers)
 NOT_SWEPT = {"registered_mixers": "takes no argument", "free_port": "takes no argument",
              "WorkerError": "the exception launch raises", "RankLog": "a record the library's own functions fill", "registered_ffns": "takes no argument", "TokenMixer": "abstract base class, no arguments",
@@ -837,6 +838,46 @@ case(V.SHViT, lambda: V.SHViT(8, 2, 16, 1, n_classes=10, partial=-0.1), "partial
 case(V.RMT, lambda: V.RMT(8, 2, 16, 1, 3, n_classes=10), "n_heads")
 case(V.ReparamViT, lambda: V.ReparamViT(8, 2, 16, 1, 2, n_classes=10, n_branches=0), "n_branches")
 case(V.SmallCNN, lambda: V.SmallCNN(0, n_classes=10), "width")
+
+
+# minilib.icl (chapter 10)
+from minilib import icl  # noqa: E402
+from minilib.icl import rasp  # noqa: E402
+
+icl_xs, icl_ys = torch.randn(2, 5, 3), torch.randn(2, 5)
+icl_gen = torch.Generator().manual_seed(0)
+case(icl.regression_prompts, lambda: icl.regression_prompts(2, 3, 4, generator=icl_gen, task="dense"), "task")
+case(icl.regression_prompts, lambda: icl.regression_prompts(2, 3, 4, generator=icl_gen, noise=-1.0), "noise")
+case(icl.RegressionPrompts, lambda: icl.RegressionPrompts(icl_xs, icl_ys), "w")
+case(icl.prompt_tokens, lambda: icl.prompt_tokens(icl_xs, icl_ys[:, :3]), "ys")
+case(icl.least_squares_predict, lambda: icl.least_squares_predict(icl_xs[0], icl_ys), "xs")
+case(icl.ridge_predict, lambda: icl.ridge_predict(icl_xs, icl_ys, -1.0), "lam")
+case(icl.gd_predict, lambda: icl.gd_predict(icl_xs, icl_ys, 0.1, steps=-1), "steps")
+case(icl.bayes_mixture_predict, lambda: icl.bayes_mixture_predict(icl_xs, icl_ys, 0.1, 2.0), "p_sparse")
+icl_z = torch.randn(2, 5, 4)
+case(icl.lsa_forward, lambda: icl.lsa_forward(icl_z, torch.eye(3), torch.eye(4)), "w_kq")
+case(icl.lsa_predict, lambda: icl.lsa_predict(icl_z[0]), "z")
+case(icl.lsa_gd_weights, lambda: icl.lsa_gd_weights(0, 0.1), "d")
+case(icl.looped_lsa, lambda: icl.looped_lsa(icl_z, torch.eye(4), torch.eye(4), 1.5), "steps")
+case(icl.lsa_global_minimum, lambda: icl.lsa_global_minimum(torch.eye(3), 0), "n")
+case(icl.LinearSelfAttention, lambda: icl.LinearSelfAttention(3, depth=0), "depth")
+case(icl.ngram_transformer, lambda: icl.ngram_transformer(torch.zeros(3, 4, 4)), "table")
+case(icl.NGramTransformer, lambda: icl.ngram_transformer(torch.zeros(3, 3, 3))(torch.full((1, 4), 5)), "idx")
+case(rasp.SOp, lambda: rasp.SOp("attention"), "kind")
+case(rasp.Selector, lambda: rasp.Selector(rasp.tokens, [1, 2], rasp.EQ), "queries")
+case(rasp.map_sop, lambda: rasp.map_sop(abs, [1, 2]), "sop")
+case(rasp.sequence_map, lambda: rasp.sequence_map(max, rasp.tokens, 3), "b")
+case(rasp.select, lambda: rasp.select(rasp.tokens, rasp.indices, "<"), "predicate")
+case(rasp.aggregate, lambda: rasp.aggregate(rasp.tokens, rasp.tokens), "selector")
+case(rasp.selector_width, lambda: rasp.selector_width(rasp.tokens), "selector")
+case(rasp.run, lambda: rasp.run(rasp.tokens, [[1, 2]]), "sequence")
+case(rasp.attention_layers, lambda: rasp.attention_layers("sort"), "program")
+for fn in (rasp.EQ, rasp.LT, rasp.LEQ, rasp.GT, rasp.TRUE):
+    case(fn, lambda fn=fn: fn("a", np.zeros(2)), "key", label=f"rasp.{fn.__name__}: a string key")
+case(icl.induction_head_patterns, lambda: icl.induction_head_patterns(torch.zeros(2, 3, dtype=torch.long)), "tokens")
+case(icl.prefix_matching_score, lambda: icl.prefix_matching_score(torch.zeros(4, 4), torch.zeros(6, dtype=torch.long)), "attn")
+for fn in (rasp.histogram, rasp.reverse, rasp.sort, rasp.dyck1):
+    case(fn, lambda fn=fn: fn([1, 2, 3]), "sop", label=f"rasp.{fn.__name__}: a list, not an SOp")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,55 @@
+r"""Induction heads: the two-layer circuit that continues a repeated pattern, and the score that finds one
+:cite:`olsson2022induction`.
+
+Layer 1, a previous-token head, writes each position's previous token :math:`x_{s-1}` into the residual stream.
+Layer 2, the induction head, matches the current token :math:`x_t` (query) against that feature (key), attends to
+the positions ``s`` whose previous token equals :math:`x_t`, and copies :math:`x_s`: after "... A B ... A" it
+predicts "B".
+"""
+from __future__ import annotations
+
+import torch
+
+from minilib._checks import check_token_ids, require_tensor
+
+__all__ = ["induction_head_patterns", "prefix_matching_score"]
+
+
+def induction_head_patterns(tokens: torch.Tensor) -> torch.Tensor:
+    r"""The hard attention patterns of the constructed two-layer circuit on ``tokens (T,)``: ``(2, T, T)``.
+
+    Row ``t`` of layer 1 attends to ``t - 1`` (position 0 to itself). Row ``t`` of layer 2 attends uniformly to
+    the keys :math:`s \le t` with :math:`x_{s-1} = x_t` (key ``s`` carries :math:`x_{s-1}` from layer 1), and to
+    position 0 when there is none. :cite:`olsson2022induction`
+    """
+    check_token_ids("tokens", tokens, ndim=1)
+    T = tokens.shape[0]
+    positions = torch.arange(T)
+    previous_token_head = torch.zeros(T, T, dtype=torch.float64)
+    previous_token_head[positions, (positions - 1).clamp(min=0)] = 1.0
+    previous = previous_token_head @ tokens.double()                           # x_{s-1}, what layer 1 writes at s
+    match = (previous[None, :] == tokens.double()[:, None]) & (positions[None, :] <= positions[:, None])
+    match[:, 0] = False                                                        # position 0 has no previous token
+    match[~match.any(-1), 0] = True                                            # nothing to copy: attend to the start
+    induction = match.double() / match.sum(-1, keepdim=True)
+    return torch.stack([previous_token_head, induction])
+
+
+def prefix_matching_score(attn: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    r"""How much each head attends like an induction head on a random segment repeated once: ``(..., T, T)`` -> ``(...)``.
+
+    $$ \text{score} = \frac1L \sum_{t=L}^{2L-1} \sum_{1 \le s \le t:\ x_{s-1} = x_t} a_{ts} , \qquad T = 2L; $$
+    1 for a perfect induction head, about :math:`\frac1L\sum_t \frac{1}{t+1}` for uniform causal attention.
+    :cite:`olsson2022induction`
+    """
+    check_token_ids("tokens", tokens, ndim=1)
+    require_tensor("attn", attn, floating=True)
+    T = tokens.shape[0]
+    if attn.dim() < 2 or attn.shape[-2:] != (T, T):
+        raise ValueError(f"attn must end in (T, T) = ({T}, {T}) for tokens of length {T}, got {tuple(attn.shape)}")
+    if T % 2:
+        raise ValueError(f"tokens must be a segment repeated once (even length), got length {T}")
+    previous = torch.cat([tokens.new_full((1,), -1), tokens[:-1]])
+    match = (previous[None, :] == tokens[:, None]) & torch.ones(T, T, dtype=torch.bool).tril()
+    match[: T // 2] = False
+    return (attn * match.to(attn.dtype)).sum((-1, -2)) / (T // 2)
