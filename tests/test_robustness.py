@@ -704,6 +704,11 @@ case(compress.speculative_accept, lambda: compress.speculative_accept(torch.ones
 case(compress.speculative_accept, lambda: compress.speculative_accept(torch.ones(3) / 3, torch.ones(3) / 3, 3, 0.5), "token")
 case(compress.draft_verify_generate, lambda: compress.draft_verify_generate(len, len, torch.tensor([0.5]), 2), "prompt")
 case(compress.draft_verify_generate, lambda: compress.draft_verify_generate(len, None, torch.tensor([0]), 2), "draft")
+case(compress.low_rank_mh_pooling, lambda: compress.low_rank_mh_pooling(torch.randn(1, 3, 4), torch.randn(2, 5, 1),
+                                                                         torch.randn(2, 5, 1)), "U", "V")
+case(compress.low_rank_mh_pooling, lambda: compress.low_rank_mh_pooling(torch.randn(1, 3, 4), torch.randn(2, 4, 1),
+                                                                         torch.randn(2, 4, 1), mask=torch.ones(1, 3)), "mask")
+case(compress.LowRankMHPooling, lambda: compress.LowRankMHPooling(4, 0, 1), "n_heads")
 
 
 # ---------------------------------------------------------------------------------------------------------------
