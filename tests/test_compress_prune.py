@@ -68,3 +68,26 @@ def test_sublayer_redundancy_is_one_minus_the_mean_cosine():
     assert sublayer_redundancy(x_in, 3 * x_in).item() == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(ValueError, match="x_out"):
         sublayer_redundancy(x_in, x_out[:, :2])
+
+
+def test_output_aware_pruning_scores_by_output_norm_and_refits_by_least_squares():
+    from minilib.compress import prune_output_aware
+
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(200, 6, generator=g, dtype=f64) @ torch.randn(6, 6, generator=g, dtype=f64)  # correlated units
+    w_out = torch.randn(3, 6, generator=g, dtype=f64)
+    norms = [math.sqrt(sum(v * v for v in hidden[:, j].tolist())) * math.sqrt(sum(v * v for v in w_out[:, j].tolist()))
+             for j in range(6)]
+    want_keep = sorted(sorted(range(6), key=lambda j: -norms[j])[:3])
+    keep, plain = prune_output_aware(hidden, w_out, 3, reconstruct=False)
+    assert keep.tolist() == want_keep and torch.equal(plain, w_out[:, keep])
+    _, refit = prune_output_aware(hidden, w_out, 3)
+    # the normal equations H_S^T H_S X = H_S^T Y, solved independently
+    H_S, Y = hidden[:, keep], hidden @ w_out.T
+    torch.testing.assert_close(refit.T, torch.linalg.solve(H_S.T @ H_S, H_S.T @ Y), rtol=1e-8, atol=1e-10)
+    err = lambda w: (H_S @ w.T - Y).pow(2).sum().item()  # noqa: E731
+    assert err(refit) < err(plain)
+    _, full = prune_output_aware(hidden, w_out, 6)
+    torch.testing.assert_close(full, w_out, rtol=1e-8, atol=1e-10)  # keeping every unit reconstructs exactly
+    with pytest.raises(ValueError, match="n_keep"):
+        prune_output_aware(hidden, w_out, 7)

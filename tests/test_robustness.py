@@ -709,6 +709,8 @@ case(compress.low_rank_mh_pooling, lambda: compress.low_rank_mh_pooling(torch.ra
 case(compress.low_rank_mh_pooling, lambda: compress.low_rank_mh_pooling(torch.randn(1, 3, 4), torch.randn(2, 4, 1),
                                                                          torch.randn(2, 4, 1), mask=torch.ones(1, 3)), "mask")
 case(compress.LowRankMHPooling, lambda: compress.LowRankMHPooling(4, 0, 1), "n_heads")
+case(compress.prune_output_aware, lambda: compress.prune_output_aware(torch.randn(5, 4), torch.randn(3, 5), 2), "hidden", "w_out")
+case(compress.prune_output_aware, lambda: compress.prune_output_aware(torch.randn(5, 4), torch.randn(3, 4), 0), "n_keep")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import torch
 
 from minilib._checks import check_number, check_positive_int, require_tensor
 
-__all__ = ["magnitude_mask", "wanda_mask", "nm_mask", "sublayer_redundancy"]
+__all__ = ["magnitude_mask", "wanda_mask", "nm_mask", "sublayer_redundancy", "prune_output_aware"]
 
 
 def _check_sparsity(sparsity) -> float:
@@ -86,3 +86,33 @@ def sublayer_redundancy(x_in: torch.Tensor, x_out: torch.Tensor) -> torch.Tensor
     if x_in.shape != x_out.shape:
         raise ValueError(f"x_in {tuple(x_in.shape)} and x_out {tuple(x_out.shape)} must have the same shape")
     return 1 - torch.nn.functional.cosine_similarity(x_in, x_out, dim=-1).mean()
+
+
+def prune_output_aware(hidden: torch.Tensor, w_out: torch.Tensor, n_keep: int, *, reconstruct: bool = True
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Structured pruning of hidden units by their contribution to the output, then least-squares reconstruction.
+
+    With calibration activations $H$ (``hidden (n, m)``) feeding ``w_out (d, m)``, unit $j$ adds $H_{:,j} W_{:,j}^\top$
+    to the output, of norm $\lVert H_{:,j}\rVert\,\lVert W_{:,j}\rVert$; the ``n_keep`` units with the largest such
+    norm stay. The next layer is then refitted to the dense output, no retraining:
+    $$ W'_S = \arg\min_X \lVert H W^\top - H_S X^\top \rVert_F^2 \quad (\text{least squares}). $$
+    Returns ``(keep (n_keep,) sorted unit indices, w_new (d, n_keep))``; ``reconstruct=False`` gives
+    ``w_out[:, keep]``. One-shot scoring: a simplification of the paper's greedy depth-2 search
+    :cite:`li2024greedy`.
+    """
+    require_tensor("hidden", hidden, ndim=2, floating=True)
+    require_tensor("w_out", w_out, ndim=2, floating=True)
+    if hidden.shape[1] != w_out.shape[1]:
+        raise ValueError(f"hidden {tuple(hidden.shape)} and w_out {tuple(w_out.shape)} must share the unit count m")
+    if not 1 <= check_positive_int("n_keep", n_keep) <= hidden.shape[1]:
+        raise ValueError(f"n_keep must be in [1, m={hidden.shape[1]}], got {n_keep}")
+    if not isinstance(reconstruct, bool):
+        raise TypeError(f"reconstruct must be True or False, got {reconstruct!r}")
+    hidden, w_out = hidden.detach(), w_out.detach()
+    score = hidden.norm(dim=0) * w_out.norm(dim=0)
+    keep = torch.sort(torch.topk(score, n_keep).indices).values
+    if not reconstruct:
+        return keep, w_out[:, keep].clone()
+    target = (hidden @ w_out.T).double()
+    solution = torch.linalg.lstsq(hidden[:, keep].double(), target, driver="gelsd").solution
+    return keep, solution.T.to(w_out.dtype)
