@@ -711,6 +711,8 @@ case(compress.low_rank_mh_pooling, lambda: compress.low_rank_mh_pooling(torch.ra
 case(compress.LowRankMHPooling, lambda: compress.LowRankMHPooling(4, 0, 1), "n_heads")
 case(compress.prune_output_aware, lambda: compress.prune_output_aware(torch.randn(5, 4), torch.randn(3, 5), 2), "hidden", "w_out")
 case(compress.prune_output_aware, lambda: compress.prune_output_aware(torch.randn(5, 4), torch.randn(3, 4), 0), "n_keep")
+case(compress.svd_factorize, lambda: compress.svd_factorize(torch.randn(3, 4), 4), "rank")
+case(compress.energy_rank, lambda: compress.energy_rank(torch.randn(3, 4), 1.5), "energy")
 
 
 # ---------------------------------------------------------------------------------------------------------------
