@@ -38,7 +38,7 @@ SEEDS = (0, 1, 2)
 QUANTIZERS = {"float": None, "ternary": compress.ternarize, "binary": compress.binarize}
 QAT = dict(steps=300, lr=1e-3, batch=32, eval_windows=64)
 QAT_QUICK = dict(steps=3, lr=1e-3, batch=4, eval_windows=4)
-VIT = dict(patch=2, d_model=32, n_layers=2, n_heads=4, steps=400, lr=3e-3, batch=64, n_test=400, merges=(0, 2, 4, 6))
+VIT = dict(patch=2, d_model=32, n_layers=2, n_heads=4, steps=400, lr=3e-3, batch=64, n_test=400, merges=(0, 2, 4, 5))
 VIT_QUICK = dict(VIT, steps=3, merges=(0, 4))
 
 
