@@ -10,6 +10,8 @@ Experiments (chapter 12 reads them):
   number of AdamW steps in float, with ternary weights (:func:`minilib.compress.ternarize`) and with binary weights
   (:func:`minilib.compress.binarize`) on every linear layer, straight-through gradients, three data-order seeds;
   held-out loss on the first 64 of chapter 2's evaluation windows, before (post-training) and after training;
+* ``ats``: the same ViTs with the adaptive token sampler (:func:`minilib.compress.adaptive_token_sampler`, 8
+  samples) before the second block, no retraining: accuracy, and how many tokens each image keeps;
 * ``tome``: a 2-block digits ViT (patch 2, 16 tokens, d_model 32) trained with three seeds, then evaluated with no
   retraining while ``r`` tokens are merged before each block by ToMe (:func:`minilib.compress.tome`) or PiToMe
   (:func:`minilib.compress.pitome`), size-weighted mean pooling at the end; accuracy and tokens processed.
@@ -153,13 +155,67 @@ def check_tome(r: dict) -> None:
     assert drop["pitome"] <= drop["tome"] + 0.005, drop
 
 
-EXPERIMENTS = {"qat": (run_qat, check_qat), "tome": (run_tome, check_tome)}
+def ats_accuracy(vit, xte, yte, n_samples: int):
+    """Accuracy and kept-token counts with the adaptive token sampler before the second block (no retraining):
+    scores from that block's attention (mean over heads and queries, there is no class token) and value norms."""
+    with torch.no_grad():
+        z = vit.blocks[0](vit.embed(xte))
+        block = vit.blocks[1]
+        received = block.attention_weights(z).mean(dim=(1, 2))  # (B, N) attention each token receives
+        _, _, v = block.attn.project_qkv(block.norm1(z), torch.arange(z.shape[1]))
+        _, keep = compress.adaptive_token_sampler(z, received, v.transpose(1, 2).flatten(2), n_samples)
+        correct, kept = 0, []
+        for b in range(len(xte)):
+            zb = block(z[b:b + 1, keep[b]])
+            logits = vit.head(vit.final_norm(zb).mean(dim=1))
+            correct += int(logits.argmax(-1).item() == yte[b].item())
+            kept.append(int(keep[b].sum()))
+    return correct / len(xte), kept
+
+
+def run_ats(quick: bool) -> dict:
+    v = VIT_QUICK if quick else VIT
+    (xtr, ytr), (xte, yte) = digits_split(n_test=v["n_test"], seed=0)
+    full, sampled, kept_all = [], [], []
+    for seed in SEEDS:
+        torch.manual_seed(seed)
+        vit = VisionTransformer(8, v["patch"], v["d_model"], v["n_layers"], v["n_heads"], n_classes=10)
+        opt = torch.optim.AdamW(vit.parameters(), lr=v["lr"])
+        batches = labelled_batches(xtr, ytr, batch_size=v["batch"], generator=torch.Generator().manual_seed(seed))
+        for _ in range(v["steps"]):
+            xb, yb = next(batches)
+            loss = F.cross_entropy(vit(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        vit.eval()
+        with torch.no_grad():
+            full.append((vit(xte).argmax(-1) == yte).float().mean().item())
+        acc, kept = ats_accuracy(vit, xte, yte, n_samples=8)
+        sampled.append(acc)
+        kept_all.extend(kept)
+    n_tokens = (8 // v["patch"]) ** 2
+    histogram = torch.bincount(torch.tensor(kept_all), minlength=n_tokens + 1).tolist()
+    return dict(config=dict(v, seeds=list(SEEDS), n_samples=8), full=mean_spread(full), sampled=mean_spread(sampled),
+                kept_histogram=histogram, mean_kept=sum(kept_all) / len(kept_all), n_tokens=n_tokens)
+
+
+def check_ats(r: dict) -> None:
+    assert sum(1 for c in r["kept_histogram"] if c) >= 3  # the kept count varies from image to image
+    assert r["mean_kept"] <= r["n_tokens"] / 2  # at most half of the second block's tokens
+    assert r["full"]["mean"] - r["sampled"]["mean"] <= 0.02, (r["full"], r["sampled"])
+
+
+EXPERIMENTS = {"qat": (run_qat, check_qat), "tome": (run_tome, check_tome), "ats": (run_ats, check_ats)}
 
 
 def report(name: str, r: dict) -> str:
     if name == "qat":
         return "qat: " + ", ".join(f"{k} {v['before']['mean']:.3f} -> {v['after']['mean']:.3f}±{v['after']['spread']:.3f}"
                                    for k, v in r["rows"].items())
+    if name == "ats":
+        return (f"ats: full {r['full']['mean']:.3f}±{r['full']['spread']:.3f}, sampled {r['sampled']['mean']:.3f}"
+                f"±{r['sampled']['spread']:.3f}, mean kept {r['mean_kept']:.2f} of {r['n_tokens']}")
     return "tome: " + ", ".join(f"{k} {v['mean']:.3f}±{v['spread']:.3f} ({v['token_fraction']:.2f} tokens)"
                                 for k, v in r["rows"].items())
 
