@@ -11,17 +11,21 @@ r"""Model compression and efficient inference (chapters 02 and 12).
 - :mod:`minilib.compress.pooling`: low-rank multi-head attention pooling :cite:`mehta2019lowrank`;
 - :mod:`minilib.compress.decoding`: draft-and-verify decoding :cite:`lim2025hybrid`.
 """
-from minilib.compress.decoding import *  # noqa: F401,F403
-from minilib.compress.decoding import __all__ as _decoding
-from minilib.compress.factorize import *  # noqa: F401,F403
-from minilib.compress.factorize import __all__ as _factorize
-from minilib.compress.pooling import *  # noqa: F401,F403
-from minilib.compress.pooling import __all__ as _pooling
-from minilib.compress.prune import *  # noqa: F401,F403
-from minilib.compress.prune import __all__ as _prune
-from minilib.compress.quant import *  # noqa: F401,F403
-from minilib.compress.quant import __all__ as _quant
-from minilib.compress.tokens import *  # noqa: F401,F403
-from minilib.compress.tokens import __all__ as _tokens
+from minilib.compress.quant import (quantization_scale, fake_quantize, fake_quantized, quantized_weights,
+                                    quantize_int, fp_grid, fp_quantize, search_fp_format, power_of_two_scales,
+                                    fold_input_scales, binarize, ternarize, ElasticActQuant)
+from minilib.compress.prune import magnitude_mask, wanda_mask, nm_mask, sublayer_redundancy, prune_output_aware
+from minilib.compress.factorize import svd_factorize, energy_rank
+from minilib.compress.tokens import (merge_tokens, tome, pitome, adaptive_token_sampler, lz_tokens_encode,
+                                     lz_tokens_decode, lz_vocab_size, bigram_entropies, entropy_patches)
+from minilib.compress.pooling import low_rank_mh_pooling, LowRankMHPooling
+from minilib.compress.decoding import speculative_accept, draft_verify_generate
 
-__all__ = [*_quant, *_prune, *_factorize, *_tokens, *_pooling, *_decoding]
+__all__ = [
+    "quantization_scale", "fake_quantize", "fake_quantized", "quantized_weights", "quantize_int", "fp_grid",
+    "fp_quantize", "search_fp_format", "power_of_two_scales", "fold_input_scales", "binarize", "ternarize",
+    "ElasticActQuant", "magnitude_mask", "wanda_mask", "nm_mask", "sublayer_redundancy", "prune_output_aware",
+    "svd_factorize", "energy_rank", "merge_tokens", "tome", "pitome", "adaptive_token_sampler", "lz_tokens_encode",
+    "lz_tokens_decode", "lz_vocab_size", "bigram_entropies", "entropy_patches", "low_rank_mh_pooling",
+    "LowRankMHPooling", "speculative_accept", "draft_verify_generate",
+]
