@@ -880,6 +880,65 @@ for fn in (rasp.histogram, rasp.reverse, rasp.sort, rasp.dyck1):
     case(fn, lambda fn=fn: fn([1, 2, 3]), "sop", label=f"rasp.{fn.__name__}: a list, not an SOp")
 
 
+# compression and efficient inference (chapter 12)
+w8 = torch.randn(3, 8)
+case(compress.quantized_weights, lambda: compress.quantized_weights(torch.nn.Linear(2, 2), "int4").__enter__(), "quantizer")
+case(compress.quantize_int, lambda: compress.quantize_int(w8, granularity="group", group_size=3), "group_size")
+case(compress.quantize_int, lambda: compress.quantize_int(w8, granularity="rows"), "granularity")
+case(compress.quantize_int, lambda: compress.quantize_int(w8, symmetric="yes"), "symmetric")
+case(compress.fp_grid, lambda: compress.fp_grid(0, 3), "exp_bits")
+case(compress.fp_grid, lambda: compress.fp_grid(2, -1), "man_bits")
+case(compress.fp_quantize, lambda: compress.fp_quantize(w8, max_value=-1.0), "max_value")
+case(compress.fp_quantize, lambda: compress.fp_quantize(w8.long()), "x")
+case(compress.search_fp_format, lambda: compress.search_fp_format(w8, bits=2), "bits")
+case(compress.search_fp_format, lambda: compress.search_fp_format(w8, clip_ratios=torch.tensor([-1.0])), "clip_ratios")
+case(compress.power_of_two_scales, lambda: compress.power_of_two_scales(torch.tensor([1.0, 0.0])), "channel_absmax")
+case(compress.fold_input_scales, lambda: compress.fold_input_scales(torch.nn.Linear(8, 2), torch.ones(3)), "scales")
+case(compress.fold_input_scales, lambda: compress.fold_input_scales(torch.nn.Conv1d(1, 1, 1), torch.ones(1)), "linear")
+case(compress.binarize, lambda: compress.binarize(w8.long()), "w")
+case(compress.ternarize, lambda: compress.ternarize(torch.tensor(1.0)), "w")
+case(compress.ElasticActQuant, lambda: compress.ElasticActQuant(bits=1), "bits")
+case(compress.ElasticActQuant, lambda: compress.ElasticActQuant()(w8.long()), "x")
+case(compress.magnitude_mask, lambda: compress.magnitude_mask(w8, 1.5), "sparsity")
+case(compress.wanda_mask, lambda: compress.wanda_mask(w8, torch.ones(3), 0.5), "input_norms")
+case(compress.nm_mask, lambda: compress.nm_mask(torch.randn(3, 6)), "m")
+case(compress.nm_mask, lambda: compress.nm_mask(w8, 5, 4), "n")
+case(compress.sublayer_redundancy, lambda: compress.sublayer_redundancy(w8, w8[:2]), "x_in", "x_out")
+case(compress.merge_tokens, lambda: compress.merge_tokens(torch.randn(1, 4, 2), torch.ones(1, 3), torch.tensor([[0]]),
+                                                           torch.tensor([[1]])), "size")
+case(compress.merge_tokens, lambda: compress.merge_tokens(torch.randn(1, 4, 2), torch.ones(1, 4), torch.tensor([[0]]),
+                                                           torch.tensor([[0]])), "src", "dst")
+case(compress.tome, lambda: compress.tome(torch.randn(1, 4, 2), 3), "r")
+case(compress.tome, lambda: compress.tome(torch.randn(4, 2), 1), "x")
+case(compress.pitome, lambda: compress.pitome(torch.randn(1, 4, 2), 3), "r")
+case(compress.pitome, lambda: compress.pitome(torch.randn(1, 4, 2), 1, margin=3.0), "margin")
+case(compress.adaptive_token_sampler, lambda: compress.adaptive_token_sampler(torch.randn(1, 4, 2), torch.rand(1, 4),
+                                                                               torch.randn(1, 4, 2), 0), "n_samples")
+case(compress.adaptive_token_sampler, lambda: compress.adaptive_token_sampler(torch.randn(1, 4, 2), torch.rand(1, 3),
+                                                                               torch.randn(1, 4, 2), 2), "cls_attention")
+case(compress.lz_vocab_size, lambda: compress.lz_vocab_size(10, window=0), "window")
+case(compress.lz_tokens_encode, lambda: compress.lz_tokens_encode([0, 9], 5), "ids")
+case(compress.lz_tokens_encode, lambda: compress.lz_tokens_encode([0, 1], 5, max_len=1, min_len=2), "max_len")
+case(compress.lz_tokens_decode, lambda: compress.lz_tokens_decode([7], 5), "codes")
+case(compress.bigram_entropies, lambda: compress.bigram_entropies(torch.tensor([0, 1]), torch.tensor([0, 4]), 3), "ids")
+case(compress.bigram_entropies, lambda: compress.bigram_entropies(torch.tensor([0, 1]), torch.tensor([0]), 3,
+                                                                   smoothing=0.0), "smoothing")
+case(compress.entropy_patches, lambda: compress.entropy_patches(torch.ones(2, 3), 1.0), "entropies")
+case(compress.speculative_accept, lambda: compress.speculative_accept(torch.ones(3) / 3, torch.ones(4) / 4, 0, 0.5), "p", "q")
+case(compress.speculative_accept, lambda: compress.speculative_accept(torch.ones(3) / 3, torch.ones(3) / 3, 3, 0.5), "token")
+case(compress.draft_verify_generate, lambda: compress.draft_verify_generate(len, len, torch.tensor([0.5]), 2), "prompt")
+case(compress.draft_verify_generate, lambda: compress.draft_verify_generate(len, None, torch.tensor([0]), 2), "draft")
+case(compress.low_rank_mh_pooling, lambda: compress.low_rank_mh_pooling(torch.randn(1, 3, 4), torch.randn(2, 5, 1),
+                                                                         torch.randn(2, 5, 1)), "U", "V")
+case(compress.low_rank_mh_pooling, lambda: compress.low_rank_mh_pooling(torch.randn(1, 3, 4), torch.randn(2, 4, 1),
+                                                                         torch.randn(2, 4, 1), mask=torch.ones(1, 3)), "mask")
+case(compress.LowRankMHPooling, lambda: compress.LowRankMHPooling(4, 0, 1), "n_heads")
+case(compress.prune_output_aware, lambda: compress.prune_output_aware(torch.randn(5, 4), torch.randn(3, 5), 2), "hidden", "w_out")
+case(compress.prune_output_aware, lambda: compress.prune_output_aware(torch.randn(5, 4), torch.randn(3, 4), 0), "n_keep")
+case(compress.svd_factorize, lambda: compress.svd_factorize(torch.randn(3, 4), 4), "rank")
+case(compress.energy_rank, lambda: compress.energy_rank(torch.randn(3, 4), 1.5), "energy")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 def public_callables(module_name: str):
     """(qualified name, object) of every function and class a module defines and does not mark private."""
