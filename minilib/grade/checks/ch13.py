@@ -121,9 +121,9 @@ def _accuracy_cases() -> list[Case]:
         return Case(label, (logits, targets, mask), hint=hint)
 
     return [
-        case("(3, 10, 6), float64", 3, 10, 6, f64, 1),
         case("rows with different numbers of queries (4, 12, 5), float64", 4, 12, 5, f64, 2, density=0.3,
              hint="average over all query positions together, not row by row: rows hold different numbers of queries"),
+        case("(3, 10, 6), float64", 3, 10, 6, f64, 1),
         case("(2, 9, 7), float32", 2, 9, 7, f32, 3),
         case("one query (1, 6, 4), float64", 1, 6, 4, f64, 4, density=0.0,
              hint="only the positions where mask is True count; the others have targets too, but no answer"),
