@@ -19,8 +19,8 @@ from minilib.models.gated import GatedBlock, GatedResidual, GatedTransformerLM
 from minilib.models.minimal import MinimalAttention, MinimalBlock, MinimalTransformer
 from minilib.models.training import count_parameters, evaluate, lm_loss, train
 from minilib.models.transformer import Block, TransformerConfig, TransformerLM, sample_next
-from minilib.models.zoo import (EXCLUDED, ZOO_ROWS, decoding_state_bytes, matched_d_ff, mixing_matrix, mqar_accuracy,
-                                zoo_config, zoo_model)
+from minilib.models.zoo import (EXCLUDED, ZOO_ROWS, decoding_state_bytes, matched_d_ff, mqar_accuracy, zoo_config,
+                                zoo_model)
 
 __all__ = [
     "TransformerConfig", "Block", "TransformerLM", "sample_next",
@@ -32,7 +32,6 @@ __all__ = [
     "GatedResidual", "GatedBlock", "GatedTransformerLM",
     "DualStreamBlock", "DualStreamLM",
     "ZOO_ROWS", "EXCLUDED", "zoo_config", "zoo_model", "matched_d_ff", "decoding_state_bytes", "mqar_accuracy",
-    "mixing_matrix",
 ]
 
 # the core blocks that several models share moved to the core

@@ -9,20 +9,20 @@ holds the baseline's parameter count. Three measurements every row gets:
 - :func:`decoding_state_bytes`: the bytes a model's decoding caches hold (a KV cache grows with the context,
   a recurrent state does not);
 - :func:`mqar_accuracy`: the share of multi-query associative-recall answers predicted exactly
-  :cite:`arora2023zoology`;
-- :func:`mixing_matrix`: how much each output position of a mixer depends on each input position.
+  :cite:`arora2023zoology`.
+
+How each row mixes its tokens is read with :func:`minilib.mixers.mixing_matrix`.
 """
 from __future__ import annotations
 
 import torch
 
 from minilib._checks import check_positive_int, require_tensor
-from minilib.mixing import TokenMixer
 from minilib.models.training import count_parameters
 from minilib.models.transformer import TransformerConfig, TransformerLM
 
 __all__ = ["ZOO_ROWS", "EXCLUDED", "zoo_config", "zoo_model", "matched_d_ff", "decoding_state_bytes",
-           "mqar_accuracy", "mixing_matrix"]
+           "mqar_accuracy"]
 
 #: Each compared model: row name -> the :class:`~minilib.models.TransformerConfig` fields it sets on top of the
 #: shared sizes (softmax attention with one key/value head per query head is ``{}``).
@@ -127,18 +127,3 @@ def mqar_accuracy(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tenso
     if mask.dtype != torch.bool or not mask.any():
         raise ValueError(f"mask must be a bool tensor with at least one True, got dtype {mask.dtype}")
     return (logits.argmax(-1) == targets)[mask].double().mean().item()
-
-
-def mixing_matrix(mixer: TokenMixer, x: torch.Tensor) -> torch.Tensor:
-    r"""How much output position $t$ of ``mixer`` depends on input position $s$ at the input ``x (T, C)``:
-
-    $$ M_{ts} = \Big\lVert \frac{\partial y_t}{\partial x_s} \Big\rVert_F , \qquad y = \text{mixer}(x), $$
-
-    the Frobenius norm of the ``(C, C)`` Jacobian block. A causal mixer has $M_{ts} = 0$ for $s > t$; softmax
-    attention's $M$ is data-dependent, a convolution's a band. Returns ``(T, T)`` float64.
-    """
-    if not isinstance(mixer, torch.nn.Module):
-        raise TypeError(f"mixer must be a torch.nn.Module, got {type(mixer).__name__}")
-    require_tensor("x", x, ndim=2, floating=True)
-    jac = torch.autograd.functional.jacobian(lambda inp: mixer(inp[None])[0], x.detach())  # (T, C, T, C)
-    return jac.double().pow(2).sum(dim=(1, 3)).sqrt()
