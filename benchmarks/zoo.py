@@ -49,8 +49,8 @@ CONFIG = dict(d_model=32, n_layers=2, n_heads=4, max_len=4200, batch=16, steps=1
               needle_len=64, needle_distance=16, needle_values=8, needle_filler=8,
               long_range_rows=["attention", "sliding_window", "retention", "s4d", "hyena", "dwconv"],
               contexts=[1024, 4096], decode_steps=8)
-#: What a full run changes (about 7 h of one quiet core, scaled from the committed run's 5.5 CPU minutes): enough steps and
-#: lengths for the recall questions, and every row on the long-range task.
+#: What a full run changes (about 7 h of one quiet core, scaled from the committed run's 5.5 CPU minutes):
+#: enough steps and lengths for the recall questions, and every row on the long-range task.
 FULL = dict(batch=32, steps=2000, seeds=[0, 1, 2], lm_len=64, mqar_pairs=[4, 8, 16, 32], mqar_keys=64,
             mqar_values=64, needle_len=128, needle_distance=32, long_range_rows=list(ZOO_ROWS))
 #: What ``--quick`` changes: a few steps of three rows, tiny lengths.
