@@ -14,7 +14,7 @@ steps, batch and seeds. Experiments (chapter 13 reads them all):
 * ``mqar``: multi-query associative recall (:func:`minilib.data.associative_recall`, every pair queried, 16 keys and
   16 values) with 2, 4 and 8 pairs (7, 15 and 31 tokens): accuracy of the answers;
 * ``long_range``: chapter 05's needle retrieval (:func:`minilib.data.needle_retrieval`, 64 tokens, the value at
-  least 16 tokens before the query): accuracy, for six rows (one of each family; the full run has every row);
+  least 16 tokens before the query): accuracy;
 * ``cost``: parameters, forward FLOPs per token (counted by torch's FlopCounterMode: matrix products and
   convolutions; FFTs and element-wise scans are not counted), training tokens/s, decoding time per token and the
   bytes the decoding caches hold at contexts of 1K and 4K tokens, each also as a ratio to softmax attention.
@@ -47,12 +47,11 @@ CONFIG = dict(d_model=32, n_layers=2, n_heads=4, max_len=4200, batch=16, steps=1
               lm_len=32, lm_extrapolate=4, corpus_chars=200_000, val_chars=20_000,
               mqar_pairs=[2, 4, 8], mqar_keys=16, mqar_values=16, n_test=256,
               needle_len=64, needle_distance=16, needle_values=8, needle_filler=8,
-              long_range_rows=["attention", "sliding_window", "retention", "s4d", "hyena", "dwconv"],
-              contexts=[1024, 4096], decode_steps=8)
+              long_range_rows=list(ZOO_ROWS), contexts=[1024, 4096], decode_steps=8)
 #: What a full run changes (about 7 h of one quiet core, scaled from the committed run's 5.5 CPU minutes):
-#: enough steps and lengths for the recall questions, and every row on the long-range task.
+#: enough steps and lengths for the recall questions.
 FULL = dict(batch=32, steps=2000, seeds=[0, 1, 2], lm_len=64, mqar_pairs=[4, 8, 16, 32], mqar_keys=64,
-            mqar_values=64, needle_len=128, needle_distance=32, long_range_rows=list(ZOO_ROWS))
+            mqar_values=64, needle_len=128, needle_distance=32)
 #: What ``--quick`` changes: a few steps of three rows, tiny lengths.
 QUICK = dict(steps=3, seeds=[0], rows=["attention", "retention", "dwconv"], long_range_rows=["attention", "dwconv"],
              corpus_chars=5_000, val_chars=1_000,
