@@ -43,7 +43,8 @@ SWEPT = ("minilib.activations", "minilib.attention", "minilib.compress", "minili
          "minilib.linear_attention", "minilib.mixing", "minilib.models", "minilib.norms", "minilib.parallel", "minilib.positional",
          "minilib.mixers", "minilib.registry", "minilib.scan", "minilib.signal_propagation", "minilib.sparse", "minilib.ssm", "minilib.vision")
 # public names whose arguments are not user input to check (context managers over a model, registry readers)
-NOT_SWEPT = {"registered_mixers": "takes no argument", "registered_ffns": "takes no argument", "TokenMixer": "abstract base class, no arguments",
+NOT_SWEPT = {"registered_mixers": "takes no argument", "free_port": "takes no argument",
+             "WorkerError": "the exception launch raises", "RankLog": "a record the library's own functions fill", "registered_ffns": "takes no argument", "TokenMixer": "abstract base class, no arguments",
              "calibrated_heads": "context manager over modules built by the library",
              "ConvertedLM": "built by to_pre_rmsnorm from a checked TransformerLM",
              "linear_recurrence_combine": "the combine operator associative_scan calls on its own slices",
@@ -144,6 +145,20 @@ case(flash.flash_attention, lambda: flash.flash_attention(q, k, v, block_k=-4), 
 case(flash.flash_decode, lambda: flash.flash_decode(q, k, v, n_splits=0), "n_splits")
 case(flash.lean_attention_decode, lambda: flash.lean_attention_decode(q, k, v, n_workers=0), "n_workers")
 case(parallel.ring_attention, lambda: parallel.ring_attention(q, k, v, 0), "n_workers")
+qkv_cases(parallel.ring_attention_distributed, extra=lambda: {"seq_len": 23})
+case(parallel.ring_attention_distributed, lambda: parallel.ring_attention_distributed(q, k, v, 23, causal="yes"), "causal")
+case(parallel.lasp2_distributed, lambda: parallel.lasp2_distributed(q, k, v, 23), "q", "k", "v")
+case(parallel.lasp2_distributed, lambda: parallel.lasp2_distributed(q, q, q, 23, chunk_size=0), "chunk_size")
+case(parallel.launch, lambda: parallel.launch(3, 2), "fn")
+case(parallel.launch, lambda: parallel.launch(print, 0), "world_size")
+case(parallel.launch, lambda: parallel.launch(print, 2, timeout=0), "timeout")
+case(parallel.sequence_positions, lambda: parallel.sequence_positions(6, 2, layout="striped"), "layout")
+case(parallel.sequence_positions, lambda: parallel.sequence_positions(0, 2), "seq_len")
+case(parallel.sequence_positions, lambda: parallel.sequence_positions(3, 2, layout="zigzag"), "seq_len", "world_size")
+case(parallel.shard, lambda: parallel.shard([1.0, 2.0], 0, 2), "x")
+case(parallel.shard, lambda: parallel.shard(q, 3, 2), "rank", "world_size")
+case(parallel.unshard, lambda: parallel.unshard([]), "pieces")
+case(parallel.unshard, lambda: parallel.unshard([q, q[:, :, :3]]), "pieces")
 case(flash.block_sparse_attention, lambda: flash.block_sparse_attention(q, k, v, torch.ones(1, 1, 1), block_size=8),
      "block_mask")
 case(flash.block_sparse_attention, lambda: flash.block_sparse_attention(q, k, v, torch.ones(1, 1, 2, dtype=torch.bool),

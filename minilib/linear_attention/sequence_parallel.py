@@ -17,6 +17,22 @@ from minilib.linear_attention.forms import _check_qkv, _log_gates, linear_attent
 __all__ = ["lasp2_simulated"]
 
 
+def _part_state(q, k, v, decay, chunk_size: int):
+    r"""One worker's summary of its part: the memory state $M_w$ ``(B, H, D, Dv)`` it builds from a zero state,
+    and the decay across the part $a_w = \prod_{r \in P_w} g_r$ ``(B or 1, H, 1, 1)`` (``None`` without decay)."""
+    _, M = linear_attention_chunked(q, k, v, decay=decay, chunk_size=chunk_size, return_state=True)
+    log_g = _log_gates(decay, q)
+    return M, None if log_g is None else log_g.sum(-1).exp()[..., None, None]
+
+
+def _incoming_state(states, decays, w: int):
+    r"""The state entering part ``w``: $S_{w-1} = \sum_{u < w} \big(\prod_{u < r < w} a_r\big) M_u$ (zeros for ``w = 0``)."""
+    incoming = torch.zeros_like(states[0])
+    for M, a in zip(states[:w], decays[:w]):
+        incoming = (incoming if a is None else a * incoming) + M
+    return incoming
+
+
 def lasp2_simulated(q, k, v, n_workers: int, *, decay=None, chunk_size: int = 64, return_comm: bool = False):
     r"""Causal linear attention computed by ``n_workers`` simulated workers that exchange only their states.
 
@@ -31,23 +47,19 @@ def lasp2_simulated(q, k, v, n_workers: int, *, decay=None, chunk_size: int = 64
     B, H, L, D = q.shape
     if W > L:
         raise ValueError(f"n_workers ({W}) must be at most the sequence length L={L}")
-    log_g = _log_gates(decay, q)
     bounds = [L * w // W for w in range(W + 1)]
     parts = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
 
-    def local_decay(part):
-        return None if decay is None else decay if decay.ndim == 1 else decay[..., part]
+    def local(x, part):
+        return None if x is None else x if x.ndim == 1 else x[..., part]
 
     # 1. every worker: its memory state from a zero state, and the decay across its part
-    states = [linear_attention_chunked(q[:, :, p], k[:, :, p], v[:, :, p], decay=local_decay(p), chunk_size=chunk_size,
-                                       return_state=True)[1] for p in parts]
-    decays = [None if log_g is None else log_g[..., p].sum(-1).exp()[..., None, None] for p in parts]
-    # 2. one all-gather: every worker now holds `states` and `decays`; 3. each combines the prefix it needs
-    outs, incoming = [], torch.zeros_like(states[0])
-    for p, M, a in zip(parts, states, decays):
-        outs.append(linear_attention_chunked(q[:, :, p], k[:, :, p], v[:, :, p], decay=local_decay(p),
-                                             chunk_size=chunk_size, state=incoming))
-        incoming = (incoming if a is None else a * incoming) + M
+    summaries = [_part_state(q[:, :, p], k[:, :, p], v[:, :, p], local(decay, p), chunk_size) for p in parts]
+    # 2. one all-gather: every worker now holds every summary; 3. each combines the prefix it needs
+    states = [M for M, _ in summaries]
+    decays = [a for _, a in summaries]
+    outs = [linear_attention_chunked(q[:, :, p], k[:, :, p], v[:, :, p], decay=local(decay, p), chunk_size=chunk_size,
+                                     state=_incoming_state(states, decays, w)) for w, p in enumerate(parts)]
     out = torch.cat(outs, dim=2)
     if not return_comm:
         return out

@@ -1,4 +1,4 @@
-r"""Parallelism across devices, simulated in one process: each worker's share of the work, exactly.
+r"""Ring attention simulated in one process: each worker's share of the work, exactly.
 
 :func:`ring_attention` is sequence parallelism :cite:`li2021sequence`: the sequence is cut into
 chunks over workers, and the key/value chunks travel round a ring while each worker merges its
