@@ -939,6 +939,21 @@ case(compress.svd_factorize, lambda: compress.svd_factorize(torch.randn(3, 4), 4
 case(compress.energy_rank, lambda: compress.energy_rank(torch.randn(3, 4), 1.5), "energy")
 
 
+# chapter 13: the zoo
+from minilib.models import zoo as models_zoo  # noqa: E402
+
+ZOO_SIZES = dict(vocab_size=8, d_model=16, n_layers=1, n_heads=2, max_len=16)
+case(models_zoo.zoo_config, lambda: models_zoo.zoo_config("gpt", **ZOO_SIZES), "row")
+case(models_zoo.zoo_model, lambda: models_zoo.zoo_model("attention", **{**ZOO_SIZES, "d_model": 15}), "d_model")
+case(models_zoo.matched_d_ff, lambda: models_zoo.matched_d_ff("attention", 0, **ZOO_SIZES), "target")
+case(models_zoo.decoding_state_bytes, lambda: models_zoo.decoding_state_bytes(None), "caches")
+case(models_zoo.decoding_state_bytes, lambda: models_zoo.decoding_state_bytes(A.KVCache()), "caches")
+case(models_zoo.mqar_accuracy, lambda: models_zoo.mqar_accuracy(torch.zeros(2, 3, 4), torch.zeros(2, 4, dtype=torch.long),
+                                                                torch.ones(2, 3, dtype=torch.bool)), "targets")
+case(models_zoo.mqar_accuracy, lambda: models_zoo.mqar_accuracy(torch.zeros(2, 3, 4), torch.zeros(2, 3, dtype=torch.long),
+                                                                torch.ones(2, 3)), "mask")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 def public_callables(module_name: str):
     """(qualified name, object) of every function and class a module defines and does not mark private."""

@@ -5,7 +5,8 @@
 - :mod:`~minilib.models.attention_tools`: :func:`attention_maps`, :func:`set_rope_scaling`;
 - :mod:`~minilib.models.conversions`: Pre-LN -> Pre-RMSNorm -> Pre-CRMSNorm rewrites of a trained model;
 - chapter 01's variations on the block: :mod:`~minilib.models.encoder_decoder`, :mod:`~minilib.models.minimal`,
-  :mod:`~minilib.models.gated`, :mod:`~minilib.models.dual_stream`.
+  :mod:`~minilib.models.gated`, :mod:`~minilib.models.dual_stream`;
+- chapter 13's comparison of every causal mixer in one skeleton: :mod:`~minilib.models.zoo`.
 
 Every public name is importable from here (``from minilib.models import TransformerLM, train``).
 """
@@ -19,6 +20,8 @@ from minilib.models.gated import GatedBlock, GatedResidual, GatedTransformerLM
 from minilib.models.minimal import MinimalAttention, MinimalBlock, MinimalTransformer
 from minilib.models.training import evaluate, lm_loss, train
 from minilib.models.transformer import Block, TransformerConfig, TransformerLM, sample_next
+from minilib.models.zoo import (EXCLUDED, ZOO_ROWS, decoding_state_bytes, matched_d_ff, mqar_accuracy, zoo_config,
+                                zoo_model)
 
 __all__ = [
     "TransformerConfig", "Block", "TransformerLM", "sample_next",
@@ -29,6 +32,7 @@ __all__ = [
     "MinimalAttention", "MinimalBlock", "MinimalTransformer",
     "GatedResidual", "GatedBlock", "GatedTransformerLM",
     "DualStreamBlock", "DualStreamLM",
+    "ZOO_ROWS", "EXCLUDED", "zoo_config", "zoo_model", "matched_d_ff", "decoding_state_bytes", "mqar_accuracy",
 ]
 
 # the core blocks that several models share moved to the core
