@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._experiments import run_experiments  # noqa: E402
 from minilib import vision as V  # noqa: E402
 from minilib.attention import MultiHeadAttention  # noqa: E402
-from minilib.experiments import best_time  # noqa: E402
-from minilib.mixers.zoo import count_parameters, make_task, train_classifier  # noqa: E402
+from minilib.experiments import best_time, count_parameters  # noqa: E402
+from minilib.mixers.zoo import make_task, train_classifier  # noqa: E402
 
 SEEDS = [0, 1, 2]
 CONFIG = dict(steps=400, lr=3e-3, seeds=SEEDS, target=17706, tolerance=0.05)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from minilib._checks import check_positive_int, require_tensor
-from minilib.models.training import count_parameters
+from minilib.experiments import count_parameters
 from minilib.models.transformer import TransformerConfig, TransformerLM
 
 __all__ = ["ZOO_ROWS", "EXCLUDED", "zoo_config", "zoo_model", "matched_d_ff", "decoding_state_bytes",
