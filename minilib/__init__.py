@@ -7,3 +7,4 @@ families (`flash`, `signal_propagation`, `grade`, ...) are imported by name.
 from minilib import attention, data, feedforward, mixing, models, norms, positional  # noqa: F401
 # the families that register token mixers by name (minilib.mixing) when imported
 from minilib import linear_attention, mixers, sparse, ssm  # noqa: F401
+from minilib import looped  # noqa: F401
