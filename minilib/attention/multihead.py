@@ -35,7 +35,7 @@ class MultiHeadAttention(TokenMixer):
     it instead (cross-attention, no RoPE). See :cite:`vaswani2017attention`, :cite:`su2021roformer`.
 
     Cross-layer options (both need ``depth=``, a :class:`DepthMemory` the model passes through its layers, and default
-    off). ``depth_attention=True`` :cite:`depthattention2025`: before attending over the sequence, each head's query
+    off). ``depth_attention=True`` :cite:`depthattention2026`: before attending over the sequence, each head's query
     $q^\ell_t$ attends over the keys of the earlier layers and its own at the same position and mixes their values,
 
     $$ \tilde v^\ell_t = \sum_{j \le \ell} \operatorname{softmax}_j\big(q^\ell_t \cdot k^j_t / \sqrt D\big)\, v^j_t, $$
@@ -44,7 +44,7 @@ class MultiHeadAttention(TokenMixer):
     holds one key and one value per position as before (it needs ``n_q_heads == n_kv_heads``).
     ``value_residual="static"`` adds the first layer's values, $v^\ell + \lambda v^1$ with one learned scalar
     $\lambda$ per layer; ``"gated"`` makes the gate depend on the token, $v^\ell_t + \sigma(w_h \cdot x_t + c_h)\, v^1_t$
-    per key/value head :cite:`selectiveaccess2025`. Layer 1 (empty memory) is unchanged.
+    per key/value head :cite:`gunasekaran2026satformer`. Layer 1 (empty memory) is unchanged.
     """
 
     def __init__(self, d_model: int, n_heads: int, *, n_kv_heads: int | None = None, n_q_heads: int | None = None,

@@ -29,7 +29,7 @@ class LoopedTransformer(nn.Module):
 
     ``x (B, T, d_model) -> h_n`` of the same shape; ``forward(x, n_loops=m)`` runs ``m`` loops instead (more
     loops at test time for larger problems). The parameters are those of ``block`` alone. See
-    :cite:`yang2024looped`, :cite:`giannou2023looped`.
+    :cite:`yang2024looped`.
     """
 
     def __init__(self, block: nn.Module, n_loops: int, *, input_injection: bool = True):
@@ -75,7 +75,7 @@ class DepthRecurrent(nn.Module):
     ``f`` is a residual block (so $f(h) - h$ is its update) and $\gamma \in \mathbb R^{d}$ starts at
     ``layerscale_init``: at initialisation each step is close to the identity, so deep unrolls train stably; the
     loss reads only $h_T$. ``x (B, T, d_model) -> h_T``; ``forward(x, n_steps=m)`` thinks for ``m`` steps.
-    ``return_all=True`` returns the list $[h_1, \dots, h_T]$. See :cite:`depthrecurrent2025`.
+    ``return_all=True`` returns the list $[h_1, \dots, h_T]$. See :cite:`depthrecurrent2026`.
     """
 
     def __init__(self, block: nn.Module, d_model: int, n_steps: int, *, layerscale_init: float = 0.1):

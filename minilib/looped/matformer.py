@@ -31,7 +31,7 @@ class MatFFN(nn.Module):
     (GELU: $W_2[:, :m]\,\operatorname{gelu}(W_1[:m] x)$). The active width is ``self.width`` (default ``d_ff``) or
     ``forward(x, width=m)``; training samples a width from ``widths`` per step so every prefix learns to be an FFN.
     Mix'n'Match sets a different ``width`` per layer. :meth:`extract` copies the first ``m`` units into a plain
-    :class:`~minilib.feedforward.FeedForward`. ``x (B, T, d_model) -> (B, T, d_model)``. See :cite:`kudugunta2023matformer`.
+    :class:`~minilib.feedforward.FeedForward`. ``x (B, T, d_model) -> (B, T, d_model)``. See :cite:`devvrit2023matformer`.
     """
 
     def __init__(self, d_model: int, d_ff: int | None = None, *, kind: str = "swiglu", widths: tuple[int, ...] | None = None):

@@ -23,7 +23,7 @@ class RecurrentLayer(nn.Module):
     $y_s$, so position $t$ of layer $\ell$ sees what layer $\ell$ computed at earlier positions: information can cross
     positions once per layer *and* flow down the time axis like an RNN, and the effective depth grows with $t$. The
     cost is that positions are computed in order. :meth:`step` advances one position (``x_t (B, 1, d_model)``),
-    appending one key and one value to its cache, like a standard layer's decoding step. See :cite:`recurrenttransformer2025`.
+    appending one key and one value to its cache, like a standard layer's decoding step. See :cite:`recurrenttransformer2026`.
     """
 
     def __init__(self, d_model: int, n_heads: int, *, d_ff: int | None = None):
@@ -54,7 +54,7 @@ class RecurrentTransformer(nn.Module):
 
     At each position every layer runs :meth:`RecurrentLayer.step` in turn. Per generated token a layer does the work
     of a standard layer's cached step plus one more key/value projection; the cache holds one key and one value per
-    position and layer, as a standard KV cache. See :cite:`recurrenttransformer2025`.
+    position and layer, as a standard KV cache. See :cite:`recurrenttransformer2026`.
     """
 
     def __init__(self, d_model: int, n_layers: int, n_heads: int, *, d_ff: int | None = None):

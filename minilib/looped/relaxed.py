@@ -24,7 +24,7 @@ class RelaxedRecursive(nn.Module):
     :meth:`from_layers` initialises from a trained stack as the paper does: each shared weight the mean of the layers
     it replaces, each LoRA the rank-$r$ truncated SVD of that layer's residual $W_\ell - W$.  Only linear weights are relaxed:
     other parameters (norm gains) stay the mean.
-    ``x (B, T, d_model) -> (B, T, d_model)``. See :cite:`bae2024relaxed`.
+    ``x (B, T, d_model) -> (B, T, d_model)``. See :cite:`bae2025relaxed`.
     """
 
     def __init__(self, shared_blocks, n_layers: int, lora_rank: int):

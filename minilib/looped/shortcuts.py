@@ -18,7 +18,7 @@ def fit_linear_shortcuts(hidden_states: Sequence[torch.Tensor], final: torch.Ten
     ``hidden_states``: a list of ``(N, d)`` matrices (one row per token, layer $\ell$), ``final (N, d_out)`` the
     last layer's states; returns one ``(d, d_out)`` map per layer, solved from the normal equations in float64
     (``N >= d`` rows of full column rank). $H_\ell A_\ell$ then stands in for the final state: read it through
-    the output head to exit early. See :cite:`dinh2023jump`.
+    the output head to exit early. See :cite:`yomdin2024jump`.
     """
     require_tensor("final", final, ndim=2, floating=True)
     if not isinstance(hidden_states, (list, tuple)) or not hidden_states:

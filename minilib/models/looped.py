@@ -35,7 +35,7 @@ class CrossLayerLM(TransformerLM):
     Built like :class:`TransformerLM` (Pre-norm); set ``mixer_kwargs={"depth_attention": True}`` or
     ``{"value_residual": "gated"}`` (see :class:`~minilib.attention.MultiHeadAttention`). Each forward pass creates one
     :class:`~minilib.attention.DepthMemory` and hands it to every layer; nothing is kept after the pass, so the
-    decoding cache (:meth:`new_caches`) is the standard one. See :cite:`depthattention2025`, :cite:`selectiveaccess2025`.
+    decoding cache (:meth:`new_caches`) is the standard one. See :cite:`depthattention2026`, :cite:`gunasekaran2026satformer`.
     """
 
     def __init__(self, *args, **kwargs):
@@ -121,7 +121,7 @@ def set_ffn_widths(model: TransformerLM, widths) -> None:
 def extract_submodel(model: TransformerLM, widths) -> TransformerLM:
     r"""A standalone copy of a MatFormer model whose layer $\ell$ keeps the first ``widths[l]`` FFN units (Mix'n'Match):
     its FFNs are plain :class:`~minilib.feedforward.FeedForward` of those widths, fewer parameters, no retraining.
-    See :cite:`kudugunta2023matformer`."""
+    See :cite:`devvrit2023matformer`."""
     ffns = _matffns(model)
     widths = _per_layer(widths, len(ffns))
     small = copy.deepcopy(model)
@@ -155,7 +155,7 @@ def speculative_greedy(target: TransformerLM, draft: TransformerLM, idx: torch.T
     Each round: the draft proposes $k$ tokens greedily, the target scores prefix + draft in one forward, and
     :func:`greedy_accept` keeps the agreeing prefix plus one target token. The output equals ``target``'s own greedy
     decoding exactly. ``idx (1, T)``; returns ``(1, T + max_new_tokens)`` and ``{"verifier_calls", "accepted"}``
-    (accepted draft tokens in all). See :cite:`leviathan2023fast`, :cite:`kudugunta2023matformer`.
+    (accepted draft tokens in all). See :cite:`leviathan2023fast`, :cite:`devvrit2023matformer`.
     """
     _check_lm("target", target), _check_lm("draft", draft)
     check_token_ids("idx", idx, ndim=2, vocab_size=target.vocab_size)
