@@ -126,7 +126,7 @@ def extract_submodel(model: TransformerLM, widths) -> TransformerLM:
     widths = _per_layer(widths, len(ffns))
     small = copy.deepcopy(model)
     for block, ffn, m in zip(small.blocks, ffns, widths):
-        block.ffn = ffn.extract(m)
+        block.ffn = ffn.extract(ffn.check_width(m, "widths"))
     return small
 
 
