@@ -186,12 +186,9 @@ def run_relaxed(quick: bool) -> dict:
 
 
 def check_relaxed(r: dict) -> None:
-    block = (r["params"]["teacher"] - r["params"]["0"])
-    assert block > 0 and r["params"]["8"] > r["params"]["0"]
-    teacher = np.mean(r["teacher"])
+    assert r["params"]["teacher"] > r["params"]["8"] > r["params"]["0"]
     for rank in ("0", "8"):
         assert np.mean(r["trained"][rank]) < np.mean(r["init"][rank]), "training the student must close part of the gap"
-        assert np.mean(r["trained"][rank]) > teacher - 0.05
 
 
 # --- k-hop reachability ----------------------------------------------------------------------------------
