@@ -364,7 +364,7 @@ class ParityModel(nn.Module):
 
 def parity_models(seed: int):
     torch.manual_seed(seed)
-    recurrent = ParityModel(48, lp.RecurrentTransformer(48, 2, 4, d_ff=128))
+    recurrent = ParityModel(48, lp.RecurrentTransformer(48, 2, 4, d_ff=110))
     cfg = TransformerConfig(vocab_size=2, d_model=32, n_layers=4, n_heads=4, d_ff=88, max_len=64, pos="rope")
     standard = ParityModel(32, Stack([Block(cfg, i) for i in range(4)]))
     return {"recurrent": recurrent, "standard": standard}
