@@ -223,3 +223,58 @@ def test_kv_keyword_checks_the_values_too():
 def test_constructor_names_the_bad_argument(args, kwargs, error, name):
     with pytest.raises(error, match=name):
         MultiHeadAttention(*args, **kwargs)
+
+
+def test_depth_attention_mixes_earlier_layers_values_per_position():
+    """Depth-attention against a per-position loop over layers with an explicit softmax; no new parameters."""
+    from minilib.attention import DepthMemory, sdpa
+    torch.manual_seed(0)
+    layers = [MultiHeadAttention(8, 2, depth_attention=True).double() for _ in range(3)]
+    plain = MultiHeadAttention(8, 2)
+    assert sum(p.numel() for p in layers[0].parameters()) == sum(p.numel() for p in plain.parameters())
+    xs = [torch.randn(2, 5, 8, dtype=torch.float64) for _ in range(3)]
+    depth = DepthMemory()
+    outs = [layer(x, depth=depth) for layer, x in zip(layers, xs)]
+    ks = [l.wk(x).view(2, 5, 2, 4) for l, x in zip(layers, xs)]
+    vs = [l.wv(x).view(2, 5, 2, 4) for l, x in zip(layers, xs)]
+    for i, (layer, x) in enumerate(zip(layers, xs)):
+        q = layer.wq(x).view(2, 5, 2, 4)
+        mixed = torch.empty_like(vs[i])
+        for b in range(2):
+            for t in range(5):
+                for h in range(2):
+                    scores = torch.stack([q[b, t, h] @ ks[j][b, t, h] for j in range(i + 1)]) / 2.0
+                    w = torch.softmax(scores, dim=0)
+                    mixed[b, t, h] = sum(w[j] * vs[j][b, t, h] for j in range(i + 1))
+        expected = layer.wo(sdpa(q.transpose(1, 2), ks[i].transpose(1, 2), mixed.transpose(1, 2), causal=True)
+                            .transpose(1, 2).reshape(2, 5, 8))
+        torch.testing.assert_close(outs[i], expected)
+
+
+@pytest.mark.parametrize("kind", ["static", "gated"])
+def test_value_residual_adds_gated_first_layer_values(kind):
+    from minilib.attention import DepthMemory, sdpa
+    torch.manual_seed(1)
+    first, second = (MultiHeadAttention(8, 2, value_residual=kind).double() for _ in range(2))
+    x1, x2 = (torch.randn(1, 4, 8, dtype=torch.float64) for _ in range(2))
+    depth = DepthMemory()
+    plain_first = MultiHeadAttention(8, 2).double()
+    plain_first.load_state_dict(first.state_dict(), strict=False)
+    torch.testing.assert_close(first(x1, depth=depth), plain_first(x1))  # layer 1 is unchanged
+    v1 = first.wv(x1).view(1, 4, 2, 4)
+    g = second.value_scale if kind == "static" else torch.sigmoid(second.value_gate(x2))[..., None]
+    v = second.wv(x2).view(1, 4, 2, 4) + g * v1
+    q, k = (w(x2).view(1, 4, 2, 4).transpose(1, 2) for w in (second.wq, second.wk))
+    expected = second.wo(sdpa(q, k, v.transpose(1, 2), causal=True).transpose(1, 2).reshape(1, 4, 8))
+    torch.testing.assert_close(second(x2, depth=depth), expected)
+
+
+def test_cross_layer_options_bad_arguments():
+    with pytest.raises(ValueError, match="value_residual"):
+        MultiHeadAttention(8, 2, value_residual="dynamic")
+    with pytest.raises(TypeError, match="depth_attention"):
+        MultiHeadAttention(8, 2, depth_attention="yes")
+    with pytest.raises(ValueError, match="depth_attention"):
+        MultiHeadAttention(8, 4, n_kv_heads=2, depth_attention=True)
+    with pytest.raises(TypeError, match="depth"):
+        MultiHeadAttention(8, 2, depth_attention=True)(torch.randn(1, 3, 8))

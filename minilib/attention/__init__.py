@@ -25,13 +25,13 @@ from minilib.attention.convolutional import RelConvAttention
 from minilib.attention.dot_product import attention_entropy, attention_weights, causal_mask, grouped_attention, sdpa
 from minilib.attention.heads import expand_kv_heads, merge_heads, split_heads
 from minilib.attention.mixture_of_heads import MixtureOfHeadAttention
-from minilib.attention.multihead import MultiHeadAttention
+from minilib.attention.multihead import DepthMemory, MultiHeadAttention
 from minilib.attention.scoring import (SCORES, attend, clipped_softmax, score_weights, sigmoid_attention,
                                       sigmoid_length_bias, softmax_one)
 from minilib.attention.urpe import URPEAttention, urpe_attention
 
 __all__ = [
-    "KVCache", "MixtureOfHeadAttention", "MultiHeadAttention", "RelConvAttention", "SCORES", "URPEAttention", "attend",
+    "DepthMemory", "KVCache", "MixtureOfHeadAttention", "MultiHeadAttention", "RelConvAttention", "SCORES", "URPEAttention", "attend",
     "attention_calibration", "attention_entropy", "attention_weights", "calibrated_heads", "causal_mask",
     "clipped_softmax", "expand_kv_heads", "grouped_attention", "kv_cache_bytes", "merge_heads", "score_weights", "sdpa",
     "sigmoid_attention", "sigmoid_length_bias", "softmax_one", "split_heads", "urpe_attention",

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minilib._checks import check_last_dim, check_positive_int, require_tensor
+from minilib._checks import check_flag, check_last_dim, check_positive_int, require_tensor
 from minilib.attention.cache import KVCache
 from minilib.attention.heads import merge_heads, split_heads
 from minilib.attention.scoring import SCORES, attend, score_weights
@@ -12,7 +12,9 @@ from minilib.mixing import TokenMixer, register_mixer
 from minilib.norms import RMSNorm
 from minilib.positional import check_rope_scaling, rope as apply_rope
 
-__all__ = ["MultiHeadAttention"]
+__all__ = ["MultiHeadAttention", "DepthMemory"]
+
+VALUE_RESIDUALS = (None, "static", "gated")
 
 
 class MultiHeadAttention(TokenMixer):
@@ -31,13 +33,29 @@ class MultiHeadAttention(TokenMixer):
     :func:`minilib.positional.rope`. With a :class:`KVCache` the new keys/values are appended and the
     queries attend to the whole cache. With ``memory (B, S, d_model)`` keys and values are projected from
     it instead (cross-attention, no RoPE). See :cite:`vaswani2017attention`, :cite:`su2021roformer`.
+
+    Cross-layer options (both need ``depth=``, a :class:`DepthMemory` the model passes through its layers, and default
+    off). ``depth_attention=True`` :cite:`depthattention2026`: before attending over the sequence, each head's query
+    $q^\ell_t$ attends over the keys of the earlier layers and its own at the same position and mixes their values,
+
+    $$ \tilde v^\ell_t = \sum_{j \le \ell} \operatorname{softmax}_j\big(q^\ell_t \cdot k^j_t / \sqrt D\big)\, v^j_t, $$
+
+    then attends over the sequence with keys $k^\ell$ and values $\tilde v^\ell$: no new parameter, and the cache
+    holds one key and one value per position as before (it needs ``n_q_heads == n_kv_heads``).
+    ``value_residual="static"`` adds the first layer's values, $v^\ell + \lambda v^1$ with one learned scalar
+    $\lambda$ per layer; ``"gated"`` makes the gate depend on the token, $v^\ell_t + \sigma(w_h \cdot x_t + c_h)\, v^1_t$
+    per key/value head :cite:`gunasekaran2026satformer`. Layer 1 (empty memory) is unchanged.
     """
 
     def __init__(self, d_model: int, n_heads: int, *, n_kv_heads: int | None = None, n_q_heads: int | None = None,
                  bias: bool = False, qk_norm: bool = False, rope: bool = False, rope_base: float = 10000.0,
                  rope_scaling: tuple | None = None, score: str = "softmax", score_kwargs: dict | None = None,
-                 gate: bool = False):
+                 gate: bool = False, depth_attention: bool = False, value_residual: str | None = None):
         super().__init__()
+        self.depth_attention = check_flag("depth_attention", depth_attention)
+        if value_residual not in VALUE_RESIDUALS:
+            raise ValueError(f"value_residual must be one of {VALUE_RESIDUALS}, got {value_residual!r}")
+        self.value_residual = value_residual
         check_positive_int("d_model", d_model)
         check_positive_int("n_heads", n_heads)
         n_q_heads = n_heads if n_q_heads is None else check_positive_int("n_q_heads", n_q_heads)
@@ -67,6 +85,11 @@ class MultiHeadAttention(TokenMixer):
         self.wg = nn.Linear(d_model, n_q_heads) if gate else None
         self.q_norm = RMSNorm(self.head_dim) if qk_norm else None
         self.k_norm = RMSNorm(self.head_dim) if qk_norm else None
+        if depth_attention and n_q_heads != n_kv_heads:
+            raise ValueError(f"depth_attention needs one key/value head per query head, got n_q_heads={n_q_heads}, "
+                             f"n_kv_heads={n_kv_heads}")
+        self.value_scale = nn.Parameter(torch.tensor(0.5)) if value_residual == "static" else None
+        self.value_gate = nn.Linear(d_model, n_kv_heads) if value_residual == "gated" else None
 
     def new_cache(self) -> KVCache:
         """An empty :class:`~minilib.attention.KVCache`: decoding appends each new position's keys and values to it."""
@@ -101,14 +124,16 @@ class MultiHeadAttention(TokenMixer):
 
     def forward(self, x: torch.Tensor, *, causal: bool | None = None, cache: KVCache | None = None,
                 positions: torch.Tensor | None = None, bias: torch.Tensor | None = None,
-                memory: torch.Tensor | None = None, kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                memory: torch.Tensor | None = None, kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+                depth: "DepthMemory | None" = None) -> torch.Tensor:
         """``x (B, T, d_model) -> (B, T, d_model)``; self-attention is causal unless ``causal=False``.
 
         ``memory (B, S, d_model)``: cross-attention, keys and values projected from ``memory``, every query sees
         every key; it takes no ``cache``, ``positions``, ``bias``, ``kv`` or ``causal=True`` (a ``ValueError`` names
         the one given). ``kv=(k, v)``, each ``(B, H_kv, S, D)`` and already projected (and rotated) by another layer,
         replaces this module's own keys and values: only the queries are computed, at positions ``S - T .. S - 1``
-        unless ``positions`` says otherwise (cross-layer KV sharing).
+        unless ``positions`` says otherwise (cross-layer KV sharing). ``depth``: the :class:`DepthMemory` of this
+        forward pass (needed by ``depth_attention`` and ``value_residual``; this layer reads it and appends its own).
         """
         check_last_dim("x", x, self.wq.in_features, ndim=3)
         if cache is not None and not isinstance(cache, KVCache):
@@ -130,10 +155,30 @@ class MultiHeadAttention(TokenMixer):
         if positions is None:
             positions = torch.arange(past, past + T, device=x.device)
         q, k, v = self.project_qkv(x, positions)
+        if self.depth_attention or self.value_residual is not None:
+            v = self._cross_layer_values(x, q, k, v, depth)
         if cache is not None:
             cache.append(k, v)
             k, v = cache.k, cache.v
         return self.combine(x, attend(q, k, v, score=self.score, causal=causal, bias=bias, **self.score_kwargs))
+
+    def _cross_layer_values(self, x, q, k, v, depth) -> torch.Tensor:
+        if not isinstance(depth, DepthMemory):
+            raise TypeError(f"depth_attention / value_residual need depth=, the DepthMemory of this forward pass, got {type(depth).__name__}")
+        earlier_k, earlier_v = list(depth.keys), list(depth.values)
+        depth.append(k, v)
+        if earlier_v and earlier_v[0].shape != v.shape:
+            raise ValueError(f"depth memory holds values of shape {tuple(earlier_v[0].shape)}, this layer's are {tuple(v.shape)}")
+        mixed = v
+        if self.value_residual == "static" and earlier_v:
+            mixed = mixed + self.value_scale * earlier_v[0]
+        if self.value_residual == "gated" and earlier_v:
+            mixed = mixed + torch.sigmoid(self.value_gate(x)).transpose(1, 2)[..., None] * earlier_v[0]
+        if self.depth_attention and earlier_k:
+            keys, values = torch.stack(earlier_k + [k], dim=3), torch.stack(earlier_v + [mixed], dim=3)  # (B, H, T, L, D)
+            w = torch.softmax((q[..., None, :] * keys).sum(-1) / self.head_dim ** 0.5, dim=-1)       # (B, H, T, L)
+            mixed = (w[..., None] * values).sum(3)
+        return mixed
 
     def _shared_kv(self, x, kv, *, causal, cache, positions, bias) -> torch.Tensor:
         if cache is not None:
@@ -163,6 +208,22 @@ class MultiHeadAttention(TokenMixer):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         return self.combine(x, attend(q, k, v, score=self.score, **self.score_kwargs))
+
+
+class DepthMemory:
+    """The keys and values ``(B, H_kv, T, D)`` each layer computed in one forward pass, in layer order: what
+    ``depth_attention`` and ``value_residual`` read. A model makes one per forward (no state survives it)."""
+
+    def __init__(self):
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Record one layer's keys and values (before its own cross-layer mixing)."""
+        require_tensor("k", k, ndim=4, floating=True)
+        require_tensor("v", v, ndim=4, floating=True)
+        self.keys.append(k)
+        self.values.append(v)
 
 
 def _attention_mixer(cls: type[MultiHeadAttention]):
