@@ -23,8 +23,8 @@ LayerScale 0.1, :class:`minilib.looped.DepthRecurrent`) thinks T = k steps, trai
 4-layer model of d_model 32 (the same parameters within a few percent). Accuracy on k = 1..6 at T = 1..8
 :cite:`depthrecurrent2026`.
 
-``algoformer``: in-context linear regression (d = 4, n = 20 examples, w ~ N(0, I), the prompt generated here by
-``regression_prompts``), three models with the same three blocks: a standard 3-layer stack, a vanilla looped model
+``algoformer``: in-context linear regression (d = 4, n = 20 examples, w ~ N(0, I), the prompts of
+:func:`minilib.icl.regression_prompts`), three models with the same three blocks: a standard 3-layer stack, a vanilla looped model
 (the 3-block group looped twice) and an AlgoFormer (pre-block, one block looped 4 times, post-block); 6 block
 applications for both looped models. Test MSE on 2048 prompts :cite:`gao2024algoformer`.
 
@@ -61,6 +61,7 @@ from benchmarks.attention_scoring import char_corpus, line_starts, windows  # no
 from minilib import looped as lp  # noqa: E402
 from minilib.attention import DepthMemory  # noqa: E402
 from minilib.data import digits_split, labelled_batches  # noqa: E402
+from minilib.icl import prompt_tokens, regression_prompts  # noqa: E402
 from minilib.models import Block, TransformerConfig, TransformerLM, lm_loss, train  # noqa: E402
 from minilib.models import looped as ml  # noqa: E402
 from minilib.vision import VisionTransformer  # noqa: E402
@@ -293,14 +294,10 @@ def check_reachability(r: dict) -> None:
 
 # --- AlgoFormer: in-context linear regression --------------------------------------------------------------
 
-def regression_prompts(batch: int, n: int, d: int, gen: torch.Generator):
-    """Tokens ``[x_i, y_i]`` (d + 1 wide) for i < n and the query ``[x_q, 0]``; targets ``y_q = w . x_q``, w ~ N(0, I)."""
-    w = torch.randn(batch, d, generator=gen)
-    x = torch.randn(batch, n + 1, d, generator=gen)
-    y = (x @ w[:, :, None])[..., 0]
-    tokens = torch.cat([x, y[..., None]], dim=-1)
-    tokens[:, -1, -1] = 0.0
-    return tokens, y[:, -1]
+def regression_batch(batch: int, n: int, d: int, gen: torch.Generator):
+    """Chapter 10's prompts as tokens ``[x_i, y_i]`` (the query's ``y`` slot 0) and the query targets ``y_q``."""
+    prompts = regression_prompts(batch, n, d, generator=gen)
+    return prompt_tokens(prompts.xs, prompts.ys), prompts.ys[:, -1]
 
 
 class RegressionModel(nn.Module):
@@ -333,14 +330,14 @@ def run_algoformer(quick: bool) -> dict:
             gen = torch.Generator().manual_seed(seed)
             opt = torch.optim.AdamW(model.parameters(), lr=c["lr"], weight_decay=0.0)
             for _ in range(c["steps"]):
-                tokens, target = regression_prompts(c["batch"], c["n"], c["d"], gen)
+                tokens, target = regression_batch(c["batch"], c["n"], c["d"], gen)
                 loss = F.mse_loss(model(tokens), target)
                 opt.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 opt.step()
             with torch.no_grad():
-                tokens, target = regression_prompts(c["test_rows"], c["n"], c["d"], torch.Generator().manual_seed(99))
+                tokens, target = regression_batch(c["test_rows"], c["n"], c["d"], torch.Generator().manual_seed(99))
                 out["mse"].setdefault(name, []).append(round(F.mse_loss(model(tokens), target).item() / c["d"], 4))
             out["params"][name] = n_params(model)
         print(f"  seed {seed}: " + ", ".join(f"{k} {v[-1]}" for k, v in out["mse"].items()), flush=True)
