@@ -382,3 +382,13 @@ def test_screenshot(chromium, server, html_dir, tmp_path, docname):
         assert img.size == (1200, 900)
         colors = img.convert("RGB").getcolors(maxcolors=1 << 20)
     assert colors is not None and len(colors) > 50, f"{png} looks blank ({len(colors or [])} colours)"
+
+
+@pytest.mark.parametrize("docname", CHAPTERS)
+def test_chapter_setup_cell_is_collapsed(html_dir, docname):
+    """The setup cell (imports, seeds, threads) sits behind a toggle; the reader opens it if they want it."""
+    nb = json.loads((ROOT / f"{docname}.ipynb").read_text(encoding="utf-8"))
+    setup = next(c for c in nb["cells"] if c["cell_type"] == "code")
+    assert "hide-input" in setup["metadata"].get("tags", []), f"{docname}: tag its first (setup) code cell hide-input"
+    page = _page(html_dir, docname).read_text(encoding="utf-8")
+    assert re.search(r'<details class="[^"]*above-input', page), f"{docname}: the setup cell has no toggle"
