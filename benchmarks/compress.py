@@ -110,22 +110,27 @@ def check_qat(r: dict) -> None:
     assert r["rows"]["ternary"]["after"]["mean"] < r["rows"]["ternary"]["before"]["mean"] - 1.0
 
 
+def trained_vit(v: dict, seed: int, xtr, ytr) -> VisionTransformer:
+    """The digits ViT of config ``v`` trained with AdamW from seed ``seed``, in eval mode."""
+    torch.manual_seed(seed)
+    vit = VisionTransformer(8, v["patch"], v["d_model"], v["n_layers"], v["n_heads"], n_classes=10)
+    opt = torch.optim.AdamW(vit.parameters(), lr=v["lr"])
+    batches = labelled_batches(xtr, ytr, batch_size=v["batch"], generator=torch.Generator().manual_seed(seed))
+    for _ in range(v["steps"]):
+        xb, yb = next(batches)
+        loss = F.cross_entropy(vit(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return vit.eval()
+
+
 def run_tome(quick: bool) -> dict:
     v = VIT_QUICK if quick else VIT
     (xtr, ytr), (xte, yte) = digits_split(n_test=v["n_test"], seed=0)
     rows = {f"{method} r={r}": [] for method in ("tome", "pitome") for r in v["merges"]}
     for seed in SEEDS:
-        torch.manual_seed(seed)
-        vit = VisionTransformer(8, v["patch"], v["d_model"], v["n_layers"], v["n_heads"], n_classes=10)
-        opt = torch.optim.AdamW(vit.parameters(), lr=v["lr"])
-        batches = labelled_batches(xtr, ytr, batch_size=v["batch"], generator=torch.Generator().manual_seed(seed))
-        for _ in range(v["steps"]):
-            xb, yb = next(batches)
-            loss = F.cross_entropy(vit(xb), yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        vit.eval()
+        vit = trained_vit(v, seed, xtr, ytr)
         for method, merge in (("tome", compress.tome), ("pitome", compress.pitome)):
             for r in v["merges"]:
                 with torch.no_grad():
@@ -178,17 +183,7 @@ def run_ats(quick: bool) -> dict:
     (xtr, ytr), (xte, yte) = digits_split(n_test=v["n_test"], seed=0)
     full, sampled, kept_all = [], [], []
     for seed in SEEDS:
-        torch.manual_seed(seed)
-        vit = VisionTransformer(8, v["patch"], v["d_model"], v["n_layers"], v["n_heads"], n_classes=10)
-        opt = torch.optim.AdamW(vit.parameters(), lr=v["lr"])
-        batches = labelled_batches(xtr, ytr, batch_size=v["batch"], generator=torch.Generator().manual_seed(seed))
-        for _ in range(v["steps"]):
-            xb, yb = next(batches)
-            loss = F.cross_entropy(vit(xb), yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        vit.eval()
+        vit = trained_vit(v, seed, xtr, ytr)
         with torch.no_grad():
             full.append((vit(xte).argmax(-1) == yte).float().mean().item())
         acc, kept = ats_accuracy(vit, xte, yte, n_samples=8)

@@ -62,7 +62,7 @@ def test_hyena_trains_in_transformer_lm_and_hyena_2d_mixes_the_whole_image():
 def test_bad_input():
     with pytest.raises(ValueError, match=r"kernel must be \(C, k_h <= H, k_w <= W\)"):
         fft_conv2d(torch.randn(1, 2, 4, 4), torch.randn(2, 5, 1))
-    with pytest.raises(ValueError, match=r"x must be \(B, T, d_model=8\)"):
+    with pytest.raises(ValueError, match=r"x must end in d_model=8 features"):
         HyenaMixer(8)(torch.randn(1, 3, 7))
     with pytest.raises(ValueError, match="need 1 sizes"):
         ImplicitFilter(2)(3, 4)

@@ -87,7 +87,7 @@ def test_gated_memory_carries_information_across_segments_and_gradients_flow():
 
 def test_gated_memory_bad_input():
     gm = GatedMemory(4, 2)
-    with pytest.raises(ValueError, match="x must be"):
+    with pytest.raises(ValueError, match="x must end in d_model"):
         gm(torch.randn(1, 3, 5))
     with pytest.raises(ValueError, match="memory must be"):
         gm(torch.randn(1, 3, 4), torch.randn(1, 3, 4))

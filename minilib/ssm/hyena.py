@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minilib._checks import check_positive_int, require_tensor
+from minilib._checks import check_last_dim, check_positive_int, require_tensor
 from minilib.convolution import fft_conv
 from minilib.mixing import TokenMixer, register_mixer
 
@@ -89,9 +89,7 @@ class HyenaMixer(TokenMixer):
         self.out_proj = nn.Linear(d_model, d_model)
 
     def forward(self, x: torch.Tensor, *, cache=None) -> torch.Tensor:
-        require_tensor("x", x, ndim=3, floating=True)
-        if x.shape[-1] != self.d_model:
-            raise ValueError(f"x must be (B, T, d_model={self.d_model}), got {tuple(x.shape)}")
+        check_last_dim("x", x, self.d_model, ndim=3)
         T = x.shape[1]
         z = self.short(self.in_proj(x).transpose(1, 2))[..., :T]  # causal: keep the first T outputs
         v, x1, x2 = z.chunk(3, dim=1)  # (B, d_model, T) each

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minilib._checks import check_positive_int, require_tensor
+from minilib._checks import check_last_dim, check_positive_int, require_tensor
 
 __all__ = ["omega_memory", "GatedMemory"]
 
@@ -72,9 +72,7 @@ class GatedMemory(nn.Module):
         self.in_gate, self.forget_gate = nn.Linear(d_model, d_model), nn.Linear(d_model, d_model)
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        require_tensor("x", x, ndim=3, floating=True)
-        if x.shape[-1] != self.d_model:
-            raise ValueError(f"x must be (B, T, d_model={self.d_model}), got {tuple(x.shape)}")
+        check_last_dim("x", x, self.d_model, ndim=3)
         if memory is None:
             memory = self.initial.to(x.dtype).expand(x.shape[0], self.n_slots, self.d_model)
         require_tensor("memory", memory, ndim=3, floating=True)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minilib._checks import check_positive_int, require_tensor
+from minilib._checks import check_last_dim, check_positive_int
 from minilib.convolution import fft_conv
 from minilib.mixing import TokenMixer, register_mixer
 from minilib.ssm.lti import s4d_init, s4d_kernel, s4d_recurrent
@@ -71,9 +71,7 @@ class _GatedSSM(TokenMixer):
         return _causal_depthwise_conv(self.conv, x, cache)
 
     def forward(self, x: torch.Tensor, *, cache: SSMCache | None = None) -> torch.Tensor:
-        require_tensor("x", x, ndim=3, floating=True)
-        if x.shape[-1] != self.d_model:
-            raise ValueError(f"x must be (B, T, d_model={self.d_model}), got {tuple(x.shape)}")
+        check_last_dim("x", x, self.d_model, ndim=3)
         if cache is not None and not isinstance(cache, SSMCache):
             raise TypeError(f"cache must be an SSMCache (from new_cache()) or None, got {type(cache).__name__}")
         xi, z = self.in_proj(x).chunk(2, dim=-1)
@@ -193,9 +191,7 @@ class H3Mixer(TokenMixer):
         return SSMCache()
 
     def forward(self, x: torch.Tensor, *, cache: SSMCache | None = None) -> torch.Tensor:
-        require_tensor("x", x, ndim=3, floating=True)
-        if x.shape[-1] != self.d_model:
-            raise ValueError(f"x must be (B, T, d_model={self.d_model}), got {tuple(x.shape)}")
+        check_last_dim("x", x, self.d_model, ndim=3)
         Bt, T, _ = x.shape
         q, k, v = self.qkv(x).chunk(3, dim=-1)
         k = _causal_depthwise_conv(self.conv, k, cache)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minilib._checks import check_flag, check_positive_int, require_tensor
+from minilib._checks import check_flag, check_last_dim, check_positive_int, require_tensor
 from minilib.mixing import TokenMixer, register_mixer
 from minilib.ssm.mixers import SSMCache, _causal_depthwise_conv
 from minilib.ssm.selective import ssd_chunked, ssd_recurrent
@@ -110,9 +110,7 @@ class RodimusMixer(TokenMixer):
         return SSMCache()
 
     def forward(self, x: torch.Tensor, *, cache: SSMCache | None = None) -> torch.Tensor:
-        require_tensor("x", x, ndim=3, floating=True)
-        if x.shape[-1] != self.d_model:
-            raise ValueError(f"x must be (B, T, d_model={self.d_model}), got {tuple(x.shape)}")
+        check_last_dim("x", x, self.d_model, ndim=3)
         if cache is not None and not isinstance(cache, SSMCache):
             raise TypeError(f"cache must be an SSMCache (from new_cache()) or None, got {type(cache).__name__}")
         u, z = self.in_proj(x).chunk(2, dim=-1)
