@@ -1,11 +1,14 @@
-"""Show minilib's own source in a notebook, so the book and the library never drift."""
+"""Show minilib's own source in a notebook, so the book and the library never drift; draw its tables and timelines."""
 
 import inspect
 import re
 import sys
 import textwrap
 
-__all__ = ["source_markdown", "reference_href", "show", "show_table"]
+__all__ = ["source_markdown", "reference_href", "show", "show_table", "plot_timeline"]
+
+#: Colours of the event kinds :func:`plot_timeline` draws (others get matplotlib's next colour).
+TIMELINE_COLOURS = {"compute": "tab:blue", "send": "tab:orange", "all_gather": "tab:green", "all_to_all": "tab:red"}
 
 
 def _fence(text: str) -> str:
@@ -70,3 +73,32 @@ def show_table(rows, headers) -> None:
 
     body = [line(headers), "|" + "---|" * len(headers)] + [line(r) for r in rows]
     display(Markdown("\n".join(body)))
+
+
+def plot_timeline(ax, rows, *, labels=None) -> None:
+    """Draw one horizontal lane per row of events, each event a bar from its ``start`` to its ``end``.
+
+    ``rows``: one list of event dicts (``kind``, ``start``, ``end`` in seconds) per lane, e.g. the ``events`` of
+    every rank's :class:`minilib.parallel.RankLog`; times are shown in ms from the earliest start. Each kind gets
+    its own colour and sub-lane, so overlapping compute and messages stay visible; ``labels`` name the lanes
+    (default ``rank 0``, ``rank 1``, ...).
+    """
+    if not isinstance(rows, (list, tuple)) or not rows or not all(isinstance(r, (list, tuple)) for r in rows):
+        raise TypeError("rows must be a non-empty list with one list of events per lane")
+    events = [e for row in rows for e in row]
+    if not events or not all(isinstance(e, dict) and {"kind", "start", "end"} <= set(e) for e in events):
+        raise ValueError("rows must hold events, dicts with 'kind', 'start' and 'end'")
+    labels = [f"rank {i}" for i in range(len(rows))] if labels is None else list(labels)
+    if len(labels) != len(rows):
+        raise ValueError(f"labels must name each of the {len(rows)} lanes, got {len(labels)}")
+    t0 = min(e["start"] for e in events)
+    kinds = list(dict.fromkeys(e["kind"] for e in events))
+    height = 0.8 / len(kinds)
+    for lane, row in enumerate(rows):
+        for i, kind in enumerate(kinds):
+            spans = [((e["start"] - t0) * 1e3, (e["end"] - e["start"]) * 1e3) for e in row if e["kind"] == kind]
+            ax.broken_barh(spans, (lane - 0.4 + i * height, height * 0.9), color=TIMELINE_COLOURS.get(kind),
+                           label=kind if lane == 0 else None)
+    ax.set_yticks(range(len(rows)), labels)
+    ax.set_xlabel("time since the first event (ms)")
+    ax.legend(loc="upper right", fontsize=8)

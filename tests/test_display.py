@@ -68,3 +68,28 @@ def test_show_table_markdown(monkeypatch):
 def test_bad_input_is_a_type_error():
     with pytest.raises(TypeError, match="obj must be a function, class or module, got int"):
         display.source_markdown(3)
+
+
+def test_plot_timeline_draws_one_bar_per_event_in_its_lane():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from minilib.display import plot_timeline
+
+    rows = [[{"kind": "compute", "start": 1.0, "end": 1.5}, {"kind": "send", "start": 1.2, "end": 1.3}],
+            [{"kind": "compute", "start": 1.1, "end": 1.4}]]
+    fig, ax = plt.subplots()
+    plot_timeline(ax, rows)
+    spans = sorted((round(v[:, 0].min(), 6), round(v[:, 0].max() - v[:, 0].min(), 6))
+                   for coll in ax.collections for v in (path.vertices for path in coll.get_paths()))
+    assert spans == [(0.0, 500.0), (100.0, 300.0), (200.0, 100.0)]  # ms from the earliest start
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["rank 0", "rank 1"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["compute", "send"]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="labels"):
+        plot_timeline(ax, rows, labels=["a"])
+    with pytest.raises(ValueError, match="events"):
+        plot_timeline(ax, [[{"kind": "compute"}]])
+    with pytest.raises(TypeError, match="rows"):
+        plot_timeline(ax, [])
