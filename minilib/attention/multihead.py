@@ -34,7 +34,7 @@ class MultiHeadAttention(TokenMixer):
     queries attend to the whole cache. With ``memory (B, S, d_model)`` keys and values are projected from
     it instead (cross-attention, no RoPE). See :cite:`vaswani2017attention`, :cite:`su2021roformer`.
 
-    Cross-layer options (both need ``depth=``, a :class:`DepthMemory` the model passes through its layers, and default
+    Cross-layer options (both need ``depth=``, a :class:`~minilib.attention.DepthMemory` the model passes through its layers, and default
     off). ``depth_attention=True`` :cite:`depthattention2026`: before attending over the sequence, each head's query
     $q^\ell_t$ attends over the keys of the earlier layers and its own at the same position and mixes their values,
 
@@ -132,7 +132,7 @@ class MultiHeadAttention(TokenMixer):
         every key; it takes no ``cache``, ``positions``, ``bias``, ``kv`` or ``causal=True`` (a ``ValueError`` names
         the one given). ``kv=(k, v)``, each ``(B, H_kv, S, D)`` and already projected (and rotated) by another layer,
         replaces this module's own keys and values: only the queries are computed, at positions ``S - T .. S - 1``
-        unless ``positions`` says otherwise (cross-layer KV sharing). ``depth``: the :class:`DepthMemory` of this
+        unless ``positions`` says otherwise (cross-layer KV sharing). ``depth``: the :class:`~minilib.attention.DepthMemory` of this
         forward pass (needed by ``depth_attention`` and ``value_residual``; this layer reads it and appends its own).
         """
         check_last_dim("x", x, self.wq.in_features, ndim=3)

@@ -118,7 +118,9 @@ class AlgoFormer(nn.Module):
 def recursive_forward(blocks, x: torch.Tensor, n_recursions: int) -> torch.Tensor:
     r"""Recursive blocks: each block applied ``n_recursions`` times in a row with its own (shared) weights.
 
-    $$ h \leftarrow f_\ell^{\,r}(h)\quad \text{for } \ell = 1..L $$ (``blocks`` $= [f_1..f_L]$)
+    $$ h \leftarrow f_\ell^{\,r}(h)\quad \text{for } \ell = 1..L $$
+
+    with ``blocks`` $= [f_1, \dots, f_L]$.
 
     ``L`` blocks then compute like ``L * n_recursions`` layers with the parameters of ``L``.
     ``x (B, T, d_model) -> (B, T, d_model)``. See :cite:`shen2022sliced`.

@@ -1,7 +1,8 @@
 r"""Structured linear layers for the FFN: low-rank and block-diagonal, with a dense guide blended out early.
 
-- :class:`LowRankLinear`: $y = (x V) U$ with $V \in \mathbb{R}^{d_\text{in} \times r}$, $U \in \mathbb{R}^{r \times
-  d_\text{out}}$: $r (d_\text{in} + d_\text{out})$ weights instead of $d_\text{in} d_\text{out}$.
+- :class:`LowRankLinear`: $y = (x V) U$ with $V \in \mathbb{R}^{d_\text{in} \times r}$,
+  $U \in \mathbb{R}^{r \times d_\text{out}}$: $r (d_\text{in} + d_\text{out})$ weights instead of
+  $d_\text{in} d_\text{out}$.
 - :class:`BlockDiagonalLinear`: $b$ independent blocks of size $d_\text{in}/b \times d_\text{out}/b$:
   $d_\text{in} d_\text{out} / b$ weights.
 - :class:`SelfGuided`: $y = \alpha\, W x + (1 - \alpha)\, \operatorname{structured}(x)$ with $\alpha$ decayed from 1
