@@ -33,8 +33,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._experiments import artifact_path, downsample, run_experiments  # noqa: E402
-from benchmarks.transformer import data_generator, seed_spread, sized  # noqa: E402
+from benchmarks._experiments import artifact_path, downsample, run_experiments, seed_spread  # noqa: E402
+from benchmarks.transformer import data_generator, sized  # noqa: E402
 from minilib.data import arith_tasks, masked_targets  # noqa: E402
 from minilib.icl import gd_predict, least_squares_predict, prompt_tokens, regression_prompts, ridge_predict  # noqa: E402
 from minilib.models import TransformerConfig, TransformerLM, count_parameters, train  # noqa: E402
