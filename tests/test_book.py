@@ -330,14 +330,14 @@ def _show_table_calls(docname):
     sources = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
     trees = [ast.parse(src) for src in sources]
 
-    def calls(node, names):
-        return [c for c in ast.walk(node) if isinstance(c, ast.Call) and getattr(c.func, "id", None) in names]
+    def calls(node, names) -> bool:
+        return isinstance(node, ast.Call) and getattr(node.func, "id", None) in names
     functions = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
-    names = {"show_table"} | {f.name for t in trees for f in ast.walk(t)
-                              if isinstance(f, functions[:2]) and calls(f, {"show_table"})}
+    names = {"show_table"} | {f.name for t in trees for f in ast.walk(t) if isinstance(f, functions)
+                              and not isinstance(f, ast.Lambda) and any(calls(c, {"show_table"}) for c in ast.walk(f))}
 
     def top_level(node):
-        here = isinstance(node, ast.Call) and getattr(node.func, "id", None) in names
+        here = calls(node, names)
         return here + sum(top_level(c) for c in ast.iter_child_nodes(node) if not isinstance(c, functions))
     return [(src, top_level(tree)) for src, tree in zip(sources, trees)]
 

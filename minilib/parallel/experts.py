@@ -21,9 +21,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from minilib._checks import check_last_dim, check_nonnegative_int, check_positive_int
+from minilib._checks import check_last_dim, check_positive_int
 from minilib.moe import MoE
 from minilib.parallel.comm import RankLog
+from minilib.parallel.ring import _check_rank
 
 __all__ = ["local_experts", "expert_parallel_moe"]
 
@@ -32,10 +33,7 @@ def local_experts(moe: MoE, rank: int, world_size: int) -> dict[int, nn.Module]:
     """The experts rank ``rank`` of ``world_size`` holds, ``{e: expert}`` for ``e % world_size == rank``."""
     if not isinstance(moe, MoE):
         raise TypeError(f"moe must be a minilib.moe.MoE, got {type(moe).__name__}")
-    check_positive_int("world_size", world_size)
-    check_nonnegative_int("rank", rank)
-    if rank >= world_size:
-        raise ValueError(f"rank ({rank}) must be below world_size ({world_size})")
+    _check_rank(rank, check_positive_int("world_size", world_size))
     return {e: expert for e, expert in enumerate(moe.experts) if e % world_size == rank}
 
 

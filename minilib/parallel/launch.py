@@ -109,7 +109,6 @@ def launch(fn: Callable, world_size: int, *args, timeout: float = DEFAULT_TIMEOU
             # another program may take the picked port between free_port() and the rendezvous
             if port is not None or "Address already in use" not in str(err) or attempt == 2:
                 raise
-    raise AssertionError("unreachable")
 
 
 def _run(ctx, fn, world_size, args, timeout, port) -> list:

@@ -57,14 +57,20 @@ def sequence_positions(seq_len: int, world_size: int, *, layout: str = "contiguo
     return [[p for chunk in chunks for p in chunk] for chunks in _layout_chunks(seq_len, world_size, layout)]
 
 
+def _check_rank(rank: int, world_size: int) -> int:
+    """Return ``rank`` if it is one of ``0 .. world_size - 1``; else raise naming both."""
+    check_nonnegative_int("rank", rank)
+    if rank >= world_size:
+        raise ValueError(f"rank ({rank}) must be below world_size ({world_size})")
+    return rank
+
+
 def shard(x: torch.Tensor, rank: int, world_size: int, *, layout: str = "contiguous", dim: int = 2) -> torch.Tensor:
     """Rank ``rank``'s piece of a full-sequence tensor: the entries of ``x`` along ``dim`` at its positions."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    check_nonnegative_int("rank", rank)
     positions = sequence_positions(x.shape[dim], world_size, layout=layout)
-    if rank >= world_size:
-        raise ValueError(f"rank ({rank}) must be below world_size ({world_size})")
+    _check_rank(rank, world_size)
     return x.index_select(dim, torch.tensor(positions[rank], device=x.device))
 
 
@@ -167,8 +173,8 @@ class _RingAttention(torch.autograd.Function):
         kb, vb, dkb, dvb, src = k, v, torch.zeros_like(k), torch.zeros_like(v), rank
         for step in range(world_size):
             with log.timed("compute", world_size + step, block=src), torch.enable_grad():
+                qq, kk, vv = (t.detach().requires_grad_() for t in (q, kb, vb))
                 for qr, kr in _pairs(chunks[rank], chunks[src], causal):
-                    qq, kk, vv = (t.detach().requires_grad_() for t in (q, kb, vb))
                     o, s = _attend_runs(qq, kk, vv, scale, q_pos, positions[src], causal, qr, kr)
                     # out = sum_c w_c o_c, w_c = exp(lse_c - lse): d out/d o_c = w_c, d out/d lse_c = w_c (o_c - out)
                     o_full, dout_run, lse_run = out[:, :, qr], dout[:, :, qr], lse[:, :, qr]
