@@ -775,6 +775,14 @@ case(moe_wide.ActivatorClassifier, lambda: moe.ActivatorClassifier(8, 2, 16, 0, 
      "n_layers")
 case(moe_wide.WideNet, lambda: moe.WideNet(8, 2, 16, 2, 2, n_classes=10, n_experts=2, share_norms=1), "share_norms")
 case(moe_wide.vit_block_flops, lambda: moe.vit_block_flops(16, 0, 8), "d_model")
+case(moe_pp.MoEPlusPlus, lambda: moe.MoEPlusPlus(32, 16, 2, gating_residual=True, layer=1)(x32), "gating_residual")
+case(moe_pp.link_gating_residuals, lambda: moe.link_gating_residuals(None), "model")
+case(moe_upcycling.upcycle, lambda: moe.upcycle([{"blocks.0.ffn.w1.weight": torch.zeros(2, 2)}], 2, attention=True),
+     "attention")
+from minilib.moe import attention_experts as moe_ae  # noqa: E402
+
+case(moe_ae.MixtureOfAttention, lambda: moe.MixtureOfAttention(32, 4, 0), "n_experts")
+case(moe_ae.MixtureOfAttention, lambda: moe.MixtureOfAttention(32, 4, 2)(torch.randn(2, 5, 8)), "x")
 
 
 # vision (chapter 11): windows, mixers, tokens, causal ViT, reparameterisation, classifiers

@@ -106,9 +106,13 @@ class MoE(nn.Module):
         self.routing: Routing | None = None
         self.aux_loss: torch.Tensor | None = None
 
+    def router_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The router's logits $W_r x$ ``(N, n_experts)`` for the tokens ``x (N, d_model)``."""
+        return self.router(x)
+
     def route(self, x: torch.Tensor) -> Routing:
         """Route the tokens ``x (N, d_model)``; sets ``self.aux_loss``."""
-        logits = self.router(x)
+        logits = self.router_logits(x)
         n = x.shape[0]
         if self.router_kind == "expert_choice":
             capacity = expert_capacity(n, self.n_experts, self.top_k, self.capacity_factor or 1.0)
