@@ -9,20 +9,23 @@ Experiments (chapter 09 reads them all), each a 2-layer TransformerLM (d_model 3
 * ``ffn_kinds``: GELU, ReLU, SwiGLU, GEGLU, ReGLU and PolyNorm FFNs at their default widths (the 2/3 rule for the
   gated ones), parameter counts within 5%; validation loss;
 * ``sparsity``: ReLU FFNs of width 4d and 8d: fraction of zero hidden activations per layer at initialisation and
-  after training (the lazy-neuron probe);
-* ``moe``: dense SwiGLU, a 4-expert top-2 MoE and MoE++ (4 FFN + zero, copy, constant experts, top-2): validation
-  loss, FFN experts run per token, load coefficient of variation;
+  after training (the lazy-neuron probe), and width 4d trained on random labels (every target a uniform random token);
+* ``moe``: dense SwiGLU, a 4-expert top-2 MoE and MoE++ (4 FFN + zero, copy, constant experts, top-2), without and
+  with gating residuals: validation loss, FFN experts run per token, load coefficient of variation;
 * ``upcycle``: a dense model trained, upcycled into 4 experts (same loss at the switch), both trained on;
+* ``bam``: two dense models branched from one initialisation, each trained on one half of the training text, upcycled
+  into 2 FFN experts (top-2) with their attention averaged (FFN-only) or as 2 attention experts (BAM), both trained on;
 * ``tokenformer``: a Pattention-FFN model grown from 32 to 64 parameter tokens halfway, against 64 from scratch;
 * ``hash_memory``: MemoryFormer-style hash-memory FFN against the dense GELU FFN;
 * ``mohd``: MoHD (d_ff 4d, a quarter shared, 3 groups, top-1: half the units active) against a dense GELU FFN of
   the active width (2d);
 * ``structured``: a low-rank FFN (rank 14, width 8d) at the dense FFN's parameter count, with and without self-guided
-  training (dense guide blended out over the first half);
+  training (dense guide blended out over the first half), and a block-diagonal one (2 blocks, width 8d, exactly the
+  dense count);
 * ``digits``: on scikit-learn's 8x8 digits, a 2-layer ViT, 2-layer Activator (with and without the channel MLP) and a
   4-layer WideNet (individual and shared LayerNorms), test accuracy and parameters.
 
-One torch thread throughout.
+"±" in the reports is the sample standard deviation over the seeds (``seed_spread``). One torch thread throughout.
 """
 from __future__ import annotations
 
@@ -36,12 +39,13 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._experiments import downsample, run_experiments  # noqa: E402
+from benchmarks._experiments import (downsample, paired_difference, run_experiments, seed_difference,  # noqa: E402
+                                     seed_spread)
 from minilib.data import CharTokenizer, lm_batches, lm_eval_windows, tiny_corpus, train_val_split  # noqa: E402
 from minilib.models import TransformerConfig, TransformerLM, count_parameters, evaluate, lm_loss, train  # noqa: E402
 from minilib.data import digits_split, labelled_batches  # noqa: E402
-from minilib.moe import (ActivatorClassifier, LowRankLinear, MoE, MoEPlusPlus, SelfGuided, WideNet,  # noqa: E402
-                         activation_sparsity, upcycle)
+from minilib.moe import (ActivatorClassifier, BlockDiagonalLinear, LowRankLinear, MoE, MoEPlusPlus,  # noqa: E402
+                         SelfGuided, WideNet, activation_sparsity, link_gating_residuals, upcycle)
 from minilib.vision import VisionTransformer  # noqa: E402
 
 CFG = dict(n_chars=200_000, corpus_seed=0, val_frac=0.1, seq_len=32, d_model=32, n_layers=2, n_heads=4, steps=150,
@@ -52,12 +56,6 @@ FFN_KINDS = ("gelu", "relu", "swiglu", "geglu", "reglu", "polynorm")
 
 def sized(quick: bool) -> dict:
     return {**CFG, **(QUICK if quick else {})}
-
-
-def seed_spread(values) -> dict:
-    v = np.asarray(values, dtype=float)
-    return dict(values=[round(float(x), 4) for x in v], mean=round(float(v.mean()), 4),
-                spread=round(float(v.max() - v.min()), 4))
 
 
 class Data:
@@ -108,26 +106,38 @@ def check_ffn_kinds(out: dict) -> None:
         assert r["val_loss"]["mean"] < out["unigram_entropy"], f"ffn_kinds: {kind} above the unigram entropy"
 
 
+def _random_labels(batches, vocab_size: int, seed: int):
+    """The same inputs with every target replaced by a uniformly random token (the lazy-neuron paper's control)."""
+    g = torch.Generator().manual_seed(3000 + seed)
+    for x, y in batches:
+        yield x, torch.randint(0, vocab_size, y.shape, generator=g)
+
+
 def run_sparsity(quick: bool = False) -> dict:
     data = Data(sized(quick))
     x_val = data.val[0][:32]
     rows = {}
-    for width in (4, 8):
+    for name, width, random_labels in (("4d", 4, False), ("8d", 8, False), ("4d, random labels", 4, True)):
         init, trained, losses = [], [], []
         for seed in data.c["seeds"]:
             model = data.model(seed, ffn="relu", d_ff=width * data.c["d_model"])
             init.append(activation_sparsity(model, lambda m: m(x_val)))
-            data.fit(model, seed)
+            batches = data.batches(seed)
+            data.fit(model, seed, batches=_random_labels(batches, data.tok.vocab_size, seed) if random_labels else batches)
             trained.append(activation_sparsity(model, lambda m: m(x_val)))
             losses.append(data.val_loss(model))
-        rows[f"{width}d"] = dict(zero_init=np.mean(init, 0).round(4).tolist(),
-                                 zero_trained=np.mean(trained, 0).round(4).tolist(),
-                                 zero_trained_per_seed=np.round(trained, 4).tolist(), val_loss=seed_spread(losses))
-    return dict(config=data.c, rows=rows)
+        rows[name] = dict(zero_init=np.mean(init, 0).round(4).tolist(), zero_trained=np.mean(trained, 0).round(4).tolist(),
+                          zero_trained_per_seed=np.round(trained, 4).tolist(),
+                          nonzero_trained=seed_spread([1 - np.mean(z) for z in trained]), val_loss=seed_spread(losses))
+    nonzero = {k: r["nonzero_trained"]["per_seed"] for k, r in rows.items()}
+    return dict(config=data.c, rows=rows, uniform_loss=float(np.log(data.tok.vocab_size)),
+                wider_minus_4d=paired_difference(nonzero["8d"], nonzero["4d"]),
+                random_minus_real=paired_difference(nonzero["4d, random labels"], nonzero["4d"]))
 
 
 def check_sparsity(out: dict) -> None:
-    for width, r in out["rows"].items():
+    for width in ("4d", "8d"):
+        r = out["rows"][width]
         for a, b in zip(r["zero_init"], r["zero_trained"]):
             assert b > a, f"sparsity: {width}: trained zero fraction {b} not above initialisation {a}"
 
@@ -142,12 +152,14 @@ def run_moe(quick: bool = False) -> dict:
     x_val = data.val[0]
     variants = {"dense": dict(ffn="swiglu"),
                 "moe": dict(ffn="moe", ffn_kwargs=dict(n_experts=4, top_k=2)),
-                "moe++": dict(ffn="moe++", ffn_kwargs=dict(n_ffn=4, top_k=2))}
+                "moe++": dict(ffn="moe++", ffn_kwargs=dict(n_ffn=4, top_k=2)),
+                "moe++, gating residuals": dict(ffn="moe++", ffn_kwargs=dict(n_ffn=4, top_k=2, gating_residual=True))}
     rows = {}
     for name, options in variants.items():
         losses, per_token, cvs = [], [], []
         for seed in data.c["seeds"]:
             model = data.model(seed, **options)
+            link_gating_residuals(model)
             data.fit(model, seed)
             losses.append(data.val_loss(model))
             with torch.no_grad():
@@ -163,12 +175,15 @@ def run_moe(quick: bool = False) -> dict:
         rows[name] = dict(params=count_parameters(model), val_loss=seed_spread(losses),
                           ffn_experts_per_token=seed_spread(per_token) if per_token else None,
                           load_cv=seed_spread(cvs) if cvs else None)
-    rel = 100 * (np.array(rows["moe++"]["val_loss"]["values"]) / np.array(rows["moe"]["val_loss"]["values"]) - 1)
-    return dict(config=data.c, rows=rows, moepp_percent_above_moe=seed_spread(rel))
+    loss = {k: np.array(r["val_loss"]["per_seed"]) for k, r in rows.items()}
+    return dict(config=data.c, rows=rows, moepp_percent_above_moe=seed_difference(100 * (loss["moe++"] / loss["moe"] - 1)),
+                residual_percent_above_moe=seed_difference(100 * (loss["moe++, gating residuals"] / loss["moe"] - 1)),
+                residual_minus_moepp=paired_difference(loss["moe++, gating residuals"], loss["moe++"]))
 
 
 def check_moe(out: dict) -> None:
-    assert out["rows"]["moe++"]["ffn_experts_per_token"]["mean"] < 2, out["rows"]["moe++"]
+    for name in ("moe++", "moe++, gating residuals"):
+        assert out["rows"][name]["ffn_experts_per_token"]["mean"] < 2, out["rows"][name]
 
 
 def run_upcycle(quick: bool = False) -> dict:
@@ -196,7 +211,43 @@ def run_upcycle(quick: bool = False) -> dict:
 
 
 def check_upcycle(out: dict) -> None:
-    assert max(out["switch_gap"]["values"]) < 1e-4, f"upcycle: loss changed at the switch: {out['switch_gap']}"
+    assert out["switch_gap"]["max"] < 1e-4, f"upcycle: loss changed at the switch: {out['switch_gap']}"
+
+
+def run_bam(quick: bool = False) -> dict:
+    data = Data(sized(quick))
+    half, c = data.c["steps"] // 2, data.c
+    n = len(data.train_ids) // 2
+    halves = (data.train_ids[:n], data.train_ids[n:])
+    moe = dict(ffn="moe", ffn_kwargs=dict(n_experts=2, top_k=2))
+    rows = dict(specialist=[], ffn_only_at_switch=[], bam_at_switch=[], ffn_only=[], bam=[])
+    for seed in c["seeds"]:
+        specialists = []
+        for part, ids in enumerate(halves):  # branched from one initialisation, each trained on its half of the text
+            model = data.model(seed, ffn="swiglu")
+            data.fit(model, seed, half, lm_batches(ids, batch_size=c["batch"], seq_len=c["seq_len"],
+                                                   generator=torch.Generator().manual_seed(2000 + 10 * seed + part)))
+            specialists.append(model)
+        rows["specialist"].append(float(np.mean([data.val_loss(m) for m in specialists])))
+        states = [m.state_dict() for m in specialists]
+        ffn_only = data.model(seed, **moe)
+        ffn_only.load_state_dict(upcycle(states, 2))
+        bam = data.model(seed, **moe, mixer="moa", mixer_kwargs=dict(n_experts=2))
+        bam.load_state_dict(upcycle(states, 2, attention=True))
+        batches = data.batches(seed)
+        rest = [next(batches) for _ in range(half)]  # the same batches for both continuations
+        for name, model in (("ffn_only", ffn_only), ("bam", bam)):
+            rows[f"{name}_at_switch"].append(data.val_loss(model))
+            data.fit(model, seed, half, iter(rest))
+            rows[name].append(data.val_loss(model))
+    return dict(config=data.c, **{k: seed_spread(v) for k, v in rows.items()},
+                params=dict(ffn_only=count_parameters(ffn_only), bam=count_parameters(bam)),
+                bam_minus_ffn_only=paired_difference(rows["bam"], rows["ffn_only"]))
+
+
+def check_bam(out: dict) -> None:
+    assert out["params"]["bam"] > out["params"]["ffn_only"], out["params"]
+    assert out["bam"]["mean"] < out["bam_at_switch"]["mean"], "bam: no improvement after upcycling"
 
 
 def run_tokenformer(quick: bool = False) -> dict:
@@ -224,7 +275,7 @@ def run_tokenformer(quick: bool = False) -> dict:
 
 
 def check_tokenformer(out: dict) -> None:
-    assert max(out["switch_gap"]["values"]) < 1e-5, f"tokenformer: loss changed at growth: {out['switch_gap']}"
+    assert out["switch_gap"]["max"] < 1e-5, f"tokenformer: loss changed at growth: {out['switch_gap']}"
 
 
 def run_hash_memory(quick: bool = False) -> dict:
@@ -265,13 +316,13 @@ def check_mohd(out: dict) -> None:
     assert abs(out["active_fraction"] - 0.5) < 1e-9, out["active_fraction"]
 
 
-class _LowRankFFN(nn.Module):
-    """GELU FFN whose two matrices are rank-``rank`` (optionally self-guided by dense ones)."""
+class _StructuredFFN(nn.Module):
+    """GELU FFN whose two matrices are ``structured(d_in, d_out)`` (optionally self-guided by dense ones)."""
 
-    def __init__(self, d_model: int, d_ff: int, rank: int, guide_steps: int | None):
+    def __init__(self, d_model: int, d_ff: int, structured, guide_steps: int | None):
         super().__init__()
         def linear(a, b):
-            low = LowRankLinear(a, b, rank)
+            low = structured(a, b)
             return low if guide_steps is None else SelfGuided(low, a, b, guide_steps)
         self.w1, self.w2 = linear(d_model, d_ff), linear(d_ff, d_model)
 
@@ -289,9 +340,16 @@ def run_structured(quick: bool = False) -> dict:
     data = Data(sized(quick))
     d, steps = data.c["d_model"], data.c["steps"]
     rank = 14  # 2 r (d + 8d) = 2 * 14 * 9 * 32 = 8064 weights vs 8 d^2 = 8192 for the dense FFN (98%)
+
+    def low_rank(a, b):
+        return LowRankLinear(a, b, rank)
+
+    def block_diagonal(a, b):  # 2 blocks: 2 * (d * 8d / 2) = 8 d^2 weights, exactly the dense FFN's
+        return BlockDiagonalLinear(a, b, 2)
     variants = {"dense": dict(ffn="gelu"),
-                "low-rank 8d": dict(ffn=lambda config, layer: _LowRankFFN(d, 8 * d, rank, None)),
-                "low-rank 8d, self-guided": dict(ffn=lambda config, layer: _LowRankFFN(d, 8 * d, rank, steps // 2))}
+                "low-rank 8d": dict(ffn=lambda config, layer: _StructuredFFN(d, 8 * d, low_rank, None)),
+                "low-rank 8d, self-guided": dict(ffn=lambda config, layer: _StructuredFFN(d, 8 * d, low_rank, steps // 2)),
+                "block-diagonal 8d": dict(ffn=lambda config, layer: _StructuredFFN(d, 8 * d, block_diagonal, None))}
     rows = {}
     for name, options in variants.items():
         losses, early = [], []
@@ -311,13 +369,15 @@ def run_structured(quick: bool = False) -> dict:
             losses.append(data.val_loss(model))
         structured = sum(p.numel() for n_, p in model.named_parameters() if ".ffn." in n_ and ".dense." not in n_)
         rows[name] = dict(ffn_params=structured, val_loss=seed_spread(losses), early_train_loss=seed_spread(early))
-    rel = 100 * (rows["low-rank 8d"]["val_loss"]["mean"] / rows["dense"]["val_loss"]["mean"] - 1)
-    return dict(config=data.c, rows=rows, low_rank_percent_above_dense=round(rel, 3))
+    loss = {k: np.array(r["val_loss"]["per_seed"]) for k, r in rows.items()}
+    return dict(config=data.c, rows=rows,
+                low_rank_percent_above_dense=seed_difference(100 * (loss["low-rank 8d"] / loss["dense"] - 1)),
+                block_diagonal_percent_above_dense=seed_difference(100 * (loss["block-diagonal 8d"] / loss["dense"] - 1)))
 
 
 def check_structured(out: dict) -> None:
     p = {k: r["ffn_params"] for k, r in out["rows"].items()}
-    assert p["low-rank 8d"] <= p["dense"], p
+    assert p["low-rank 8d"] <= p["dense"] and p["block-diagonal 8d"] <= p["dense"], p
 
 
 DIGITS = dict(n_test=360, d_model=32, patch=2, steps=200, batch=32, lr=3e-3, seeds=[0, 1, 2])
@@ -366,7 +426,7 @@ def check_digits(out: dict) -> None:
 
 
 EXPERIMENTS = {"ffn_kinds": (run_ffn_kinds, check_ffn_kinds), "sparsity": (run_sparsity, check_sparsity),
-               "moe": (run_moe, check_moe), "upcycle": (run_upcycle, check_upcycle),
+               "moe": (run_moe, check_moe), "upcycle": (run_upcycle, check_upcycle), "bam": (run_bam, check_bam),
                "tokenformer": (run_tokenformer, check_tokenformer), "hash_memory": (run_hash_memory, check_hash_memory),
                "mohd": (run_mohd, check_mohd), "structured": (run_structured, check_structured),
                "digits": (run_digits, check_digits)}
@@ -374,10 +434,10 @@ EXPERIMENTS = {"ffn_kinds": (run_ffn_kinds, check_ffn_kinds), "sparsity": (run_s
 
 def report(name: str, r: dict) -> str:
     if name == "digits":
-        return "digits: " + ", ".join(f"{k} {row['accuracy']['mean']:.3f}±{row['accuracy']['spread']:.3f}"
+        return "digits: " + ", ".join(f"{k} {row['accuracy']['mean']:.3f}±{row['accuracy']['std']:.3f}"
                                       for k, row in r["rows"].items())
     if "rows" in r and name != "sparsity":
-        return f"{name}: " + ", ".join(f"{k} {row['val_loss']['mean']:.3f}±{row['val_loss']['spread']:.3f}"
+        return f"{name}: " + ", ".join(f"{k} {row['val_loss']['mean']:.3f}±{row['val_loss']['std']:.3f}"
                                       for k, row in r["rows"].items())
     if name == "sparsity":
         return "sparsity: " + ", ".join(f"{w} init {row['zero_init']} trained {row['zero_trained']}"
