@@ -23,7 +23,9 @@ Experiments (chapter 09 reads them all), each a 2-layer TransformerLM (d_model 3
   training (dense guide blended out over the first half), and a block-diagonal one (2 blocks, width 8d, exactly the
   dense count);
 * ``digits``: on scikit-learn's 8x8 digits, a 2-layer ViT, 2-layer Activator (with and without the channel MLP) and a
-  4-layer WideNet (individual and shared LayerNorms), test accuracy and parameters.
+  4-layer WideNet (individual and shared LayerNorms), test accuracy and parameters;
+* ``poly_fit``: a 1-D fit of a smooth function by one hidden layer of ReLU or PolyReLU units (L-BFGS, float64):
+  mean squared error against the parameter count.
 
 "±" in the reports is the sample standard deviation over the seeds (``seed_spread``). One torch thread throughout.
 """
@@ -43,6 +45,7 @@ from benchmarks._experiments import (downsample, paired_difference, run_experime
                                      seed_spread)
 from minilib.data import CharTokenizer, lm_batches, lm_eval_windows, tiny_corpus, train_val_split  # noqa: E402
 from minilib.models import TransformerConfig, TransformerLM, count_parameters, evaluate, lm_loss, train  # noqa: E402
+from minilib.activations import polyrelu  # noqa: E402
 from minilib.data import digits_split, labelled_batches  # noqa: E402
 from minilib.moe import (ActivatorClassifier, BlockDiagonalLinear, LowRankLinear, MoE, MoEPlusPlus,  # noqa: E402
                          SelfGuided, WideNet, activation_sparsity, link_gating_residuals, upcycle)
@@ -380,6 +383,58 @@ def check_structured(out: dict) -> None:
     assert p["low-rank 8d"] <= p["dense"] and p["block-diagonal 8d"] <= p["dense"], p
 
 
+POLY_FIT = dict(points=128, iters=300, relu_widths=[8, 16, 32], poly_widths=[4, 8, 16], seeds=[0, 1, 2])
+POLY_FIT_QUICK = dict(iters=5, seeds=[0])
+
+
+def poly_fit_target(x: torch.Tensor) -> torch.Tensor:
+    r"""The smooth 1-D function both activations fit: $\sin 3x + 0.3 x^2$ on $[-2, 2]$."""
+    return torch.sin(3 * x) + 0.3 * x ** 2
+
+
+def fit_1d(width: int, poly: bool, seed: int, *, points: int = 128, iters: int = 300):
+    """Fit ``poly_fit_target`` with one hidden layer of ``width`` ReLU or PolyReLU (order 3, learned coefficients)
+    units, float64, L-BFGS; returns (mean squared error, parameters, the fitted values)."""
+    x = torch.linspace(-2, 2, points, dtype=torch.float64)[:, None]
+    y = poly_fit_target(x)
+    torch.manual_seed(seed)
+    l1, l2 = nn.Linear(1, width).double(), nn.Linear(width, 1).double()
+    coeffs = nn.Parameter(torch.tensor([0.0, 1.0, 0.0, 0.0], dtype=torch.float64))
+    params = [*l1.parameters(), *l2.parameters()] + ([coeffs] if poly else [])
+    opt = torch.optim.LBFGS(params, lr=1, max_iter=iters, line_search_fn="strong_wolfe", tolerance_grad=1e-12,
+                            tolerance_change=1e-15)
+
+    def predict():
+        h = l1(x)
+        return l2(polyrelu(h, coeffs) if poly else torch.relu(h))
+
+    def closure():
+        opt.zero_grad()
+        loss = (predict() - y).pow(2).mean()
+        loss.backward()
+        return loss
+    opt.step(closure)
+    with torch.no_grad():
+        fitted = predict()
+    return float((fitted - y).pow(2).mean()), sum(p.numel() for p in params), fitted[:, 0].tolist()
+
+
+def run_poly_fit(quick: bool = False) -> dict:
+    c = {**POLY_FIT, **(POLY_FIT_QUICK if quick else {})}
+    rows = {}
+    for name, widths, poly in (("relu", c["relu_widths"], False), ("polyrelu", c["poly_widths"], True)):
+        for width in widths:
+            fits = [fit_1d(width, poly, seed, points=c["points"], iters=c["iters"]) for seed in c["seeds"]]
+            rows[f"{name} {width}"] = dict(params=fits[0][1], mse=seed_spread([f[0] for f in fits]),
+                                           fitted_seed0=[round(v, 5) for v in fits[0][2]])
+    return dict(config=c, rows=rows)
+
+
+def check_poly_fit(out: dict) -> None:
+    r = out["rows"]
+    assert r["polyrelu 8"]["params"] < r["relu 16"]["params"], r
+
+
 DIGITS = dict(n_test=360, d_model=32, patch=2, steps=200, batch=32, lr=3e-3, seeds=[0, 1, 2])
 DIGITS_QUICK = dict(steps=5, seeds=[0])
 
@@ -429,10 +484,12 @@ EXPERIMENTS = {"ffn_kinds": (run_ffn_kinds, check_ffn_kinds), "sparsity": (run_s
                "moe": (run_moe, check_moe), "upcycle": (run_upcycle, check_upcycle), "bam": (run_bam, check_bam),
                "tokenformer": (run_tokenformer, check_tokenformer), "hash_memory": (run_hash_memory, check_hash_memory),
                "mohd": (run_mohd, check_mohd), "structured": (run_structured, check_structured),
-               "digits": (run_digits, check_digits)}
+               "digits": (run_digits, check_digits), "poly_fit": (run_poly_fit, check_poly_fit)}
 
 
 def report(name: str, r: dict) -> str:
+    if name == "poly_fit":
+        return "poly_fit: " + ", ".join(f"{k} ({row['params']} params) {row['mse']['mean']:.1e}" for k, row in r["rows"].items())
     if name == "digits":
         return "digits: " + ", ".join(f"{k} {row['accuracy']['mean']:.3f}±{row['accuracy']['std']:.3f}"
                                       for k, row in r["rows"].items())
