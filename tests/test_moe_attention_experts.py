@@ -5,7 +5,8 @@ import torch
 
 from minilib.attention import MultiHeadAttention
 from minilib.models import TransformerLM, train
-from minilib.moe import MixtureOfAttention
+from minilib.moe import ExpertCaches, MixtureOfAttention
+from tests.models_support import decode_in_pieces
 
 
 def test_mixture_equals_the_router_weighted_sum_of_its_experts():
@@ -39,6 +40,18 @@ def test_cached_decoding_equals_the_full_forward(pieces):
         outs.append(moa(x[:, start:start + n], cache=cache))
         start += n
     torch.testing.assert_close(torch.cat(outs, 1), moa(x), rtol=0, atol=1e-12)
+
+
+def test_cached_decoding_of_a_moa_language_model_equals_its_full_forward():
+    torch.manual_seed(3)
+    model = TransformerLM(vocab_size=7, d_model=16, n_layers=2, n_heads=2, d_ff=16, mixer="moa",
+                          mixer_kwargs={"n_experts": 3}).double()
+    idx = torch.randint(0, 7, (2, 9))
+    caches = model.new_caches()
+    assert all(isinstance(c, ExpertCaches) for c in caches)
+    torch.testing.assert_close(decode_in_pieces(lambda piece: model(piece, caches=caches), idx, [1, 4, 5]), model(idx),
+                               rtol=0, atol=1e-12)
+    assert caches[0].length == 9
 
 
 def test_registered_moa_trains_in_a_transformer_lm():

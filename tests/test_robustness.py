@@ -783,6 +783,7 @@ from minilib.moe import attention_experts as moe_ae  # noqa: E402
 
 case(moe_ae.MixtureOfAttention, lambda: moe.MixtureOfAttention(32, 4, 0), "n_experts")
 case(moe_ae.MixtureOfAttention, lambda: moe.MixtureOfAttention(32, 4, 2)(torch.randn(2, 5, 8)), "x")
+case(moe_ae.ExpertCaches, lambda: moe.ExpertCaches([None]), "caches")
 
 
 # vision (chapter 11): windows, mixers, tokens, causal ViT, reparameterisation, classifiers

@@ -16,17 +16,33 @@ import torch
 from torch import nn
 
 from minilib._checks import check_last_dim, check_positive_int
-from minilib.attention import MultiHeadAttention
+from minilib.attention import KVCache, MultiHeadAttention
 from minilib.mixing import TokenMixer, register_mixer
 
-__all__ = ["MixtureOfAttention"]
+__all__ = ["ExpertCaches", "MixtureOfAttention"]
+
+
+class ExpertCaches(list):
+    """The decoding state of a :class:`MixtureOfAttention`: one :class:`~minilib.attention.KVCache` per expert, all
+    holding the same positions (``length``, as a model reads from a layer's cache)."""
+
+    def __init__(self, caches):
+        caches = list(caches)
+        if not caches or not all(isinstance(c, KVCache) for c in caches):
+            raise TypeError(f"caches must be a non-empty sequence of KVCache, got {[type(c).__name__ for c in caches]}")
+        super().__init__(caches)
+
+    @property
+    def length(self) -> int:
+        """Positions cached so far (every expert's cache holds the same)."""
+        return self[0].length
 
 
 class MixtureOfAttention(TokenMixer):
     r"""``n_experts`` :class:`~minilib.attention.MultiHeadAttention` experts of ``d_model``/``n_heads`` (``attention_kwargs``
     passed to each) mixed with the token's router probabilities. ``x (B, T, d_model) -> (B, T, d_model)``; after a
     forward ``self.probs (B, T, E)`` holds the mixing weights. With a cache from :meth:`new_cache` (one
-    :class:`~minilib.attention.KVCache` per expert) ``x`` holds only the new positions. See :cite:`zhang2024bam`."""
+    :class:`~minilib.attention.KVCache` per expert, an :class:`ExpertCaches`) ``x`` holds only the new positions. See :cite:`zhang2024bam`."""
 
     def __init__(self, d_model: int, n_heads: int, n_experts: int, **attention_kwargs):
         super().__init__()
@@ -36,13 +52,13 @@ class MixtureOfAttention(TokenMixer):
         self.router = nn.Linear(d_model, n_experts, bias=False)
         self.probs: torch.Tensor | None = None
 
-    def new_cache(self) -> list:
+    def new_cache(self) -> ExpertCaches:
         """One empty :class:`~minilib.attention.KVCache` per expert."""
-        return [expert.new_cache() for expert in self.experts]
+        return ExpertCaches(expert.new_cache() for expert in self.experts)
 
-    def forward(self, x: torch.Tensor, *, cache: list | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, cache: ExpertCaches | None = None) -> torch.Tensor:
         check_last_dim("x", x, self.d_model, ndim=3)
-        if cache is not None and (not isinstance(cache, list) or len(cache) != self.n_experts):
+        if cache is not None and (not isinstance(cache, ExpertCaches) or len(cache) != self.n_experts):
             raise TypeError(f"cache must be the list of {self.n_experts} caches from new_cache(), got {type(cache).__name__}")
         self.probs = torch.softmax(self.router(x), dim=-1)
         caches = cache if cache is not None else [None] * self.n_experts
