@@ -24,6 +24,9 @@ Experiments (chapter 09 reads them all), each a 2-layer TransformerLM (d_model 3
   dense count);
 * ``digits``: on scikit-learn's 8x8 digits, a 2-layer ViT, 2-layer Activator (with and without the channel MLP) and a
   4-layer WideNet (individual and shared LayerNorms), test accuracy and parameters;
+* ``digits_sparsity``: the 2-layer digits ViT with ReLU FFNs (width 4d) trained on the true labels and on random
+  labels (one fixed random label per image, as in the lazy-neuron paper): non-zero fraction of the FFN units on test
+  images at initialisation and after training;
 * ``poly_fit``: a 1-D fit of a smooth function by one hidden layer of ReLU or PolyReLU units (L-BFGS, float64):
   mean squared error against the parameter count.
 
@@ -44,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._experiments import (downsample, paired_difference, run_experiments, seed_difference,  # noqa: E402
                                      seed_spread)
 from minilib.data import CharTokenizer, lm_batches, lm_eval_windows, tiny_corpus, train_val_split  # noqa: E402
+from minilib.feedforward import FeedForward  # noqa: E402
 from minilib.models import TransformerConfig, TransformerLM, count_parameters, evaluate, lm_loss, train  # noqa: E402
 from minilib.activations import polyrelu  # noqa: E402
 from minilib.data import digits_split, labelled_batches  # noqa: E402
@@ -459,20 +463,56 @@ def run_digits(quick: bool = False) -> dict:
         for seed in c["seeds"]:
             torch.manual_seed(seed)
             model = build()
-            opt = torch.optim.AdamW(model.parameters(), lr=c["lr"])
-            batches = labelled_batches(x_tr, y_tr, batch_size=c["batch"], generator=torch.Generator().manual_seed(seed))
-            for _ in range(c["steps"]):
-                x, y = next(batches)
-                loss = F.cross_entropy(model(x), y)
-                aux = getattr(model, "aux_loss", None)
-                opt.zero_grad()
-                (loss + (aux if aux is not None else 0.0)).backward()
-                opt.step()
-            model.eval()
+            _train_classifier(model, x_tr, y_tr, c, seed)
             with torch.no_grad():
                 accs.append(float((model(x_te).argmax(-1) == y_te).float().mean()))
         rows[name] = dict(params=count_parameters(model), accuracy=seed_spread(accs))
     return dict(config=c, rows=rows)
+
+
+def _train_classifier(model: nn.Module, x_tr: torch.Tensor, y_tr: torch.Tensor, c: dict, seed: int) -> None:
+    """``c["steps"]`` AdamW steps of cross-entropy (plus the model's ``aux_loss``, if any) on digits; leaves it in eval mode."""
+    opt = torch.optim.AdamW(model.parameters(), lr=c["lr"])
+    batches = labelled_batches(x_tr, y_tr, batch_size=c["batch"], generator=torch.Generator().manual_seed(seed))
+    for _ in range(c["steps"]):
+        x, y = next(batches)
+        loss = F.cross_entropy(model(x), y)
+        aux = getattr(model, "aux_loss", None)
+        opt.zero_grad()
+        (loss + (aux if aux is not None else 0.0)).backward()
+        opt.step()
+    model.eval()
+
+
+def run_digits_sparsity(quick: bool = False) -> dict:
+    c = {**DIGITS, **(DIGITS_QUICK if quick else {})}
+    (x_tr, y_tr), (x_te, y_te) = digits_split(n_test=c["n_test"], seed=0)
+    y_random = torch.randint(0, 10, y_tr.shape, generator=torch.Generator().manual_seed(4000))  # fixed per image
+    d = c["d_model"]
+    rows = {}
+    for name, labels in (("true labels", y_tr), ("random labels", y_random)):
+        init, trained, train_acc = [], [], []
+        for seed in c["seeds"]:
+            torch.manual_seed(seed)
+            model = VisionTransformer(8, c["patch"], d, 2, 4, n_classes=10)
+            for block in model.blocks:  # the lazy-neuron probe needs exact zeros: ReLU FFNs of the same width
+                block.ffn = FeedForward(d, 4 * d, kind="relu")
+            init.append(activation_sparsity(model, lambda m: m(x_te[:128])))
+            _train_classifier(model, x_tr, labels, c, seed)
+            trained.append(activation_sparsity(model, lambda m: m(x_te[:128])))
+            with torch.no_grad():
+                train_acc.append(float((model(x_tr).argmax(-1) == labels).float().mean()))
+        rows[name] = dict(zero_init=np.mean(init, 0).round(4).tolist(), zero_trained=np.mean(trained, 0).round(4).tolist(),
+                          nonzero_init=seed_spread([1 - np.mean(z) for z in init]),
+                          nonzero_trained=seed_spread([1 - np.mean(z) for z in trained]),
+                          train_accuracy=seed_spread(train_acc))
+    nonzero = {k: r["nonzero_trained"]["per_seed"] for k, r in rows.items()}
+    return dict(config=c, rows=rows, random_minus_true=paired_difference(nonzero["random labels"], nonzero["true labels"]))
+
+
+def check_digits_sparsity(out: dict) -> None:
+    r = out["rows"]["true labels"]
+    assert r["nonzero_trained"]["mean"] < r["nonzero_init"]["mean"], r
 
 
 def check_digits(out: dict) -> None:
@@ -484,10 +524,14 @@ EXPERIMENTS = {"ffn_kinds": (run_ffn_kinds, check_ffn_kinds), "sparsity": (run_s
                "moe": (run_moe, check_moe), "upcycle": (run_upcycle, check_upcycle), "bam": (run_bam, check_bam),
                "tokenformer": (run_tokenformer, check_tokenformer), "hash_memory": (run_hash_memory, check_hash_memory),
                "mohd": (run_mohd, check_mohd), "structured": (run_structured, check_structured),
-               "digits": (run_digits, check_digits), "poly_fit": (run_poly_fit, check_poly_fit)}
+               "digits": (run_digits, check_digits), "poly_fit": (run_poly_fit, check_poly_fit),
+               "digits_sparsity": (run_digits_sparsity, check_digits_sparsity)}
 
 
 def report(name: str, r: dict) -> str:
+    if name == "digits_sparsity":
+        return "digits_sparsity: " + ", ".join(f"{k} non-zero {row['nonzero_init']['mean']:.3f} -> "
+                                               f"{row['nonzero_trained']['mean']:.3f}" for k, row in r["rows"].items())
     if name == "poly_fit":
         return "poly_fit: " + ", ".join(f"{k} ({row['params']} params) {row['mse']['mean']:.1e}" for k, row in r["rows"].items())
     if name == "digits":
