@@ -3,7 +3,7 @@ r"""BAM's mixture of attention: several attention layers (experts) mixed per tok
 $$ y_t = \sum_{e=1}^{E} p_{te}\, \operatorname{MHA}_e(X)_t,\qquad p_t = \operatorname{softmax}(W_r x_t) $$
 
 Every expert attends over the whole sequence (so the mixture is as causal as its experts) and every expert runs on
-every token: BAM found soft routing of attention experts better than top-$k$ :cite:`zhang2024bam`. Upcycled from
+every token: soft routing, which BAM uses for its attention experts :cite:`zhang2024bam`. Upcycled from
 $n$ dense models (:func:`minilib.moe.upcycle` with ``attention=True``), expert $e$ is model $e \bmod n$'s attention
 and the router starts at zero, so with one dense model the mixture computes that model's attention exactly.
 Registered as the token mixer ``"moa"`` (``mixer_kwargs={"n_experts": ...}``; the other keys go to every expert).
