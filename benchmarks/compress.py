@@ -10,6 +10,10 @@ Experiments (chapter 12 reads them):
   number of AdamW steps in float, with ternary weights (:func:`minilib.compress.ternarize`) and with binary weights
   (:func:`minilib.compress.binarize`) on every linear layer, straight-through gradients, three data-order seeds;
   held-out loss on the first 64 of chapter 2's evaluation windows, before (post-training) and after training;
+* ``ast``: the same trained char-LM pruned to 2:4 on every linear layer, one-shot by magnitude
+  (:func:`minilib.compress.nm_mask`) and by 200 steps of adaptive sparse training
+  (:func:`minilib.compress.ast_train`: masks re-selected every step, distillation from the dense model), three
+  data-order seeds; held-out loss as in ``qat``;
 * ``ats``: the same ViTs with the adaptive token sampler (:func:`minilib.compress.adaptive_token_sampler`, 8
   samples) before the second block, no retraining: accuracy, and how many tokens each image keeps;
 * ``tome``: a 2-block digits ViT (patch 2, 16 tokens, d_model 32) trained with three seeds, then evaluated with no
@@ -28,7 +32,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._experiments import run_experiments  # noqa: E402
+from benchmarks._experiments import paired_difference, run_experiments, seed_spread  # noqa: E402
 from benchmarks.attention_scoring import CONFIG as CHARLM, char_corpus, line_batches, windows  # noqa: E402
 from minilib import compress  # noqa: E402
 from minilib.data import digits_split, labelled_batches  # noqa: E402
@@ -40,13 +44,10 @@ SEEDS = (0, 1, 2)
 QUANTIZERS = {"float": None, "ternary": compress.ternarize, "binary": compress.binarize}
 QAT = dict(steps=300, lr=1e-3, batch=32, eval_windows=64)
 QAT_QUICK = dict(steps=3, lr=1e-3, batch=4, eval_windows=4)
+AST = dict(steps=200, lr=1e-3, batch=16, distill=0.5, eval_windows=64)
+AST_QUICK = dict(AST, steps=3, batch=4, eval_windows=4)
 VIT = dict(patch=2, d_model=32, n_layers=2, n_heads=4, steps=400, lr=3e-3, batch=64, n_test=400, merges=(0, 2, 4, 5))
 VIT_QUICK = dict(VIT, steps=3, merges=(0, 4))
-
-
-def mean_spread(values):
-    t = torch.tensor(values, dtype=torch.float64)
-    return dict(values=values, mean=t.mean().item(), spread=(t.max() - t.min()).item())
 
 
 def held_out_loss(model, quantizer, val) -> float:
@@ -57,8 +58,9 @@ def held_out_loss(model, quantizer, val) -> float:
             return lm_loss(model, val).item()
 
 
-def run_qat(quick: bool) -> dict:
-    q = QAT_QUICK if quick else QAT
+def trained_charlm(quick: bool, eval_windows: int):
+    """Chapter 2's trained char-LM (a tiny untrained one with ``quick``), its tokenizer, the training ids, the
+    newline id, the first ``eval_windows`` held-out windows and a function that builds a fresh copy of the model."""
     if quick:
         c = dict(CHARLM, n_chars=20_000, d_model=16, n_layers=1, n_heads=2, seq_len=32, eval_windows=8)
         state = None
@@ -69,16 +71,25 @@ def run_qat(quick: bool) -> dict:
     tok, _, train_ids, val_ids, newline, val_starts = char_corpus(c)
     if not quick:
         val_starts = torch.tensor(saved["eval_starts"])
-    val = windows(val_ids, val_starts[: q["eval_windows"]], c["seq_len"], tok.vocab_size)
+    val = windows(val_ids, val_starts[:eval_windows], c["seq_len"], tok.vocab_size)
+
+    def fresh(seed: int) -> TransformerLM:
+        torch.manual_seed(seed)
+        model = TransformerLM(tok.vocab_size + 1, c["d_model"], c["n_layers"], c["n_heads"], max_len=c["seq_len"])
+        if state is not None:
+            model.load_state_dict(state)
+        return model.eval()
+    return c, tok, train_ids, newline, val, fresh
+
+
+def run_qat(quick: bool) -> dict:
+    q = QAT_QUICK if quick else QAT
+    c, tok, train_ids, newline, val, fresh = trained_charlm(quick, q["eval_windows"])
     rows = {}
     for name, quantizer in QUANTIZERS.items():
         before, after = [], []
         for seed in SEEDS:
-            torch.manual_seed(seed)
-            model = TransformerLM(tok.vocab_size + 1, c["d_model"], c["n_layers"], c["n_heads"], max_len=c["seq_len"])
-            if state is not None:
-                model.load_state_dict(state)
-            model.eval()
+            model = fresh(seed)
             before.append(held_out_loss(model, quantizer, val))
             opt = torch.optim.AdamW(model.parameters(), lr=q["lr"], weight_decay=0.0)
             batches = line_batches(train_ids, newline, tok.vocab_size, batch_size=q["batch"], seq_len=c["seq_len"],
@@ -97,16 +108,49 @@ def run_qat(quick: bool) -> dict:
                 opt.step()
             model.eval()
             after.append(held_out_loss(model, quantizer, val))
-        rows[name] = dict(before=mean_spread(before), after=mean_spread(after))
+        rows[name] = dict(before=seed_spread(before), after=seed_spread(after))
     n_weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
     return dict(config=dict(q, seeds=list(SEEDS), charlm=c), rows=rows, linear_weights=n_weights)
+
+
+def run_ast(quick: bool) -> dict:
+    a = AST_QUICK if quick else AST
+    c, tok, train_ids, newline, val, fresh = trained_charlm(quick, a["eval_windows"])
+    teacher = fresh(0)
+    with torch.no_grad():
+        dense = lm_loss(teacher, val).item()
+        one_shot_model = fresh(0)
+        for layer in one_shot_model.modules():
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.mul_(compress.nm_mask(layer.weight))
+        one_shot = lm_loss(one_shot_model, val).item()
+    trained, moved = [], []
+    for seed in SEEDS:
+        student = fresh(seed)
+        first = {n: compress.nm_mask(mod.weight) for n, mod in student.named_modules() if isinstance(mod, torch.nn.Linear)}
+        batches = line_batches(train_ids, newline, tok.vocab_size, batch_size=a["batch"], seq_len=c["seq_len"],
+                               generator=torch.Generator().manual_seed(seed))
+        compress.ast_train(student, teacher, batches, steps=a["steps"], lr=a["lr"], distill=a["distill"])
+        with torch.no_grad():
+            trained.append(lm_loss(student, val).item())
+        linears = {n: mod for n, mod in student.named_modules() if isinstance(mod, torch.nn.Linear)}
+        moved.append(sum(((linears[n].weight != 0) != first[n]).sum().item() for n in first) / 2
+                     / sum(mask.numel() for mask in first.values()))
+    return dict(config=dict(a, seeds=list(SEEDS), charlm=c), dense=dense, one_shot=one_shot, ast=seed_spread(trained),
+                gap_reduction=seed_spread([(one_shot - dense) / (t - dense) for t in trained]),
+                mask_moved=seed_spread(moved))
+
+
+def check_ast(r: dict) -> None:
+    # every seed's 2:4 model after adaptive sparse training is closer to the dense model than the one-shot mask
+    assert max(r["ast"]["per_seed"]) - r["dense"] < (r["one_shot"] - r["dense"]) / 2, r
 
 
 def check_qat(r: dict) -> None:
     after = {k: v["after"] for k, v in r["rows"].items()}
     # the paper's ordering after quantisation-aware training, with every seed of one beyond every seed of the next
-    assert max(after["float"]["values"]) < min(after["ternary"]["values"]), after
-    assert max(after["ternary"]["values"]) < min(after["binary"]["values"]), after
+    assert max(after["float"]["per_seed"]) < min(after["ternary"]["per_seed"]), after
+    assert max(after["ternary"]["per_seed"]) < min(after["binary"]["per_seed"]), after
     assert r["rows"]["ternary"]["after"]["mean"] < r["rows"]["ternary"]["before"]["mean"] - 1.0
 
 
@@ -147,9 +191,11 @@ def run_tome(quick: bool) -> dict:
     n_tokens = (8 // v["patch"]) ** 2
     out = {}
     for key, runs in rows.items():
-        out[key] = dict(mean_spread([run["accuracy"] for run in runs]),
+        out[key] = dict(seed_spread([run["accuracy"] for run in runs]),
                         token_fraction=runs[0]["tokens_per_block"] / n_tokens)
-    return dict(config=dict(v, seeds=list(SEEDS), merges=list(v["merges"])), rows=out)
+    top = max(v["merges"])
+    return dict(config=dict(v, seeds=list(SEEDS), merges=list(v["merges"])), rows=out,
+                pitome_minus_tome=paired_difference(out[f"pitome r={top}"]["per_seed"], out[f"tome r={top}"]["per_seed"]))
 
 
 def check_tome(r: dict) -> None:
@@ -191,7 +237,7 @@ def run_ats(quick: bool) -> dict:
         kept_all.extend(kept)
     n_tokens = (8 // v["patch"]) ** 2
     histogram = torch.bincount(torch.tensor(kept_all), minlength=n_tokens + 1).tolist()
-    return dict(config=dict(v, seeds=list(SEEDS), n_samples=8), full=mean_spread(full), sampled=mean_spread(sampled),
+    return dict(config=dict(v, seeds=list(SEEDS), n_samples=8), full=seed_spread(full), sampled=seed_spread(sampled),
                 kept_histogram=histogram, mean_kept=sum(kept_all) / len(kept_all), n_tokens=n_tokens)
 
 
@@ -201,17 +247,20 @@ def check_ats(r: dict) -> None:
     assert r["full"]["mean"] - r["sampled"]["mean"] <= 0.02, (r["full"], r["sampled"])
 
 
-EXPERIMENTS = {"qat": (run_qat, check_qat), "tome": (run_tome, check_tome), "ats": (run_ats, check_ats)}
+EXPERIMENTS = {"qat": (run_qat, check_qat), "ast": (run_ast, check_ast), "tome": (run_tome, check_tome), "ats": (run_ats, check_ats)}
 
 
 def report(name: str, r: dict) -> str:
     if name == "qat":
-        return "qat: " + ", ".join(f"{k} {v['before']['mean']:.3f} -> {v['after']['mean']:.3f}±{v['after']['spread']:.3f}"
+        return "qat: " + ", ".join(f"{k} {v['before']['mean']:.3f} -> {v['after']['mean']:.3f}±{v['after']['std']:.3f}"
                                    for k, v in r["rows"].items())
+    if name == "ast":
+        return (f"ast: dense {r['dense']:.3f}, one-shot 2:4 {r['one_shot']:.3f}, after AST {r['ast']['mean']:.3f}"
+                f"±{r['ast']['std']:.3f} (gap {r['gap_reduction']['mean']:.0f}x smaller)")
     if name == "ats":
-        return (f"ats: full {r['full']['mean']:.3f}±{r['full']['spread']:.3f}, sampled {r['sampled']['mean']:.3f}"
-                f"±{r['sampled']['spread']:.3f}, mean kept {r['mean_kept']:.2f} of {r['n_tokens']}")
-    return "tome: " + ", ".join(f"{k} {v['mean']:.3f}±{v['spread']:.3f} ({v['token_fraction']:.2f} tokens)"
+        return (f"ats: full {r['full']['mean']:.3f}±{r['full']['std']:.3f}, sampled {r['sampled']['mean']:.3f}"
+                f"±{r['sampled']['std']:.3f}, mean kept {r['mean_kept']:.2f} of {r['n_tokens']}")
+    return "tome: " + ", ".join(f"{k} {v['mean']:.3f}±{v['std']:.3f} ({v['token_fraction']:.2f} tokens)"
                                 for k, v in r["rows"].items())
 
 

@@ -14,9 +14,9 @@ r"""Model compression and efficient inference (chapters 02 and 12).
 from minilib.compress.quant import (quantization_scale, fake_quantize, fake_quantized, quantized_weights,
                                     quantize_int, fp_grid, fp_quantize, search_fp_format, power_of_two_scales,
                                     fold_input_scales, binarize, ternarize, ElasticActQuant)
-from minilib.compress.prune import magnitude_mask, wanda_mask, nm_mask, sublayer_redundancy, prune_output_aware
-from minilib.compress.factorize import svd_factorize, energy_rank
-from minilib.compress.tokens import (merge_tokens, tome, pitome, adaptive_token_sampler, lz_tokens_encode,
+from minilib.compress.prune import magnitude_mask, wanda_mask, nm_mask, ast_train, sublayer_redundancy, prune_output_aware
+from minilib.compress.factorize import svd_factorize, energy_rank, dense_sparse_factorize
+from minilib.compress.tokens import (merge_tokens, tome, pitome, LTMP, adaptive_token_sampler, lz_tokens_encode,
                                      lz_tokens_decode, lz_vocab_size, bigram_entropies, entropy_patches)
 from minilib.compress.pooling import low_rank_mh_pooling, LowRankMHPooling
 from minilib.compress.decoding import speculative_accept, draft_verify_generate
@@ -24,8 +24,8 @@ from minilib.compress.decoding import speculative_accept, draft_verify_generate
 __all__ = [
     "quantization_scale", "fake_quantize", "fake_quantized", "quantized_weights", "quantize_int", "fp_grid",
     "fp_quantize", "search_fp_format", "power_of_two_scales", "fold_input_scales", "binarize", "ternarize",
-    "ElasticActQuant", "magnitude_mask", "wanda_mask", "nm_mask", "sublayer_redundancy", "prune_output_aware",
-    "svd_factorize", "energy_rank", "merge_tokens", "tome", "pitome", "adaptive_token_sampler", "lz_tokens_encode",
-    "lz_tokens_decode", "lz_vocab_size", "bigram_entropies", "entropy_patches", "low_rank_mh_pooling",
+    "ElasticActQuant", "magnitude_mask", "wanda_mask", "nm_mask", "ast_train", "sublayer_redundancy", "prune_output_aware",
+    "svd_factorize", "energy_rank", "dense_sparse_factorize", "merge_tokens", "tome", "pitome", "adaptive_token_sampler", "lz_tokens_encode",
+    "lz_tokens_decode", "lz_vocab_size", "bigram_entropies", "entropy_patches", "LTMP", "low_rank_mh_pooling",
     "LowRankMHPooling", "speculative_accept", "draft_verify_generate",
 ]
