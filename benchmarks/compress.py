@@ -1,4 +1,5 @@
-"""Chapter 12's longer runs: quantisation-aware training of ternary and binary weights, and token merging on a ViT.
+"""Chapter 12's longer runs: quantisation-aware and adaptive sparse training of the char-LM, MLP fusion, and token
+merging, pruning and sampling on a digits ViT.
 
     python benchmarks/compress.py                # every experiment, claims checked, writes benchmarks/results/compress.json
     python benchmarks/compress.py --only qat     # one experiment; the file keeps the others
