@@ -29,3 +29,30 @@ def test_energy_rank_is_the_first_rank_reaching_the_fraction():
         assert energy_rank(w, e) == next(i + 1 for i, c in enumerate(cumulative) if c >= e - 1e-12)
     with pytest.raises(ValueError, match="energy"):
         energy_rank(w, 1.5)
+
+
+def test_dense_sparse_factorize_gives_nm_factors_and_the_least_squares_dense_factor():
+    from minilib.compress import dense_sparse_factorize
+
+    w = torch.randn(24, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    D, S = dense_sparse_factorize(w, 6, steps=50)
+    assert D.shape == (24, 6) and S.shape == (6, 32)
+    assert ((S.reshape(-1, 4) != 0).sum(-1) == 2).all()  # exactly two of every four entries of the sparse factor
+    # D solves the normal equations D (S S^T) = W S^T for that S, solved independently
+    torch.testing.assert_close(D, torch.linalg.solve(S @ S.T, S @ w.T).T, rtol=1e-8, atol=1e-10)
+
+
+def test_dense_sparse_factorize_beats_svd_at_an_equal_budget_and_is_exact_when_dense():
+    from minilib.compress import dense_sparse_factorize, svd_factorize
+
+    w = torch.randn(64, 128, generator=torch.Generator().manual_seed(1), dtype=torch.float64)  # a flat spectrum
+    A, B = svd_factorize(w, 16)  # 16 * (64 + 128) = 3072 values
+    D, S = dense_sparse_factorize(w, 24)  # 24 * 64 + 24 * 128 / 2 = 3072 nonzeros
+    assert D.numel() + (S != 0).sum().item() == A.numel() + B.numel()
+    assert (w - D @ S).norm() < 0.95 * (w - A @ B).norm()
+    D, S = dense_sparse_factorize(w.T, 64, n=4, m=4, steps=5)  # no sparsity, S square: D = W S^-1 reproduces W
+    torch.testing.assert_close(D @ S, w.T, rtol=1e-8, atol=1e-8)
+    with pytest.raises(ValueError, match="m=4"):
+        dense_sparse_factorize(w[:, :30], 4)
+    with pytest.raises(ValueError, match="rank"):
+        dense_sparse_factorize(w, 65)

@@ -91,3 +91,67 @@ def test_output_aware_pruning_scores_by_output_norm_and_refits_by_least_squares(
     torch.testing.assert_close(full, w_out, rtol=1e-8, atol=1e-10)  # keeping every unit reconstructs exactly
     with pytest.raises(ValueError, match="n_keep"):
         prune_output_aware(hidden, w_out, 7)
+
+
+def _one_step_by_hand(w, b, teacher_w, x, y, *, lr, distill, decay, temperature):
+    """One SGD step of adaptive sparse training on a linear classifier, written out with explicit gradients."""
+    groups = w.abs().reshape(-1, 4)
+    keep = torch.zeros_like(groups, dtype=torch.bool)
+    for r, row in enumerate(groups.tolist()):
+        for i in sorted(range(4), key=lambda i: -row[i])[:2]:
+            keep[r, i] = True
+    mask = keep.reshape(w.shape)
+    logits = x @ (w * mask).T + b
+    p = torch.softmax(logits, -1)
+    onehot = torch.nn.functional.one_hot(y, logits.shape[-1]).to(w.dtype)
+    d_logits = (1 - distill) * (p - onehot) / len(x)
+    p_s, p_t = torch.softmax(logits / temperature, -1), torch.softmax(x @ teacher_w.T / temperature, -1)
+    d_logits = d_logits + distill * temperature * (p_s - p_t) / len(x)  # d/dz of tau^2 KL(p_t || p_s(z / tau))
+    grad_w = d_logits.T @ x + decay * w * ~mask  # straight through the mask, decay on the pruned entries
+    new_w = w - lr * grad_w
+    return new_w * (new_w.abs().reshape(-1, 4).argsort(-1, descending=True).argsort(-1) < 2).reshape(w.shape), \
+        b - lr * d_logits.sum(0)
+
+
+@pytest.mark.parametrize("distill, decay, temperature", [(0.0, 0.0, 1.0), (0.5, 0.1, 1.0), (1.0, 0.0, 2.0)])
+def test_ast_train_one_step_matches_the_hand_written_gradient(distill, decay, temperature):
+    from minilib.compress import ast_train
+
+    g = torch.Generator().manual_seed(0)
+    student, teacher = torch.nn.Linear(8, 5).double(), torch.nn.Linear(8, 5, bias=False).double()
+    x, y = torch.randn(6, 8, generator=g, dtype=f64), torch.randint(5, (6,), generator=g)
+    w0, b0 = student.weight.detach().clone(), student.bias.detach().clone()
+    losses = ast_train(student, teacher, iter([(x, y)]), steps=1, optimizer=torch.optim.SGD(student.parameters(), lr=0.3),
+                       distill=distill, decay=decay, temperature=temperature)
+    want_w, want_b = _one_step_by_hand(w0, b0, teacher.weight.detach(), x, y, lr=0.3, distill=distill, decay=decay,
+                                       temperature=temperature)
+    torch.testing.assert_close(student.weight.detach(), want_w, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(student.bias.detach(), want_b, rtol=1e-10, atol=1e-12)
+    assert len(losses) == 1 and (student.weight.reshape(-1, 4) != 0).sum(-1).le(2).all()
+
+
+def test_ast_train_reselects_masks_and_recovers_a_pruned_model():
+    from minilib.compress import ast_train
+
+    g = torch.Generator().manual_seed(1)
+    teacher = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 4)).double()
+    x = torch.randn(256, 16, generator=g, dtype=f64)
+    y = teacher(x).argmax(-1).detach()
+    student = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 4)).double()
+    student.load_state_dict(teacher.state_dict())
+    one_shot = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 4)).double()
+    one_shot.load_state_dict(teacher.state_dict())
+    with torch.no_grad():
+        for layer in (one_shot[0], one_shot[2]):
+            layer.weight.mul_(nm_mask(layer.weight))
+    first_mask = nm_mask(student[0].weight)
+    losses = ast_train(student, teacher, iter([(x, y)] * 60), steps=60, lr=1e-2)
+    ce = lambda mdl: torch.nn.functional.cross_entropy(mdl(x), y).item()  # noqa: E731
+    assert ce(student) < ce(one_shot) and losses[-1] < losses[0]
+    for layer in (student[0], student[2]):
+        assert ((layer.weight.reshape(-1, 4) != 0).sum(-1) <= 2).all()  # the returned weights are 2:4 sparse
+    assert not torch.equal(student[0].weight != 0, first_mask)  # the mask moved during training
+    with pytest.raises(ValueError, match="m=4"):
+        ast_train(torch.nn.Linear(6, 2), None, iter([]), steps=1)
+    with pytest.raises(ValueError, match="distill"):
+        ast_train(student, teacher, iter([]), steps=1, distill=1.5)

@@ -119,3 +119,68 @@ def test_bigram_entropies_and_patches_against_hand_counts():
     assert entropy_patches(torch.zeros(4), 1.0).tolist() == [0]
     with pytest.raises(ValueError, match="ids"):
         bigram_entropies(train, torch.tensor([5]), 3)
+
+
+def _ltmp_by_hand(x, size, attention, prune_threshold, merge_threshold):
+    """LTMP's decisions with loops: prune by attention received, then merge each A token into its best B token."""
+    B, N, _ = x.shape
+    expected = []
+    for b in range(B):
+        received = [sum(attention[b, h, i, j].item() for h in range(attention.shape[1]) for i in range(N)) / attention.shape[1]
+                    for j in range(N)]
+        alive = [received[j] >= prune_threshold for j in range(N)]
+        src, dst = [], []
+        for a in range(0, N, 2):
+            sims = {c: torch.nn.functional.cosine_similarity(x[b, a], x[b, c], dim=0).item() for c in range(1, N, 2) if alive[c]}
+            if alive[a] and sims and max(sims.values()) > merge_threshold:
+                src.append(a)
+                dst.append(max(sims, key=sims.get))
+        expected.append((alive, src, dst))
+    return expected
+
+
+def test_ltmp_prunes_and_merges_like_the_loop_and_equals_running_on_the_survivors():
+    from minilib.compress import LTMP, merge_tokens
+    from minilib.vision.vit import EncoderBlock
+
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(2, 3, 8, generator=g, dtype=f64)
+    x = (base[:, torch.tensor([0, 0, 1, 1, 2, 2, 0, 1, 2])] + 0.3 * torch.randn(2, 9, 8, generator=g, dtype=f64))
+    size = torch.ones(2, 9, dtype=f64)
+    attention = torch.softmax(torch.randn(2, 2, 9, 9, generator=g, dtype=f64) * 2, dim=-1)
+    ltmp = LTMP(prune_threshold=0.8, merge_threshold=0.7).double()
+    with torch.no_grad():
+        new_x, new_size, keep = ltmp(x, size, torch.ones(2, 9, dtype=f64), attention)
+    for b, (alive, src, dst) in enumerate(_ltmp_by_hand(x, size, attention, 0.8, 0.7)):
+        assert 0 < len(src) and not all(alive)  # the example both merges and prunes
+        merged_x, merged_size = merge_tokens(x[b:b + 1], size[b:b + 1], torch.tensor([src]), torch.tensor([dst]))
+        kept = [j for j in range(9) if j not in src]
+        want_active = [j for j in kept if alive[j]]
+        assert keep[b].nonzero().flatten().tolist() == want_active
+        rows = [kept.index(j) for j in want_active]
+        torch.testing.assert_close(new_x[b, want_active], merged_x[0, rows], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(new_size[b, want_active], merged_size[0, rows], rtol=1e-12, atol=1e-12)
+    # the next block with LTMP's bias over all 9 slots equals the block run on the survivors alone
+    block = EncoderBlock(8, 2, d_ff=16).double().eval()
+    with torch.no_grad():
+        masked = block(new_x, bias=LTMP.attention_bias(new_size, keep))
+        for b in range(2):
+            act = keep[b].bool()
+            alone = block(new_x[b:b + 1, act], bias=new_size[b:b + 1, act].log()[:, None, None, :])
+            torch.testing.assert_close(masked[b:b + 1, act], alone, rtol=1e-10, atol=1e-12)
+
+
+def test_ltmp_thresholds_learn_through_the_straight_through_masks():
+    from minilib.compress import LTMP
+
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 8, 4, generator=g, dtype=f64)
+    attention = torch.softmax(torch.randn(3, 2, 8, 8, generator=g, dtype=f64), dim=-1)
+    ltmp = LTMP(prune_threshold=0.9, merge_threshold=0.2, tau=0.5).double()
+    _, _, keep = ltmp(x, torch.ones(3, 8, dtype=f64), torch.ones(3, 8, dtype=f64), attention)
+    assert set(keep.detach().unique().tolist()) <= {0.0, 1.0}  # hard decisions in the forward pass
+    keep.sum().backward()
+    # a higher prune threshold keeps fewer tokens, a higher merge threshold merges fewer (keeps more)
+    assert ltmp.prune_threshold.grad < 0 < ltmp.merge_threshold.grad
+    with pytest.raises(ValueError, match="keep"):
+        ltmp(x, torch.ones(3, 8), torch.ones(3, 7), attention)

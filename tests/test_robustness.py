@@ -1001,6 +1001,19 @@ case(ml.speculative_greedy, lambda: ml.speculative_greedy(_mat_lm, _mat_lm, _ids
 case(ml.continuous_thought, lambda: ml.continuous_thought(_mat_lm, _ids, -1), "n_thoughts")
 
 
+# chapter 12: adaptive sparse training, dense x sparse factors, learned-threshold merging and pruning
+case(compress.ast_train, lambda: compress.ast_train(torch.nn.Linear(6, 2), None, iter([]), steps=1), "m")
+case(compress.ast_train, lambda: compress.ast_train("model", None, iter([]), steps=1), "student")
+case(compress.ast_train, lambda: compress.ast_train(torch.nn.Linear(8, 2), None, iter([]), steps=0), "steps")
+case(compress.dense_sparse_factorize, lambda: compress.dense_sparse_factorize(torch.randn(4, 6), 2), "m")
+case(compress.dense_sparse_factorize, lambda: compress.dense_sparse_factorize(torch.randn(4, 8), 5), "rank")
+case(compress.LTMP, lambda: compress.LTMP(tau=0.0), "tau")
+case(compress.sinkhorn, lambda: compress.sinkhorn(torch.rand(3, 4), epsilon=-1.0), "epsilon")
+case(compress.sinkhorn, lambda: compress.sinkhorn(torch.rand(3), n_iters=5), "cost")
+case(compress.align_units, lambda: compress.align_units(torch.rand(3, 4), torch.rand(3, 5)), "features_a", "features_b")
+case(compress.LTMP, lambda: compress.LTMP()(torch.randn(1, 4, 2), torch.ones(1, 4), torch.ones(1, 3), torch.rand(1, 1, 4, 4)),
+     "keep", "attention")
+
 # ---------------------------------------------------------------------------------------------------------------
 def public_callables(module_name: str):
     """(qualified name, object) of every function and class a module defines and does not mark private."""

@@ -1,14 +1,20 @@
 r"""Pruning: unstructured masks (magnitude, activation-aware), N:M semi-structured masks, sublayer redundancy.
 
 A mask is a bool tensor of the weight's shape, ``True`` where the weight is kept; apply it as ``w * mask``.
+:func:`ast_train` trains a model under 2:4 masks that it re-selects at every step.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from minilib._checks import check_number, check_positive_int, require_tensor
+from minilib.compress.quant import quantized_weights
 
-__all__ = ["magnitude_mask", "wanda_mask", "nm_mask", "sublayer_redundancy", "prune_output_aware"]
+__all__ = ["magnitude_mask", "wanda_mask", "nm_mask", "ast_train", "sublayer_redundancy", "prune_output_aware"]
 
 
 def _check_sparsity(sparsity) -> float:
@@ -70,6 +76,79 @@ def nm_mask(w: torch.Tensor, n: int = 2, m: int = 4, *, score: torch.Tensor | No
     if ranking.shape != w.shape:
         raise ValueError(f"score must have w's shape {tuple(w.shape)}, got {tuple(ranking.shape)}")
     return _keep_largest(ranking.reshape(-1, m), m - n).reshape(w.shape)
+
+
+def _masked_ste(n: int, m: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``w -> w * nm_mask(w)`` in the forward pass, the gradient passed straight through to every entry of ``w``."""
+    def masked(w: torch.Tensor) -> torch.Tensor:
+        return w + (w.masked_fill(~nm_mask(w, n, m), 0.0) - w).detach()
+    return masked
+
+
+def ast_train(student: nn.Module, teacher: nn.Module | None, batches: Iterator, *, steps: int,
+              optimizer: torch.optim.Optimizer | None = None, lr: float = 1e-3, n: int = 2, m: int = 4,
+              distill: float = 0.5, decay: float = 2e-4, temperature: float = 1.0,
+              layer_types: tuple[type[nn.Module], ...] = (nn.Linear,)) -> list[float]:
+    r"""Adaptive sparse training: train ``student`` with N:M-masked weights, the masks re-selected at every step.
+
+    At each step every weight $W$ of the ``layer_types`` modules is used as $W \odot M(W)$, $M$ = :func:`nm_mask`
+    of the *current* dense weight, so a pruned weight that grows back re-enters the mask. The gradient reaches all
+    of $W$ (straight-through) plus a decay $\lambda W \odot (1 - M)$ that pulls pruned weights towards zero, and the
+    loss mixes the labels with distillation from the dense ``teacher``:
+    $$ \mathcal L = (1 - lpha)\,\mathrm{CE}(z_s, y) + lpha\,	au^2\,\mathrm{KL}ig(\operatorname{softmax}(z_t/	au)
+       \,ig\|\, \operatorname{softmax}(z_s/	au)ig). $$
+    ``batches`` yields ``(x, y)``; ``student(x)``, ``teacher(x)`` give logits ``(..., V)`` and ``y`` is ``(...)``
+    (``-100`` ignored). ``optimizer`` defaults to AdamW(``lr``, no weight decay) over ``student``'s parameters.
+    ``teacher=None`` or ``distill=0`` trains on the labels alone. At the end the final masks are applied in place,
+    so the returned model is N:M sparse. Returns the loss of every step. A compact form of the paper's trainer,
+    whose decay and distillation weight are annealed :cite:`huang2024pruning`.
+    """
+    if not isinstance(student, nn.Module):
+        raise TypeError(f"student must be a torch.nn.Module, got {type(student).__name__}")
+    if teacher is not None and not isinstance(teacher, nn.Module):
+        raise TypeError(f"teacher must be a torch.nn.Module or None, got {type(teacher).__name__}")
+    check_positive_int("steps", steps)
+    check_positive_int("n", n)
+    if check_positive_int("m", m) < n:
+        raise ValueError(f"n must be at most m, got n={n}, m={m}")
+    distill = check_number("distill", distill, low=0.0, high=1.0)
+    decay = check_number("decay", decay, low=0.0)
+    temperature = check_number("temperature", temperature, positive=True)
+    lr = check_number("lr", lr, positive=True)
+    layers = [mod for mod in student.modules() if isinstance(mod, layer_types)]
+    for mod in layers:
+        if mod.weight.shape[-1] % m:
+            raise ValueError(f"every {layer_types} weight needs an input size divisible by m={m}, "
+                             f"got {tuple(mod.weight.shape)}")
+    opt = optimizer if optimizer is not None else torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
+    if teacher is not None:
+        teacher.eval()
+    losses = []
+    student.train()
+    for _ in range(steps):
+        x, y = next(batches)
+        with quantized_weights(student, _masked_ste(n, m), layer_types=layer_types):
+            logits = student(x)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-100)
+            if teacher is not None and distill > 0:
+                with torch.no_grad():
+                    target = F.log_softmax(teacher(x).reshape(-1, logits.shape[-1]) / temperature, dim=-1)
+                kl = F.kl_div(F.log_softmax(logits.reshape(-1, logits.shape[-1]) / temperature, dim=-1), target,
+                              log_target=True, reduction="batchmean")
+                loss = (1 - distill) * loss + distill * temperature ** 2 * kl
+            opt.zero_grad()
+            loss.backward()
+        with torch.no_grad():
+            for mod in layers:
+                if mod.weight.grad is not None and decay:
+                    mod.weight.grad.add_(decay * mod.weight * ~nm_mask(mod.weight, n, m))
+        opt.step()
+        losses.append(loss.item())
+    student.eval()
+    with torch.no_grad():
+        for mod in layers:
+            mod.weight.mul_(nm_mask(mod.weight, n, m))
+    return losses
 
 
 def sublayer_redundancy(x_in: torch.Tensor, x_out: torch.Tensor) -> torch.Tensor:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from minilib._checks import check_nonnegative_int, check_number, check_positive_int, require_tensor
 
-__all__ = ["merge_tokens", "tome", "pitome", "adaptive_token_sampler", "lz_tokens_encode", "lz_tokens_decode",
+__all__ = ["merge_tokens", "tome", "pitome", "LTMP", "adaptive_token_sampler", "lz_tokens_encode", "lz_tokens_decode",
            "lz_vocab_size", "bigram_entropies", "entropy_patches"]
 
 
@@ -113,6 +114,81 @@ def pitome(x: torch.Tensor, r: int, *, size: torch.Tensor | None = None, metric:
     order = torch.sort(energy, dim=-1, descending=True, stable=True).indices[:, :2 * r]
     src, dst = _bipartite_match(metric, order[:, 0::2], order[:, 1::2], r)
     return merge_tokens(x, size, src, dst)
+
+
+def _threshold_mask(score: torch.Tensor, threshold: torch.Tensor, tau: float) -> torch.Tensor:
+    """``score > threshold`` as 0/1 in the forward pass, the gradient of ``sigmoid((score - threshold) / tau)``."""
+    soft = torch.sigmoid((score - threshold) / tau)
+    return soft + ((score > threshold).to(soft.dtype) - soft).detach()
+
+
+class LTMP(nn.Module):
+    r"""Learned-threshold token merging and pruning (LTMP) for one encoder block: two learned scalars decide per token.
+
+    With $A$ the block's attention weights ``(B, H, N, N)`` over the active tokens, token $j$'s importance is the
+    attention it receives, $s_j = \frac{n}{H\,n}\sum_{h}\sum_{i\ \text{active}} A_{hij}$ ($n$ active tokens, so a uniform
+    attention gives 1). Tokens with $s_j < \theta_p$ are pruned; then ToMe's bipartite split (even positions A, odd
+    B) gives each surviving A token its most similar surviving B token, $c_j = \max_b \cos(k_j, k_b)$, and
+    $$ \text{prune}_j = [\,s_j < \theta_p\,], \qquad \text{merge}_j = [\,c_j > \theta_m\,] $$
+    in the forward pass, with the gradient of $\sigma((c_j - \theta_m)/\tau)$ and $\sigma((s_j - \theta_p)/\tau)$
+    (straight-through), so fine-tuning learns $\theta_m, \theta_p$ against a FLOPs target. Tokens are never
+    moved: a merged token's size-weighted state is added to its partner (:func:`merge_tokens`' average) and it is
+    switched off, a pruned one is switched off. The next attention must use :meth:`attention_bias`
+    ($\log$ size, $-\infty$ for switched-off keys) and the final pooling weights ``size * keep``; the result equals
+    running the block on the active tokens alone. ``tau`` is the sigmoid temperature. See :cite:`bonnaerens2023ltmp`.
+    """
+
+    def __init__(self, *, prune_threshold: float = 0.0, merge_threshold: float = 1.0, tau: float = 0.1):
+        super().__init__()
+        self.prune_threshold = nn.Parameter(torch.tensor(check_number("prune_threshold", prune_threshold)))
+        self.merge_threshold = nn.Parameter(torch.tensor(check_number("merge_threshold", merge_threshold)))
+        self.tau = check_number("tau", tau, positive=True)
+
+    @staticmethod
+    def attention_bias(size: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        r"""Key bias ``(B, 1, 1, N)``: $\log$ size (proportional attention) and a mask for the switched-off tokens.
+
+        ``keep`` holds 0/1 values (straight-through in training): keys with ``keep = 0`` get $-30$ (weight below
+        $10^{-13}$), which keeps the gradient of ``keep`` finite; outside training they get $-\infty$.
+        """
+        require_tensor("size", size, ndim=2, floating=True)
+        require_tensor("keep", keep, ndim=2, floating=True)
+        if torch.is_grad_enabled() and keep.requires_grad:
+            bias = size.log() + 30.0 * (keep - 1)
+        else:
+            bias = size.log().masked_fill(keep == 0, float("-inf"))
+        return bias[:, None, None, :]
+
+    def forward(self, x: torch.Tensor, size: torch.Tensor, keep: torch.Tensor, attention: torch.Tensor,
+                metric: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``x (B, N, C)``, ``size (B, N)``, ``keep (B, N)`` (1 = active, 0 = switched off), ``attention (B, H, N, N)``
+        (rows of switched-off queries are ignored), ``metric (B, N, K)`` (default ``x``) -> ``(x, size, keep)``."""
+        size = _check_states(x, size)
+        B, N, C = x.shape
+        require_tensor("keep", keep, ndim=2, floating=True)
+        require_tensor("attention", attention, ndim=4, floating=True)
+        if keep.shape != (B, N) or attention.shape[0] != B or attention.shape[2:] != (N, N):
+            raise ValueError(f"keep (B, N) and attention (B, H, N, N) must match x's (B, N) = {(B, N)}, got "
+                             f"{tuple(keep.shape)} and {tuple(attention.shape)}")
+        metric = x if metric is None else metric
+        require_tensor("metric", metric, ndim=3, floating=True)
+        if metric.shape[:2] != (B, N):
+            raise ValueError(f"metric must have shape (B, N, *) = {(B, N)}, got {tuple(metric.shape)}")
+        importance = (attention * (keep.detach() > 0)[:, None, :, None]).sum(dim=(1, 2)) / attention.shape[1]
+        keep = keep * _threshold_mask(importance, self.prune_threshold, self.tau)  # prune first: (B, N)
+        a_idx, b_idx = torch.arange(0, N, 2, device=x.device), torch.arange(1, N, 2, device=x.device)
+        if len(b_idx) == 0:
+            return x, size, keep
+        k = F.normalize(metric, dim=-1)
+        sim = (k[:, a_idx] @ k[:, b_idx].transpose(1, 2)).masked_fill(keep.detach()[:, None, b_idx] == 0, -2.0)
+        best, partner = sim.max(dim=-1)  # (B, N_a): every A token's most similar surviving B token
+        merge = _threshold_mask(best, self.merge_threshold, self.tau) * keep[:, a_idx] * (best > -2).to(x.dtype)
+        mass = merge * size[:, a_idx]  # what each merged A token hands to its partner
+        dst = b_idx[partner]
+        new_size = size.scatter_add(1, dst, mass)
+        summed = (x * size[..., None]).scatter_add(1, dst[..., None].expand(-1, -1, C), x[:, a_idx] * mass[..., None])
+        keep = keep.index_copy(1, a_idx, keep[:, a_idx] * (1 - merge))
+        return summed / new_size[..., None], new_size, keep
 
 
 def adaptive_token_sampler(x: torch.Tensor, cls_attention: torch.Tensor, values: torch.Tensor, n_samples: int
