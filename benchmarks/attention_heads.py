@@ -38,7 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._experiments import downsample, run_experiments  # noqa: E402
+from benchmarks._experiments import downsample, run_experiments, seed_spread  # noqa: E402
 from minilib.attention import (  # noqa: E402
     KVCache, MultiHeadAttention, attend, grouped_attention, kv_cache_bytes)
 from minilib.data import (  # noqa: E402
@@ -51,11 +51,6 @@ SEEDS = [0, 1, 2]
 
 def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def mean_std(values) -> dict:
-    """``{"mean": ..., "std": ...}`` of per-seed values, rounded for the JSON."""
-    return {"mean": round(float(np.mean(values)), 4), "std": round(float(np.std(values)), 4)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,8 +259,8 @@ def run_charlm(quick: bool) -> dict:
                           train_seconds=[r["train_seconds"] for r in seeds], curve=seeds[0]["curve"])
     mha = np.array(runs["MHA"]["val_loss"])
     for name, r in runs.items():
-        r["val_loss_mean"] = mean_std(r["val_loss"])
-        r["relative_to_mha"] = mean_std(np.array(r["val_loss"]) / mha - 1)  # per seed: same seed's batches
+        r["val_loss_mean"] = seed_spread(r["val_loss"])
+        r["relative_to_mha"] = seed_spread(np.array(r["val_loss"]) / mha - 1)  # per seed: same seed's batches
     long_runs = {}
     for name in c["long_variants"]:
         torch.manual_seed(c["seeds"][0])
