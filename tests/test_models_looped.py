@@ -55,8 +55,9 @@ def test_continuous_thought_feeds_hidden_state_back():
     torch.testing.assert_close(continuous_thought(model, idx, 1), model.logits(x[:, -1]))
 
 
-def exit_reference(model, idx, threshold, shortcuts=None):
-    """Token by token and layer by layer: a token's state is frozen once its read-out's top probability passes the threshold."""
+def exit_reference(model, idx, threshold, shortcuts=None, halting=None):
+    """Token by token and layer by layer: a token's state is frozen once its read-out's top probability (or its halting
+    unit's probability) passes the threshold."""
     x, n_layers = model.embed(idx), len(model.blocks)
     B, T = idx.shape
     logits, layers = torch.zeros(B, T, model.vocab_size, dtype=x.dtype), torch.full((B, T), n_layers)
@@ -70,7 +71,8 @@ def exit_reference(model, idx, threshold, shortcuts=None):
                     continue
                 h = x[b, t] if layer == n_layers - 1 or shortcuts is None else x[b, t] @ shortcuts[layer]
                 z = model.logits(h[None])[0]
-                if layer == n_layers - 1 or torch.softmax(z, -1).max() > threshold:
+                last = layer == n_layers - 1
+                if last or (torch.softmax(z, -1).max() if halting is None else halting[layer](x[b:b + 1, t:t + 1])[0, 0]) > threshold:
                     logits[b, t], layers[b, t], running[b][t] = z, layer + 1, False
     return logits, layers
 
@@ -94,6 +96,16 @@ def test_early_exit_threshold_one_is_the_full_model_and_lower_thresholds_match_a
         torch.testing.assert_close(got, want)
         assert torch.equal(got_layers, want_layers)
         assert maps is not None or len(set(got_layers.flatten().tolist())) > 1
+    units = [torch.nn.Linear(16, 1).double() for _ in range(3)]                    # learned halting units
+    halting = [lambda h, u=u: torch.sigmoid(u(h))[..., 0] for u in units]
+    assert torch.equal(early_exit(model, idx, 1.0, halting=halting)[0], model(idx))
+    scores = torch.stack([unit(h) for unit, h in zip(halting, hidden_states(model, idx))])
+    for threshold in scores.flatten(1).median(dim=1).values.tolist():  # each layer's median halting probability
+        got, got_layers = early_exit(model, idx, threshold, halting=halting)
+        want, want_layers = exit_reference(model, idx, threshold, halting=halting)
+        torch.testing.assert_close(got, want)
+        assert torch.equal(got_layers, want_layers)
+    assert len(set(early_exit(model, idx, scores[0].median().item(), halting=halting)[1].flatten().tolist())) > 1
 
 
 def test_hidden_states_and_ladder():
@@ -134,5 +146,7 @@ def test_bad_arguments():
         early_exit(plain, torch.zeros(1, 2, dtype=torch.long), 1.5)
     with pytest.raises(ValueError, match="shortcuts"):
         early_exit(plain, torch.zeros(1, 2, dtype=torch.long), 0.5, shortcuts=[torch.eye(16)] * 2)
+    with pytest.raises(ValueError, match="halting"):
+        early_exit(plain, torch.zeros(1, 2, dtype=torch.long), 0.5, halting=[print, print])
     with pytest.raises(ValueError, match="pre_norm"):
         CrossLayerLM(TransformerConfig(vocab_size=16, d_model=16, n_layers=2, n_heads=2, pre_norm=False))
