@@ -41,6 +41,17 @@ held-out ones by agreement of the top-1 prediction with the full model's :cite:`
 (:func:`minilib.looped.recursive_forward`), 400 steps; test accuracy and the counted attention scores of
 group-sliced attention :cite:`shen2022sliced`.
 
+``early_exit``: three vanilla 6-layer LMs (the ``cross_layer`` recipe, weights rounded to float16 as saved), per-token
+confidence exit (:func:`minilib.models.looped.early_exit`) read through the identity (logit lens) or through least-squares
+shortcuts fitted on 128 training windows :cite:`yomdin2024jump`; for each threshold the mean exit layer, the top-1
+agreement with the full model and the loss on the held-out windows. Seed 0's weights and shortcuts are saved (float16)
+as ``results/looped_early_exit.pt``.
+
+``coconut``: graph reachability (8 nodes, 10 random directed edges as token pairs, then SEP, source, target; half the
+targets reachable): a 2-layer LM (d_model 32) answers yes/no after 0 or 3 continuous thoughts
+(:func:`minilib.models.looped.continuous_thought`), trained 400 steps end to end without Coconut's language-CoT
+curriculum :cite:`hao2024coconut`, :cite:`zhu2025superposition`; test accuracy on 1024 graphs, by hop distance.
+
 Torch runs on ``--threads`` CPU threads (default 1, which gave the saved JSON).
 """
 from __future__ import annotations
@@ -56,7 +67,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._experiments import run_experiments  # noqa: E402
+from benchmarks._experiments import artifact_path, run_experiments  # noqa: E402
 from benchmarks.attention_scoring import char_corpus, line_starts, windows  # noqa: E402
 from minilib import looped as lp  # noqa: E402
 from minilib.attention import DepthMemory  # noqa: E402
@@ -503,6 +514,116 @@ def check_sliced(r: dict) -> None:
     assert r["params"]["2 blocks"] == r["params"]["2 blocks x 2"]
     assert r["scores_per_head"]["full"] == r["config"]["groups"] * r["scores_per_head"]["sliced"]
 
+# --- early exit: confidence-based per-token exit in a 6-layer LM ---------------------------------------------
+
+@torch.no_grad()
+def exit_curve(model, idx, target, full, thresholds, shortcuts) -> list[dict]:
+    rows = []
+    for threshold in thresholds:
+        logits, layer = ml.early_exit(model, idx, threshold, shortcuts=shortcuts)
+        rows.append({"threshold": threshold, "mean_exit_layer": round(layer.float().mean().item(), 4),
+                     "agreement": round((logits.argmax(-1) == full.argmax(-1)).float().mean().item(), 4),
+                     "loss": round(F.cross_entropy(logits.flatten(0, 1), target.flatten()).item(), 4)})
+    return rows
+
+
+def run_early_exit(quick: bool) -> dict:
+    c = dict(CHAR, **(QUICK_CHAR if quick else {}), steps=3 if quick else 120, n_layers=6,
+             thresholds=[0.5, 1.0] if quick else [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0])
+    tok, train_ids, starts, val = char_data(c)
+    out = {"config": c, "identity": [], "shortcut": [], "full_loss": []}
+    for seed in SEEDS[:1] if quick else SEEDS:
+        model = char_lm(tok.vocab_size, c["n_layers"], seed)
+        train(model, char_batches(train_ids, starts, c, tok.vocab_size, seed), steps=c["steps"], lr=c["lr"],
+              warmup_steps=min(c["warmup"], c["steps"] - 1), progress=False)
+        model.eval()
+        with torch.no_grad():
+            for p in model.parameters():  # evaluate what the saved float16 weights load back to
+                p.copy_(p.half().float())
+            fit_idx = next(char_batches(train_ids, starts, dict(c, batch=128), tok.vocab_size, seed + 500))[0]
+            fit = [h.reshape(-1, h.shape[-1]) for h in ml.hidden_states(model, fit_idx)]
+            maps = [a.half().float() for a in lp.fit_linear_shortcuts(fit[:-1], fit[-1])]
+            full = model(val[0])
+            out["full_loss"].append(round(F.cross_entropy(full.flatten(0, 1), val[1].flatten()).item(), 4))
+            out["identity"].append(exit_curve(model, val[0], val[1], full, c["thresholds"], None))
+            out["shortcut"].append(exit_curve(model, val[0], val[1], full, c["thresholds"], maps))
+        if seed == SEEDS[0]:
+            torch.save({"model": {k: v.half() for k, v in model.state_dict().items()},
+                        "shortcuts": [a.half() for a in maps]}, artifact_path("looped_early_exit.pt"))
+        print(f"  seed {seed}: full {out['full_loss'][-1]}, shortcut {out['shortcut'][-1]}", flush=True)
+    return out
+
+
+def check_early_exit(r: dict) -> None:
+    for readout in ("identity", "shortcut"):
+        for rows, full in zip(r[readout], r["full_loss"]):
+            last = rows[-1]
+            assert last["threshold"] == 1.0 and last["agreement"] == 1.0 and last["loss"] == full, last
+            assert last["mean_exit_layer"] == r["config"]["n_layers"], last
+
+
+# --- continuous thought: a trained 2-layer model on graph reachability -----------------------------------------
+
+def reachability_batch(batch: int, c: dict, rng: np.random.Generator):
+    """Edge tokens of a random digraph, SEP, source, target; label 1 if target is reachable; its hop distance (0 if not)."""
+    n, sep = c["n_nodes"], c["n_nodes"]
+    rows, labels, hops = [], [], []
+    for _ in range(batch):
+        edges = lp.random_digraph(n, c["n_edges"], seed=int(rng.integers(2 ** 31)))
+        source = int(rng.integers(n))
+        balls = lp.reachable_within(edges, n, source, n)
+        reach, far = np.flatnonzero(balls[-1]), np.flatnonzero(~balls[-1])
+        reach = reach[reach != source]
+        yes = len(far) == 0 or (len(reach) > 0 and rng.random() < 0.5)
+        target = int(rng.choice(reach if yes else far))
+        rows.append(np.concatenate([rng.permutation(edges).ravel(), [sep, source, target]]))
+        labels.append(int(yes))
+        hops.append(int(np.argmax(balls[:, target])) if yes else 0)
+    return torch.tensor(np.stack(rows)), torch.tensor(labels), np.array(hops)
+
+
+def thought_model(c: dict, seed: int) -> TransformerLM:
+    torch.manual_seed(seed)
+    return TransformerLM(TransformerConfig(vocab_size=c["n_nodes"] + 3, d_model=c["d_model"], n_layers=2, n_heads=4, max_len=64))
+
+
+def answer_logits(model, idx, n_thoughts: int, c: dict):
+    """The yes/no logits read after ``n_thoughts`` continuous thoughts."""
+    return ml.continuous_thought(model, idx, n_thoughts)[:, c["n_nodes"] + 1:]
+
+
+def run_coconut(quick: bool) -> dict:
+    c = dict(n_nodes=8, n_edges=10, d_model=32, thoughts=[0, 3], steps=4 if quick else 400, batch=32, lr=3e-3,
+             test_rows=32 if quick else 1024)
+    out = {"config": c, "accuracy": {}, "by_hops": {}, "params": None}
+    test = reachability_batch(c["test_rows"], c, np.random.default_rng(12345))
+    for seed in SEEDS[:1] if quick else SEEDS:
+        for k in c["thoughts"]:
+            model = thought_model(c, seed)
+            out["params"] = n_params(model)
+            rng = np.random.default_rng(seed)
+            opt = torch.optim.AdamW(model.parameters(), lr=c["lr"], weight_decay=0.01)
+            for _ in range(c["steps"]):
+                idx, label, _ = reachability_batch(c["batch"], c, rng)
+                loss = F.cross_entropy(answer_logits(model, idx, k, c), label)
+                opt.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+            with torch.no_grad():
+                right = (answer_logits(model, test[0], k, c).argmax(-1) == test[1]).numpy()
+            out["accuracy"].setdefault(str(k), []).append(round(float(right.mean()), 4))
+            out["by_hops"].setdefault(str(k), []).append(
+                {str(h): round(float(right[test[2] == h].mean()), 4) for h in sorted(set(test[2].tolist()))})
+        print(f"  seed {seed}: " + ", ".join(f"{k} thoughts {v[-1]}" for k, v in out["accuracy"].items()), flush=True)
+    out["hop_counts"] = {str(h): int((test[2] == h).sum()) for h in sorted(set(test[2].tolist()))}
+    return out
+
+
+def check_coconut(r: dict) -> None:
+    assert set(r["accuracy"]) == {str(k) for k in r["config"]["thoughts"]}
+    assert sum(r["hop_counts"].values()) == r["config"]["test_rows"]
+
 
 def report(name: str, r: dict) -> str:
     if name == "matformer":
@@ -513,16 +634,20 @@ def report(name: str, r: dict) -> str:
     if name == "reachability":
         grid = np.mean(r["looped"], 0)
         return f"looped at T=k {[round(grid[k][k], 3) for k in range(len(grid))]}; fixed {np.mean(r['fixed'], 0).round(3).tolist()}"
+    if name == "early_exit":
+        return "; ".join(f"{k}: " + ", ".join(f"{row['threshold']}: {row['mean_exit_layer']:.2f} layers, {row['agreement']:.3f}"
+                                             for row in r[k][0]) for k in ("identity", "shortcut"))
     if name == "sliced":
         return ", ".join(f"{k} {np.mean(v):.3f}" for k, v in r["accuracy"].items())
-    key = {"algoformer": "mse", "recurrent": "accuracy", "cross_layer": "loss"}[name]
+    key = {"algoformer": "mse", "recurrent": "accuracy", "cross_layer": "loss", "coconut": "accuracy"}[name]
     return ", ".join(f"{k} {np.mean(v):.4f}" for k, v in r[key].items())
 
 
 EXPERIMENTS = {"matformer": (run_matformer, check_matformer), "relaxed": (run_relaxed, check_relaxed),
                "reachability": (run_reachability, check_reachability), "algoformer": (run_algoformer, check_algoformer),
                "recurrent": (run_recurrent, check_recurrent), "cross_layer": (run_cross_layer, check_cross_layer),
-               "sliced": (run_sliced, check_sliced)}
+               "sliced": (run_sliced, check_sliced), "early_exit": (run_early_exit, check_early_exit),
+               "coconut": (run_coconut, check_coconut)}
 
 
 def main(argv=None) -> None:

@@ -5,14 +5,15 @@ import torch
 from minilib import grade
 from minilib.grade.questions import for_chapter, get
 from minilib.looped import LoopedTransformer, MatFFN
-from minilib.models.looped import greedy_accept
+from minilib.models import TransformerConfig, TransformerLM
+from minilib.models.looped import early_exit, greedy_accept
 
 QUESTIONS = for_chapter("08")
 
 
-def test_chapter_08_has_the_four_questions():
-    assert [q.id for q in QUESTIONS] == [f"08.q{i}" for i in range(1, 5)]
-    assert [q.name for q in QUESTIONS] == ["looped_forward", "lora_linear", "sub_ffn", "greedy_accept_step"]
+def test_chapter_08_has_the_five_questions():
+    assert [q.id for q in QUESTIONS] == [f"08.q{i}" for i in range(1, 6)]
+    assert [q.name for q in QUESTIONS] == ["looped_forward", "lora_linear", "sub_ffn", "greedy_accept_step", "exit_layers"]
 
 
 def test_loop_reference_equals_the_library_loop():
@@ -63,3 +64,26 @@ def test_library_is_forbidden():
         return torch.zeros(x.shape[0], w2.shape[0], dtype=x.dtype)
 
     assert "forbidden" in grade.check("08.q3", borrowed).message
+
+
+def test_exit_reference_equals_the_library_exit_layers():
+    """On a model's logit-lens read-outs: the library's exit layer of every token at the first layer.
+
+    Tokens that exit at layer 1 leave before any state is frozen, so their exit agrees with the read-outs of the full
+    model; the reference is then checked on every token for thresholds where all tokens exit at layer 1 or never."""
+    torch.manual_seed(0)
+    model = TransformerLM(TransformerConfig(vocab_size=6, d_model=16, n_layers=3, n_heads=2)).double().eval()
+    idx = torch.randint(0, 6, (1, 9))
+    with torch.no_grad():
+        x = model.embed(idx)
+        probs = []
+        for block in model.blocks[:-1]:
+            x = block(x)
+            probs.append(torch.softmax(model.logits(x), -1)[0])
+        probs = torch.stack(probs)
+        for threshold in (0.0, 1.0, probs[0].amax(-1).median().item()):
+            layers = early_exit(model, idx, threshold)[1][0]
+            reference = get("08.q5").reference(probs, threshold)
+            first = layers == 1
+            assert torch.equal(reference[first], layers[first].double())
+            assert (reference[~first] > 1).all()

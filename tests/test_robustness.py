@@ -999,6 +999,7 @@ case(ml.extract_submodel, lambda: ml.extract_submodel(_mat_lm, 64), "widths")
 case(ml.greedy_accept, lambda: ml.greedy_accept(torch.tensor([1, 2]), torch.tensor([1])), "target_tokens")
 case(ml.speculative_greedy, lambda: ml.speculative_greedy(_mat_lm, _mat_lm, _ids, 3, k=0), "k")
 case(ml.continuous_thought, lambda: ml.continuous_thought(_mat_lm, _ids, -1), "n_thoughts")
+case(ml.early_exit, lambda: ml.early_exit(_mat_lm, _ids, -0.1), "threshold")
 
 
 # chapter 12: adaptive sparse training, dense x sparse factors, learned-threshold merging and pruning

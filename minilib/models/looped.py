@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from minilib._checks import check_nonnegative_int, check_positive_int, check_token_ids, require_tensor
+from minilib._checks import check_nonnegative_int, check_number, check_positive_int, check_token_ids, require_tensor
 from minilib.attention import DepthMemory
 from minilib.feedforward import FeedForward
 from minilib.looped.matformer import MatFFN
@@ -15,7 +15,7 @@ from minilib.looped.shortcuts import ladder_forward
 from minilib.models.transformer import TransformerLM
 
 __all__ = ["CrossLayerLM", "hidden_states", "block_updates", "ladder_logits", "set_ffn_widths", "extract_submodel",
-           "greedy_accept", "speculative_greedy", "continuous_thought"]
+           "greedy_accept", "speculative_greedy", "continuous_thought", "early_exit"]
 
 
 def _check_lm(name: str, model) -> TransformerLM:
@@ -78,6 +78,52 @@ def hidden_states(model: TransformerLM, idx: torch.Tensor) -> list[torch.Tensor]
         x = block(x)
         states.append(x)
     return states
+
+
+def early_exit(model: TransformerLM, idx: torch.Tensor, threshold: float, *, shortcuts=None,
+               halting=None) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Per-token early exit on confidence: a token leaves the stack after the first layer whose read-out is sure enough.
+
+    After layer $\ell < L$ each token still running reads logits $z_\ell = \operatorname{head}(h_\ell A_\ell)$
+    ($A_\ell$ = ``shortcuts[l]`` from :func:`~minilib.looped.fit_linear_shortcuts`, or the identity: the logit lens) and
+    exits when $\max_v \operatorname{softmax}(z_\ell)_v > \tau$; its logits are $z_\ell$ and its state is copied
+    unchanged through the remaining layers (the later tokens still attend to it), so a real implementation skips its
+    block work. With ``halting`` (a list of ``n_layers - 1`` learned halting units, each mapping the states
+    ``(B, T, d_model)`` to halting probabilities ``(B, T)``) a token exits when $\operatorname{halt}_\ell(h_\ell) > \tau$
+    instead. Tokens that never exit get the full model's logits; ``threshold=1.0`` (a probability never exceeds 1)
+    is exactly ``model(idx)``.
+
+    ``idx (B, T)`` -> ``(logits (B, T, V), exit_layer (B, T))`` with exit layers in $1..L$; the block work done is
+    ``exit_layer.sum()`` of $B T L$ token-layers. See :cite:`yomdin2024jump`, :cite:`bae2025relaxed`.
+    """
+    x = _embed(_check_lm("model", model), idx)
+    check_number("threshold", threshold, low=0.0, high=1.0)
+    n_layers, d = len(model.blocks), x.shape[-1]
+    if shortcuts is not None:
+        if not isinstance(shortcuts, (list, tuple)) or len(shortcuts) != n_layers - 1:
+            raise ValueError(f"shortcuts must be a list of n_layers - 1 = {n_layers - 1} maps (d_model, d_model), got {shortcuts!r:.80}")
+        for i, a in enumerate(shortcuts):
+            require_tensor(f"shortcuts[{i}]", a, ndim=2, floating=True)
+            if a.shape != (d, d):
+                raise ValueError(f"shortcuts[{i}] must be ({d}, {d}), got {tuple(a.shape)}")
+    if halting is not None and (not isinstance(halting, (list, tuple)) or len(halting) != n_layers - 1
+                                or not all(callable(h) for h in halting)):
+        raise ValueError(f"halting must be a list of n_layers - 1 = {n_layers - 1} callables (B, T, d_model) -> (B, T), got {halting!r:.80}")
+    done = torch.zeros(idx.shape, dtype=torch.bool, device=idx.device)
+    exit_layer = torch.full(idx.shape, n_layers, dtype=torch.long, device=idx.device)
+    exit_logits = None
+    for layer, block in enumerate(model.blocks):
+        x = torch.where(done[..., None], x, block(x))
+        if layer == n_layers - 1:
+            break
+        z = model.logits(x if shortcuts is None else x @ shortcuts[layer])
+        score = torch.softmax(z.float(), dim=-1).amax(-1) if halting is None else halting[layer](x)
+        leave = ~done & (score > threshold)
+        exit_logits = z if exit_logits is None else torch.where(leave[..., None], z, exit_logits)
+        exit_layer = torch.where(leave, layer + 1, exit_layer)
+        done = done | leave
+    final = model.logits(x)
+    return (final if exit_logits is None else torch.where(done[..., None], exit_logits, final)), exit_layer
 
 
 def block_updates(model: TransformerLM) -> list:

@@ -98,6 +98,27 @@ def accept_draft_token_at_mismatch(draft, logits):
     return out
 
 
+def exit_at_or_above(probs, threshold):
+    """Exits when the top probability reaches the threshold (>=), so threshold 1.0 could exit early."""
+    confident = probs.amax(-1) >= threshold
+    first = torch.where(confident.any(0), confident.to(torch.int64).argmax(0) + 1, probs.shape[0] + 1)
+    return first.to(probs.dtype)
+
+
+def exit_last_confident(probs, threshold):
+    """Takes the last confident layer instead of the first."""
+    confident = probs.amax(-1) > threshold
+    last = probs.shape[0] - confident.flip(0).to(torch.int64).argmax(0)
+    return torch.where(confident.any(0), last, probs.shape[0] + 1).to(probs.dtype)
+
+
+def exit_zero_based(probs, threshold):
+    """Counts layers from 0 and gives never-confident tokens the last read-out's index."""
+    confident = probs.amax(-1) > threshold
+    first = torch.where(confident.any(0), confident.to(torch.int64).argmax(0), probs.shape[0])
+    return first.to(probs.dtype)
+
+
 WRONG = [
     ("08.q1", loop_inject_once, "case 2/4"),
     ("08.q1", loop_inject_after, "max abs error"),
@@ -112,4 +133,7 @@ WRONG = [
     ("08.q4", accept_all, "case 2/5"),
     ("08.q4", accept_matching_anywhere, "case 2/5"),
     ("08.q4", accept_draft_token_at_mismatch, "case 2/5"),
+    ("08.q5", exit_at_or_above, "case 2/5"),
+    ("08.q5", exit_last_confident, "case 1/5"),
+    ("08.q5", exit_zero_based, "case 1/5"),
 ]

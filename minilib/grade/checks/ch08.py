@@ -1,5 +1,5 @@
 """Chapter 08 questions: the looped forward with input injection, a LoRA-relaxed shared linear layer, MatFormer
-sub-FFN extraction and the greedy speculative-decoding acceptance step.
+sub-FFN extraction, the greedy speculative-decoding acceptance step and the per-token early-exit rule.
 
 The references are written out here in float64 with plain tensor operations, never ``minilib.looped`` or
 ``minilib.models.looped``; the answers may not call those modules either.
@@ -173,4 +173,52 @@ Q4 = Question(
     forbidden=LIBRARY_LOOPED,
 )
 
-QUESTIONS = [Q1, Q2, Q3, Q4]
+
+# --- 08.q5 per-token early exit: the exit layer of every token --------------------------------------------
+
+def _exit_cases() -> list[Case]:
+    def case(label, n_layers, N, V, threshold, dtype, seed, hint=""):
+        probs = torch.softmax(randn((n_layers - 1, N, V), f64, seed, 2.0), dim=-1)
+        return Case(label, (probs.to(dtype), threshold), hint=hint)
+
+    at_threshold = torch.tensor([[[0.5, 0.3, 0.2], [0.9, 0.05, 0.05]],
+                                 [[0.6, 0.2, 0.2], [0.2, 0.2, 0.6]]], dtype=f64)
+    confident_twice = torch.tensor([[[0.8, 0.1, 0.1], [0.4, 0.3, 0.3], [0.4, 0.4, 0.2]],
+                                    [[0.3, 0.4, 0.3], [0.7, 0.2, 0.1], [0.5, 0.3, 0.2]],
+                                    [[0.9, 0.05, 0.05], [0.9, 0.05, 0.05], [0.45, 0.45, 0.1]]], dtype=f64)
+    return [
+        case("4 layers, 6 tokens (V=5), threshold 0.6, float64", 4, 6, 5, 0.6, f64, 40,
+             hint="a token leaves after the FIRST layer whose top probability exceeds the threshold (layers count from 1)"),
+        Case("a top probability equal to the threshold does not exit (threshold 0.5)", (at_threshold, 0.5),
+             hint="exit needs max prob > threshold, strictly: at threshold 1.0 no token may ever leave early"),
+        Case("confident at layers 1 and 3 but not 2: the first one counts (4 layers)", (confident_twice, 0.6),
+             hint="take the first confident layer, not the last; a token never confident runs all n_layers = L - 1 + 1 layers"),
+        case("6 layers, 10 tokens (V=4), threshold 1.0: nobody leaves, float32", 6, 10, 4, 1.0, f32, 41),
+        case("3 layers, 8 tokens (V=3), threshold 0.45, float32", 3, 8, 3, 0.45, f32, 42),
+    ]
+
+
+def _exit_reference(probs, threshold):
+    n_layers = probs.shape[0] + 1
+    out = torch.full((probs.shape[1],), float(n_layers), dtype=probs.dtype)
+    for token in range(probs.shape[1]):
+        for layer in range(probs.shape[0]):
+            if float(probs[layer, token].max()) > threshold:
+                out[token] = layer + 1
+                break
+    return out
+
+
+Q5 = Question(
+    id="08.q5",
+    name="exit_layers",
+    arg_names=("probs", "threshold"),
+    title="per-token early exit: the exit layer of every token",
+    make_cases=_exit_cases,
+    reference=_exit_reference,
+    hint="confident = probs.amax(-1) > threshold, (L - 1, N); a token's exit layer is 1 + the first confident layer, "
+    "or L = probs.shape[0] + 1 if none is; return (N,) in probs' dtype",
+    forbidden=LIBRARY_LOOPED,
+)
+
+QUESTIONS = [Q1, Q2, Q3, Q4, Q5]
