@@ -991,6 +991,12 @@ case(ml.greedy_accept, lambda: ml.greedy_accept(torch.tensor([1, 2]), torch.tens
 case(ml.speculative_greedy, lambda: ml.speculative_greedy(_mat_lm, _mat_lm, _ids, 3, k=0), "k")
 case(ml.continuous_thought, lambda: ml.continuous_thought(_mat_lm, _ids, -1), "n_thoughts")
 
+# chapter 05: delayed eviction, causal routing
+case(policies.TOVACache, lambda: policies.TOVACache(4, delay=-1), "delay", label="TOVACache(delay=-1)")
+case(policies.HeavyHitterCache, lambda: policies.HeavyHitterCache(4, delay=1.5), "delay", label="HeavyHitterCache(delay=1.5)")
+case(content.routing_mask, lambda: sparse.routing_mask(q, k, region_size=4, k_top=0, causal=True), "k_top",
+     label="routing_mask(causal=True, k_top=0)")
+
 
 # ---------------------------------------------------------------------------------------------------------------
 def public_callables(module_name: str):

@@ -70,6 +70,45 @@ def test_eviction_orders_on_a_hand_computed_case():
     torch.testing.assert_close(h2o._score.flatten(), torch.tensor([1.8, 0.4], dtype=torch.float64))
 
 
+def loop_delayed_tova(rows, budget, delay):
+    """Delayed TOVA in Python: over budget, the live slots of least weight from the newest query are marked at step
+    t (positions seen) and leave at step t + delay; marked slots are read but no longer compete."""
+    held = []  # [position, step it leaves or None]
+    for t, row in enumerate(rows):
+        held.append([t, None])
+        weight = dict(zip([p for p, _ in held], row))
+        live = [h for h in held if h[1] is None]
+        for h in sorted(live, key=lambda h: (weight[h[0]], h[0]))[:max(0, len(live) - budget)]:
+            h[1] = t + 1 + delay
+        held = [h for h in held if h[1] is None or h[1] > t + 1]
+    return [p for p, _ in held]
+
+
+@FAST
+@given(T=st.integers(1, 20), budget=st.integers(1, 6), delay=st.integers(0, 5), seed=st.integers(0, 50))
+def test_delayed_eviction_matches_a_python_loop_and_holds_at_most_budget_plus_delay(T, budget, delay, seed):
+    g = torch.Generator().manual_seed(seed)
+    cache, rows = TOVACache(budget, delay=delay), []
+    for t in range(T):
+        key = torch.zeros(1, 1, 1, 2, dtype=torch.float64)
+        cache.append(key, key)
+        row = torch.rand(cache.size, generator=g, dtype=torch.float64)  # distinct weights: no ties
+        rows.append(row.tolist())
+        cache.observe(row.view(1, 1, 1, -1))
+        assert cache.size <= budget + delay
+        assert cache.keys_values()[2].flatten().tolist() == loop_delayed_tova(rows, budget, delay)
+
+
+def test_delay_zero_is_immediate_eviction_and_a_delayed_cache_reads_more():
+    q, k, v = (x.detach() for x in qkv(1, 2, 1, 24, 24, 4, 4, seed=3))
+    for name in ("tova", "heavy_hitter"):
+        now, _ = decode(q, k, v, make_policy(name, 6))
+        torch.testing.assert_close(decode(q, k, v, make_policy(name, 6, delay=0))[0], now, rtol=0, atol=0)
+        later, sizes = decode(q, k, v, make_policy(name, 6, delay=3))
+        assert max(sizes) == 6 + 3 and not torch.allclose(later, now)
+    assert swa_cache_policy(8, delay=2).delay == 2
+
+
 def test_merge_averages_the_most_similar_adjacent_keys():
     keys = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0]], dtype=torch.float64)
     cache = MergeCache(2)
