@@ -621,7 +621,6 @@ case(policies.FullCache, lambda: policies.FullCache().append(k.tolist(), v), "k"
 case(policies.CachePolicy, lambda: policies.FullCache().observe(torch.rand(3)), "weights")
 case(policies.QuantizedCache, lambda: policies.QuantizedCache(bits=1), "bits")
 case(policies.swa_cache_policy, lambda: sparse.swa_cache_policy(8, recent_fraction=1.5), "recent_fraction")
-case(policies.quantize_symmetric, lambda: sparse.quantize_symmetric(torch.randn(4, 4), bits=1, dim=0), "bits")
 case(policies.make_policy, lambda: sparse.make_policy("lru", 8), "name")
 case(policies.cached_attention, lambda: sparse.cached_attention(q[:, :, :1], k[:, :, :1], v[:, :, :1], "cache"), "cache")
 case(policies.cached_attention, lambda: sparse.cached_attention(q[:, :, :1], k[:, :, :2], v[:, :, :2], policies.FullCache()),

@@ -21,10 +21,10 @@ import torch
 
 from minilib._checks import check_attention_inputs, check_nonnegative_int, check_positive_int, default_scale, require_tensor
 from minilib.attention import attention_weights, expand_kv_heads
+from minilib.compress import quantize_int
 
 __all__ = ["CachePolicy", "FullCache", "WindowCache", "SinkCache", "HeavyHitterCache", "TOVACache", "MergeCache",
-           "QuantizedCache", "RetrievalCache", "swa_cache_policy", "make_policy", "POLICIES", "cached_attention",
-           "quantize_symmetric"]
+           "QuantizedCache", "RetrievalCache", "swa_cache_policy", "make_policy", "POLICIES", "cached_attention"]
 
 
 class CachePolicy:
@@ -269,30 +269,14 @@ class MergeCache(CachePolicy):
             self._gather(torch.where(rest < i, rest, rest + 1))  # drop slot i (its content now lives in i + 1)
 
 
-def quantize_symmetric(x: torch.Tensor, *, bits: int, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""Symmetric round-to-nearest integer codes with one scale per slice reduced over ``dim``.
-
-    $$ \Delta = \max |x| / (2^{b-1} - 1), \qquad c = \operatorname{round}(x / \Delta), \qquad |c\,\Delta - x| \le \Delta / 2 $$
-
-    Returns ``(codes int8, scale)``, ``scale`` keeping ``dim`` with size 1; ``codes * scale`` dequantises.
-    ``bits`` in [2, 8]. Per-channel for keys (``dim`` = time) and per-token for values (``dim`` = channel)
-    follows KIVI :cite:`liu2024kivi`.
-    """
-    require_tensor("x", x, floating=True)
-    if not 2 <= check_positive_int("bits", bits) <= 8:
-        raise ValueError(f"bits must be in [2, 8], got {bits}")
-    q_max = 2 ** (bits - 1) - 1
-    scale = x.abs().amax(dim=dim, keepdim=True) / q_max
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    return torch.round(x / scale).clamp(-q_max, q_max).to(torch.int8), scale
-
-
 class QuantizedCache(CachePolicy):
-    r"""Keeps every position, in ``bits``-bit integers: keys with one scale per channel over each group of
-    ``group`` positions, values with one scale per position; the newest ``< group`` positions stay in float
-    until their group is full. See :func:`quantize_symmetric`, :cite:`liu2024kivi`.
+    r"""Keeps every position, rounded to ``bits``-bit integers on a symmetric grid
+    (:func:`minilib.compress.quantize_int`): keys with one scale per channel over each group of ``group``
+    positions, values with one scale per position (KIVI's choice); the newest ``< group`` positions stay in float
+    until their group is full. See :cite:`liu2024kivi`.
 
-    ``bytes_per_token`` is the storage of one position's key and value per head, scales included.
+    The cache holds the dequantised values, which is what attention reads; ``bytes_per_token`` is the storage of
+    one position's key and value per head as packed codes plus scales.
     """
 
     name = "quantized"
@@ -302,7 +286,7 @@ class QuantizedCache(CachePolicy):
         if not 2 <= check_positive_int("bits", bits) <= 8:
             raise ValueError(f"bits must be in [2, 8], got {bits}")
         self.bits, self.group = bits, check_positive_int("group", group)
-        self._codes: list[tuple] = []  # (key codes, key scale, value codes, value scale) per full group
+        self._groups: list[tuple] = []  # (keys, values) of each full group, rounded to the grid
         self._recent = None  # float (k, v) of the positions not yet in a full group
 
     def _store(self, k, v, pos):
@@ -311,13 +295,13 @@ class QuantizedCache(CachePolicy):
         rk, rv = (k, v) if self._recent is None else (cat(self._recent[0], k), cat(self._recent[1], v))
         while rk.shape[2] >= self.group:
             gk, gv = rk[:, :, :self.group], rv[:, :, :self.group]
-            self._codes.append((*quantize_symmetric(gk, bits=self.bits, dim=2), *quantize_symmetric(gv, bits=self.bits, dim=3)))
+            self._groups.append((quantize_int(gk.transpose(2, 3), bits=self.bits, granularity="channel").transpose(2, 3),
+                                 quantize_int(gv, bits=self.bits, granularity="channel")))
             rk, rv = rk[:, :, self.group:], rv[:, :, self.group:]
         self._recent = (rk, rv)
 
     def keys_values(self):
-        ks = [kc.to(self._recent[0].dtype) * ks for kc, ks, _, _ in self._codes] + [self._recent[0]]
-        vs = [vc.to(self._recent[1].dtype) * vs for _, _, vc, vs in self._codes] + [self._recent[1]]
+        ks, vs = zip(*self._groups, self._recent)
         return torch.cat(ks, dim=2), torch.cat(vs, dim=2), self._pos
 
     def bytes_per_token(self, head_dim: int) -> float:
