@@ -442,6 +442,12 @@ def check_suite(out: dict) -> None:
         base = r["params"]["attention"]
         assert all(abs(p - base) <= 0.05 * base for p in r["params"].values()), "parameters matched within 5%"
         assert all(0 <= a["mean"] <= 1 for a in r["accuracy"].values())
+    needle, listops = out["tasks"]["needle"]["accuracy"], out["tasks"]["listops"]["accuracy"]
+    chance = 1 / out["config"]["n_values"]
+    # the needle lies beyond two layers of a 16-key window: the windows stay at chance, attention finds it
+    assert needle["attention"]["min"] > 0.99 and all(abs(needle[n]["mean"] - chance) < 0.05 for n in ("window", "sinks+window"))
+    # ListOps after a short run: the local mixers lead full attention in every seed
+    assert all(listops[n]["vs_attention"]["established"] and listops[n]["vs_attention"]["mean"] > 0 for n in ("window", "landmark"))
 
 
 MASFORMER = dict(steps=400, window=16, variants={"all full": None, "top layer full": [2], "all window": []})
