@@ -621,7 +621,6 @@ case(policies.FullCache, lambda: policies.FullCache().append(k.tolist(), v), "k"
 case(policies.CachePolicy, lambda: policies.FullCache().observe(torch.rand(3)), "weights")
 case(policies.QuantizedCache, lambda: policies.QuantizedCache(bits=1), "bits")
 case(policies.swa_cache_policy, lambda: sparse.swa_cache_policy(8, recent_fraction=1.5), "recent_fraction")
-case(policies.quantize_symmetric, lambda: sparse.quantize_symmetric(torch.randn(4, 4), bits=1, dim=0), "bits")
 case(policies.make_policy, lambda: sparse.make_policy("lru", 8), "name")
 case(policies.cached_attention, lambda: sparse.cached_attention(q[:, :, :1], k[:, :, :1], v[:, :, :1], "cache"), "cache")
 case(policies.cached_attention, lambda: sparse.cached_attention(q[:, :, :1], k[:, :, :2], v[:, :, :2], policies.FullCache()),
@@ -1000,6 +999,12 @@ case(ml.greedy_accept, lambda: ml.greedy_accept(torch.tensor([1, 2]), torch.tens
 case(ml.speculative_greedy, lambda: ml.speculative_greedy(_mat_lm, _mat_lm, _ids, 3, k=0), "k")
 case(ml.continuous_thought, lambda: ml.continuous_thought(_mat_lm, _ids, -1), "n_thoughts")
 case(ml.early_exit, lambda: ml.early_exit(_mat_lm, _ids, -0.1), "threshold")
+
+# chapter 05: delayed eviction, causal routing
+case(policies.TOVACache, lambda: policies.TOVACache(4, delay=-1), "delay", label="TOVACache(delay=-1)")
+case(policies.HeavyHitterCache, lambda: policies.HeavyHitterCache(4, delay=1.5), "delay", label="HeavyHitterCache(delay=1.5)")
+case(content.routing_mask, lambda: sparse.routing_mask(q, k, region_size=4, k_top=0, causal=True), "k_top",
+     label="routing_mask(causal=True, k_top=0)")
 
 
 # chapter 12: adaptive sparse training, dense x sparse factors, learned-threshold merging and pruning

@@ -68,6 +68,32 @@ def test_bilevel_routing_equals_sdpa_with_the_region_mask(nq, nk, r, k_top, seed
                                reference(q, k, v, mask=mask), rtol=0, atol=1e-12)
 
 
+def loop_causal_routing_mask(q, k, r, k_top):
+    """Route each query region among the regions at or before it, then keep only keys at or before the query."""
+    q, k = q.detach(), k.detach()
+    B, H, T, D = q.shape
+    keep = torch.zeros(B, H, T, T, dtype=torch.bool)
+    for b in range(B):
+        for h in range(H):
+            for i in range(T // r):
+                qi = q[b, h, i * r:(i + 1) * r].mean(0)
+                aff = [float(qi @ k[b, h, j * r:(j + 1) * r].mean(0)) for j in range(i + 1)]
+                for j in sorted(range(i + 1), key=lambda j: -aff[j])[:k_top]:
+                    for t in range(i * r, (i + 1) * r):
+                        for s in range(j * r, min((j + 1) * r, t + 1)):
+                            keep[b, h, t, s] = True
+    return keep
+
+
+@FAST
+@given(n=st.integers(1, 6), r=st.integers(1, 4), k_top=st.integers(1, 4), seed=st.integers(0, 5))
+def test_causal_routing_reads_only_earlier_regions_and_leaves_no_row_empty(n, r, k_top, seed):
+    q, k, v = qkv(2, 2, 2, n * r, n * r, 4, 3, seed=seed)
+    mask = routing_mask(q, k, region_size=r, k_top=k_top, causal=True)
+    torch.testing.assert_close(mask, loop_causal_routing_mask(q, k, r, k_top))
+    assert mask.any(-1).all()
+
+
 def test_biformer_toy_grid_reads_a_quarter_of_the_keys():
     # 256 tokens (a 16x16 grid flattened region by region), 16 regions of 16, k = 4: 1/4 of the score entries
     q, k, v = qkv(1, 1, 1, 256, 256, 8, 8, dtype=torch.float32)

@@ -10,7 +10,7 @@ r"""Sparse, local and compressed attention (chapter 05).
   :func:`tidal_decode`, MoA's :func:`head_window_mask` and :func:`moa_allocate`, and :class:`RuleAttention`
   (:func:`rule_factory`) to run such masks inside a model;
 - :mod:`~minilib.sparse.cache_policies`: KV-cache policies behind one interface (:class:`CachePolicy`,
-  :func:`make_policy`, :func:`cached_attention`), :func:`quantize_symmetric`;
+  :func:`make_policy`, :func:`cached_attention`);
 - :mod:`~minilib.sparse.structured`: Combiner's :func:`combiner_attention`, S2-Attention's :func:`s2_block_masks`,
   :func:`sentinel_mask`, FIT's :func:`fit_block` and :func:`fit_score_count`;
 - :mod:`~minilib.sparse.merging`: DMC with a fixed merge schedule, :func:`dmc_attention`, :class:`DMCAttention`
@@ -20,7 +20,7 @@ r"""Sparse, local and compressed attention (chapter 05).
 """
 from minilib.sparse.cache_policies import (POLICIES, CachePolicy, FullCache, HeavyHitterCache, MergeCache,
                                            QuantizedCache, RetrievalCache, SinkCache, TOVACache, WindowCache,
-                                           cached_attention, make_policy, quantize_symmetric, swa_cache_policy)
+                                           cached_attention, make_policy, swa_cache_policy)
 from minilib.sparse.content import (bilevel_routing_attention, ivf_candidates, ivf_topk_attention, kmeans,
                                     knn_attention, probsparse_attention, routing_mask, topk_attention, topk_mask)
 from minilib.sparse.layers import SparseAttention, mixed_span_factory
@@ -36,7 +36,7 @@ __all__ = [
     "POLICIES", "CachePolicy", "FullCache", "HeavyHitterCache", "MergeCache", "QuantizedCache", "RetrievalCache",
     "SinkCache", "SparseAttention", "TOVACache", "WindowCache", "bilevel_routing_attention", "block_local_mask",
     "cached_attention", "combiner_attention", "combiner_score_count", "combiner_weights", "dilated_window_mask", "global_local_mask", "ivf_topk_attention", "kmeans", "make_policy", "mask_flops", "mixed_span_factory",
-    "probsparse_attention", "quantize_symmetric", "routing_mask", "s2_block_masks", "sentinel_mask", "sink_window_mask", "sliding_window_mask", "swa_cache_policy",
+    "probsparse_attention", "routing_mask", "s2_block_masks", "sentinel_mask", "sink_window_mask", "sliding_window_mask", "swa_cache_policy",
     "to_block_mask", "topk_attention", "topk_mask",
     "RuleAttention", "fit_block", "fit_score_count", "head_window_mask", "ivf_candidates", "knn_attention",
     "landmark_attention", "landmark_mask", "moa_allocate", "rule_factory", "sea_attention", "sea_mask", "tidal_decode",

@@ -9,7 +9,9 @@ One interface serves every policy (a :class:`CachePolicy` is a drop-in for :clas
 - ``observe(weights)`` hands the policy those attention weights ``(B, H, T, S)``; it updates its statistics
   and evicts (or merges) down to ``budget`` slots.
 
-So between steps a policy holds at most ``budget`` slots and a step attends to at most ``budget + T``.
+So between steps a policy holds at most ``budget`` slots and a step attends to at most ``budget + T``; with
+``delay`` $d > 0$ (the evicting policies: window, H2O/SWA, TOVA) a slot chosen for eviction stays readable for $d$
+more steps before it goes, so at most ``budget + d`` slots are held between single-token steps.
 ``length`` counts every position seen (the model reads the next position from it), ``size`` the slots held.
 Scores of grouped query heads are averaged per key/value head.
 """
@@ -19,20 +21,28 @@ import torch
 
 from minilib._checks import check_attention_inputs, check_nonnegative_int, check_positive_int, default_scale, require_tensor
 from minilib.attention import attention_weights, expand_kv_heads
+from minilib.compress import quantize_int
 
 __all__ = ["CachePolicy", "FullCache", "WindowCache", "SinkCache", "HeavyHitterCache", "TOVACache", "MergeCache",
-           "QuantizedCache", "RetrievalCache", "swa_cache_policy", "make_policy", "POLICIES", "cached_attention",
-           "quantize_symmetric"]
+           "QuantizedCache", "RetrievalCache", "swa_cache_policy", "make_policy", "POLICIES", "cached_attention"]
 
 
 class CachePolicy:
-    """Keeps every slot (no budget): the base of the policies, equal to a plain :class:`~minilib.attention.KVCache`."""
+    r"""Keeps every slot (no budget): the base of the policies, equal to a plain :class:`~minilib.attention.KVCache`.
+
+    ``delay`` (evicting subclasses): *delayed eviction* as in Dynamic Memory Sparsification. When more than
+    ``budget`` slots are live, the live slots outside the ``budget`` of highest priority are marked at step $t$ (the
+    number of positions seen) and leave at step $t + d$; until then the queries still read them, and they no
+    longer compete for the budget. ``delay=0`` evicts at once. See :cite:`lancucki2025inference`.
+    """
 
     name = "full"
 
-    def __init__(self, budget: int | None = None):
+    def __init__(self, budget: int | None = None, *, delay: int = 0):
         self.budget = None if budget is None else check_positive_int("budget", budget)
+        self.delay = check_nonnegative_int("delay", delay)
         self._k = self._v = self._pos = None
+        self._leaves = None  # per slot: the step at which a slot marked for eviction leaves (inf: not marked)
         self._seen = 0
 
     @property
@@ -70,6 +80,7 @@ class CachePolicy:
     def _store(self, k, v, pos) -> None:
         cat = (lambda old, new: new if old is None else torch.cat([old, new], dim=2))
         self._k, self._v, self._pos = cat(self._k, k), cat(self._v, v), cat(self._pos, pos)
+        self._leaves = cat(self._leaves, torch.full(pos.shape, float("inf"), device=pos.device))
         self._grow(k.shape[2])
 
     def _grow(self, n: int) -> None:
@@ -97,14 +108,24 @@ class CachePolicy:
         raise NotImplementedError
 
     def _evict(self, weights: torch.Tensor) -> None:
-        keep = self._priority(weights).topk(self.budget, dim=-1).indices.sort(dim=-1).values
-        self._gather(keep)
+        priority = self._priority(weights)
+        if not self.delay:
+            self._gather(priority.topk(self.budget, dim=-1).indices.sort(dim=-1).values)
+            return
+        live = torch.isinf(self._leaves)
+        if int(live[0, 0].sum()) > self.budget:  # every head holds as many live slots
+            top = priority.masked_fill(~live, float("-inf")).topk(self.budget, dim=-1).indices
+            marked = live & ~torch.zeros_like(live).scatter_(-1, top, True)
+            self._leaves = torch.where(marked, torch.full_like(self._leaves, self._seen + self.delay), self._leaves)
+        stay = self._leaves > self._seen
+        slots = torch.arange(self.size, device=stay.device).expand_as(stay)
+        self._gather(torch.where(stay, slots, slots + self.size).sort(dim=-1).values[..., :int(stay[0, 0].sum())])
 
     def _gather(self, index: torch.Tensor) -> None:
         """Keep the slots ``index (B, Hkv, n)`` (per head, in order) of keys, values, positions and statistics."""
         take = (lambda x: torch.gather(x, 2, index[..., None].expand(-1, -1, -1, x.shape[-1])))
         self._k, self._v = take(self._k), take(self._v)
-        self._pos = torch.gather(self._pos, 2, index)
+        self._pos, self._leaves = torch.gather(self._pos, 2, index), torch.gather(self._leaves, 2, index)
         for name in self._slot_stats:
             setattr(self, name, torch.gather(getattr(self, name), 2, index))
 
@@ -160,8 +181,8 @@ class HeavyHitterCache(CachePolicy):
     name = "heavy_hitter"
     _slot_stats = ("_score",)
 
-    def __init__(self, budget: int, *, n_recent: int | None = None):
-        super().__init__(check_positive_int("budget", budget))
+    def __init__(self, budget: int, *, n_recent: int | None = None, delay: int = 0):
+        super().__init__(check_positive_int("budget", budget), delay=delay)
         n_recent = budget // 2 if n_recent is None else check_nonnegative_int("n_recent", n_recent)
         if n_recent > budget:
             raise ValueError(f"n_recent must be <= budget={budget}, got {n_recent}")
@@ -180,12 +201,13 @@ class HeavyHitterCache(CachePolicy):
         return torch.where(recent, torch.full_like(self._score, float("inf")), self._score)
 
 
-def swa_cache_policy(budget: int, *, recent_fraction: float = 0.5) -> HeavyHitterCache:
+def swa_cache_policy(budget: int, *, recent_fraction: float = 0.5, delay: int = 0) -> HeavyHitterCache:
     r"""ALISA's Sparse Window Attention cache: the most recent ``recent_fraction`` of the budget plus the tokens
-    of highest accumulated attention (the same rule as :class:`HeavyHitterCache`). See :cite:`zhao2024alisa`."""
+    of highest accumulated attention (the same rule as :class:`HeavyHitterCache`; ``delay``: see
+    :class:`CachePolicy`). See :cite:`zhao2024alisa`."""
     if not 0.0 <= recent_fraction <= 1.0:
         raise ValueError(f"recent_fraction must be in [0, 1], got {recent_fraction!r}")
-    return HeavyHitterCache(budget, n_recent=round(recent_fraction * budget))
+    return HeavyHitterCache(budget, n_recent=round(recent_fraction * budget), delay=delay)
 
 
 class TOVACache(CachePolicy):
@@ -247,30 +269,14 @@ class MergeCache(CachePolicy):
             self._gather(torch.where(rest < i, rest, rest + 1))  # drop slot i (its content now lives in i + 1)
 
 
-def quantize_symmetric(x: torch.Tensor, *, bits: int, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""Symmetric round-to-nearest integer codes with one scale per slice reduced over ``dim``.
-
-    $$ \Delta = \max |x| / (2^{b-1} - 1), \qquad c = \operatorname{round}(x / \Delta), \qquad |c\,\Delta - x| \le \Delta / 2 $$
-
-    Returns ``(codes int8, scale)``, ``scale`` keeping ``dim`` with size 1; ``codes * scale`` dequantises.
-    ``bits`` in [2, 8]. Per-channel for keys (``dim`` = time) and per-token for values (``dim`` = channel)
-    follows KIVI :cite:`liu2024kivi`.
-    """
-    require_tensor("x", x, floating=True)
-    if not 2 <= check_positive_int("bits", bits) <= 8:
-        raise ValueError(f"bits must be in [2, 8], got {bits}")
-    q_max = 2 ** (bits - 1) - 1
-    scale = x.abs().amax(dim=dim, keepdim=True) / q_max
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    return torch.round(x / scale).clamp(-q_max, q_max).to(torch.int8), scale
-
-
 class QuantizedCache(CachePolicy):
-    r"""Keeps every position, in ``bits``-bit integers: keys with one scale per channel over each group of
-    ``group`` positions, values with one scale per position; the newest ``< group`` positions stay in float
-    until their group is full. See :func:`quantize_symmetric`, :cite:`liu2024kivi`.
+    r"""Keeps every position, rounded to ``bits``-bit integers on a symmetric grid
+    (:func:`minilib.compress.quantize_int`): keys with one scale per channel over each group of ``group``
+    positions, values with one scale per position (KIVI's choice); the newest ``< group`` positions stay in float
+    until their group is full. See :cite:`liu2024kivi`.
 
-    ``bytes_per_token`` is the storage of one position's key and value per head, scales included.
+    The cache holds the dequantised values, which is what attention reads; ``bytes_per_token`` is the storage of
+    one position's key and value per head as packed codes plus scales.
     """
 
     name = "quantized"
@@ -280,7 +286,7 @@ class QuantizedCache(CachePolicy):
         if not 2 <= check_positive_int("bits", bits) <= 8:
             raise ValueError(f"bits must be in [2, 8], got {bits}")
         self.bits, self.group = bits, check_positive_int("group", group)
-        self._codes: list[tuple] = []  # (key codes, key scale, value codes, value scale) per full group
+        self._groups: list[tuple] = []  # (keys, values) of each full group, rounded to the grid
         self._recent = None  # float (k, v) of the positions not yet in a full group
 
     def _store(self, k, v, pos):
@@ -289,13 +295,13 @@ class QuantizedCache(CachePolicy):
         rk, rv = (k, v) if self._recent is None else (cat(self._recent[0], k), cat(self._recent[1], v))
         while rk.shape[2] >= self.group:
             gk, gv = rk[:, :, :self.group], rv[:, :, :self.group]
-            self._codes.append((*quantize_symmetric(gk, bits=self.bits, dim=2), *quantize_symmetric(gv, bits=self.bits, dim=3)))
+            self._groups.append((quantize_int(gk.transpose(2, 3), bits=self.bits, granularity="channel").transpose(2, 3),
+                                 quantize_int(gv, bits=self.bits, granularity="channel")))
             rk, rv = rk[:, :, self.group:], rv[:, :, self.group:]
         self._recent = (rk, rv)
 
     def keys_values(self):
-        ks = [kc.to(self._recent[0].dtype) * ks for kc, ks, _, _ in self._codes] + [self._recent[0]]
-        vs = [vc.to(self._recent[1].dtype) * vs for _, _, vc, vs in self._codes] + [self._recent[1]]
+        ks, vs = zip(*self._groups, self._recent)
         return torch.cat(ks, dim=2), torch.cat(vs, dim=2), self._pos
 
     def bytes_per_token(self, head_dim: int) -> float:

@@ -52,17 +52,20 @@ def _regions(x: torch.Tensor, region_size: int) -> torch.Tensor:
     return x.view(B, H, L // region_size, region_size, D).mean(dim=3)
 
 
-def routing_mask(q, k, *, region_size: int, k_top: int) -> torch.Tensor:
+def routing_mask(q, k, *, region_size: int, k_top: int, causal: bool = False) -> torch.Tensor:
     r"""BiFormer's region routing as a token mask ``(B, H, T, S)``: query region $i$ reads key region $j$ when $j$
     is among the ``k_top`` regions of highest affinity $A_{ij} = \bar q_i \cdot \bar k_j$ (means over the regions).
 
-    See :cite:`zhu2023biformer`.
+    ``causal=True`` routes only among the regions $j \le i$ and keeps $s \le t$ inside them, for a decoder: region
+    $i$ always has a region to read, so no query row is empty (its own region holds its key when it is routed there,
+    and earlier regions' keys otherwise). See :cite:`zhu2023biformer`.
     """
     check_positive_int("region_size", region_size)
     check_positive_int("k_top", k_top)
     affinity = _regions(q, region_size) @ _regions(expand_kv_heads(k, q.shape[1]), region_size).transpose(-2, -1)
-    routed = topk_mask(affinity, k_top)  # (B, H, T / r, S / r)
-    return routed.repeat_interleave(region_size, dim=-2).repeat_interleave(region_size, dim=-1)
+    routed = topk_mask(affinity, k_top, causal=causal)  # (B, H, T / r, S / r)
+    mask = routed.repeat_interleave(region_size, dim=-2).repeat_interleave(region_size, dim=-1)
+    return mask & causal_mask(*mask.shape[-2:], device=mask.device) if causal else mask
 
 
 def bilevel_routing_attention(q, k, v, *, region_size: int, k_top: int, scale: float | None = None) -> torch.Tensor:
