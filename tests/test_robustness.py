@@ -990,6 +990,11 @@ case(ml.extract_submodel, lambda: ml.extract_submodel(_mat_lm, 64), "widths")
 case(ml.greedy_accept, lambda: ml.greedy_accept(torch.tensor([1, 2]), torch.tensor([1])), "target_tokens")
 case(ml.speculative_greedy, lambda: ml.speculative_greedy(_mat_lm, _mat_lm, _ids, 3, k=0), "k")
 case(ml.continuous_thought, lambda: ml.continuous_thought(_mat_lm, _ids, -1), "n_thoughts")
+from minilib.icl import compiler as icl_compiler  # noqa: E402
+case(rasp.double_histogram, lambda: rasp.double_histogram([1, 2]), "sop")
+case(icl_compiler.compile_program, lambda: icl_compiler.compile_program(rasp.sort(), ["a"], 4), "vocab")
+case(icl_compiler.CompiledProgram, lambda: icl_compiler.compile_program(rasp.sort(), [0, 1], 4).run([0, 1, 0, 1, 0]),
+     "sequence")
 
 
 # ---------------------------------------------------------------------------------------------------------------
