@@ -995,6 +995,9 @@ case(rasp.double_histogram, lambda: rasp.double_histogram([1, 2]), "sop")
 case(icl_compiler.compile_program, lambda: icl_compiler.compile_program(rasp.sort(), ["a"], 4), "vocab")
 case(icl_compiler.CompiledProgram, lambda: icl_compiler.compile_program(rasp.sort(), [0, 1], 4).run([0, 1, 0, 1, 0]),
      "sequence")
+case(icl.CausalLinearSelfAttention, lambda: icl.CausalLinearSelfAttention(6, 4), "n_heads")
+case(icl.LSACache, lambda: icl.CausalLinearSelfAttention(8, 2)(torch.randn(1, 3, 8), cache=icl.LSACache).shape, "cache",
+     label="LSACache: the class, not an instance")
 
 
 # ---------------------------------------------------------------------------------------------------------------
