@@ -998,6 +998,9 @@ case(icl_compiler.CompiledProgram, lambda: icl_compiler.compile_program(rasp.sor
 case(icl.CausalLinearSelfAttention, lambda: icl.CausalLinearSelfAttention(6, 4), "n_heads")
 case(icl.LSACache, lambda: icl.CausalLinearSelfAttention(8, 2)(torch.randn(1, 3, 8), cache=icl.LSACache).shape, "cache",
      label="LSACache: the class, not an instance")
+case(icl.copying_score, lambda: icl.copying_score(torch.zeros(3, 4)), "circuit")
+case(icl.repeated_segments, lambda: icl.repeated_segments(2, seq_len=6, vocab_size=5, min_len=4, generator=icl_gen),
+     "min_len")
 
 
 # ---------------------------------------------------------------------------------------------------------------

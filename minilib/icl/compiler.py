@@ -107,13 +107,17 @@ class CompiledProgram:
             patterns.append(seen)
         return stream, patterns
 
-    def decode(self, stream: torch.Tensor, sop: SOp | None = None) -> np.ndarray:
-        """The value of ``sop`` (default: the program) at each input position: the argmax of its one-hot block."""
+    def block(self, stream: torch.Tensor, sop: SOp | None = None) -> torch.Tensor:
+        """The one-hot block ``(T, n_values)`` of ``sop`` (default: the program) at the input positions of ``stream``."""
         node = self.program if sop is None else sop
         if id(node) not in self._block_of:
             raise ValueError(f"sop {node!r} is not part of the compiled program")
-        block = stream[1:, self.layout[self._block_of[id(node)]]]
-        return self.values[id(node)][block.argmax(-1).numpy()]
+        return stream[1:, self.layout[self._block_of[id(node)]]]
+
+    def decode(self, stream: torch.Tensor, sop: SOp | None = None) -> np.ndarray:
+        """The value of ``sop`` (default: the program) at each input position: the argmax of its one-hot block."""
+        node = self.program if sop is None else sop
+        return self.values[id(node)][self.block(stream, node).argmax(-1).numpy()]
 
     def run(self, sequence) -> np.ndarray:
         """``decode(forward(embed(sequence)))``: what :func:`minilib.icl.rasp.run` returns, computed by the weights."""

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from minilib._checks import check_token_ids, require_tensor
+from minilib._checks import check_positive_int, check_token_ids, require_tensor
 
-__all__ = ["induction_head_patterns", "prefix_matching_score"]
+__all__ = ["induction_head_patterns", "prefix_matching_score", "copying_score", "repeated_segments"]
 
 
 def induction_head_patterns(tokens: torch.Tensor) -> torch.Tensor:
@@ -53,3 +53,45 @@ def prefix_matching_score(attn: torch.Tensor, tokens: torch.Tensor) -> torch.Ten
     match = (previous[None, :] == tokens[:, None]) & torch.ones(T, T, dtype=torch.bool).tril()
     match[: T // 2] = False
     return (attn * match.to(attn.dtype)).sum((-1, -2)) / (T // 2)
+
+
+def copying_score(circuit: torch.Tensor) -> torch.Tensor:
+    r"""How much a head's OV circuit copies its input token: ``circuit (..., V, V)`` -> ``(...)`` in ``[-1, 1]``.
+
+    ``circuit[a, b]`` is the logit the head adds to token ``b`` when it attends to token ``a`` (embedding, value,
+    output and unembedding multiplied out). With :math:`\lambda_i` its eigenvalues,
+    $$ \text{score} = \frac{\sum_i \operatorname{Re}\lambda_i}{\sum_i |\lambda_i|} = \frac{\operatorname{tr} M}{\sum_i |\lambda_i|}; $$
+    1 when every eigenvalue is positive (attending to a token raises that token's logit), -1 when every one is
+    negative. :cite:`olsson2022induction`
+    """
+    require_tensor("circuit", circuit, floating=True)
+    if circuit.dim() < 2 or circuit.shape[-1] != circuit.shape[-2]:
+        raise ValueError(f"circuit must end in a square (V, V), got shape {tuple(circuit.shape)}")
+    eig = torch.linalg.eigvals(circuit.double())
+    return (eig.real.sum(-1) / eig.abs().sum(-1).clamp_min(1e-300)).to(circuit.dtype)
+
+
+def repeated_segments(batch_size: int, *, seq_len: int, vocab_size: int, min_len: int,
+                      generator: torch.Generator) -> torch.Tensor:
+    r"""Random tokens in which a random segment appears twice in a row: ``(B, seq_len)`` int64.
+
+    Row ``b`` draws a segment length :math:`L_b \sim \mathcal U\{m..\lfloor T/2 \rfloor\}` (``m = min_len``) and a
+    start :math:`p_b`, then :math:`x_{p+L+i} = x_{p+i}` for :math:`i < L`. The distance between the copies varies,
+    so no fixed positional offset predicts the second copy: only an induction head (find where the current token
+    occurred, copy what followed) does. :cite:`olsson2022induction`
+    """
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("seq_len", seq_len)
+    check_positive_int("vocab_size", vocab_size)
+    check_positive_int("min_len", min_len)
+    if 2 * min_len > seq_len:
+        raise ValueError(f"min_len ({min_len}) must be at most seq_len / 2 ({seq_len} / 2)")
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    x = torch.randint(0, vocab_size, (batch_size, seq_len), generator=generator)
+    lengths = torch.randint(min_len, seq_len // 2 + 1, (batch_size,), generator=generator)
+    starts = (torch.rand(batch_size, generator=generator) * (seq_len - 2 * lengths + 1)).long()
+    positions = torch.arange(seq_len)
+    second = (positions >= (starts + lengths)[:, None]) & (positions < (starts + 2 * lengths)[:, None])
+    source = torch.where(second, positions - lengths[:, None], positions)
+    return x.gather(1, source)
