@@ -117,7 +117,8 @@ class CompiledProgram:
     def decode(self, stream: torch.Tensor, sop: SOp | None = None) -> np.ndarray:
         """The value of ``sop`` (default: the program) at each input position: the argmax of its one-hot block."""
         node = self.program if sop is None else sop
-        return self.values[id(node)][self.block(stream, node).argmax(-1).numpy()]
+        index = self.block(stream, node).argmax(-1).numpy()
+        return self.values[id(node)][index]
 
     def run(self, sequence) -> np.ndarray:
         """``decode(forward(embed(sequence)))``: what :func:`minilib.icl.rasp.run` returns, computed by the weights."""
