@@ -94,3 +94,16 @@ def test_bad_input():
         compiled.run([1, 7])
     with pytest.raises(ValueError, match="sop"):
         compiled.decode(compiled.embed([1]), rasp.histogram())
+
+
+@settings(max_examples=30, deadline=None)
+@given(SEQS)
+def test_bos_holds_no_value_and_every_output_block_is_one_hot(seq):
+    # a value at BOS would let a query select BOS (the bug this guards against: sort's smallest token read BOS)
+    for compiled in COMPILED.values():
+        stream, _ = compiled.forward(compiled.embed(seq))
+        for name, block in compiled.layout.items():
+            if name not in ("one", "bos") and not name.endswith(":scratch"):
+                assert stream[0, block].abs().max() < 1e-9, name
+        out = compiled.block(stream)
+        assert torch.allclose(out, torch.nn.functional.one_hot(out.argmax(-1), out.shape[-1]).double(), atol=1e-9)

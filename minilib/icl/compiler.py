@@ -14,7 +14,8 @@ sublayer of its kind after all its inputs:
   selects nothing reads the empty ``BOS`` value) and :math:`W_{OV}` copying the value block to the output block;
 * ``selector_width``: a head where ``BOS`` scores :math:`\beta` like every selected key, so its weight is
   :math:`1/(w+1)`; :math:`W_{OV}` copies the ``bos`` flag into a scratch dimension and an MLP of step functions
-  (two ReLUs per threshold between :math:`1/(w+1)` and :math:`1/(w+2)`) writes the one-hot of :math:`w`.
+  (two ReLUs per threshold between :math:`1/(w+1)` and :math:`1/(w+2)`) writes the one-hot of :math:`w`
+  (a large negative weight on ``bos`` keeps it silent at ``BOS``, whose blocks stay empty).
 
 Every head is :math:`\mathrm{softmax}(X W_{QK} X^\top) X W_{OV}` with no causal mask (RASP attends everywhere);
 with :math:`\beta = 60` in float64 the unselected keys get weight below :math:`e^{-60}`, and the output is read
@@ -240,6 +241,7 @@ def compile_program(program: SOp, vocab, max_len: int, *, beta: float = 60.0) ->
         k = len(thresholds)
         w1, b1, w2 = zeros(width, 2 * k), zeros(2 * k), zeros(2 * k, width)
         w1[scratch, :] = slope
+        w1[layout["bos"].start, :] = -2 * slope - 2   # silent at BOS: its block stays empty, so no query matches it
         b1[:k] = torch.as_tensor(-slope * thresholds + 0.5)
         b1[k:] = torch.as_tensor(-slope * thresholds - 0.5)
         out = one_hot_index(node, widths)
@@ -251,6 +253,7 @@ def compile_program(program: SOp, vocab, max_len: int, *, beta: float = 60.0) ->
         b_last[out[-1]] = 1.0                          # g_{max_len} = 1: the last value gets 1 - g_{max_len - 1}
         w1_const = torch.cat([w1, zeros(width, 1)], 1)
         w1_const[layout["one"].start, -1] = 1.0
+        w1_const[layout["bos"].start, -1] = -1.0
         layers[s // 2].mlps.append(_MLP(name, w1_const, torch.cat([b1, zeros(1)]),
                                                torch.cat([w2, b_last[None]], 0)))
     return CompiledProgram(program, vocab, max_len, layout, values, layers, block_of)
