@@ -99,3 +99,34 @@ def test_repeated_segments_vary_the_distance_between_copies():
     assert distances == set(range(8, 17))
     with pytest.raises(TypeError, match="generator"):
         repeated_segments(2, seq_len=8, vocab_size=5, min_len=2, generator=None)
+
+
+def test_trigram_background_is_followed_outside_the_copies():
+    from minilib.icl import repeated_segments
+
+    V = 50
+    table = torch.randint(0, V, (V, V), generator=torch.Generator().manual_seed(1))
+    x = repeated_segments(300, seq_len=32, vocab_size=V, min_len=4, follow=0.8, trigram=table,
+                          generator=torch.Generator().manual_seed(2))
+    follows = (x[:, 2:] == table[x[:, :-2], x[:, 1:-1]]).float().mean().item()
+    # the background follows the table at 0.8 + 0.2 / V of its positions; the two copies (on average 20 of the 32
+    # positions) and the positions just after them at chance, 1 / V
+    assert 0.15 < follows < 0.45
+    plain = repeated_segments(300, seq_len=32, vocab_size=V, min_len=4, generator=torch.Generator().manual_seed(2))
+    assert (plain[:, 2:] == table[plain[:, :-2], plain[:, 1:-1]]).float().mean().item() < 0.05
+    with pytest.raises(ValueError, match="trigram"):
+        repeated_segments(2, seq_len=8, vocab_size=5, min_len=2, trigram=table, generator=torch.Generator())
+
+
+def test_attention_only_model_adds_only_attention():
+    import minilib  # noqa: F401  (registers ffn="none")
+    from minilib.icl import NoFeedForward
+    from minilib.models import TransformerConfig, TransformerLM
+
+    torch.manual_seed(0)
+    model = TransformerLM(TransformerConfig(vocab_size=10, d_model=16, n_layers=2, n_heads=2, max_len=8, ffn="none"))
+    block = model.blocks[0]
+    assert isinstance(block.ffn, NoFeedForward)
+    h = torch.randn(2, 5, 16)
+    torch.testing.assert_close(block(h), h + block.mixer(block.norm1(h)))
+    assert not any("ffn" in name for name, _ in model.named_parameters())

@@ -1001,6 +1001,7 @@ case(icl.LSACache, lambda: icl.CausalLinearSelfAttention(8, 2)(torch.randn(1, 3,
 case(icl.copying_score, lambda: icl.copying_score(torch.zeros(3, 4)), "circuit")
 case(icl.repeated_segments, lambda: icl.repeated_segments(2, seq_len=6, vocab_size=5, min_len=4, generator=icl_gen),
      "min_len")
+case(icl.NoFeedForward, lambda: icl.NoFeedForward()(torch.zeros(2, 3, dtype=torch.long)), "x")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -11,13 +11,13 @@
   repeated-segment sequences an induction head is trained on.
 """
 from .compiler import CompiledProgram, compile_program
-from .induction import copying_score, induction_head_patterns, prefix_matching_score, repeated_segments
+from .induction import NoFeedForward, copying_score, induction_head_patterns, prefix_matching_score, repeated_segments
 from .lsa import CausalLinearSelfAttention, LinearSelfAttention, LSACache, looped_lsa, lsa_forward, lsa_gd_weights, lsa_global_minimum, lsa_predict
 from .ngram import NGramTransformer, ngram_transformer
 from .regression import (RegressionPrompts, bayes_mixture_predict, gd_predict, least_squares_predict, prompt_tokens,
                          regression_prompts, ridge_predict)
 
-__all__ = ["CausalLinearSelfAttention", "CompiledProgram", "LSACache", "LinearSelfAttention", "NGramTransformer",
+__all__ = ["CausalLinearSelfAttention", "CompiledProgram", "LSACache", "LinearSelfAttention", "NGramTransformer", "NoFeedForward",
            "RegressionPrompts", "bayes_mixture_predict", "compile_program", "copying_score", "gd_predict",
            "induction_head_patterns", "least_squares_predict", "looped_lsa", "lsa_forward", "lsa_gd_weights",
            "lsa_global_minimum", "lsa_predict", "ngram_transformer", "prefix_matching_score", "prompt_tokens",
