@@ -1,7 +1,7 @@
 """Training experiments for chapter 10 (in-context learning and chain of thought): every model trained, its claims recorded.
 
     python benchmarks/icl.py                      # both, writes benchmarks/results/icl.json
-    python benchmarks/icl.py --only regression    # one of: regression, cot
+    python benchmarks/icl.py --only regression    # one of: regression, cot, counting, induction
     python benchmarks/icl.py --quick              # tiny sizes, a few seconds each; nothing checked or saved
 
 * ``regression``: a 4-layer causal Transformer (``minilib.models.Block``) reads prompts
@@ -15,6 +15,18 @@
   tokens), trained with and without the chain-of-thought steps; exact match of the final answer under greedy
   decoding. Claim (Feng et al.): with CoT the answer is (nearly) always right, without it far lower.
   Seed 0's weights are saved (float16) as ``results/icl_cot.pt`` and ``results/icl_direct.pt``.
+* ``counting``: a 1-layer ``TransformerLM`` (d_model = 32, 2 heads) reads a random string of 12 letters from
+  {a, b} (``minilib.data.letter_counting``), one token per character or greedy longest-match merged pieces
+  (``aa``, ``ab``, ``aaa``, ...), and answers how many ``a`` after ``=``; accuracy on 2000 fresh strings.
+  Zhang et al. report that tokenisation changes how well LLMs count; here both models are trained on the task.
+  Seed 0's weights are saved as ``results/icl_count_char.pt`` and ``results/icl_count_merged.pt``.
+* ``induction``: a 2-layer attention-only ``TransformerLM`` (``ffn="none"``, d_model = 64, 4 heads, RoPE) trained
+  with a constant learning rate on ``minilib.icl.repeated_segments``: a segment of 4..16 random tokens repeated
+  once at a varying distance, over a background that follows a fixed random trigram table 80% of the time. Every
+  100 steps: the loss on the first and the repeated half of fixed test sequences (a random 16-token segment twice)
+  and every head's prefix-matching score; at the end each head's OV copying score. Seed 0's weights are saved as
+  ``results/icl_induction.pt``. Claim (Olsson et al.): an induction head forms in a phase change, the
+  repeated half's loss dropping as layer 2's prefix-matching score rises.
 
 The checks assert that every model trained (its loss fell); each claim is recorded under ``claims`` and judged
 in the chapter, so a claim that does not reproduce at this scale is saved and reported, not hidden.
@@ -33,11 +45,13 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._experiments import artifact_path, downsample, run_experiments, seed_spread  # noqa: E402
+from benchmarks._experiments import artifact_path, downsample, paired_difference, run_experiments, seed_spread  # noqa: E402
 from benchmarks.transformer import data_generator, sized  # noqa: E402
-from minilib.data import arith_tasks, masked_targets  # noqa: E402
-from minilib.icl import gd_predict, least_squares_predict, prompt_tokens, regression_prompts, ridge_predict  # noqa: E402
+from minilib.data import arith_tasks, letter_counting, masked_targets  # noqa: E402
+from minilib.icl import (copying_score, gd_predict, least_squares_predict, prefix_matching_score, prompt_tokens,  # noqa: E402
+                         regression_prompts, repeated_segments, ridge_predict)
 from minilib.models import TransformerConfig, TransformerLM, count_parameters, train  # noqa: E402
+from minilib.models.attention_tools import attention_maps  # noqa: E402
 from minilib.models.transformer import Block  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
@@ -206,10 +220,162 @@ def check_cot(r: dict) -> None:
         assert all(c[-1] < c[0] for c in r[k]["loss_curves"]), k
 
 
-EXPERIMENTS = {"regression": (run_regression, check_regression), "cot": (run_cot, check_cot)}
+# ---------------------------------------------------------------------------------------------
+# 3. Counting a letter with character tokens and with merged tokens
+# ---------------------------------------------------------------------------------------------
+
+COUNT = dict(n_chars=12, d_model=32, n_layers=1, n_heads=2, steps=600, batch=64, lr=3e-3, warmup=50, n_test=2000,
+             seeds=[0, 1, 2])
+COUNT_QUICK = dict(steps=20, n_test=64, seeds=[0, 1])
+
+
+@torch.no_grad()
+def count_accuracy(model, cfg: dict, merged: bool) -> float:
+    """Share of fresh strings whose count of ``a`` is the argmax after ``=``."""
+    batch = letter_counting(cfg["n_test"], n_chars=cfg["n_chars"], merged=merged,
+                            generator=torch.Generator().manual_seed(4242))
+    return float((model(batch.inputs)[:, -1].argmax(-1) == batch.targets[:, -1]).float().mean())
+
+
+def run_counting(quick: bool = False) -> dict:
+    cfg = sized(COUNT, COUNT_QUICK, quick)
+    out = {}
+    for merged in (False, True):
+        accs, curves = [], []
+        for seed in cfg["seeds"]:
+            torch.manual_seed(seed)
+            config = TransformerConfig(vocab_size=11 + cfg["n_chars"], d_model=cfg["d_model"], n_layers=cfg["n_layers"],
+                                       n_heads=cfg["n_heads"], max_len=cfg["n_chars"] + 2, pos="learned")
+            model = TransformerLM(config)
+            g = data_generator(seed)
+            batches = iter(lambda: letter_counting(cfg["batch"], n_chars=cfg["n_chars"], merged=merged, generator=g), None)
+            losses = train(model, batches, steps=cfg["steps"], lr=cfg["lr"], warmup_steps=cfg["warmup"],
+                           weight_decay=0.0, loss_fn=masked_lm_loss, progress=False)
+            model.eval()
+            accs.append(count_accuracy(model, cfg, merged))
+            curves.append(downsample(losses))
+            if seed == cfg["seeds"][0]:  # the chapter reloads these to recompute one accuracy live
+                torch.save({k: v.half() for k, v in model.state_dict().items()},
+                           artifact_path(f"icl_count_{'merged' if merged else 'char'}.pt"))
+        out["merged" if merged else "char"] = dict(accuracy=seed_spread(accs), params=count_parameters(model),
+                                                   loss_curves=curves, vocab_size=config.vocab_size,
+                                                   max_len=config.max_len)
+    out["difference"] = paired_difference(out["char"]["accuracy"]["per_seed"], out["merged"]["accuracy"]["per_seed"])
+    return dict(config=cfg, **out)
+
+
+def check_counting(r: dict) -> None:
+    # both tokenisations trained (the loss fell on every seed); which one counts better is judged in the chapter
+    for k in ("char", "merged"):
+        assert all(c[-1] < c[0] for c in r[k]["loss_curves"]), k
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. An induction head forms in a 2-layer attention-only model
+# ---------------------------------------------------------------------------------------------
+
+INDUCTION = dict(vocab=32, seq_len=32, min_len=4, follow=0.8, d_model=64, n_heads=4, steps=2000, batch=32, lr=1e-3,
+                 eval_every=100, n_eval=64, seeds=[0, 1, 2])
+INDUCTION_QUICK = dict(steps=20, eval_every=10, n_eval=8, seeds=[0, 1])
+
+
+def induction_config(cfg: dict) -> TransformerConfig:
+    """Two attention-only layers (``ffn="none"``), RoPE, tied embeddings."""
+    return TransformerConfig(vocab_size=cfg["vocab"], d_model=cfg["d_model"], n_layers=2, n_heads=cfg["n_heads"],
+                             max_len=cfg["seq_len"], pos="rope", ffn="none")
+
+
+def induction_eval_tokens(cfg: dict, seed: int = 4242) -> torch.Tensor:
+    """``(n_eval, T)``: a uniform random segment of ``T/2`` tokens, repeated once."""
+    segment = torch.randint(0, cfg["vocab"], (cfg["n_eval"], cfg["seq_len"] // 2),
+                            generator=torch.Generator().manual_seed(seed))
+    return torch.cat([segment, segment], 1)
+
+
+@torch.no_grad()
+def induction_probe(model, tokens: torch.Tensor) -> dict:
+    """Next-token loss on the first and the repeated half, and every head's prefix-matching score ``(layers, heads)``."""
+    half = tokens.shape[1] // 2
+    losses = F.cross_entropy(model(tokens[:, :-1]).transpose(1, 2), tokens[:, 1:], reduction="none").mean(0)
+    maps = attention_maps(model, tokens)                                       # (layers, B, H, T, T)
+    scores = torch.stack([prefix_matching_score(maps[:, b], tokens[b]) for b in range(tokens.shape[0])]).mean(0)
+    return dict(first_half_loss=float(losses[:half - 1].mean()), repeated_half_loss=float(losses[half:].mean()),
+                prefix_matching=scores.tolist())
+
+
+@torch.no_grad()
+def ov_copying_scores(model) -> list:
+    """Each head's :func:`~minilib.icl.copying_score` of its direct OV circuit: embeddings, layer norm, value, output,
+    final norm, unembedding (``(layers, heads)``)."""
+    emb = model.embed.weight
+    out = []
+    for block in model.blocks:
+        attn, d_head = block.mixer, emb.shape[1] // block.mixer.n_heads
+        v = attn.wv(block.norm1(emb))                                           # (V, d_model)
+        per_head = []
+        for h in range(attn.n_heads):
+            sl = slice(h * d_head, (h + 1) * d_head)
+            written = v[:, sl] @ attn.wo.weight[:, sl].T                       # (V, d_model)
+            per_head.append(float(copying_score(model.final_norm(written) @ emb.T)))
+        out.append(per_head)
+    return out
+
+
+def run_induction(quick: bool = False) -> dict:
+    cfg = sized(INDUCTION, INDUCTION_QUICK, quick)
+    eval_tokens = induction_eval_tokens(cfg)
+    trigram = torch.randint(0, cfg["vocab"], (cfg["vocab"], cfg["vocab"]), generator=torch.Generator().manual_seed(99))
+    runs = []
+    for seed in cfg["seeds"]:
+        torch.manual_seed(seed)
+        model = TransformerLM(induction_config(cfg))
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=0.0)  # constant lr: the plateau's end is the event
+        g = data_generator(seed)
+        losses, probes = [], []
+        for step in range(cfg["steps"] + 1):
+            if step % cfg["eval_every"] == 0:
+                model.eval()
+                probes.append(dict(step=step, **induction_probe(model, eval_tokens)))
+                model.train()
+            if step == cfg["steps"]:
+                break
+            x = repeated_segments(cfg["batch"], seq_len=cfg["seq_len"], vocab_size=cfg["vocab"], min_len=cfg["min_len"],
+                                  trigram=trigram, follow=cfg["follow"], generator=g)
+            loss = F.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        model.eval()
+        runs.append(dict(loss_curve=downsample(losses), probes=probes, copying=ov_copying_scores(model)))
+        if seed == cfg["seeds"][0]:  # the chapter reloads it to recompute the final probe live
+            torch.save({k: v.half() for k, v in model.state_dict().items()}, artifact_path("icl_induction.pt"))
+    final = [r["probes"][-1] for r in runs]
+    best = [max(p["prefix_matching"][1]) for p in final]
+    return dict(config=cfg, params=count_parameters(model), runs=runs,
+                best_layer2_prefix_matching=seed_spread(best),
+                best_layer1_prefix_matching=seed_spread([max(p["prefix_matching"][0]) for p in final]),
+                repeated_half_loss=seed_spread([p["repeated_half_loss"] for p in final]),
+                first_half_loss=seed_spread([p["first_half_loss"] for p in final]))
+
+
+def check_induction(r: dict) -> None:
+    # every seed trained (its loss fell); whether an induction head formed is judged in the chapter
+    assert all(run["loss_curve"][-1] < run["loss_curve"][0] for run in r["runs"])
+
+
+EXPERIMENTS = {"regression": (run_regression, check_regression), "cot": (run_cot, check_cot),
+               "counting": (run_counting, check_counting), "induction": (run_induction, check_induction)}
 
 
 def report(name: str, r: dict) -> str:
+    if name == "induction":
+        return (f"induction  layer-2 best prefix matching {r['best_layer2_prefix_matching']['mean']:.3f} ± "
+                f"{r['best_layer2_prefix_matching']['std']:.3f}, repeated-half loss {r['repeated_half_loss']['mean']:.3f} "
+                f"vs first half {r['first_half_loss']['mean']:.3f}")
+    if name == "counting":
+        return "counting   " + ", ".join(f"{k} tokens accuracy {r[k]['accuracy']['mean']:.3f} ± {r[k]['accuracy']['std']:.3f}"
+                                         for k in ("char", "merged"))
     if name == "cot":
         return "cot        " + ", ".join(f"{k} exact match {r[k]['exact_match']['mean']:.3f} ± {r[k]['exact_match']['std']:.3f}"
                                          for k in ("cot", "direct")) + f" (chance {r['chance']:.3f})"

@@ -6,6 +6,6 @@ families (`flash`, `signal_propagation`, `grade`, ...) are imported by name.
 """
 from minilib import attention, data, feedforward, mixing, models, norms, positional  # noqa: F401
 # the families that register token mixers by name (minilib.mixing) when imported
-from minilib import linear_attention, mixers, sparse, ssm  # noqa: F401
+from minilib import icl, linear_attention, mixers, sparse, ssm  # noqa: F401
 # the families that register feed-forward networks by name (minilib.feedforward)
 from minilib import looped, moe  # noqa: F401

@@ -47,3 +47,34 @@ def test_bad_input():
         arith_tasks(2, n_operands=3, cot="yes", generator=g)
     with pytest.raises(TypeError, match="generator"):
         arith_tasks(2, n_operands=3, cot=True, generator=None)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 14), seed=st.integers(0, 1000), merged=st.booleans())
+def test_letter_counting_counts_and_its_tokens_spell_the_string(n, seed, merged):
+    from minilib.data import MERGED_PIECES, letter_counting
+
+    batch = letter_counting(5, n_chars=n, generator=torch.Generator().manual_seed(seed), merged=merged)
+    z = torch.cat([batch.inputs, batch.targets[:, -1:]], 1)
+    assert z.shape == (5, n + 2) and batch.mask.sum().item() == 5 and batch.mask[:, n].all()
+    for row in z.tolist():
+        pieces = [MERGED_PIECES[t] for t in row[:n] if t != 8]
+        text = "".join(pieces)
+        assert len(text) == n and row[n] == 9
+        assert row[n + 1] - 10 == text.count("a")
+        if not merged:
+            assert all(len(p) == 1 for p in pieces)
+        else:  # greedy longest match: no piece could have been longer
+            assert len(pieces) <= n and all(p + text_next[:1] not in MERGED_PIECES
+                                            for p, text_next in zip(pieces, ["".join(pieces[i + 1:]) for i in range(len(pieces))])
+                                            if text_next)
+
+
+def test_letter_counting_bad_input():
+    from minilib.data import letter_counting
+
+    g = torch.Generator().manual_seed(0)
+    with pytest.raises(ValueError, match="n_chars"):
+        letter_counting(2, n_chars=0, generator=g, merged=True)
+    with pytest.raises(TypeError, match="merged"):
+        letter_counting(2, n_chars=3, generator=g, merged="yes")

@@ -83,3 +83,90 @@ def test_bad_input():
         lsa_global_minimum(torch.zeros(2, 3), 4)
     with pytest.raises(ValueError, match="depth"):
         LinearSelfAttention(3, depth=0)
+
+
+def _lsa_mixer_by_loops(mixer, x):
+    """y_t = W_O (1/(t+1)) sum_{s<=t} (q_t . k_s) v_s, head by head, position by position."""
+    B, T, d = x.shape
+    H, D = mixer.n_heads, d // mixer.n_heads
+    q, k, v = (x @ w.weight.T for w in (mixer.wq, mixer.wk, mixer.wv))
+    out = torch.zeros_like(x)
+    for b in range(B):
+        for t in range(T):
+            for h in range(H):
+                sl = slice(h * D, (h + 1) * D)
+                out[b, t, sl] = sum((q[b, t, sl] @ k[b, s, sl]) * v[b, s, sl] for s in range(t + 1)) / (t + 1)
+    return out @ mixer.wo.weight.T
+
+
+@settings(max_examples=15, deadline=None)
+@given(T=st.integers(1, 9), heads=st.sampled_from([1, 2, 4]), cut=st.integers(1, 8))
+def test_causal_lsa_mixer_equals_the_loop_and_decodes_in_pieces(T, heads, cut):
+    from minilib.icl import CausalLinearSelfAttention
+    from tests.models_support import decode_in_pieces
+
+    torch.manual_seed(T * 7 + heads)
+    mixer = CausalLinearSelfAttention(8, heads).double()
+    x = torch.randn(2, T, 8, dtype=torch.float64)
+    full = mixer(x)
+    torch.testing.assert_close(full, _lsa_mixer_by_loops(mixer, x), rtol=1e-10, atol=1e-12)
+    cache = mixer.new_cache()
+    pieces = decode_in_pieces(lambda piece: mixer(piece, cache=cache), x, sorted({min(cut, T), min(cut + 2, T)}))
+    torch.testing.assert_close(pieces, full, rtol=1e-10, atol=1e-12)
+    assert cache.length == T
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(1, 10), d=st.integers(1, 5), lr=st.floats(0.05, 1.0))
+def test_causal_lsa_mixer_with_gd_weights_takes_the_gd_step_at_the_query(n, d, lr):
+    from minilib.icl import CausalLinearSelfAttention
+
+    xs, ys, _ = _prompts(2, n, d, seed=n + 10 * d)
+    z = prompt_tokens(xs, ys)
+    w_kq, w_pv = lsa_gd_weights(d, lr * (n + 1) / n)   # the query's own key dilutes the mean by n / (n + 1)
+    mixer = CausalLinearSelfAttention(d + 1, 1).double()
+    with torch.no_grad():
+        mixer.wq.weight.copy_(w_kq)
+        mixer.wk.weight.copy_(torch.eye(d + 1, dtype=torch.float64))
+        mixer.wv.weight.copy_(w_pv)
+        mixer.wo.weight.copy_(torch.eye(d + 1, dtype=torch.float64))
+    pred = -(z + mixer(z))[:, -1, -1]
+    torch.testing.assert_close(pred, gd_predict(xs, ys, lr), rtol=1e-10, atol=1e-12)
+
+
+def test_lsa_mixer_trains_in_a_transformer_lm_and_generates_with_its_cache():
+    import math
+
+    import minilib  # noqa: F401  (registers "lsa")
+    from minilib.models import TransformerConfig, TransformerLM, train
+    from tests.models_support import assert_causal_lm, seeded
+
+    g = seeded(4)
+    model = TransformerLM(TransformerConfig(vocab_size=12, d_model=32, n_layers=2, n_heads=4, max_len=64, pos="learned",
+                                            mixer="lsa"))
+    assert_causal_lm(model, vocab_size=12, seq_len=10, changed=5)
+
+    def batches():
+        while True:  # three random tokens repeated: token t is token t - 3
+            seq = torch.randint(0, 12, (16, 3), generator=g).repeat(1, 6)
+            yield seq[:, :-1], seq[:, 1:]
+
+    losses = train(model, batches(), steps=60, lr=1e-2, warmup_steps=5, progress=False)
+    assert sum(losses[-5:]) / 5 < math.log(12) - 0.3   # ln 12 = 2.48: better than ignoring the context
+    model.eval()
+    prompt = torch.tensor([[0, 1, 2, 0, 1]])
+    with torch.no_grad():
+        torch.testing.assert_close(model.generate(prompt, 12, temperature=0),
+                                   model.generate(prompt, 12, temperature=0, use_cache=False))
+
+
+def test_lsa_mixer_bad_input():
+    from minilib.icl import CausalLinearSelfAttention
+
+    with pytest.raises(ValueError, match="n_heads"):
+        CausalLinearSelfAttention(6, 4)
+    mixer = CausalLinearSelfAttention(8, 2)
+    with pytest.raises(ValueError, match="x"):
+        mixer(torch.randn(2, 3, 6))
+    with pytest.raises(TypeError, match="cache"):
+        mixer(torch.randn(2, 3, 8), cache=object())

@@ -1,9 +1,11 @@
+from collections import Counter
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from minilib.icl import rasp
-from minilib.icl.rasp import (EQ, LT, TRUE, aggregate, attention_layers, dyck1, histogram, indices, map_sop, reverse,
+from minilib.icl.rasp import (EQ, LT, TRUE, aggregate, attention_layers, double_histogram, dyck1, histogram, indices, map_sop, reverse,
                               run, select, selector_width, sequence_map, sort, tokens)
 
 SEQS = st.lists(st.integers(0, 6), min_size=1, max_size=12)
@@ -15,6 +17,8 @@ def test_programs_match_plain_python(seq):
     assert run(histogram(), seq).tolist() == [seq.count(x) for x in seq]
     assert run(reverse(), seq).tolist() == seq[::-1]
     assert run(sort(), seq).tolist() == sorted(seq)
+    counts = Counter(seq)
+    assert run(double_histogram(), seq).tolist() == [sum(1 for c in counts.values() if c == counts[x]) for x in seq]
 
 
 @settings(max_examples=50, deadline=None)
@@ -45,6 +49,7 @@ def test_attention_layers_read_from_the_graph():
     assert attention_layers(reverse()) == [1, 1]
     assert attention_layers(sort()) == [1, 1]
     assert attention_layers(dyck1()) == [1, 1]
+    assert attention_layers(double_histogram()) == [2, 1]
     assert attention_layers(map_sop(abs, tokens)) == []
     # two independent heads in layer 1, then one in layer 2
     a = selector_width(select(tokens, tokens, EQ))

@@ -999,6 +999,18 @@ case(ml.greedy_accept, lambda: ml.greedy_accept(torch.tensor([1, 2]), torch.tens
 case(ml.speculative_greedy, lambda: ml.speculative_greedy(_mat_lm, _mat_lm, _ids, 3, k=0), "k")
 case(ml.continuous_thought, lambda: ml.continuous_thought(_mat_lm, _ids, -1), "n_thoughts")
 case(ml.early_exit, lambda: ml.early_exit(_mat_lm, _ids, -0.1), "threshold")
+from minilib.icl import compiler as icl_compiler  # noqa: E402
+case(rasp.double_histogram, lambda: rasp.double_histogram([1, 2]), "sop")
+case(icl_compiler.compile_program, lambda: icl_compiler.compile_program(rasp.sort(), ["a"], 4), "vocab")
+case(icl_compiler.CompiledProgram, lambda: icl_compiler.compile_program(rasp.sort(), [0, 1], 4).run([0, 1, 0, 1, 0]),
+     "sequence")
+case(icl.CausalLinearSelfAttention, lambda: icl.CausalLinearSelfAttention(6, 4), "n_heads")
+case(icl.LSACache, lambda: icl.CausalLinearSelfAttention(8, 2)(torch.randn(1, 3, 8), cache=icl.LSACache).shape, "cache",
+     label="LSACache: the class, not an instance")
+case(icl.copying_score, lambda: icl.copying_score(torch.zeros(3, 4)), "circuit")
+case(icl.repeated_segments, lambda: icl.repeated_segments(2, seq_len=6, vocab_size=5, min_len=4, generator=icl_gen),
+     "min_len")
+case(icl.NoFeedForward, lambda: icl.NoFeedForward()(torch.zeros(2, 3, dtype=torch.long)), "x")
 
 # chapter 05: delayed eviction, causal routing
 case(policies.TOVACache, lambda: policies.TOVACache(4, delay=-1), "delay", label="TOVACache(delay=-1)")

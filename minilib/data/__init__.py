@@ -7,6 +7,7 @@ language-model batches, and the synthetic tasks later chapters reuse.
 - :mod:`minilib.data.tasks`: copy, reversal, associative recall, selective copying, delayed recall,
   induction heads, key-value lookup, and :func:`meap_mask`;
 - :mod:`minilib.data.arithmetic`: modular expressions with and without chain-of-thought steps, :func:`arith_tasks`;
+  letter counting with character or merged tokens, :func:`letter_counting`;
 - :mod:`minilib.data.long_range`: mini Long Range Arena tasks, :func:`lra_listops`, :func:`lra_retrieval`,
   :func:`needle_retrieval`;
 - :mod:`minilib.data.digits`: scikit-learn's 8x8 digits, :func:`digits_split`, :func:`labelled_batches`.
@@ -20,7 +21,7 @@ Typical use in a chapter::
     floor = source.entropy_rate_per_char()      # nats/char, the loss no model can beat
     baseline = source.char_unigram_entropy()    # nats/char, letter frequencies only
 """
-from .arithmetic import arith_tasks
+from .arithmetic import MERGED_PIECES, arith_tasks, letter_counting
 from .batching import lm_batches, lm_eval_windows, train_val_split
 from .digits import digits_split, labelled_batches
 from .long_range import LISTOPS_TOKENS, listops_value, lra_listops, lra_retrieval, needle_retrieval
@@ -30,7 +31,7 @@ from .tasks import (IGNORE_INDEX, Seq2SeqBatch, TaskBatch, associative_recall, c
 from .tokenizers import CharTokenizer, WordTokenizer
 
 __all__ = [
-    "CharTokenizer", "arith_tasks", "Emission", "IGNORE_INDEX", "LISTOPS_TOKENS", "MarkovTextSource", "Seq2SeqBatch", "TaskBatch", "WordTokenizer",
+    "CharTokenizer", "arith_tasks", "letter_counting", "MERGED_PIECES", "Emission", "IGNORE_INDEX", "LISTOPS_TOKENS", "MarkovTextSource", "Seq2SeqBatch", "TaskBatch", "WordTokenizer",
     "associative_recall", "copy_task", "delayed_recall", "digits_split", "english_like_grammar", "induction_heads",
     "key_value_lookup", "labelled_batches", "listops_value", "lm_batches", "lm_eval_windows", "lra_listops", "lra_retrieval",
     "masked_targets", "meap_mask", "needle_retrieval", "reverse_task",

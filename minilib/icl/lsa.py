@@ -15,10 +15,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minilib._checks import check_nonnegative_int, check_number, check_positive_int, require_tensor
+from minilib._checks import (check_divisible, check_last_dim, check_nonnegative_int, check_number, check_positive_int,
+                             require_tensor)
+from minilib.attention import merge_heads, split_heads
+from minilib.mixing import TokenMixer, register_mixer
 
-__all__ = ["LinearSelfAttention", "lsa_forward", "lsa_gd_weights", "looped_lsa", "lsa_predict",
-           "lsa_global_minimum"]
+__all__ = ["LinearSelfAttention", "CausalLinearSelfAttention", "LSACache", "lsa_forward", "lsa_gd_weights", "looped_lsa",
+           "lsa_predict", "lsa_global_minimum"]
 
 
 def _check_weights(z, w_kq, w_pv) -> None:
@@ -121,3 +124,59 @@ class LinearSelfAttention(nn.Module):
             i = 0 if self.looped else t
             z = lsa_forward(z, self.w_kq[i], self.w_pv[i])
         return lsa_predict(z)
+
+
+class LSACache:
+    r"""The decoding state of :class:`CausalLinearSelfAttention`: ``state (B, H, D, D)`` = :math:`\sum_s k_s v_s^\top`
+    over the ``length`` positions seen so far."""
+
+    def __init__(self):
+        self.state: torch.Tensor | None = None
+        self.length = 0
+
+
+class CausalLinearSelfAttention(TokenMixer):
+    r"""Linear self-attention as a causal token mixer (registered as ``"lsa"``): ``(B, T, d_model)`` -> same.
+
+    $$ y_t = W_O\, \frac{1}{t+1} \sum_{s \le t} (q_t^\top k_s)\, v_s , \qquad q = W_Q x,\ k = W_K x,\ v = W_V x, $$
+    per head, no softmax and no feature map: the layer of :func:`lsa_forward` run over a sequence, each position
+    attending to itself and the positions before it. With :math:`W_Q = W_{KQ}`, :math:`W_K = I`,
+    :math:`W_O W_V = W_{PV}` (one head) its output at a prompt's query is :math:`\frac{n}{n+1}` times the update
+    :func:`lsa_forward` makes there (the query's own key carries ``y = 0``). Recurrent form for decoding:
+    :math:`S_t = S_{t-1} + k_t v_t^\top`, :math:`y_t = W_O\, q_t^\top S_t / (t+1)`. :cite:`vonoswald2023transformers`
+    """
+
+    def __init__(self, d_model: int, n_heads: int = 1):
+        super().__init__()
+        check_positive_int("d_model", d_model)
+        check_positive_int("n_heads", n_heads)
+        check_divisible("d_model", d_model, "n_heads", n_heads)
+        self.d_model, self.n_heads = d_model, n_heads
+        self.wq, self.wk, self.wv, self.wo = (nn.Linear(d_model, d_model, bias=False) for _ in range(4))
+
+    def new_cache(self) -> LSACache:
+        """An empty :class:`LSACache`."""
+        return LSACache()
+
+    def forward(self, x: torch.Tensor, *, cache: LSACache | None = None) -> torch.Tensor:
+        require_tensor("x", x, ndim=3, floating=True)
+        check_last_dim("x", x, self.d_model)
+        if cache is not None and not isinstance(cache, LSACache):
+            raise TypeError(f"cache must be an LSACache (from new_cache()) or None, got {type(cache).__name__}")
+        q, k, v = (split_heads(w(x), self.n_heads) for w in (self.wq, self.wk, self.wv))   # (B, H, T, D)
+        T = x.shape[1]
+        start = 0 if cache is None else cache.length
+        scores = (q @ k.transpose(-1, -2)).tril()                                          # s <= t within the piece
+        out = scores @ v
+        if cache is not None:
+            if cache.state is not None:
+                out = out + q @ cache.state                                                # the positions before
+            update = k.transpose(-1, -2) @ v
+            cache.state = update if cache.state is None else cache.state + update
+            cache.length += T
+        counts = torch.arange(start + 1, start + T + 1, device=x.device, dtype=x.dtype)[:, None]
+        return self.wo(merge_heads(out / counts))
+
+
+register_mixer("lsa", lambda config, layer: CausalLinearSelfAttention(config.d_model, config.n_heads,
+                                                                       **config.mixer_kwargs))

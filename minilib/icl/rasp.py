@@ -20,7 +20,7 @@ import numpy as np
 
 __all__ = ["SOp", "Selector", "tokens", "indices", "map_sop", "sequence_map", "select", "aggregate",
            "selector_width", "run", "attention_layers", "EQ", "LT", "LEQ", "GT", "TRUE",
-           "histogram", "reverse", "sort", "dyck1"]
+           "histogram", "double_histogram", "reverse", "sort", "dyck1"]
 
 
 #: the kinds of node a program is built from
@@ -200,6 +200,19 @@ def histogram(sop: SOp = tokens) -> SOp:
     """For each token of ``sop``, how many times it occurs: ``selector_width(select(sop, sop, ==))``. 1 layer, 1 head."""
     _require("sop", sop, SOp)
     return selector_width(select(sop, sop, EQ), name="histogram")
+
+
+def double_histogram(sop: SOp = tokens) -> SOp:
+    """For each token of ``sop``, how many distinct tokens occur as often as it does (integer tokens, fewer than
+    10^5 of them). A token's first occurrence is the one with no equal token before it; the second selector width
+    counts first occurrences whose histogram equals the query's. 2 layers :cite:`weiss2021thinking`."""
+    _require("sop", sop, SOp)
+    hist = histogram(sop)
+    key = sequence_map(lambda x, i: x + i * 1e-6, sop, indices, name="key")
+    earlier_same = selector_width(select(key, key, lambda k, q: (np.round(k) == np.round(q)) & (k < q)),
+                                  name="earlier_same")
+    first_hist = sequence_map(lambda h, e: np.where(e == 0, h, -1), hist, earlier_same, name="first_hist")
+    return selector_width(select(first_hist, hist, EQ), name="double_histogram")
 
 
 def reverse(sop: SOp = tokens) -> SOp:
