@@ -990,6 +990,11 @@ case(ml.extract_submodel, lambda: ml.extract_submodel(_mat_lm, 64), "widths")
 case(ml.greedy_accept, lambda: ml.greedy_accept(torch.tensor([1, 2]), torch.tensor([1])), "target_tokens")
 case(ml.speculative_greedy, lambda: ml.speculative_greedy(_mat_lm, _mat_lm, _ids, 3, k=0), "k")
 case(ml.continuous_thought, lambda: ml.continuous_thought(_mat_lm, _ids, -1), "n_thoughts")
+case(memory.omega_memory_chunked, lambda: memory.omega_memory_chunked(torch.randn(2, 5, 4), torch.randn(2, 5, 3),
+                                                                     torch.randn(2, 5, 4), chunk_size=0), "chunk_size")
+case(memory.omega_memory_chunked, lambda: memory.omega_memory_chunked(torch.randn(2, 5, 4), torch.randn(2, 5, 3),
+                                                                     torch.randn(2, 5, 4), state=torch.zeros(2, 4, 3)),
+     "state")
 
 
 # ---------------------------------------------------------------------------------------------------------------
