@@ -15,6 +15,9 @@ Experiments (chapter 06 reads them all):
   three seeds, accuracy on the copied tokens;
 * ``recall``: multi-query associative recall (16 pairs, 63 tokens): H3 vs attention vs S4D (H3's claim), and the
   Rodimus block with its DDTS gates vs the same block ungated (the same state size), three seeds each;
+* ``hyena_cost``: one Hyena operator vs one causal multi-head attention layer of the same width, forward pass,
+  L = 256..4096: FLOPs counted (FlopCounterMode for the matrix products, ``HyenaMixer.fft_flops`` for the FFTs)
+  and wall time side by side, with the length where attention becomes the more expensive;
 * ``gated_memory``: a fact three segments back, read by a segment-recurrent model with and without LM2's gated
   memory bank (without it, no information crosses a segment), three seeds.
 
@@ -29,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -37,7 +41,7 @@ from minilib.attention import MultiHeadAttention  # noqa: E402
 from minilib.data import associative_recall, masked_targets, selective_copying  # noqa: E402
 from minilib.models import TransformerConfig, TransformerLM, count_parameters, train  # noqa: E402
 from minilib.scan import SCAN_METHODS, ScanCounter, associative_scan  # noqa: E402
-from minilib.ssm import (GatedMemory, direct_causal_conv, fft_conv, selective_scan_chunked,  # noqa: E402
+from minilib.ssm import (GatedMemory, HyenaMixer, direct_causal_conv, fft_conv, selective_scan_chunked,  # noqa: E402
                          selective_scan_parallel, selective_scan_recurrent, ssd_chunked, ssd_recurrent)
 
 
@@ -357,6 +361,53 @@ def check_gated_memory(r: dict) -> None:
     assert abs(r["without_memory"]["mean"] - r["chance"]) < 0.1 or r["config"]["steps"] < 10
 
 
+# ---------------------------------------------------------------------------------------------
+# 8. Hyena's long convolutions vs attention as L grows
+# ---------------------------------------------------------------------------------------------
+
+HYENA = dict(d_model=64, n_heads=4, lengths=[256, 512, 1024, 2048, 4096], rounds=3, seed=0)
+HYENA_QUICK = dict(lengths=[32, 64], rounds=1)
+
+
+def hyena_cost_layers(c: dict):
+    torch.manual_seed(c["seed"])
+    return HyenaMixer(c["d_model"]).eval(), MultiHeadAttention(c["d_model"], c["n_heads"]).eval()
+
+
+def counted_flops(layer, x) -> int:
+    """Forward FLOPs: FlopCounterMode's matrix products (attention's QK^T and AV included) plus Hyena's FFTs."""
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        layer(x)
+    fft = layer.fft_flops(x.shape[1], batch=x.shape[0]) if isinstance(layer, HyenaMixer) else 0
+    return counter.get_total_flops() + fft
+
+
+def run_hyena_cost(quick: bool) -> dict:
+    c = {**HYENA, **(HYENA_QUICK if quick else {})}
+    hyena, attention = hyena_cost_layers(c)
+    g = torch.Generator().manual_seed(c["seed"])
+    out = {k: [] for k in ("hyena_flops", "attention_flops", "hyena_seconds", "attention_seconds")}
+    for L in c["lengths"]:
+        x = torch.randn(1, L, c["d_model"], generator=g)
+        out["hyena_flops"].append(counted_flops(hyena, x))
+        out["attention_flops"].append(counted_flops(attention, x))
+        with torch.no_grad():
+            s = interleaved_best({"hyena": lambda: hyena(x), "attention": lambda: attention(x)}, c["rounds"])
+        out["hyena_seconds"].append(s["hyena"])
+        out["attention_seconds"].append(s["attention"])
+    flop_ratio = [a / h for a, h in zip(out["attention_flops"], out["hyena_flops"])]
+    time_ratio = [a / h for a, h in zip(out["attention_seconds"], out["hyena_seconds"])]
+    return dict(config=c, **out, flop_ratio=flop_ratio, time_ratio=time_ratio,
+                params=dict(hyena=count_parameters(hyena), attention=count_parameters(attention)))
+
+
+def check_hyena_cost(r: dict) -> None:
+    """Attention's cost grows faster: the ratio attention/Hyena rises with L, in counted FLOPs and in time."""
+    assert all(b > a for a, b in zip(r["flop_ratio"], r["flop_ratio"][1:])), r["flop_ratio"]
+    assert r["time_ratio"][-1] > 2 * r["time_ratio"][0], r["time_ratio"]
+
+
 EXPERIMENTS = {
     "selective_scan": (run_selective_scan, check_selective_scan),
     "ssd": (run_ssd, check_ssd),
@@ -365,6 +416,7 @@ EXPERIMENTS = {
     "selective_copying": (run_selective_copying, check_selective_copying),
     "recall": (run_recall, check_recall),
     "gated_memory": (run_gated_memory, check_gated_memory),
+    "hyena_cost": (run_hyena_cost, check_hyena_cost),
 }
 
 
@@ -375,6 +427,9 @@ def report(name: str, r: dict) -> str:
         return f"ssd: chunked {r['speedup']:.1f}x its recurrence"
     if name == "fft_conv":
         return f"fft_conv: {r['speedup']:.0f}x direct at L={r['config']['lengths'][-1]}"
+    if name == "hyena_cost":
+        return "hyena vs attention: " + ", ".join(f"L={L} flops {f:.2f}x time {t:.2f}x" for L, f, t in
+                                                  zip(r["config"]["lengths"], r["flop_ratio"], r["time_ratio"]))
     if name == "scan_counts":
         return f"scan counts up to L={r['lengths'][-1]}"
     if name in ("recall", "gated_memory"):

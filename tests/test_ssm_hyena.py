@@ -1,4 +1,6 @@
 """minilib.ssm.hyena: 2-D FFT convolution vs conv2d, the Hyena operator against a direct recomputation, causality, training."""
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -66,3 +68,29 @@ def test_bad_input():
         HyenaMixer(8)(torch.randn(1, 3, 7))
     with pytest.raises(ValueError, match="need 1 sizes"):
         ImplicitFilter(2)(3, 4)
+    with pytest.raises(ValueError, match="T must be a positive int"):
+        HyenaMixer(8).fft_flops(0)
+
+
+@pytest.mark.parametrize("B,T", [(1, 1), (1, 8), (3, 13), (2, 64)])
+def test_fft_flops_count_the_ffts_the_forward_runs(B, T):
+    """Every FFT call of a forward pass recorded with its length and batch; counted at 2.5 n log2 n per real FFT."""
+    from torch.overrides import TorchFunctionMode
+
+    calls = []
+
+    class Record(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func in (torch.fft.rfft, torch.fft.irfft):
+                n, x = kwargs["n"], args[0]
+                calls.append((func, n, x.numel() // x.shape[-1]))
+            return func(*args, **kwargs)
+
+    mixer = HyenaMixer(4)
+    with Record(), torch.no_grad():
+        mixer(torch.randn(B, T, 4))
+    fft = sum(count * 2.5 * n * math.log2(n) for _, n, count in calls if n > 1)
+    products = sum(6 * count * (n // 2 + 1) for f, n, count in calls if f is torch.fft.irfft)
+    assert len(calls) == 6  # two convolutions: input, filter, inverse
+    assert mixer.fft_flops(T, batch=B) == round(fft + products)

@@ -98,6 +98,22 @@ class HyenaMixer(TokenMixer):
             v = gate * (fft_conv(v, h[i]) + self.bias[i, :, None] * v)
         return self.out_proj(v.transpose(1, 2))
 
+    def fft_flops(self, T: int, batch: int = 1) -> int:
+        r"""Real operations of the two long convolutions' FFTs at length ``T``, the part of the cost that
+        ``torch.utils.flop_counter.FlopCounterMode`` (matrix products and convolutions only) does not see.
+
+        Per channel and convolution :func:`~minilib.ssm.fft_conv` pads to $n = 2^{\lceil\log_2(2T-1)\rceil}$ and, per
+        sequence, runs a real FFT of the input and an inverse one (each counted as half the usual complex
+        $5 n\log_2 n$) and a complex product of $n/2+1$ points (6 each); the filter's FFT is shared by the ``batch``:
+        $2d\,\big(B\,(5 n\log_2 n + 6(n/2+1)) + 2.5\, n\log_2 n\big)$.
+        """
+        check_positive_int("T", T)
+        check_positive_int("batch", batch)
+        n = 1 << (2 * T - 2).bit_length()
+        fft = 2.5 * n * math.log2(n) if n > 1 else 0.0
+        per_conv = batch * (2 * fft + 6 * (n // 2 + 1)) + fft
+        return round(2 * self.d_model * per_conv)
+
 
 class Hyena2D(nn.Module):
     r"""Order-2 Hyena over an image grid ``(B, H, W, d)`` with 2-D implicit filters and :func:`fft_conv2d`.
