@@ -18,6 +18,8 @@ Experiments (chapter 06 reads them all):
 * ``hyena_cost``: one Hyena operator vs one causal multi-head attention layer of the same width, forward pass,
   L = 256..4096: FLOPs counted (FlopCounterMode for the matrix products, ``HyenaMixer.fft_flops`` for the FFTs)
   and wall time side by side, with the length where attention becomes the more expensive;
+* ``lmu_digits``: scikit-learn's 8x8 digits read row by row (8 steps of 8 pixels) by a one-block classifier whose
+  mixer is the LMU (fixed Legendre memory) or causal attention with RoPE, parameters matched, three seeds;
 * ``gated_memory``: a fact three segments back, read by a segment-recurrent model with and without LM2's gated
   memory bank (without it, no information crosses a segment), three seeds.
 
@@ -32,16 +34,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._experiments import run_experiments  # noqa: E402
+from benchmarks._experiments import paired_difference, run_experiments, seed_spread  # noqa: E402
 from minilib.attention import MultiHeadAttention  # noqa: E402
-from minilib.data import associative_recall, masked_targets, selective_copying  # noqa: E402
+from minilib.data import associative_recall, digits_split, masked_targets, selective_copying  # noqa: E402
+from minilib.mixers import AttentionMixer, MetaFormer  # noqa: E402
+from minilib.mixers.zoo import Task, train_classifier  # noqa: E402
 from minilib.models import TransformerConfig, TransformerLM, count_parameters, train  # noqa: E402
 from minilib.scan import SCAN_METHODS, ScanCounter, associative_scan  # noqa: E402
-from minilib.ssm import (GatedMemory, HyenaMixer, direct_causal_conv, fft_conv, selective_scan_chunked,  # noqa: E402
+from minilib.ssm import (GatedMemory, HyenaMixer, LMUMixer, direct_causal_conv, fft_conv, selective_scan_chunked,  # noqa: E402
                          selective_scan_parallel, selective_scan_recurrent, ssd_chunked, ssd_recurrent)
 
 
@@ -408,6 +413,59 @@ def check_hyena_cost(r: dict) -> None:
     assert r["time_ratio"][-1] > 2 * r["time_ratio"][0], r["time_ratio"]
 
 
+# ---------------------------------------------------------------------------------------------
+# 9. The LMU as a streaming digits classifier (LMUFormer's toy)
+# ---------------------------------------------------------------------------------------------
+
+LMU_DIGITS = dict(d_model=32, units=8, order=8, theta=8.0, n_heads=2, lmu_d_ff=64, steps=400, lr=3e-3,
+                  seeds=[0, 1, 2], n_test=360)
+LMU_DIGITS_QUICK = dict(steps=5, seeds=[0])
+
+
+def digit_rows(seed: int, n_test: int) -> Task:
+    """Each 8x8 image as a sequence of its 8 rows (8 pixels each); the class is read at the last row."""
+    train_set, test_set = digits_split(n_test=n_test, seed=seed)
+    return Task("digit_rows", train_set, test_set, seq_len=8, n_classes=10, readout="last")
+
+
+def row_classifier(c: dict, mixer: str, d_ff: int) -> MetaFormer:
+    """One MetaFormer block over the rows: the LMU mixer, or causal attention with rotary positions."""
+    d = c["d_model"]
+    make = (lambda layer: LMUMixer(d, units=c["units"], order=c["order"], theta=c["theta"])) if mixer == "lmu" \
+        else (lambda layer: AttentionMixer(d, c["n_heads"], causal=True, rope=True))
+    return MetaFormer(nn.Linear(8, d), make, d_model=d, n_layers=1, n_classes=10, d_ff=d_ff, readout="last")
+
+
+def matched_attention_d_ff(c: dict) -> int:
+    """The attention classifier's MLP width that brings its parameters closest to the LMU classifier's."""
+    target = count_parameters(row_classifier(c, "lmu", c["lmu_d_ff"]))
+    p1, p2 = (count_parameters(row_classifier(c, "attention", f)) for f in (1, 2))
+    return max(1, round(1 + (target - p1) / (p2 - p1)))
+
+
+def run_lmu_digits(quick: bool) -> dict:
+    c = {**LMU_DIGITS, **(LMU_DIGITS_QUICK if quick else {})}
+    widths = {"lmu": c["lmu_d_ff"], "attention": matched_attention_d_ff(c)}
+    out = {}
+    for mixer, d_ff in widths.items():
+        accs, params = [], None
+        for seed in c["seeds"]:
+            torch.manual_seed(seed)
+            model = row_classifier(c, mixer, d_ff)
+            params = count_parameters(model)
+            accs.append(train_classifier(model, digit_rows(seed, c["n_test"]), steps=c["steps"], lr=c["lr"], seed=seed))
+        out[mixer] = dict(params=params, d_ff=d_ff, accuracy=seed_spread(accs))
+    return dict(config=c, **out, lmu_minus_attention=paired_difference(out["lmu"]["accuracy"]["per_seed"],
+                                                                       out["attention"]["accuracy"]["per_seed"]))
+
+
+def check_lmu_digits(r: dict) -> None:
+    """Parameters matched within 5 %; both classifiers learn (far above chance 0.1)."""
+    p, q = r["lmu"]["params"], r["attention"]["params"]
+    assert abs(p - q) <= 0.05 * max(p, q), (p, q)
+    assert min(r["lmu"]["accuracy"]["mean"], r["attention"]["accuracy"]["mean"]) > 0.5, r
+
+
 EXPERIMENTS = {
     "selective_scan": (run_selective_scan, check_selective_scan),
     "ssd": (run_ssd, check_ssd),
@@ -417,6 +475,7 @@ EXPERIMENTS = {
     "recall": (run_recall, check_recall),
     "gated_memory": (run_gated_memory, check_gated_memory),
     "hyena_cost": (run_hyena_cost, check_hyena_cost),
+    "lmu_digits": (run_lmu_digits, check_lmu_digits),
 }
 
 
@@ -427,6 +486,9 @@ def report(name: str, r: dict) -> str:
         return f"ssd: chunked {r['speedup']:.1f}x its recurrence"
     if name == "fft_conv":
         return f"fft_conv: {r['speedup']:.0f}x direct at L={r['config']['lengths'][-1]}"
+    if name == "lmu_digits":
+        return "lmu digits: " + ", ".join(f"{m} {r[m]['accuracy']['mean']:.3f} +- {r[m]['accuracy']['std']:.3f} "
+                                          f"({r[m]['params']} params)" for m in ("lmu", "attention"))
     if name == "hyena_cost":
         return "hyena vs attention: " + ", ".join(f"L={L} flops {f:.2f}x time {t:.2f}x" for L, f, t in
                                                   zip(r["config"]["lengths"], r["flop_ratio"], r["time_ratio"]))

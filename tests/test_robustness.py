@@ -995,6 +995,11 @@ case(memory.omega_memory_chunked, lambda: memory.omega_memory_chunked(torch.rand
 case(memory.omega_memory_chunked, lambda: memory.omega_memory_chunked(torch.randn(2, 5, 4), torch.randn(2, 5, 3),
                                                                      torch.randn(2, 5, 4), state=torch.zeros(2, 4, 3)),
      "state")
+from minilib.ssm import lmu as ssm_lmu  # noqa: E402
+case(ssm_lmu.LMUMixer, lambda: ssm_lmu.LMUMixer(4, theta=-1.0), "theta")
+case(ssm_lmu.LMUMixer, lambda: ssm_lmu.LMUMixer(4)(torch.randn(1, 3, 5)), "x")
+case(lti.lmu_recurrent, lambda: lti.lmu_recurrent(torch.randn(2, 5), order=3, theta=1.0, dt=0.1,
+                                                  state=torch.zeros(2, 4)), "state", label="lmu_recurrent: state shape")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ r"""State-space models and long convolutions (chapter 06).
 - :mod:`~minilib.ssm.distill`: MOHAWK's first stage, an SSD mixing matrix fitted to attention matrices;
 - :mod:`~minilib.ssm.hydra`: the bidirectional quasiseparable mixer as two scans and a diagonal;
 - :mod:`~minilib.ssm.hyena`: Hyena's implicit long filters with gating (``"hyena"`` mixer), 1-D and 2-D;
+- :mod:`~minilib.ssm.lmu`: the Legendre memory as a token mixer (``"lmu"``), convolution in training, recurrence when decoding;
 - :mod:`~minilib.ssm.memory`: a test-time memory trained by the Omega rule while it reads (ATLAS), token by token or chunk-parallel, LM2's gated memory bank;
 - :mod:`~minilib.ssm.mixers`: the ``"mamba"``, ``"s4d"`` and ``"h3"`` token mixers, registered on import;
 - :mod:`~minilib.ssm.rodimus`: Rodimus's DDTS-gated memory (``"rodimus"``) and Rodimus+'s shared-key window attention;
@@ -22,6 +23,7 @@ from minilib.ssm.hydra import hydra, hydra_matrix
 from minilib.ssm.hyena import Hyena2D, HyenaMixer, ImplicitFilter, fft_conv2d
 from minilib.ssm.lti import (DISCRETIZATIONS, discretize, discretize_diagonal, hippo_legs, legendre_readout,
                              lmu_conv, lmu_matrices, lmu_recurrent, s4d_init, s4d_kernel, s4d_recurrent)
+from minilib.ssm.lmu import LMUMixer
 from minilib.ssm.memory import GatedMemory, omega_memory, omega_memory_chunked
 from minilib.ssm.mixers import H3Mixer, MambaMixer, S4DMixer, SSMCache
 from minilib.ssm.rodimus import RodimusMixer, ddts_gates, rodimus_scan, shared_key_window_attention
@@ -32,7 +34,7 @@ __all__ = [
     "ScanCounter", "associative_scan",
     "direct_causal_conv", "fft_conv", "monarch_fft_conv",
     "DISCRETIZATIONS", "discretize", "discretize_diagonal", "hippo_legs", "s4d_init", "s4d_kernel", "s4d_recurrent",
-    "lmu_matrices", "legendre_readout", "lmu_recurrent", "lmu_conv",
+    "lmu_matrices", "legendre_readout", "lmu_recurrent", "lmu_conv", "LMUMixer",
     "linear_recurrence_combine", "selective_scan_recurrent", "selective_scan_parallel", "selective_scan_chunked",
     "ssm_matrix", "ssd_recurrent", "ssd_chunked", "ssd_matrix",
     "hydra", "hydra_matrix", "fft_conv2d", "ImplicitFilter", "HyenaMixer", "Hyena2D", "omega_memory", "omega_memory_chunked", "GatedMemory",
