@@ -1000,6 +1000,12 @@ case(ssm_lmu.LMUMixer, lambda: ssm_lmu.LMUMixer(4, theta=-1.0), "theta")
 case(ssm_lmu.LMUMixer, lambda: ssm_lmu.LMUMixer(4)(torch.randn(1, 3, 5)), "x")
 case(lti.lmu_recurrent, lambda: lti.lmu_recurrent(torch.randn(2, 5), order=3, theta=1.0, dt=0.1,
                                                   state=torch.zeros(2, 4)), "state", label="lmu_recurrent: state shape")
+case(distill.align, lambda: distill.align(torch.nn.Identity(), torch.nn.Identity(), iter([torch.ones(2)]), [], steps=1),
+     "params")
+case(distill.distillation_loss, lambda: distill.distillation_loss(torch.randn(2, 5), torch.randn(2, 6)),
+     "student_logits", "teacher_logits")
+case(hyena.Hyena2DMixer, lambda: hyena.Hyena2DMixer(4, (3, 0)), "grid")
+case(hyena.Hyena2DMixer, lambda: hyena.Hyena2DMixer(4, (2, 2))(torch.randn(1, 5, 4)), "x")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from minilib._checks import check_last_dim, check_positive_int, require_tensor
 from minilib.convolution import fft_conv
 from minilib.mixing import TokenMixer, register_mixer
 
-__all__ = ["fft_conv2d", "ImplicitFilter", "HyenaMixer", "Hyena2D"]
+__all__ = ["fft_conv2d", "ImplicitFilter", "HyenaMixer", "Hyena2D", "Hyena2DMixer"]
 
 
 def fft_conv2d(u: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -142,4 +142,26 @@ class Hyena2D(nn.Module):
         return self.out_proj(F.gelu(v).movedim(1, -1))
 
 
+class Hyena2DMixer(TokenMixer):
+    r""":class:`Hyena2D` as a (non-causal) token mixer over the ``grid = (H, W)`` tokens of an image, read row by
+    row: ``(B, H*W, d_model) -> (B, H*W, d_model)``, as in a ViT whose first blocks are Hyena :cite:`zimerman2024hyenand`."""
+
+    causal = False
+
+    def __init__(self, d_model: int, grid: tuple[int, int], **kwargs):
+        super().__init__()
+        if not (isinstance(grid, (tuple, list)) and len(grid) == 2 and all(isinstance(n, int) and n > 0 for n in grid)):
+            raise ValueError(f"grid must be (H, W) of positive ints, got {grid!r}")
+        self.grid = tuple(grid)
+        self.hyena = Hyena2D(d_model, **kwargs)
+
+    def forward(self, x: torch.Tensor, *, cache=None) -> torch.Tensor:
+        H, W = self.grid
+        check_last_dim("x", x, self.hyena.d, ndim=3)
+        if x.shape[1] != H * W:
+            raise ValueError(f"x must hold grid {H}x{W} = {H * W} tokens, got {tuple(x.shape)}")
+        return self.hyena(x.unflatten(1, (H, W))).flatten(1, 2)
+
+
 register_mixer("hyena", lambda config, layer: HyenaMixer(config.d_model, **config.mixer_kwargs))
+register_mixer("hyena2d", lambda config, layer: Hyena2DMixer(config.d_model, **config.mixer_kwargs))
