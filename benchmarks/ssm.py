@@ -568,7 +568,8 @@ def run_mohawk(quick: bool) -> dict:
     with torch.no_grad():
         teacher_loss = lm_loss(teacher, val).item()
     return dict(config=c, steps=steps, teacher_val_loss=teacher_loss, curves=curves,
-                params=dict(teacher=count_parameters(teacher), student=count_parameters(ssd_student(tok.vocab_size, c, None))),
+                params=dict(teacher=sum(p_.numel() for p_ in teacher.parameters()),  # frozen: count_parameters skips them
+                            student=count_parameters(ssd_student(tok.vocab_size, c, None))),
                 **{arm: seed_spread(v) for arm, v in out.items()},
                 mohawk_minus_scratch=paired_difference(out["mohawk"], out["scratch"]),
                 mohawk_minus_logits_only=paired_difference(out["mohawk"], out["logits_only"]),
