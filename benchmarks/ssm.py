@@ -15,6 +15,18 @@ Experiments (chapter 06 reads them all):
   three seeds, accuracy on the copied tokens;
 * ``recall``: multi-query associative recall (16 pairs, 63 tokens): H3 vs attention vs S4D (H3's claim), and the
   Rodimus block with its DDTS gates vs the same block ungated (the same state size), three seeds each;
+* ``hyena_cost``: one Hyena operator vs one causal multi-head attention layer of the same width, forward pass,
+  L = 256..4096: FLOPs counted (FlopCounterMode for the matrix products, ``HyenaMixer.fft_flops`` for the FFTs)
+  and wall time side by side, with the length where attention becomes the more expensive;
+* ``lmu_digits``: scikit-learn's 8x8 digits read row by row (8 steps of 8 pixels) by a one-block classifier whose
+  mixer is the LMU (fixed Legendre memory) or causal attention with RoPE, parameters matched, three seeds;
+* ``mohawk``: MOHAWK's three stages from the trained character LM of ``benchmarks/attention_scoring.py`` (softmax,
+  seed 0) into the same network with gated linear attention (an SSD mixer) in place of softmax attention, against
+  the same student trained from scratch, by logit distillation alone, and by logit distillation from the
+  teacher's weights, all for the same number of steps, three seeds;
+* ``hyena_vision``: 8x8 digits from 300 training images, pixels as a 8x8 grid of tokens: a two-block classifier
+  with a 2-D Hyena block first and attention second (Hyena N-D's hybrid) vs a plain two-block ViT, parameters
+  matched, three seeds;
 * ``gated_memory``: a fact three segments back, read by a segment-recurrent model with and without LM2's gated
   memory bank (without it, no information crosses a segment), three seeds.
 
@@ -29,15 +41,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._experiments import run_experiments  # noqa: E402
+from benchmarks._experiments import downsample, paired_difference, run_experiments, seed_spread  # noqa: E402
+from benchmarks.attention_scoring import CONFIG as CHARLM, data as charlm_data, line_batches  # noqa: E402
 from minilib.attention import MultiHeadAttention  # noqa: E402
-from minilib.data import associative_recall, masked_targets, selective_copying  # noqa: E402
-from minilib.models import TransformerConfig, TransformerLM, count_parameters, train  # noqa: E402
+from minilib.data import associative_recall, digits_split, masked_targets, selective_copying  # noqa: E402
+from minilib.mixers import AttentionMixer, MetaFormer  # noqa: E402
+from minilib.mixers.zoo import Task, train_classifier  # noqa: E402
+from minilib.vision import PatchEmbedding  # noqa: E402
+from minilib.experiments import results_path  # noqa: E402
+from minilib.models import TransformerConfig, TransformerLM, attention_maps, count_parameters, lm_loss, train  # noqa: E402
 from minilib.scan import SCAN_METHODS, ScanCounter, associative_scan  # noqa: E402
-from minilib.ssm import (GatedMemory, direct_causal_conv, fft_conv, selective_scan_chunked,  # noqa: E402
+from minilib.ssm import (GatedMemory, Hyena2DMixer, HyenaMixer, LMUMixer, align, distillation_loss, ssd_matrix, direct_causal_conv, fft_conv, selective_scan_chunked,  # noqa: E402
                          selective_scan_parallel, selective_scan_recurrent, ssd_chunked, ssd_recurrent)
 
 
@@ -357,6 +376,258 @@ def check_gated_memory(r: dict) -> None:
     assert abs(r["without_memory"]["mean"] - r["chance"]) < 0.1 or r["config"]["steps"] < 10
 
 
+# ---------------------------------------------------------------------------------------------
+# 8. Hyena's long convolutions vs attention as L grows
+# ---------------------------------------------------------------------------------------------
+
+HYENA = dict(d_model=64, n_heads=4, lengths=[256, 512, 1024, 2048, 4096], rounds=3, seed=0)
+HYENA_QUICK = dict(lengths=[32, 64], rounds=1)
+
+
+def hyena_cost_layers(c: dict):
+    torch.manual_seed(c["seed"])
+    return HyenaMixer(c["d_model"]).eval(), MultiHeadAttention(c["d_model"], c["n_heads"]).eval()
+
+
+def counted_flops(layer, x) -> int:
+    """Forward FLOPs: FlopCounterMode's matrix products (attention's QK^T and AV included) plus Hyena's FFTs."""
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        layer(x)
+    fft = layer.fft_flops(x.shape[1], batch=x.shape[0]) if isinstance(layer, HyenaMixer) else 0
+    return counter.get_total_flops() + fft
+
+
+def run_hyena_cost(quick: bool) -> dict:
+    c = {**HYENA, **(HYENA_QUICK if quick else {})}
+    hyena, attention = hyena_cost_layers(c)
+    g = torch.Generator().manual_seed(c["seed"])
+    out = {k: [] for k in ("hyena_flops", "attention_flops", "hyena_seconds", "attention_seconds")}
+    for L in c["lengths"]:
+        x = torch.randn(1, L, c["d_model"], generator=g)
+        out["hyena_flops"].append(counted_flops(hyena, x))
+        out["attention_flops"].append(counted_flops(attention, x))
+        with torch.no_grad():
+            s = interleaved_best({"hyena": lambda: hyena(x), "attention": lambda: attention(x)}, c["rounds"])
+        out["hyena_seconds"].append(s["hyena"])
+        out["attention_seconds"].append(s["attention"])
+    flop_ratio = [a / h for a, h in zip(out["attention_flops"], out["hyena_flops"])]
+    time_ratio = [a / h for a, h in zip(out["attention_seconds"], out["hyena_seconds"])]
+    return dict(config=c, **out, flop_ratio=flop_ratio, time_ratio=time_ratio,
+                params=dict(hyena=count_parameters(hyena), attention=count_parameters(attention)))
+
+
+def check_hyena_cost(r: dict) -> None:
+    """Attention's cost grows faster: the ratio attention/Hyena rises with L, in counted FLOPs and in time."""
+    assert all(b > a for a, b in zip(r["flop_ratio"], r["flop_ratio"][1:])), r["flop_ratio"]
+    assert r["time_ratio"][-1] > 2 * r["time_ratio"][0], r["time_ratio"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. The LMU as a streaming digits classifier (LMUFormer's toy)
+# ---------------------------------------------------------------------------------------------
+
+LMU_DIGITS = dict(d_model=32, units=8, order=8, theta=8.0, n_heads=2, lmu_d_ff=64, steps=400, lr=3e-3,
+                  seeds=[0, 1, 2], n_test=360)
+LMU_DIGITS_QUICK = dict(steps=5, seeds=[0])
+
+
+def digit_rows(seed: int, n_test: int) -> Task:
+    """Each 8x8 image as a sequence of its 8 rows (8 pixels each); the class is read at the last row."""
+    train_set, test_set = digits_split(n_test=n_test, seed=seed)
+    return Task("digit_rows", train_set, test_set, seq_len=8, n_classes=10, readout="last")
+
+
+def row_classifier(c: dict, mixer: str, d_ff: int) -> MetaFormer:
+    """One MetaFormer block over the rows: the LMU mixer, or causal attention with rotary positions."""
+    d = c["d_model"]
+    make = (lambda layer: LMUMixer(d, units=c["units"], order=c["order"], theta=c["theta"])) if mixer == "lmu" \
+        else (lambda layer: AttentionMixer(d, c["n_heads"], causal=True, rope=True))
+    return MetaFormer(nn.Linear(8, d), make, d_model=d, n_layers=1, n_classes=10, d_ff=d_ff, readout="last")
+
+
+def matched_d_ff(build, target: int) -> int:
+    """The MLP width at which ``build(d_ff)`` holds closest to ``target`` parameters (the count is affine in it)."""
+    p1, p2 = (count_parameters(build(f)) for f in (1, 2))
+    return max(1, round(1 + (target - p1) / (p2 - p1)))
+
+
+def run_lmu_digits(quick: bool) -> dict:
+    c = {**LMU_DIGITS, **(LMU_DIGITS_QUICK if quick else {})}
+    target = count_parameters(row_classifier(c, "lmu", c["lmu_d_ff"]))
+    widths = {"lmu": c["lmu_d_ff"], "attention": matched_d_ff(lambda f: row_classifier(c, "attention", f), target)}
+    out = {}
+    for mixer, d_ff in widths.items():
+        accs, params = [], None
+        for seed in c["seeds"]:
+            torch.manual_seed(seed)
+            model = row_classifier(c, mixer, d_ff)
+            params = count_parameters(model)
+            accs.append(train_classifier(model, digit_rows(seed, c["n_test"]), steps=c["steps"], lr=c["lr"], seed=seed))
+        out[mixer] = dict(params=params, d_ff=d_ff, accuracy=seed_spread(accs))
+    return dict(config=c, **out, lmu_minus_attention=paired_difference(out["lmu"]["accuracy"]["per_seed"],
+                                                                       out["attention"]["accuracy"]["per_seed"]))
+
+
+def check_lmu_digits(r: dict) -> None:
+    """Parameters matched within 5 %; both classifiers learn (far above chance 0.1)."""
+    p, q = r["lmu"]["params"], r["attention"]["params"]
+    assert abs(p - q) <= 0.05 * max(p, q), (p, q)
+    assert min(r["lmu"]["accuracy"]["mean"], r["attention"]["accuracy"]["mean"]) > 0.5, r
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. MOHAWK: distilling the chapter-02 character LM into an SSD student
+# ---------------------------------------------------------------------------------------------
+
+MOHAWK = dict(stage1_steps=30, stage2_steps=30, stage3_steps=90, lr=3e-3, align_lr=3e-3, batch=16, seeds=[0, 1, 2],
+              student_mixer=dict(feature="identity", normalize=False, decay="gated"))
+MOHAWK_QUICK = dict(stage1_steps=2, stage2_steps=2, stage3_steps=3, seeds=[0])
+MOHAWK_ARMS = ("scratch", "logits_only", "teacher_init_logits", "mohawk")
+
+
+def charlm_teacher(tok_size: int) -> TransformerLM:
+    c = CHARLM
+    teacher = TransformerLM(tok_size + 1, c["d_model"], c["n_layers"], c["n_heads"], max_len=c["seq_len"]).eval()
+    weights = torch.load(results_path("attention_scoring_softmax.pt"), weights_only=True)
+    teacher.load_state_dict({n: w.float() for n, w in weights.items()})
+    for p_ in teacher.parameters():
+        p_.requires_grad_(False)
+    return teacher
+
+
+def ssd_student(tok_size: int, c: dict, teacher: TransformerLM | None) -> TransformerLM:
+    """The teacher's network with gated linear attention (scalar decay per head: an SSD layer) as its mixer; with
+    ``teacher`` every weight they share (embeddings, Q/K/V/O, MLPs, norms) is copied, as MOHAWK initialises."""
+    k = CHARLM
+    student = TransformerLM(TransformerConfig(tok_size + 1, k["d_model"], k["n_layers"], k["n_heads"], max_len=k["seq_len"],
+                                              mixer="linear_attention", mixer_kwargs=c["student_mixer"]))
+    if teacher is not None:
+        missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
+        assert not unexpected and all("w_decay" in m for m in missing), (missing, unexpected)
+    return student
+
+
+def student_matrices(mixer, x: torch.Tensor) -> torch.Tensor:
+    """``(B, H, T, T)`` mixing matrix of a gated linear-attention mixer on its input ``x``: SSD with C = q, B = k."""
+    q = mixer.phi(mixer.wq(x).unflatten(-1, (mixer.n_heads, -1)))
+    k = mixer.phi(mixer.wk(x).unflatten(-1, (mixer.n_heads, -1))) * mixer.head_dim ** -0.5
+    return ssd_matrix(mixer.decays(x).transpose(1, 2).log(), k, q)
+
+
+def block_inputs(model: TransformerLM, idx: torch.Tensor):
+    """Each block's input (the residual stream) and each mixer's input (after the norm) on ``idx``."""
+    blocks, mixers = [], []
+    hooks = [b.register_forward_pre_hook(lambda m, a: blocks.append(a[0])) for b in model.blocks]
+    hooks += [b.mixer.register_forward_pre_hook(lambda m, a: mixers.append(a[0])) for b in model.blocks]
+    with torch.no_grad():
+        model(idx)
+    for h in hooks:
+        h.remove()
+    return blocks, mixers
+
+
+def run_mohawk(quick: bool) -> dict:
+    c = {**MOHAWK, **(MOHAWK_QUICK if quick else {})}
+    tok, _, train_ids, newline, _, val = charlm_data(CHARLM)
+    teacher = charlm_teacher(tok.vocab_size)
+    steps = c["stage1_steps"] + c["stage2_steps"] + c["stage3_steps"]
+
+    def kd_loss(model, batch):
+        with torch.no_grad():
+            target = teacher(batch[0])
+        return distillation_loss(model(batch[0]), target)
+
+    out = {arm: [] for arm in MOHAWK_ARMS}
+    curves = {}
+    for seed in c["seeds"]:
+        def batches():
+            return line_batches(train_ids, newline, tok.vocab_size, batch_size=c["batch"], seq_len=CHARLM["seq_len"],
+                                generator=torch.Generator().manual_seed(seed))
+        for arm in MOHAWK_ARMS:
+            torch.manual_seed(seed)
+            student = ssd_student(tok.vocab_size, c, teacher if arm in ("teacher_init_logits", "mohawk") else None)
+            if arm == "mohawk":
+                mixers = [b.mixer for b in student.blocks]
+                mixer_params = [p_ for m in mixers for p_ in m.parameters()]
+                stage1 = align(lambda x: torch.stack([student_matrices(m, h) for m, h in
+                                                      zip(mixers, block_inputs(teacher, x)[1])]),
+                               lambda x: attention_maps(teacher, x), (x for x, _ in batches()), mixer_params,
+                               steps=c["stage1_steps"], lr=c["align_lr"])
+                stage2 = align(lambda x: torch.stack([b(h) for b, h in zip(student.blocks, block_inputs(teacher, x)[0])]),
+                               lambda x: torch.stack([b(h) for b, h in zip(teacher.blocks, block_inputs(teacher, x)[0])]),
+                               (x for x, _ in batches()), mixer_params, steps=c["stage2_steps"], lr=c["align_lr"])
+                stage3 = train(student, batches(), steps=c["stage3_steps"], lr=c["lr"], loss_fn=kd_loss, progress=False)
+                if seed == c["seeds"][0]:
+                    curves = dict(stage1=downsample(stage1), stage2=downsample(stage2), stage3=downsample(stage3))
+            else:
+                loss_fn = lm_loss if arm == "scratch" else kd_loss
+                train(student, batches(), steps=steps, lr=c["lr"], loss_fn=loss_fn, progress=False)
+            with torch.no_grad():
+                out[arm].append(lm_loss(student.eval(), val).item())
+    with torch.no_grad():
+        teacher_loss = lm_loss(teacher, val).item()
+    return dict(config=c, steps=steps, teacher_val_loss=teacher_loss, curves=curves,
+                params=dict(teacher=sum(p_.numel() for p_ in teacher.parameters()),  # frozen: count_parameters skips them
+                            student=count_parameters(ssd_student(tok.vocab_size, c, None))),
+                **{arm: seed_spread(v) for arm, v in out.items()},
+                mohawk_minus_scratch=paired_difference(out["mohawk"], out["scratch"]),
+                mohawk_minus_logits_only=paired_difference(out["mohawk"], out["logits_only"]),
+                mohawk_minus_teacher_init_logits=paired_difference(out["mohawk"], out["teacher_init_logits"]))
+
+
+def check_mohawk(r: dict) -> None:
+    """Every arm trained and scored; whether MOHAWK wins is the chapter's to state."""
+    assert all(np.isfinite(r[arm]["mean"]) for arm in MOHAWK_ARMS)
+
+
+# ---------------------------------------------------------------------------------------------
+# 11. Hyena first, attention later: a small vision hybrid on digits
+# ---------------------------------------------------------------------------------------------
+
+HYENA_VISION = dict(d_model=32, n_heads=2, hybrid_d_ff=64, n_train=300, steps=300, lr=3e-3, seeds=[0, 1, 2], n_test=360)
+HYENA_VISION_QUICK = dict(steps=5, seeds=[0])
+
+
+def pixel_classifier(c: dict, kind: str, d_ff: int) -> MetaFormer:
+    """Two blocks over the 64 pixels of an 8x8 digit (patch 1, learned positions): ``"hybrid"`` has a 2-D Hyena mixer
+    in block 0 and attention in block 1; ``"vit"`` has attention in both."""
+    d = c["d_model"]
+
+    def make(layer):
+        if kind == "hybrid" and layer == 0:
+            return Hyena2DMixer(d, (8, 8))
+        return AttentionMixer(d, c["n_heads"])
+
+    return MetaFormer(PatchEmbedding(8, 1, d), make, d_model=d, n_layers=2, n_classes=10, d_ff=d_ff, readout="mean")
+
+
+def run_hyena_vision(quick: bool) -> dict:
+    c = {**HYENA_VISION, **(HYENA_VISION_QUICK if quick else {})}
+    target = count_parameters(pixel_classifier(c, "hybrid", c["hybrid_d_ff"]))
+    widths = {"hybrid": c["hybrid_d_ff"], "vit": matched_d_ff(lambda f: pixel_classifier(c, "vit", f), target)}
+    out = {}
+    for kind, d_ff in widths.items():
+        accs = []
+        for seed in c["seeds"]:
+            (x, y), test = digits_split(n_test=c["n_test"], seed=seed)
+            task = Task("digits_small", (x[:c["n_train"]], y[:c["n_train"]]), test, seq_len=64, n_classes=10,
+                        readout="mean")
+            torch.manual_seed(seed)
+            model = pixel_classifier(c, kind, d_ff)
+            accs.append(train_classifier(model, task, steps=c["steps"], lr=c["lr"], seed=seed))
+        out[kind] = dict(params=count_parameters(model), d_ff=d_ff, accuracy=seed_spread(accs))
+    return dict(config=c, **out, hybrid_minus_vit=paired_difference(out["hybrid"]["accuracy"]["per_seed"],
+                                                                    out["vit"]["accuracy"]["per_seed"]))
+
+
+def check_hyena_vision(r: dict) -> None:
+    """Parameters matched within 5 %; both learn (far above chance 0.1)."""
+    p, q = r["hybrid"]["params"], r["vit"]["params"]
+    assert abs(p - q) <= 0.05 * max(p, q), (p, q)
+    assert min(r["hybrid"]["accuracy"]["mean"], r["vit"]["accuracy"]["mean"]) > 0.3, r
+
+
 EXPERIMENTS = {
     "selective_scan": (run_selective_scan, check_selective_scan),
     "ssd": (run_ssd, check_ssd),
@@ -365,6 +636,10 @@ EXPERIMENTS = {
     "selective_copying": (run_selective_copying, check_selective_copying),
     "recall": (run_recall, check_recall),
     "gated_memory": (run_gated_memory, check_gated_memory),
+    "hyena_cost": (run_hyena_cost, check_hyena_cost),
+    "lmu_digits": (run_lmu_digits, check_lmu_digits),
+    "mohawk": (run_mohawk, check_mohawk),
+    "hyena_vision": (run_hyena_vision, check_hyena_vision),
 }
 
 
@@ -375,6 +650,18 @@ def report(name: str, r: dict) -> str:
         return f"ssd: chunked {r['speedup']:.1f}x its recurrence"
     if name == "fft_conv":
         return f"fft_conv: {r['speedup']:.0f}x direct at L={r['config']['lengths'][-1]}"
+    if name == "hyena_vision":
+        return "hyena vision: " + ", ".join(f"{m} {r[m]['accuracy']['mean']:.3f} +- {r[m]['accuracy']['std']:.3f} "
+                                            f"({r[m]['params']} params)" for m in ("hybrid", "vit"))
+    if name == "mohawk":
+        return "mohawk val loss: " + ", ".join(f"{a} {r[a]['mean']:.3f} +- {r[a]['std']:.3f}" for a in MOHAWK_ARMS) \
+            + f"; teacher {r['teacher_val_loss']:.3f}"
+    if name == "lmu_digits":
+        return "lmu digits: " + ", ".join(f"{m} {r[m]['accuracy']['mean']:.3f} +- {r[m]['accuracy']['std']:.3f} "
+                                          f"({r[m]['params']} params)" for m in ("lmu", "attention"))
+    if name == "hyena_cost":
+        return "hyena vs attention: " + ", ".join(f"L={L} flops {f:.2f}x time {t:.2f}x" for L, f, t in
+                                                  zip(r["config"]["lengths"], r["flop_ratio"], r["time_ratio"]))
     if name == "scan_counts":
         return f"scan counts up to L={r['lengths'][-1]}"
     if name in ("recall", "gated_memory"):

@@ -1011,6 +1011,22 @@ case(icl.copying_score, lambda: icl.copying_score(torch.zeros(3, 4)), "circuit")
 case(icl.repeated_segments, lambda: icl.repeated_segments(2, seq_len=6, vocab_size=5, min_len=4, generator=icl_gen),
      "min_len")
 case(icl.NoFeedForward, lambda: icl.NoFeedForward()(torch.zeros(2, 3, dtype=torch.long)), "x")
+case(memory.omega_memory_chunked, lambda: memory.omega_memory_chunked(torch.randn(2, 5, 4), torch.randn(2, 5, 3),
+                                                                     torch.randn(2, 5, 4), chunk_size=0), "chunk_size")
+case(memory.omega_memory_chunked, lambda: memory.omega_memory_chunked(torch.randn(2, 5, 4), torch.randn(2, 5, 3),
+                                                                     torch.randn(2, 5, 4), state=torch.zeros(2, 4, 3)),
+     "state")
+from minilib.ssm import lmu as ssm_lmu  # noqa: E402
+case(ssm_lmu.LMUMixer, lambda: ssm_lmu.LMUMixer(4, theta=-1.0), "theta")
+case(ssm_lmu.LMUMixer, lambda: ssm_lmu.LMUMixer(4)(torch.randn(1, 3, 5)), "x")
+case(lti.lmu_recurrent, lambda: lti.lmu_recurrent(torch.randn(2, 5), order=3, theta=1.0, dt=0.1,
+                                                  state=torch.zeros(2, 4)), "state", label="lmu_recurrent: state shape")
+case(distill.align, lambda: distill.align(torch.nn.Identity(), torch.nn.Identity(), iter([torch.ones(2)]), [], steps=1),
+     "params")
+case(distill.distillation_loss, lambda: distill.distillation_loss(torch.randn(2, 5), torch.randn(2, 6)),
+     "student_logits", "teacher_logits")
+case(hyena.Hyena2DMixer, lambda: hyena.Hyena2DMixer(4, (3, 0)), "grid")
+case(hyena.Hyena2DMixer, lambda: hyena.Hyena2DMixer(4, (2, 2))(torch.randn(1, 5, 4)), "x")
 
 # chapter 05: delayed eviction, causal routing
 case(policies.TOVACache, lambda: policies.TOVACache(4, delay=-1), "delay", label="TOVACache(delay=-1)")

@@ -1,10 +1,12 @@
 """minilib.ssm.hyena: 2-D FFT convolution vs conv2d, the Hyena operator against a direct recomputation, causality, training."""
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from minilib.models import TransformerConfig, TransformerLM, train
-from minilib.ssm import HyenaMixer, Hyena2D, ImplicitFilter, direct_causal_conv, fft_conv2d
+from minilib.ssm import Hyena2D, Hyena2DMixer, HyenaMixer, ImplicitFilter, direct_causal_conv, fft_conv2d
 
 
 @pytest.mark.parametrize("H,W,kh,kw", [(8, 8, 8, 8), (7, 5, 3, 2), (1, 4, 1, 4), (6, 9, 6, 1)])
@@ -66,3 +68,65 @@ def test_bad_input():
         HyenaMixer(8)(torch.randn(1, 3, 7))
     with pytest.raises(ValueError, match="need 1 sizes"):
         ImplicitFilter(2)(3, 4)
+    with pytest.raises(ValueError, match="T must be a positive int"):
+        HyenaMixer(8).fft_flops(0)
+
+
+@pytest.mark.parametrize("B,T", [(1, 1), (1, 8), (3, 13), (2, 64)])
+def test_fft_flops_count_the_ffts_the_forward_runs(B, T):
+    """Every FFT call of a forward pass recorded with its length and batch; counted at 2.5 n log2 n per real FFT."""
+    from torch.overrides import TorchFunctionMode
+
+    calls = []
+
+    class Record(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func in (torch.fft.rfft, torch.fft.irfft):
+                n, x = kwargs["n"], args[0]
+                calls.append((func, n, x.numel() // x.shape[-1]))
+            return func(*args, **kwargs)
+
+    mixer = HyenaMixer(4)
+    with Record(), torch.no_grad():
+        mixer(torch.randn(B, T, 4))
+    fft = sum(count * 2.5 * n * math.log2(n) for _, n, count in calls if n > 1)
+    products = sum(6 * count * (n // 2 + 1) for f, n, count in calls if f is torch.fft.irfft)
+    assert len(calls) == 6  # two convolutions: input, filter, inverse
+    assert mixer.fft_flops(T, batch=B) == round(fft + products)
+
+
+def test_hyena2d_mixer_reads_tokens_row_by_row_and_trains_in_a_classifier():
+    from types import SimpleNamespace
+
+    from minilib.mixers import MetaFormer
+    from minilib.mixing import mixer_factory
+    from minilib.vision import PatchEmbedding
+
+    torch.manual_seed(0)
+    config = SimpleNamespace(d_model=4, n_heads=1, max_len=16, mixer_kwargs={"grid": (3, 5)})
+    mixer = mixer_factory("hyena2d")(config, 0).double()
+    assert not mixer.causal
+    grid = torch.randn(2, 3, 5, 4, dtype=torch.float64)
+    tokens = torch.stack([grid[:, i, j] for i in range(3) for j in range(5)], dim=1)  # row by row, written out
+    want = mixer.hyena(grid)
+    got = mixer(tokens)
+    for i in range(3):
+        for j in range(5):
+            torch.testing.assert_close(got[:, 5 * i + j], want[:, i, j], rtol=0, atol=1e-12)
+    model = MetaFormer(PatchEmbedding(4, 1, 8), lambda layer: Hyena2DMixer(8, (4, 4)), d_model=8, n_layers=1,
+                       n_classes=2, d_ff=16)
+    x, y = torch.randn(16, 4, 4), torch.arange(16) % 2
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(60):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.3 * losses[0]
+    with pytest.raises(ValueError, match="grid"):
+        Hyena2DMixer(4, (3, 0))
+    with pytest.raises(ValueError, match="x must hold grid 3x5"):
+        mixer(tokens[:, :14])

@@ -1,4 +1,4 @@
-r"""MOHAWK's first stage: fit an SSM's mixing matrix to a teacher's attention matrix :cite:`bick2024mohawk`.
+r"""MOHAWK's three stages of distilling a Transformer into an SSM :cite:`bick2024mohawk`.
 
 Distilling a Transformer into an SSM starts with *matrix orientation*: for the same inputs $x$, the
 student's materialised mixing matrix (:func:`~minilib.ssm.ssd_matrix`, with $B = x W_B$, $C = x W_C$,
@@ -6,17 +6,24 @@ $\log a = -\mathrm{softplus}(x w_a + b)$) is trained to match the teacher's caus
 
 $$ \min_{W_B, W_C, w_a, b}\ \frac{\lVert M(x) - T(x)\rVert_F}{\lVert T(x)\rVert_F} . $$
 
-Later stages (matching block outputs, then end-to-end logits) are not implemented here.
+(:func:`fit_ssd_to_attention` for one head on fixed inputs). Stage 2, *hidden-state alignment*, trains each
+student block to produce the teacher block's output from the teacher's own block input $h_\ell$,
+$\min \lVert S_\ell(h_\ell) - T_\ell(h_\ell)\rVert_F / \lVert T_\ell(h_\ell)\rVert_F$. Both stages are the same
+loop, :func:`align`: a student function pulled towards a frozen teacher function on a stream of inputs, layer by
+layer and independently of the others. Stage 3 trains the whole student end to end on
+:func:`distillation_loss`, the KL divergence from the teacher's next-token distribution.
 """
 from __future__ import annotations
+
+from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 
-from minilib._checks import check_positive_int, require_tensor
+from minilib._checks import check_number, check_positive_int, require_tensor
 from minilib.ssm.selective import ssd_matrix
 
-__all__ = ["SSDMatrixStudent", "fit_ssd_to_attention"]
+__all__ = ["SSDMatrixStudent", "fit_ssd_to_attention", "align", "distillation_loss"]
 
 
 class SSDMatrixStudent(torch.nn.Module):
@@ -57,3 +64,52 @@ def fit_ssd_to_attention(teacher: torch.Tensor, x: torch.Tensor, *, d_state: int
     with torch.no_grad():
         errors.append(((student(x) - teacher).norm() / scale).item())
     return student, errors
+
+
+def align(student: Callable[[torch.Tensor], torch.Tensor], teacher: Callable[[torch.Tensor], torch.Tensor],
+          inputs: Iterable[torch.Tensor], params, *, steps: int, lr: float = 1e-3) -> list[float]:
+    r"""MOHAWK stages 1 and 2: Adam on ``params`` for ``steps`` steps, each on the next input $x$ of ``inputs``,
+    minimising $\lVert \mathrm{student}(x) - \mathrm{teacher}(x)\rVert_F / \lVert \mathrm{teacher}(x)\rVert_F$ (the
+    teacher's output taken without gradient). Returns that relative error at every step, before its update.
+
+    Stage 1: ``student``/``teacher`` map a layer's input to the mixing matrices (the student's SSD matrix, the
+    teacher's attention); stage 2: to the block outputs. Several layers at once: return them stacked.
+    """
+    check_positive_int("steps", steps)
+    check_number("lr", lr, positive=True)
+    params = list(params)
+    if not params:
+        raise ValueError("params must hold at least one tensor to train")
+    opt = torch.optim.Adam(params, lr=lr)
+    stream, errors = iter(inputs), []
+    for _ in range(steps):
+        x = next(stream)
+        with torch.no_grad():
+            target = teacher(x)
+        out = student(x)
+        if out.shape != target.shape:
+            raise ValueError(f"student and teacher outputs must match, got {tuple(out.shape)} and {tuple(target.shape)}")
+        err = (out - target).norm() / target.norm()
+        errors.append(err.item())
+        opt.zero_grad()
+        err.backward()
+        opt.step()
+    return errors
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *,
+                      temperature: float = 1.0) -> torch.Tensor:
+    r"""MOHAWK stage 3 (knowledge distillation): the mean over positions of
+    $\tau^2\, \mathrm{KL}\big(p_T \,\Vert\, p_S\big) = \tau^2 \sum_v p_T(v)\,(\log p_T(v) - \log p_S(v))$ with
+    $p = \mathrm{softmax}(\text{logits}/\tau)$. ``(..., V)`` logits of the same shape -> a scalar; the teacher's
+    side carries no gradient.
+    """
+    require_tensor("student_logits", student_logits, floating=True)
+    require_tensor("teacher_logits", teacher_logits, floating=True)
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student_logits and teacher_logits must have one shape, got {tuple(student_logits.shape)} "
+                         f"and {tuple(teacher_logits.shape)}")
+    tau = check_number("temperature", temperature, positive=True)
+    log_p_t = F.log_softmax(teacher_logits.detach() / tau, dim=-1)
+    log_p_s = F.log_softmax(student_logits / tau, dim=-1)
+    return tau ** 2 * (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1).mean()

@@ -23,7 +23,7 @@ from minilib._checks import check_last_dim, check_positive_int, require_tensor
 from minilib.convolution import fft_conv
 from minilib.mixing import TokenMixer, register_mixer
 
-__all__ = ["fft_conv2d", "ImplicitFilter", "HyenaMixer", "Hyena2D"]
+__all__ = ["fft_conv2d", "ImplicitFilter", "HyenaMixer", "Hyena2D", "Hyena2DMixer"]
 
 
 def fft_conv2d(u: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -98,6 +98,22 @@ class HyenaMixer(TokenMixer):
             v = gate * (fft_conv(v, h[i]) + self.bias[i, :, None] * v)
         return self.out_proj(v.transpose(1, 2))
 
+    def fft_flops(self, T: int, batch: int = 1) -> int:
+        r"""Real operations of the two long convolutions' FFTs at length ``T``, the part of the cost that
+        ``torch.utils.flop_counter.FlopCounterMode`` (matrix products and convolutions only) does not see.
+
+        Per channel and convolution :func:`~minilib.ssm.fft_conv` pads to $n = 2^{\lceil\log_2(2T-1)\rceil}$ and, per
+        sequence, runs a real FFT of the input and an inverse one (each counted as half the usual complex
+        $5 n\log_2 n$) and a complex product of $n/2+1$ points (6 each); the filter's FFT is shared by the ``batch``:
+        $2d\,\big(B\,(5 n\log_2 n + 6(n/2+1)) + 2.5\, n\log_2 n\big)$.
+        """
+        check_positive_int("T", T)
+        check_positive_int("batch", batch)
+        n = 1 << (2 * T - 2).bit_length()
+        fft = 2.5 * n * math.log2(n) if n > 1 else 0.0
+        per_conv = batch * (2 * fft + 6 * (n // 2 + 1)) + fft
+        return round(2 * self.d_model * per_conv)
+
 
 class Hyena2D(nn.Module):
     r"""Order-2 Hyena over an image grid ``(B, H, W, d)`` with 2-D implicit filters and :func:`fft_conv2d`.
@@ -126,4 +142,26 @@ class Hyena2D(nn.Module):
         return self.out_proj(F.gelu(v).movedim(1, -1))
 
 
+class Hyena2DMixer(TokenMixer):
+    r""":class:`Hyena2D` as a (non-causal) token mixer over the ``grid = (H, W)`` tokens of an image, read row by
+    row: ``(B, H*W, d_model) -> (B, H*W, d_model)``, as in a ViT whose first blocks are Hyena :cite:`zimerman2024hyenand`."""
+
+    causal = False
+
+    def __init__(self, d_model: int, grid: tuple[int, int], **kwargs):
+        super().__init__()
+        if not (isinstance(grid, (tuple, list)) and len(grid) == 2 and all(isinstance(n, int) and n > 0 for n in grid)):
+            raise ValueError(f"grid must be (H, W) of positive ints, got {grid!r}")
+        self.grid = tuple(grid)
+        self.hyena = Hyena2D(d_model, **kwargs)
+
+    def forward(self, x: torch.Tensor, *, cache=None) -> torch.Tensor:
+        H, W = self.grid
+        check_last_dim("x", x, self.hyena.d, ndim=3)
+        if x.shape[1] != H * W:
+            raise ValueError(f"x must hold grid {H}x{W} = {H * W} tokens, got {tuple(x.shape)}")
+        return self.hyena(x.unflatten(1, (H, W))).flatten(1, 2)
+
+
 register_mixer("hyena", lambda config, layer: HyenaMixer(config.d_model, **config.mixer_kwargs))
+register_mixer("hyena2d", lambda config, layer: Hyena2DMixer(config.d_model, **config.mixer_kwargs))

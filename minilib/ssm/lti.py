@@ -216,18 +216,25 @@ def _lmu_discrete(order: int, theta: float, dt: float, dtype):
     return discretize(A, B, dt)
 
 
-def lmu_recurrent(u: torch.Tensor, *, order: int, theta: float, dt: float) -> torch.Tensor:
+def lmu_recurrent(u: torch.Tensor, *, order: int, theta: float, dt: float, state: torch.Tensor | None = None,
+                  return_state: bool = False):
     r"""The LMU memory run step by step, $m_t = \bar A m_{t-1} + \bar B u_t$ (ZOH): ``u (..., L)`` -> ``(..., L, order)``.
 
+    ``state (..., order)`` continues from an earlier call (default zeros); ``return_state`` also returns the last one.
     :cite:`voelker2019lmu`; read the window back with :func:`legendre_readout`.
     """
     require_tensor("u", u, floating=True)
     A_bar, B_bar = _lmu_discrete(order, theta, dt, u.dtype)
-    m, out = u.new_zeros(*u.shape[:-1], order), []
+    m = u.new_zeros(*u.shape[:-1], order) if state is None else state
+    if m.shape != (*u.shape[:-1], order):
+        raise ValueError(f"state must be (..., order) = {(*u.shape[:-1], order)} for u {tuple(u.shape)}, "
+                         f"got {tuple(m.shape)}")
+    out = []
     for t in range(u.shape[-1]):
         m = m @ A_bar.T + u[..., t, None] * B_bar[:, 0]
         out.append(m)
-    return torch.stack(out, dim=-2)
+    ms = torch.stack(out, dim=-2) if out else u.new_zeros(*u.shape, order)
+    return (ms, m) if return_state else ms
 
 
 def lmu_conv(u: torch.Tensor, *, order: int, theta: float, dt: float) -> torch.Tensor:

@@ -9,15 +9,37 @@ $$ M_t = M_{t-1} - \eta \nabla_M \sum_{i=t-c+1}^{t} \tfrac12\lVert M k_i - v_i\r
        = M_{t-1} - \eta \sum_{i=t-c+1}^{t} (M_{t-1} k_i - v_i)\, k_i^\top,\qquad y_t = M_t q_t . $$
 
 With $c = 1$ this is the delta rule $M_t = M_{t-1}(I - \eta k_t k_t^\top) + \eta\, v_t k_t^\top$.
+Because the loss is quadratic in a *linear* memory, each step is affine in $M$,
+$M_t = M_{t-1} A_t + B_t$ with $A_t = I - \eta\sum_i k_i k_i^\top$ and $B_t = \eta \sum_i v_i k_i^\top$, and
+neither $A_t$ nor $B_t$ depends on $M$: :func:`omega_memory_chunked` forms them for a whole chunk at once and
+composes them with the log-depth :func:`~minilib.scan.associative_scan`.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from minilib._checks import check_last_dim, check_positive_int, require_tensor
+from minilib._checks import check_last_dim, check_number, check_positive_int, require_tensor
+from minilib.scan import associative_scan
 
-__all__ = ["omega_memory", "GatedMemory"]
+__all__ = ["omega_memory", "omega_memory_chunked", "GatedMemory"]
+
+
+def _check_omega(k, v, q, window, state):
+    for name, x in (("k", k), ("v", v), ("q", q)):
+        require_tensor(name, x, ndim=3, floating=True)
+    check_positive_int("window", window)
+    if q.shape != k.shape or v.shape[:2] != k.shape[:2]:
+        raise ValueError(f"k and q must be (B, L, d_k) and v (B, L, d_v) alike, got k {tuple(k.shape)}, "
+                         f"q {tuple(q.shape)}, v {tuple(v.shape)}")
+    B, _, dk = k.shape
+    if state is None:
+        return k.new_zeros(B, v.shape[-1], dk)
+    require_tensor("state", state, ndim=3, floating=True)
+    if state.shape != (B, v.shape[-1], dk):
+        raise ValueError(f"state must be (B, d_v, d_k) = {(B, v.shape[-1], dk)}, got {tuple(state.shape)}")
+    return state
 
 
 def omega_memory(k: torch.Tensor, v: torch.Tensor, q: torch.Tensor, *, window: int = 1, lr: float = 0.5,
@@ -25,16 +47,12 @@ def omega_memory(k: torch.Tensor, v: torch.Tensor, q: torch.Tensor, *, window: i
     r"""Read ``q`` from a linear memory trained online with the Omega rule over the last ``window`` pairs.
 
     ``k, q (B, L, d_k)``, ``v (B, L, d_v)``, ``state`` ``(B, d_v, d_k)`` (default zeros) -> ``y (B, L, d_v)``
-    (and the final memory if ``return_state``). The memory has the same size for every ``window``.
+    (and the final memory if ``return_state``). The memory has the same size for every ``window``. The
+    token-by-token teaching form; :func:`omega_memory_chunked` computes the same thing chunk-parallel.
     """
-    for name, x in (("k", k), ("v", v), ("q", q)):
-        require_tensor(name, x, ndim=3, floating=True)
-    check_positive_int("window", window)
-    if q.shape != k.shape or v.shape[:2] != k.shape[:2]:
-        raise ValueError(f"k and q must be (B, L, d_k) and v (B, L, d_v) alike, got k {tuple(k.shape)}, "
-                         f"q {tuple(q.shape)}, v {tuple(v.shape)}")
+    M = _check_omega(k, v, q, window, state)
+    check_number("lr", lr)
     B, L, dk = k.shape
-    M = k.new_zeros(B, v.shape[-1], dk) if state is None else state
     ys = []
     for t in range(L):
         lo = max(0, t - window + 1)
@@ -43,6 +61,50 @@ def omega_memory(k: torch.Tensor, v: torch.Tensor, q: torch.Tensor, *, window: i
         M = M - lr * torch.einsum("bcv,bck->bvk", residual, kw)
         ys.append(torch.einsum("bvk,bk->bv", M, q[:, t]))
     y = torch.stack(ys, dim=1) if ys else v.new_zeros(B, 0, v.shape[-1])
+    return (y, M) if return_state else y
+
+
+def _compose_affine(first, second):
+    r"""$(A_1, B_1)$ then $(A_2, B_2)$ on $M \mapsto M A + B$: $(A_1 A_2,\ B_1 A_2 + B_2)$."""
+    (A1, B1), (A2, B2) = first, second
+    return A1 @ A2, B1 @ A2 + B2
+
+
+def omega_memory_chunked(k: torch.Tensor, v: torch.Tensor, q: torch.Tensor, *, window: int = 1, lr: float = 0.5,
+                         chunk_size: int = 64, state: torch.Tensor | None = None, return_state: bool = False):
+    r""":func:`omega_memory` chunk-parallel, exactly: every step of a chunk at once, one memory handed between chunks.
+
+    Each step is the affine map $M \mapsto M A_t + B_t$ with
+    $A_t = I - \eta \sum_{i=t-c+1}^{t} k_i k_i^	op$ ``(d_k, d_k)`` and $B_t = \eta \sum_{i=t-c+1}^{t} v_i k_i^	op$
+    ``(d_v, d_k)``, built from the inputs alone. Inside a chunk the prefix compositions
+    $(P_j, S_j) = (A_{s+1}\cdots A_{s+j},\ \dots)$ come from :func:`~minilib.scan.associative_scan`
+    (log depth), so $M_{s+j} = M_s P_j + S_j$ and $y_t = M_t q_t$ for all $j$ at once. Memory
+    ``(B, chunk_size, d_k, d_k + d_v)``, never ``(B, L, ...)``.
+
+    This is *not* ATLAS's training trick :cite:`behrouz2025atlas` (Titans' too), which takes every gradient of a
+    chunk at the memory of the chunk's start and so changes the model unless ``chunk_size = 1``; the linear
+    memory's affine steps make the exact form parallel as well, at $O(d_k^3)$ work per step instead of
+    $O(c\, d_k d_v)$. Shapes and arguments as :func:`omega_memory`.
+    """
+    M = _check_omega(k, v, q, window, state)
+    check_number("lr", lr)
+    check_positive_int("chunk_size", chunk_size)
+    B, L, dk = k.shape
+    eye = torch.eye(dk, dtype=k.dtype, device=k.device)
+    ys = []
+    for start in range(0, L, chunk_size):
+        stop = min(start + chunk_size, L)
+        lo = max(0, start - window + 1)
+        pad = window - 1 - (start - lo)  # zero keys/values before position 0 add nothing to the window sums
+        kw = F.pad(k[:, lo:stop], (0, 0, pad, 0)).unfold(1, window, 1)  # (B, T, d_k, c)
+        vw = F.pad(v[:, lo:stop], (0, 0, pad, 0)).unfold(1, window, 1)  # (B, T, d_v, c)
+        A = eye - lr * torch.einsum("btic,btjc->btij", kw, kw)
+        Bt = lr * torch.einsum("btvc,btkc->btvk", vw, kw)
+        P, S = associative_scan(_compose_affine, (A, Bt), dim=1)
+        Ms = torch.einsum("bvi,btij->btvj", M, P) + S  # (B, T, d_v, d_k): the memory after each step
+        ys.append(torch.einsum("btvk,btk->btv", Ms, q[:, start:stop]))
+        M = Ms[:, -1]
+    y = torch.cat(ys, dim=1) if ys else v.new_zeros(B, 0, v.shape[-1])
     return (y, M) if return_state else y
 
 
