@@ -991,6 +991,12 @@ case(ml.greedy_accept, lambda: ml.greedy_accept(torch.tensor([1, 2]), torch.tens
 case(ml.speculative_greedy, lambda: ml.speculative_greedy(_mat_lm, _mat_lm, _ids, 3, k=0), "k")
 case(ml.continuous_thought, lambda: ml.continuous_thought(_mat_lm, _ids, -1), "n_thoughts")
 
+# vision data (chapter 11): upsampled digits and random-shift augmentation
+case(V.upsample, lambda: V.upsample(torch.rand(2, 8, 8), 0), "size")
+case(V.digits_images, lambda: V.digits_images(4), "size")
+case(V.random_shift, lambda: V.random_shift(torch.rand(2, 8, 8), -1, generator=torch.Generator()), "max_shift")
+case(V.RandomShift, lambda: V.RandomShift(-1), "max_shift")
+
 
 # ---------------------------------------------------------------------------------------------------------------
 def public_callables(module_name: str):

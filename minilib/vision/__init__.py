@@ -6,9 +6,11 @@ r"""Vision Transformers on small images: patches, windows, convolutions and toke
 - :mod:`~minilib.vision.mixers`: channel, cascaded-group, single-head, convolutional and Manhattan-decay attention;
 - :mod:`~minilib.vision.tokens`: convolutional tokenizer, Tokens-to-Token, Transformer in Transformer, CrossViT fusion;
 - :mod:`~minilib.vision.causal`: the causal ViT with a soft mask; :mod:`~minilib.vision.reparam`: branch merging;
-- :mod:`~minilib.vision.models`: the classifiers of chapter 11 and a small CNN.
+- :mod:`~minilib.vision.models`: the classifiers of chapter 11 and a small CNN;
+- :mod:`~minilib.vision.data`: the digits upsampled to any size, and random-shift augmentation.
 """
 from minilib.vision.causal import CausalViT, causal_vit, soft_causal_mask
+from minilib.vision.data import RandomShift, digits_images, random_shift, upsample
 from minilib.vision.mixers import (CascadedGroupAttention, ChannelAttention, ConvAttention, ManhattanAttention,
                                    SingleHeadAttention, axial_decay_attention, channel_attention, head_similarity,
                                    manhattan_decay)
@@ -31,5 +33,5 @@ __all__ = [
     "ConvTokenizer", "soft_split", "T2TStage", "TNTBlock", "cross_attention_fusion", "CrossFusion",
     "soft_causal_mask", "CausalViT", "causal_vit", "BranchedLinear", "merge_branches",
     "Classifier", "CCT", "CvT", "T2TViT", "TNT", "CrossViT", "Swin", "DaViT", "EfficientViT", "SHViT", "RMT",
-    "ReparamViT", "SmallCNN",
+    "ReparamViT", "SmallCNN", "upsample", "digits_images", "random_shift", "RandomShift",
 ]
