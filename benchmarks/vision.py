@@ -47,7 +47,7 @@ QUICK = dict(CONFIG, steps=5, seeds=[0])
 #: row name -> (builder of the model from its knob, reference knob or None to match the parameters, matched)
 ROWS = {
     "vit": (lambda k: V.VisionTransformer(8, 2, 32, 2, 4, n_classes=10, d_ff=k), 64, True),
-    "vit-nope": (lambda k: V.VisionTransformer(8, 2, 32, 2, 4, n_classes=10, d_ff=k, pos=False), 64, True),
+    "vit-nope": (lambda k: V.VisionTransformer(8, 2, 32, 2, 4, n_classes=10, d_ff=k, pos="none"), 64, True),
     "cnn": (lambda k: V.SmallCNN(k, n_classes=10), None, True),
     "cct": (lambda k: V.CCT(8, 32, 2, 4, n_classes=10, d_ff=k), None, True),
     "cvt": (lambda k: V.CvT(8, 32, 2, 4, n_classes=10, d_ff=k), None, True),

@@ -996,6 +996,12 @@ case(V.upsample, lambda: V.upsample(torch.rand(2, 8, 8), 0), "size")
 case(V.digits_images, lambda: V.digits_images(4), "size")
 case(V.random_shift, lambda: V.random_shift(torch.rand(2, 8, 8), -1, generator=torch.Generator()), "max_shift")
 case(V.RandomShift, lambda: V.RandomShift(-1), "max_shift")
+case(V.sincos_positions_2d, lambda: V.sincos_positions_2d((4, 4), 15), "d_model")
+case(V.sincos_positions_2d, lambda: V.sincos_positions_2d(4, 16), "grid")
+case(V.VisionTransformer, lambda: V.VisionTransformer(8, 2, 16, 1, 2, n_classes=10, pool="max"), "pool")
+case(V.VisionTransformer, lambda: V.VisionTransformer(8, 2, 16, 1, 2, n_classes=10, pos="rope"), "pos")
+case(V.VisionTransformer, lambda: V.VisionTransformer(8, 2, 16, 1, 2, n_classes=10, mixer="no-such-mixer"), "mixer")
+case(V.VisionTransformer, lambda: V.VisionTransformer(8, 2, 16, 1, 2, n_classes=10, mixer_kwargs=[1]), "mixer_kwargs")
 
 
 # ---------------------------------------------------------------------------------------------------------------

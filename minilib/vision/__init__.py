@@ -19,13 +19,13 @@ from minilib.vision.models import (CCT, RMT, SHViT, Classifier, CrossViT, CvT, D
 from minilib.vision.reparam import BranchedLinear, merge_branches
 from minilib.vision.tokens import ConvTokenizer, CrossFusion, T2TStage, TNTBlock, cross_attention_fusion, soft_split
 from minilib.vision.vit import (EncoderBlock, PatchEmbedding, PoolHead, VisionTransformer, attention_rollout, patchify,
-                                seq_pool)
+                                seq_pool, sincos_positions_2d)
 from minilib.vision.windows import (PatchMerging, WindowAttention, patch_merging, relative_position_index,
                                     shifted_window_mask, window_attention, window_attention_flops, window_partition,
                                     window_reverse)
 
 __all__ = [
-    "patchify", "PatchEmbedding", "EncoderBlock", "VisionTransformer", "seq_pool", "PoolHead", "attention_rollout",
+    "patchify", "sincos_positions_2d", "PatchEmbedding", "EncoderBlock", "VisionTransformer", "seq_pool", "PoolHead", "attention_rollout",
     "window_partition", "window_reverse", "shifted_window_mask", "relative_position_index", "window_attention",
     "window_attention_flops", "WindowAttention", "patch_merging", "PatchMerging",
     "channel_attention", "ChannelAttention", "CascadedGroupAttention", "SingleHeadAttention", "ConvAttention",
