@@ -1002,6 +1002,7 @@ case(V.VisionTransformer, lambda: V.VisionTransformer(8, 2, 16, 1, 2, n_classes=
 case(V.VisionTransformer, lambda: V.VisionTransformer(8, 2, 16, 1, 2, n_classes=10, pos="rope"), "pos")
 case(V.VisionTransformer, lambda: V.VisionTransformer(8, 2, 16, 1, 2, n_classes=10, mixer="no-such-mixer"), "mixer")
 case(V.VisionTransformer, lambda: V.VisionTransformer(8, 2, 16, 1, 2, n_classes=10, mixer_kwargs=[1]), "mixer_kwargs")
+case(V.CausalViT, lambda: V.CausalViT(8, 2, 16, 1, 2, n_classes=10, anneal_steps=-2), "anneal_steps")
 
 
 # ---------------------------------------------------------------------------------------------------------------
