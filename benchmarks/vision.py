@@ -215,6 +215,8 @@ def check_soft_mask(r: dict) -> None:
     rows = r["rows"]
     assert all(row["matched"] for row in rows.values()), {k: row["params"] for k, row in rows.items()}
     assert min(rows["causal-last"]["acc_mean"], rows["causal-last-soft"]["acc_mean"]) >= 0.9  # both train
+    d = r["soft_minus_causal"]
+    assert not d["established"] and abs(d["mean"]) < d["std"], d  # at this scale the soft mask's effect is inside the spread
 
 
 def check_reparam(r: dict) -> None:
