@@ -73,7 +73,7 @@ def train_vit(c: dict, data, *, lr: float, reparam: bool, seed: int, score: str 
     (x_train, y_train), (x_test, y_test) = data
     torch.manual_seed(seed)
     model = VisionTransformer(8, c["patch"], c["d_model"], c["n_layers"], c["n_heads"], n_classes=10, d_ff=c["d_ff"],
-                              attn_kwargs=dict(score=score))
+                              mixer_kwargs=dict(score=score))
     if reparam:
         sigma_reparam_(model)
     opt = torch.optim.Adam(model.parameters(), lr=lr)

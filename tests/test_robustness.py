@@ -1047,6 +1047,19 @@ case(compress.sinkhorn, lambda: compress.sinkhorn(torch.rand(3), n_iters=5), "co
 case(compress.align_units, lambda: compress.align_units(torch.rand(3, 4), torch.rand(3, 5)), "features_a", "features_b")
 case(compress.LTMP, lambda: compress.LTMP()(torch.randn(1, 4, 2), torch.ones(1, 4), torch.ones(1, 3), torch.rand(1, 1, 4, 4)),
      "keep", "attention")
+# vision data (chapter 11): upsampled digits and random-shift augmentation
+case(V.upsample, lambda: V.upsample(torch.rand(2, 8, 8), 0), "size")
+case(V.digits_images, lambda: V.digits_images(4), "size")
+case(V.random_shift, lambda: V.random_shift(torch.rand(2, 8, 8), -1, generator=torch.Generator()), "max_shift")
+case(V.RandomShift, lambda: V.RandomShift(-1), "max_shift")
+case(V.sincos_positions_2d, lambda: V.sincos_positions_2d((4, 4), 15), "d_model")
+case(V.sincos_positions_2d, lambda: V.sincos_positions_2d(4, 16), "grid")
+case(V.VisionTransformer, lambda: V.VisionTransformer(8, 2, 16, 1, 2, n_classes=10, pool="max"), "pool")
+case(V.VisionTransformer, lambda: V.VisionTransformer(8, 2, 16, 1, 2, n_classes=10, pos="rope"), "pos")
+case(V.VisionTransformer, lambda: V.VisionTransformer(8, 2, 16, 1, 2, n_classes=10, mixer="no-such-mixer"), "mixer")
+case(V.VisionTransformer, lambda: V.VisionTransformer(8, 2, 16, 1, 2, n_classes=10, mixer_kwargs=[1]), "mixer_kwargs")
+case(V.CausalViT, lambda: V.CausalViT(8, 2, 16, 1, 2, n_classes=10, anneal_steps=-2), "anneal_steps")
+
 
 # ---------------------------------------------------------------------------------------------------------------
 def public_callables(module_name: str):

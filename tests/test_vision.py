@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minilib.vision import EncoderBlock, PatchEmbedding, PoolHead, VisionTransformer, patchify, seq_pool
+from minilib.vision import EncoderBlock, PatchEmbedding, PoolHead, VisionTransformer, patchify, seq_pool, sincos_positions_2d
 from minilib.vision import attention_rollout as V_attention_rollout
 
 
@@ -103,7 +103,7 @@ def test_vit_output_is_invariant_to_permuting_patches_and_positions_together():
 
 
 def test_vit_passes_attention_options_to_every_block():
-    model = VisionTransformer(8, 2, 16, 2, 2, n_classes=3, attn_kwargs=dict(score="sigmoid"))
+    model = VisionTransformer(8, 2, 16, 2, 2, n_classes=3, mixer_kwargs=dict(score="sigmoid"))
     assert all(block.attn.score == "sigmoid" for block in model.blocks)
     assert model.blocks[0].ffn.w1.out_features == 64  # d_ff defaults to 4 d_model
 
@@ -129,7 +129,7 @@ def test_bad_sizes_name_the_argument():
 def test_patch_embedding_equals_strided_conv2d():
     """Unfold + linear is a convolution with kernel = stride = patch, the weight reshaped to (d, C, p, p)."""
     torch.manual_seed(0)
-    emb = PatchEmbedding((6, 9), 3, 5, channels=2, pos=False).double()
+    emb = PatchEmbedding((6, 9), 3, 5, channels=2, pos="none").double()
     images = torch.randn(3, 2, 6, 9, dtype=torch.float64)
     conv = F.conv2d(images, emb.proj.weight.reshape(5, 2, 3, 3), emb.proj.bias, stride=3)
     torch.testing.assert_close(emb(images), conv.flatten(2).transpose(1, 2), rtol=1e-12, atol=1e-12)
@@ -195,3 +195,75 @@ def test_attention_rollout_equals_per_image_loop():
         V_attention_rollout([maps[0], maps[1][:, :, :3, :3]])
     with pytest.raises(TypeError, match="maps"):
         V_attention_rollout([])
+
+
+def test_sincos_positions_2d_follow_the_formula():
+    table = sincos_positions_2d((3, 5), 8)
+    assert table.shape == (15, 8)
+    for i in range(3):
+        for j in range(5):
+            for c in range(4):  # columns 0..3 encode the row i, 4..7 the column j, each as sin/cos pairs at width 4
+                freq = 10000.0 ** (-(c - c % 2) / 4)
+                fn = math.sin if c % 2 == 0 else math.cos
+                assert table[i * 5 + j, c].item() == pytest.approx(fn(i * freq), abs=1e-6)
+                assert table[i * 5 + j, 4 + c].item() == pytest.approx(fn(j * freq), abs=1e-6)
+    emb = PatchEmbedding(8, 2, 8, pos="sincos")
+    assert not list(p for n, p in emb.named_parameters() if n == "pos") and emb.pos.shape == (16, 8)
+    with pytest.raises(ValueError, match="d_model"):
+        PatchEmbedding(8, 2, 7, pos="sincos")
+    with pytest.raises(ValueError, match="pos"):
+        PatchEmbedding(8, 2, 8, pos="rope")
+
+
+def test_class_token_pool_reads_the_first_token_of_the_encoder():
+    torch.manual_seed(0)
+    model = VisionTransformer(8, 2, 16, 2, 2, n_classes=3, pool="cls").double()
+    images = torch.rand(5, 8, 8, dtype=torch.float64)
+    logits, maps = model(images, return_attention=True)
+    assert maps[0].shape == (5, 2, 17, 17)
+    z = torch.cat([model.cls.expand(5, 1, 16), model.embed(images)], dim=1)
+    for block in model.blocks:
+        z = block(z)
+    expected = F.layer_norm(z[:, 0], (16,), model.final_norm.weight, model.final_norm.bias, eps=1e-5) @ model.head.weight.T
+    torch.testing.assert_close(logits, expected + model.head.bias, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="pool"):
+        VisionTransformer(8, 2, 16, 1, 2, n_classes=3, pool="max")
+
+
+def test_attention_mixer_by_name_is_the_default_vit():
+    torch.manual_seed(3)
+    default = VisionTransformer(8, 2, 16, 2, 2, n_classes=3)
+    torch.manual_seed(3)
+    named = VisionTransformer(8, 2, 16, 2, 2, n_classes=3, mixer="attention")
+    images = torch.rand(4, 8, 8)
+    torch.testing.assert_close(default(images), named(images), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mixer, kwargs, bidirectional", [("fourier", {"causal": False}, True),
+                                                         ("dwconv", {"causal": False}, True),
+                                                         ("linear_attention", {}, False)])
+def test_vit_takes_registered_token_mixers(mixer, kwargs, bidirectional):
+    """Any registered mixer: the ViT trains with it, and a bidirectional one lets the first token see the next."""
+    import minilib  # noqa: F401  (registers every family's mixers)
+
+    torch.manual_seed(0)
+    # a leading class token under a causal mixer sees only itself (chapter 11's iLLaMA section): pool the mean there
+    model = VisionTransformer(8, 2, 16, 2, 2, n_classes=3, mixer=mixer, mixer_kwargs=kwargs,
+                              pool="cls" if bidirectional else "mean")
+    assert all(type(b.attn).__name__ != "MultiHeadAttention" for b in model.blocks)
+    images, labels = torch.rand(7, 8, 8), torch.randint(0, 3, (7,))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        loss = F.cross_entropy(model(images), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    # bidirectional: the first token's output depends on the second token (a causal mixer's does not)
+    z = torch.randn(1, 17, 16, requires_grad=True)
+    (grad,) = torch.autograd.grad(model.blocks[0].attn(z)[0, 0].sum(), z)
+    assert bool(grad[0, 1].abs().sum() > 0) == bidirectional
+    with pytest.raises(ValueError, match="return_attention"):
+        model(images, return_attention=True)

@@ -41,3 +41,27 @@ def test_leading_class_token_under_causal_mask_ignores_the_image():
 def test_bad_position():
     with pytest.raises(ValueError, match="cls_position"):
         CausalViT(8, 2, 16, 1, 2, n_classes=10, cls_position="middle")
+
+
+def test_anneal_moves_alpha_linearly_from_one_to_zero_in_training_steps():
+    torch.manual_seed(0)
+    model = causal_vit(8, 2, 16, 1, 2, n_classes=10, anneal_steps=4)
+    images = torch.rand(3, 8, 8)
+    seen = []
+    for _ in range(6):
+        model(images)
+        seen.append(model.alpha)
+    assert seen == [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
+    model.eval()
+    model(images)
+    assert model.alpha == 0.0 and model.steps_seen.item() == 6, "eval passes do not advance the anneal"
+    # at alpha = 1 the model is the bidirectional one: logits equal those under a zero bias
+    fresh = causal_vit(8, 2, 16, 1, 2, n_classes=10, anneal_steps=4)
+    out = fresh(images)
+    z = fresh.embed(images)
+    z = torch.cat([z, fresh.cls.expand(3, 1, -1)], dim=1)
+    for block in fresh.blocks:
+        z = block(z)
+    torch.testing.assert_close(out, fresh.head(z))
+    with pytest.raises(ValueError, match="anneal_steps"):
+        causal_vit(8, 2, 16, 1, 2, n_classes=10, anneal_steps=-1)

@@ -6,9 +6,11 @@ r"""Vision Transformers on small images: patches, windows, convolutions and toke
 - :mod:`~minilib.vision.mixers`: channel, cascaded-group, single-head, convolutional and Manhattan-decay attention;
 - :mod:`~minilib.vision.tokens`: convolutional tokenizer, Tokens-to-Token, Transformer in Transformer, CrossViT fusion;
 - :mod:`~minilib.vision.causal`: the causal ViT with a soft mask; :mod:`~minilib.vision.reparam`: branch merging;
-- :mod:`~minilib.vision.models`: the classifiers of chapter 11 and a small CNN.
+- :mod:`~minilib.vision.models`: the classifiers of chapter 11 and a small CNN;
+- :mod:`~minilib.vision.data`: the digits upsampled to any size, and random-shift augmentation.
 """
 from minilib.vision.causal import CausalViT, causal_vit, soft_causal_mask
+from minilib.vision.data import RandomShift, digits_images, random_shift, upsample
 from minilib.vision.mixers import (CascadedGroupAttention, ChannelAttention, ConvAttention, ManhattanAttention,
                                    SingleHeadAttention, axial_decay_attention, channel_attention, head_similarity,
                                    manhattan_decay)
@@ -17,13 +19,13 @@ from minilib.vision.models import (CCT, RMT, SHViT, Classifier, CrossViT, CvT, D
 from minilib.vision.reparam import BranchedLinear, merge_branches
 from minilib.vision.tokens import ConvTokenizer, CrossFusion, T2TStage, TNTBlock, cross_attention_fusion, soft_split
 from minilib.vision.vit import (EncoderBlock, PatchEmbedding, PoolHead, VisionTransformer, attention_rollout, patchify,
-                                seq_pool)
+                                seq_pool, sincos_positions_2d)
 from minilib.vision.windows import (PatchMerging, WindowAttention, patch_merging, relative_position_index,
                                     shifted_window_mask, window_attention, window_attention_flops, window_partition,
                                     window_reverse)
 
 __all__ = [
-    "patchify", "PatchEmbedding", "EncoderBlock", "VisionTransformer", "seq_pool", "PoolHead", "attention_rollout",
+    "patchify", "sincos_positions_2d", "PatchEmbedding", "EncoderBlock", "VisionTransformer", "seq_pool", "PoolHead", "attention_rollout",
     "window_partition", "window_reverse", "shifted_window_mask", "relative_position_index", "window_attention",
     "window_attention_flops", "WindowAttention", "patch_merging", "PatchMerging",
     "channel_attention", "ChannelAttention", "CascadedGroupAttention", "SingleHeadAttention", "ConvAttention",
@@ -31,5 +33,5 @@ __all__ = [
     "ConvTokenizer", "soft_split", "T2TStage", "TNTBlock", "cross_attention_fusion", "CrossFusion",
     "soft_causal_mask", "CausalViT", "causal_vit", "BranchedLinear", "merge_branches",
     "Classifier", "CCT", "CvT", "T2TViT", "TNT", "CrossViT", "Swin", "DaViT", "EfficientViT", "SHViT", "RMT",
-    "ReparamViT", "SmallCNN",
+    "ReparamViT", "SmallCNN", "upsample", "digits_images", "random_shift", "RandomShift",
 ]

@@ -205,7 +205,7 @@ class Swin(Classifier):
 
     def __init__(self, image_size, patch: int, d_model: int, depths: tuple[int, ...], n_heads: int, *, n_classes: int,
                  window: int, mlp_ratio: float = 2.0, channels: int = 1):
-        embed = PatchEmbedding(image_size, patch, d_model, channels=channels, pos=False)
+        embed = PatchEmbedding(image_size, patch, d_model, channels=channels, pos="none")
         grid, d, stages = embed.grid, d_model, []
         for s, depth in enumerate(depths):
             w = min(window, *grid)
@@ -225,7 +225,7 @@ class DaViT(Classifier):
 
     def __init__(self, image_size, patch: int, d_model: int, n_layers: int, n_heads: int, *, n_classes: int,
                  window: int, d_ff: int | None = None, channels: int = 1):
-        embed = PatchEmbedding(image_size, patch, d_model, channels=channels, pos=False)
+        embed = PatchEmbedding(image_size, patch, d_model, channels=channels, pos="none")
         d_ff = 2 * d_model if d_ff is None else d_ff
         blocks = [EncoderBlock(d_model, n_heads, d_ff=d_ff, mixer=(
             WindowAttention(d_model, n_heads, grid=embed.grid, window=window) if i % 2 == 0
@@ -278,7 +278,7 @@ class RMT(Classifier):
 
     def __init__(self, image_size, patch: int, d_model: int, n_layers: int, n_heads: int, *, n_classes: int,
                  decay: bool = True, d_ff: int | None = None, channels: int = 1):
-        embed = PatchEmbedding(image_size, patch, d_model, channels=channels, pos=not decay)
+        embed = PatchEmbedding(image_size, patch, d_model, channels=channels, pos="none" if decay else "learned")
         d_ff = 2 * d_model if d_ff is None else d_ff
         blocks = [EncoderBlock(d_model, n_heads, d_ff=d_ff, mixer=ManhattanAttention(d_model, n_heads, grid=embed.grid,
                                                                                       decay=decay))

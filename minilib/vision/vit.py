@@ -5,10 +5,13 @@ $$ z^{(0)} = \operatorname{patchify}(x)\, W_E + b_E + P, \qquad z^{(\ell)} = \op
 
 ``images (B, C, H, W)`` (or ``(B, H, W)``, one channel) -> ``logits (B, n_classes)``, with $N = (H/p)(W/p)$ patch
 tokens of $C p^2$ pixels each. The blocks are pre-LayerNorm encoder layers built from
-:class:`~minilib.attention.MultiHeadAttention` (non-causal), :class:`~minilib.norms.LayerNorm` and a GELU
-:class:`~minilib.feedforward.FeedForward`. The classifier reads the mean of the tokens rather than a class token.
+:class:`~minilib.attention.MultiHeadAttention` (non-causal) or any token mixer registered in :mod:`minilib.mixing`,
+:class:`~minilib.norms.LayerNorm` and a GELU :class:`~minilib.feedforward.FeedForward`. The classifier reads the
+mean of the tokens (global average pooling) or a class token; positions $P$ are learned, fixed 2-D sinusoids, or none.
 """
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -16,9 +19,12 @@ from torch import nn
 from minilib._checks import check_number, check_positive_int, require_tensor
 from minilib.attention import MultiHeadAttention
 from minilib.feedforward import FeedForward
+from minilib.mixing import MixerFactory, mixer_factory
 from minilib.norms import LayerNorm
+from minilib.positional import sinusoidal
 
-__all__ = ["patchify", "PatchEmbedding", "EncoderBlock", "VisionTransformer", "seq_pool", "PoolHead", "attention_rollout"]
+__all__ = ["patchify", "sincos_positions_2d", "PatchEmbedding", "EncoderBlock", "VisionTransformer", "seq_pool", "PoolHead",
+           "attention_rollout"]
 
 
 def _as_channels_first(images: torch.Tensor) -> torch.Tensor:
@@ -44,18 +50,40 @@ def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
     return grid.reshape(B, (H // patch) * (W // patch), C * patch * patch)
 
 
+def sincos_positions_2d(grid: tuple[int, int], d_model: int) -> torch.Tensor:
+    r"""Fixed 2-D sinusoidal positions: the first half of the channels encodes the row, the second the column.
+
+    $$ P_{iW + j} = \big[\operatorname{sinusoidal}(i)_{0:d/2},\ \operatorname{sinusoidal}(j)_{0:d/2}\big] $$
+
+    with :func:`minilib.positional.sinusoidal` at width $d/2$; ``grid = (H, W)`` tokens row by row ->
+    ``(H W, d_model)``; ``d_model`` must be even. See :cite:`vaswani2017attention`, :cite:`dosovitskiy2021image`.
+    """
+    if not (isinstance(grid, tuple) and len(grid) == 2):
+        raise TypeError(f"grid must be a (rows, columns) tuple, got {grid!r}")
+    rows, cols = (check_positive_int(name, v) for name, v in (("grid rows", grid[0]), ("grid columns", grid[1])))
+    check_positive_int("d_model", d_model)
+    if d_model % 2:
+        raise ValueError(f"d_model must be even for 2-D sinusoidal positions (half rows, half columns), got {d_model}")
+    half = d_model // 2
+    row_table, col_table = sinusoidal(rows, half), sinusoidal(cols, half)
+    return torch.cat([row_table.repeat_interleave(cols, dim=0), col_table.repeat(rows, 1)], dim=1)
+
+
 class PatchEmbedding(nn.Module):
-    r"""Patches to tokens: a linear map of each patch plus a learned position per patch.
+    r"""Patches to tokens: a linear map of each patch plus a position per patch.
 
     $$ z_n = \operatorname{patchify}(x)_n W_E + b_E + P_n $$
 
     ``images (B, C, H, W)`` or ``(B, H, W)`` -> ``(B, N, d_model)``, ``N = (H/p)(W/p)``, tokens row by row over the
-    ``grid = (H/p, W/p)``. ``image_size`` is ``(H, W)`` or one int for square images; ``P`` starts as
-    $\mathcal N(0, 0.02^2)$; ``pos=False`` leaves it out ($P = 0$). See :cite:`dosovitskiy2021image`.
+    ``grid = (H/p, W/p)``. ``image_size`` is ``(H, W)`` or one int for square images. ``pos="learned"``: ``P`` is a
+    parameter starting as $\mathcal N(0, 0.02^2)$; ``"sincos"``: the fixed :func:`sincos_positions_2d` (a buffer);
+    ``"none"``: $P = 0$ (``self.pos`` is ``None``). See :cite:`dosovitskiy2021image`.
     """
 
+    POSITIONS = ("learned", "sincos", "none")  #: the position kinds
+
     def __init__(self, image_size: int | tuple[int, int], patch: int, d_model: int, *, channels: int = 1,
-                 pos: bool = True):
+                 pos: str = "learned"):
         super().__init__()
         height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
         for name, value in (("image height", height), ("image width", width), ("patch", patch),
@@ -63,11 +91,18 @@ class PatchEmbedding(nn.Module):
             check_positive_int(name, value)
         if height % patch or width % patch:
             raise ValueError(f"patch ({patch}) must divide the image size, got {height}x{width}")
+        if pos not in self.POSITIONS:
+            raise ValueError(f"pos must be one of {self.POSITIONS}, got {pos!r}")
         self.image_size, self.patch, self.channels = (height, width), patch, channels
         self.n_patches = (height // patch) * (width // patch)
         self.proj = nn.Linear(channels * patch * patch, d_model)
         self.grid = (height // patch, width // patch)
-        self.pos = nn.Parameter(0.02 * torch.randn(self.n_patches, d_model)) if pos else None
+        if pos == "learned":
+            self.pos = nn.Parameter(0.02 * torch.randn(self.n_patches, d_model))
+        elif pos == "sincos":
+            self.register_buffer("pos", sincos_positions_2d(self.grid, d_model))
+        else:
+            self.pos = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = _as_channels_first(images)
@@ -83,21 +118,19 @@ class EncoderBlock(nn.Module):
 
     $$ z \leftarrow z + \operatorname{MHA}(\operatorname{LN}_1(z)), \qquad z \leftarrow z + \operatorname{FFN}(\operatorname{LN}_2(z)) $$
 
-    ``z (B, N, d_model) -> (B, N, d_model)``; ``attn_kwargs`` go to :class:`~minilib.attention.MultiHeadAttention`
-    (e.g. ``score="sigmoid"``). ``mixer``, a module ``(B, N, d_model) -> (B, N, d_model)`` (window, channel,
-    cascaded-group... attention of this package), replaces the multi-head attention (``n_heads`` and
-    ``attn_kwargs`` are then unused). See :cite:`dosovitskiy2021image`, :cite:`xiong2020layernorm`.
+    ``z (B, N, d_model) -> (B, N, d_model)``. ``mixer``, a module ``(B, N, d_model) -> (B, N, d_model)`` (window,
+    channel, cascaded-group... attention of this package, or a registered token mixer), replaces the default
+    :class:`~minilib.attention.MultiHeadAttention` (``n_heads`` is then unused). See :cite:`dosovitskiy2021image`, :cite:`xiong2020layernorm`.
     """
 
-    def __init__(self, d_model: int, n_heads: int, *, d_ff: int, attn_kwargs: dict | None = None,
-                 mixer: nn.Module | None = None):
+    def __init__(self, d_model: int, n_heads: int, *, d_ff: int, mixer: nn.Module | None = None):
         super().__init__()
         check_positive_int("d_model", d_model)
         check_positive_int("d_ff", d_ff)
         if mixer is not None and not isinstance(mixer, nn.Module):
             raise TypeError(f"mixer must be an nn.Module mapping (B, N, d_model) to itself, got {type(mixer).__name__}")
         self.norm1 = LayerNorm(d_model)
-        self.attn = MultiHeadAttention(d_model, n_heads, **(attn_kwargs or {})) if mixer is None else mixer
+        self.attn = MultiHeadAttention(d_model, n_heads) if mixer is None else mixer
         self.norm2 = LayerNorm(d_model)
         self.ffn = FeedForward(d_model, d_ff, kind="gelu")
 
@@ -119,35 +152,59 @@ class EncoderBlock(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-    r"""ViT classifier: patch embedding, ``n_layers`` pre-LN encoder blocks, final LayerNorm, mean over tokens, linear head.
+    r"""ViT classifier: patch embedding, ``n_layers`` pre-LN encoder blocks, final LayerNorm, pooling, linear head.
 
-    $$ \text{logits} = \Big(\tfrac1N \textstyle\sum_n \operatorname{LN}(z^{(L)})_n\Big) W_C + b_C $$
+    $$ \text{logits} = \operatorname{pool}\big(\operatorname{LN}(z^{(L)})\big) W_C + b_C, \qquad
+       \operatorname{pool} = \tfrac1N \textstyle\sum_n z_n \ (\texttt{"mean"}) \text{ or } z_{\text{cls}} \ (\texttt{"cls"}) $$
 
     ``images (B, C, H, W)`` or ``(B, H, W)`` -> ``logits (B, n_classes)``; with ``return_attention=True`` also the
-    list of each block's attention weights ``(B, H, N, N)``. ``d_ff`` defaults to ``4 * d_model``; ``pos=False``
-    drops the learned positions (the ablation of :cite:`wu2021cvt`). See :cite:`dosovitskiy2021image`.
+    list of each block's attention weights ``(B, H, N, N)`` (``N + 1`` tokens with a class token; attention mixer
+    only). ``d_ff`` defaults to ``4 * d_model``. ``pos``: ``"learned"``, ``"sincos"`` (:func:`sincos_positions_2d`)
+    or ``"none"`` (the ablation of :cite:`wu2021cvt`). ``pool="cls"`` prepends a learned class token and reads it.
+
+    ``mixer`` is any token mixer registered in :mod:`minilib.mixing` (a name or a factory), built once per block as
+    ``factory(config, layer)`` with ``config.d_model``, ``n_heads``, ``n_kv_heads = n_heads``, ``n_layers``,
+    ``max_len`` (the token count), ``pos = "none"`` and ``mixer_kwargs``. Attention runs without a mask; chapter 7's
+    mixers are bidirectional with ``mixer_kwargs={"causal": False}``; a mixer with only a causal form (linear
+    attention, state space models) reads the patches in raster order. See :cite:`dosovitskiy2021image`.
     """
 
+    POOLS = ("mean", "cls")  #: how the classifier reads the tokens
+
     def __init__(self, image_size: int | tuple[int, int], patch: int, d_model: int, n_layers: int, n_heads: int, *,
-                 n_classes: int, d_ff: int | None = None, channels: int = 1, attn_kwargs: dict | None = None,
-                 pos: bool = True):
+                 n_classes: int, d_ff: int | None = None, channels: int = 1, mixer: str | MixerFactory = "attention",
+                 mixer_kwargs: dict | None = None, pos: str = "learned", pool: str = "mean"):
         super().__init__()
         check_positive_int("n_layers", n_layers)
         check_positive_int("n_classes", n_classes)
+        if pool not in self.POOLS:
+            raise ValueError(f"pool must be one of {self.POOLS}, got {pool!r}")
+        if mixer_kwargs is not None and not isinstance(mixer_kwargs, dict):
+            raise TypeError(f"mixer_kwargs must be a dict, got {type(mixer_kwargs).__name__}")
         self.embed = PatchEmbedding(image_size, patch, d_model, channels=channels, pos=pos)
+        self.pool = pool
+        self.cls = nn.Parameter(0.02 * torch.randn(1, 1, d_model)) if pool == "cls" else None
+        build = mixer_factory(mixer)
+        config = SimpleNamespace(d_model=d_model, n_heads=n_heads, n_kv_heads=n_heads, n_layers=n_layers, pos="none",
+                                 max_len=self.embed.n_patches + (pool == "cls"), mixer_kwargs=dict(mixer_kwargs or {}))
         self.blocks = nn.ModuleList(EncoderBlock(d_model, n_heads, d_ff=4 * d_model if d_ff is None else d_ff,
-                                                 attn_kwargs=attn_kwargs) for _ in range(n_layers))
+                                                 mixer=build(config, layer)) for layer in range(n_layers))
         self.final_norm = LayerNorm(d_model)
         self.head = nn.Linear(d_model, n_classes)
 
     def forward(self, images: torch.Tensor, *, return_attention: bool = False):
         z = self.embed(images)
+        if self.cls is not None:
+            z = torch.cat([self.cls.expand(z.shape[0], 1, -1), z], dim=1)
+        if return_attention and not all(isinstance(b.attn, MultiHeadAttention) for b in self.blocks):
+            raise ValueError(f"return_attention needs the attention mixer, got {type(self.blocks[0].attn).__name__}")
         maps = []
         for block in self.blocks:
             if return_attention:
                 maps.append(block.attention_weights(z))
             z = block(z)
-        logits = self.head(self.final_norm(z).mean(dim=1))
+        z = self.final_norm(z)
+        logits = self.head(z[:, 0] if self.cls is not None else z.mean(dim=1))
         return (logits, maps) if return_attention else logits
 
 
