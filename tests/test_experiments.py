@@ -22,11 +22,22 @@ def test_best_time_is_the_fastest_call_after_warmup():
     assert 0.001 <= t < 0.03  # the 1 ms call: not the 80 ms warm-up, the 40 ms call or the mean
 
 
+def test_best_time_reads_the_clock_it_is_given():
+    ticks = iter([0.0, 2.0, 10.0, 10.5, 20.0, 23.0])  # three timed calls: 2 s, 0.5 s, 3 s on this clock
+    t = best_time(lambda: None, repeat=3, warmup=0, clock=lambda: next(ticks))
+    assert t == 0.5
+    # CPU time does not count sleeping, wall time does
+    assert best_time(lambda: time.sleep(0.05), repeat=1, warmup=0, clock=time.process_time) < 0.02
+    assert best_time(lambda: time.sleep(0.05), repeat=1, warmup=0) >= 0.05
+
+
 def test_best_time_rejects_bad_repeat():
     with pytest.raises(ValueError, match="repeat"):
         best_time(lambda: None, repeat=0)
     with pytest.raises(ValueError, match="repeat"):
         best_time(lambda: None, repeat=True)
+    with pytest.raises(TypeError, match="clock"):
+        best_time(lambda: None, clock=0.0)
 
 
 def test_load_results_reads_the_committed_file_from_anywhere(tmp_path, monkeypatch):
