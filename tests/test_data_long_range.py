@@ -1,12 +1,13 @@
 """minilib.data.long_range: mini-LRA tasks. ListOps answers against an independent recursive evaluator of the
-printed expression; retrieval rows related exactly when the label says so; the needle's value is the answer."""
+printed expression; retrieval rows related exactly when the label says so; the needle's value is the answer; marked
+parity against a loop over the tokens."""
 import statistics
 
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from minilib.data import LISTOPS_TOKENS, lra_listops, lra_retrieval, needle_retrieval
+from minilib.data import LISTOPS_TOKENS, lra_listops, lra_retrieval, marked_parity, needle_retrieval
 
 FAST = settings(max_examples=25, deadline=None)
 
@@ -83,6 +84,29 @@ def test_needle_answer_is_the_value_after_the_marker(B, L, dist, seed):
         assert row[p] == answer and F <= answer < F + V and L - 1 - p >= dist
 
 
+@FAST
+@given(B=st.integers(1, 8), L=st.integers(2, 200), m=st.integers(1, 8), seed=st.integers(0, 99))
+def test_marked_parity_answer_counts_the_marked_ones(B, L, m, seed):
+    m = min(m, L - 1)
+    batch = marked_parity(B, seq_len=L, n_marked=m, generator=torch.Generator().manual_seed(seed))
+    assert batch.inputs.shape == (B, L) and batch.mask[:, -1].all() and batch.mask.sum() == B
+    for row, answer in zip(batch.inputs.tolist(), batch.targets[:, -1].tolist()):
+        assert row[-1] == 4 and all(0 <= t <= 3 for t in row[:-1])
+        marked_ones, n = 0, 0
+        for t in row[:-1]:
+            if t in (2, 3):
+                n += 1
+                marked_ones += t == 3
+        assert n == m and answer == (6 if marked_ones % 2 else 5)
+
+
+def test_marked_parity_labels_are_balanced_and_marks_spread_over_the_row():
+    batch = marked_parity(4000, seq_len=64, n_marked=3, generator=torch.Generator().manual_seed(0))
+    assert abs((batch.targets[:, -1] == 6).double().mean().item() - 0.5) < 0.03
+    per_position = (batch.inputs[:, :-1] >= 2).double().mean(0)
+    assert abs(per_position.mean().item() - 3 / 63) < 1e-12 and per_position.min() > 0.02  # uniform: 3/63 = 0.048
+
+
 def test_bad_arguments_raise():
     g = torch.Generator()
     with pytest.raises(ValueError, match="seq_len"):
@@ -97,3 +121,7 @@ def test_bad_arguments_raise():
         needle_retrieval(2, seq_len=4, min_distance=2, generator=g)
     with pytest.raises(TypeError, match="generator"):
         needle_retrieval(2, seq_len=10, generator=0)
+    with pytest.raises(ValueError, match="n_marked"):
+        marked_parity(2, seq_len=4, n_marked=4, generator=g)
+    with pytest.raises(ValueError, match="seq_len"):
+        marked_parity(2, seq_len=1, n_marked=1, generator=g)

@@ -1033,6 +1033,9 @@ case(policies.TOVACache, lambda: policies.TOVACache(4, delay=-1), "delay", label
 case(policies.HeavyHitterCache, lambda: policies.HeavyHitterCache(4, delay=1.5), "delay", label="HeavyHitterCache(delay=1.5)")
 case(content.routing_mask, lambda: sparse.routing_mask(q, k, region_size=4, k_top=0, causal=True), "k_top",
      label="routing_mask(causal=True, k_top=0)")
+case(structured.CombinerAttention, lambda: sparse.CombinerAttention(32, 4, block_size=0), "block_size")
+case(structured.CombinerAttention, lambda: sparse.CombinerAttention(32, 4)(x32, cache="c"), "cache")
+case(structured.CombinerAttention, lambda: sparse.CombinerAttention(32, 4)(torch.randn(2, 5, 16)), "x")
 
 
 # chapter 12: adaptive sparse training, dense x sparse factors, learned-threshold merging and pruning

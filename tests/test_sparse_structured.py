@@ -1,5 +1,5 @@
-"""minilib.sparse.structured: Combiner against a loop over its definition (and its support and count), S2 block
-masks (coverage, per-head share, the kernel against SDPA), sentinel masks against their definition."""
+"""minilib.sparse.structured: Combiner against a loop over its definition (and its support and count), the
+"combiner" token mixer against that loop and inside TransformerLM, S2 block masks (coverage, per-head share, the kernel against SDPA), sentinel masks against their definition."""
 import math
 
 import pytest
@@ -7,9 +7,11 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from minilib.flash import block_sparse_attention
-from minilib.sparse import (combiner_attention, combiner_score_count, combiner_weights, fit_block, fit_score_count,
+from minilib.models import TransformerConfig, TransformerLM, train
+from minilib.sparse import (CombinerAttention, combiner_attention, combiner_score_count, combiner_weights, fit_block, fit_score_count,
                             s2_block_masks, sentinel_mask)
 from tests.flash_reference import qkv, reference
+from tests.models_support import assert_causal_lm, seeded
 
 FAST = settings(max_examples=20, deadline=None)
 
@@ -49,6 +51,39 @@ def test_combiner_count_at_4096_is_32x_below_full():
     count = combiner_score_count(4096, 64)
     assert count == sum(t % 64 + 1 + t // 64 for t in range(4096))
     assert 31.5 < 4096 * 4097 / 2 / count < 32.5
+
+
+@pytest.mark.parametrize("T", [1, 10, 12])
+def test_combiner_mixer_heads_are_the_loop_and_padding_stays_out(T):
+    torch.manual_seed(2)
+    layer = CombinerAttention(16, 4, block_size=4).double()
+    x = torch.randn(2, 12, 16, dtype=torch.float64)
+    q, k, v = layer.project_qkv(x, torch.arange(12))
+    heads = loop_combiner(q, k, v, 4)[:, :, :T]  # causal: the first T rows of the 12-token loop
+    torch.testing.assert_close(layer(x[:, :T]), layer.wo(heads.transpose(1, 2).reshape(2, T, 16)), rtol=0, atol=1e-12)
+    assert layer.new_cache() is None
+    with pytest.raises(ValueError, match="cache"):
+        layer(x, cache=object())
+
+
+def test_combiner_mixer_trains_in_transformer_lm_and_decodes_by_recomputing():
+    g = seeded(4)
+    model = TransformerLM(TransformerConfig(vocab_size=12, d_model=32, n_layers=2, n_heads=4, max_len=64,
+                                            mixer="combiner", mixer_kwargs=dict(block_size=4)))
+    assert_causal_lm(model, vocab_size=12, seq_len=10, changed=5)
+
+    def batches():
+        while True:
+            seq = torch.randint(0, 12, (16, 3), generator=g).repeat(1, 6)
+            yield seq[:, :-1], seq[:, 1:]
+
+    losses = train(model, batches(), steps=40, lr=2e-2, warmup_steps=5, progress=False)
+    assert sum(losses[-5:]) / 5 < math.log(12) - 0.4
+    model.eval()
+    with torch.no_grad():
+        prompt = torch.tensor([[0, 1, 2, 0, 1]])
+        out = model.generate(prompt, 6, temperature=0)
+        assert out.shape == (1, 11) and torch.equal(out, model.generate(prompt, 6, temperature=0, use_cache=False))
 
 
 @pytest.mark.parametrize("n_blocks, H, n_local", [(16, 4, 1), (9, 3, 2), (5, 8, 1)])
@@ -129,6 +164,8 @@ def test_bad_arguments_raise():
     q, k, v = qkv(1, 1, 1, 6, 6, 4, 4)
     with pytest.raises(ValueError, match="block_size"):
         combiner_attention(q, k, v, block_size=4)
+    with pytest.raises(ValueError, match="block_size"):
+        CombinerAttention(16, 4, block_size=0)
     with pytest.raises(ValueError, match="n_heads"):
         s2_block_masks(4, 0)
     with pytest.raises(ValueError, match="span"):

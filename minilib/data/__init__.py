@@ -9,7 +9,7 @@ language-model batches, and the synthetic tasks later chapters reuse.
 - :mod:`minilib.data.arithmetic`: modular expressions with and without chain-of-thought steps, :func:`arith_tasks`;
   letter counting with character or merged tokens, :func:`letter_counting`;
 - :mod:`minilib.data.long_range`: mini Long Range Arena tasks, :func:`lra_listops`, :func:`lra_retrieval`,
-  :func:`needle_retrieval`;
+  :func:`needle_retrieval`, :func:`marked_parity`;
 - :mod:`minilib.data.digits`: scikit-learn's 8x8 digits, :func:`digits_split`, :func:`labelled_batches`.
 
 Typical use in a chapter::
@@ -24,7 +24,7 @@ Typical use in a chapter::
 from .arithmetic import MERGED_PIECES, arith_tasks, letter_counting
 from .batching import lm_batches, lm_eval_windows, train_val_split
 from .digits import digits_split, labelled_batches
-from .long_range import LISTOPS_TOKENS, listops_value, lra_listops, lra_retrieval, needle_retrieval
+from .long_range import LISTOPS_TOKENS, listops_value, lra_listops, lra_retrieval, marked_parity, needle_retrieval
 from .corpus import Emission, MarkovTextSource, english_like_grammar, tiny_corpus
 from .tasks import (IGNORE_INDEX, Seq2SeqBatch, TaskBatch, associative_recall, copy_task, delayed_recall,
                     induction_heads, key_value_lookup, masked_targets, meap_mask, reverse_task, selective_copying)
@@ -34,6 +34,6 @@ __all__ = [
     "CharTokenizer", "arith_tasks", "letter_counting", "MERGED_PIECES", "Emission", "IGNORE_INDEX", "LISTOPS_TOKENS", "MarkovTextSource", "Seq2SeqBatch", "TaskBatch", "WordTokenizer",
     "associative_recall", "copy_task", "delayed_recall", "digits_split", "english_like_grammar", "induction_heads",
     "key_value_lookup", "labelled_batches", "listops_value", "lm_batches", "lm_eval_windows", "lra_listops", "lra_retrieval",
-    "masked_targets", "meap_mask", "needle_retrieval", "reverse_task",
+    "marked_parity", "masked_targets", "meap_mask", "needle_retrieval", "reverse_task",
     "selective_copying", "tiny_corpus", "train_val_split",
 ]

@@ -12,7 +12,7 @@ import torch
 from minilib._checks import check_positive_int
 from minilib.data.tasks import TaskBatch
 
-__all__ = ["LISTOPS_TOKENS", "lra_listops", "listops_value", "lra_retrieval", "needle_retrieval"]
+__all__ = ["LISTOPS_TOKENS", "lra_listops", "listops_value", "lra_retrieval", "needle_retrieval", "marked_parity"]
 
 # ListOps vocabulary: digits 0-9, then the operators, the closing bracket, padding and the query token.
 LISTOPS_TOKENS = [str(d) for d in range(10)] + ["[MAX", "[MIN", "[MED", "[SM", "]", "<pad>", "="]
@@ -138,3 +138,25 @@ def needle_retrieval(batch_size: int, *, seq_len: int, generator: torch.Generato
     rows[torch.arange(batch_size), p] = values
     rows[:, -1] = n_filler + n_values + 1
     return _answer_batch(rows.tolist(), values.tolist())
+
+
+def marked_parity(batch_size: int, *, seq_len: int, generator: torch.Generator, n_marked: int = 4) -> TaskBatch:
+    r"""Parity of marked tokens: ``seq_len - 1`` random bits, ``n_marked`` of them (at random positions) *marked*,
+    then the query token; the answer is the parity of the marked ones,
+    $y = \sum_{t \text{ marked}} b_t \bmod 2$. The unmarked bits are distractors, and a marked bit may lie anywhere
+    before the query, so a model must read every marked position, however far back.
+
+    Token ids: unmarked bits ``0, 1``, marked bits ``2, 3`` (``2 + b``), query ``4``; answers ``5`` (even) and
+    ``6`` (odd): a model needs 7 ids. See :cite:`tay2021long`.
+    """
+    check_positive_int("batch_size", batch_size)
+    if check_positive_int("seq_len", seq_len) < 2:
+        raise ValueError(f"seq_len must be >= 2 (a bit and the query), got {seq_len}")
+    if check_positive_int("n_marked", n_marked) > seq_len - 1:
+        raise ValueError(f"n_marked ({n_marked}) must be <= seq_len - 1 = {seq_len - 1}")
+    _check_generator(generator)
+    bits = torch.randint(2, (batch_size, seq_len - 1), generator=generator)
+    marked = torch.zeros_like(bits, dtype=torch.bool).scatter_(
+        1, torch.rand(batch_size, seq_len - 1, generator=generator).argsort(dim=1)[:, :n_marked], True)
+    rows = torch.cat([bits + 2 * marked, torch.full((batch_size, 1), 4)], dim=1)
+    return _answer_batch(rows.tolist(), (5 + (bits * marked).sum(1) % 2).tolist())

@@ -10,8 +10,10 @@ r"""Sparse, local and compressed attention (chapter 05).
   :func:`tidal_decode`, MoA's :func:`head_window_mask` and :func:`moa_allocate`, and :class:`RuleAttention`
   (:func:`rule_factory`) to run such masks inside a model;
 - :mod:`~minilib.sparse.cache_policies`: KV-cache policies behind one interface (:class:`CachePolicy`,
-  :func:`make_policy`, :func:`cached_attention`);
-- :mod:`~minilib.sparse.structured`: Combiner's :func:`combiner_attention`, S2-Attention's :func:`s2_block_masks`,
+  :func:`make_policy`, :func:`cached_attention`); the evicting policies take ``delay`` for delayed eviction (DMS:
+  an evicted slot stays readable for ``delay`` more steps);
+- :mod:`~minilib.sparse.structured`: Combiner's :func:`combiner_attention` and :class:`CombinerAttention` (the
+  ``"combiner"`` token mixer), S2-Attention's :func:`s2_block_masks`,
   :func:`sentinel_mask`, FIT's :func:`fit_block` and :func:`fit_score_count`;
 - :mod:`~minilib.sparse.merging`: DMC with a fixed merge schedule, :func:`dmc_attention`, :class:`DMCAttention`
   (the ``"dmc"`` token mixer) and its :class:`DMCCache`;
@@ -27,15 +29,15 @@ from minilib.sparse.layers import SparseAttention, mixed_span_factory
 from minilib.sparse.merging import DMCAttention, DMCCache, dmc_attention, dmc_slots
 from minilib.sparse.selection import (RuleAttention, head_window_mask, landmark_attention, landmark_mask, moa_allocate,
                                       rule_factory, sea_attention, sea_mask, tidal_decode, tidal_positions)
-from minilib.sparse.structured import (combiner_attention, combiner_score_count, combiner_weights, fit_block,
-                                       fit_score_count, s2_block_masks, sentinel_mask)
+from minilib.sparse.structured import (CombinerAttention, combiner_attention, combiner_score_count, combiner_weights,
+                                       fit_block, fit_score_count, s2_block_masks, sentinel_mask)
 from minilib.sparse.masks import (block_local_mask, dilated_window_mask, global_local_mask, mask_flops,
                                   sink_window_mask, sliding_window_mask, to_block_mask)
 
 __all__ = [
     "POLICIES", "CachePolicy", "FullCache", "HeavyHitterCache", "MergeCache", "QuantizedCache", "RetrievalCache",
     "SinkCache", "SparseAttention", "TOVACache", "WindowCache", "bilevel_routing_attention", "block_local_mask",
-    "cached_attention", "combiner_attention", "combiner_score_count", "combiner_weights", "dilated_window_mask", "global_local_mask", "ivf_topk_attention", "kmeans", "make_policy", "mask_flops", "mixed_span_factory",
+    "cached_attention", "CombinerAttention", "combiner_attention", "combiner_score_count", "combiner_weights", "dilated_window_mask", "global_local_mask", "ivf_topk_attention", "kmeans", "make_policy", "mask_flops", "mixed_span_factory",
     "probsparse_attention", "routing_mask", "s2_block_masks", "sentinel_mask", "sink_window_mask", "sliding_window_mask", "swa_cache_policy",
     "to_block_mask", "topk_attention", "topk_mask",
     "RuleAttention", "fit_block", "fit_score_count", "head_window_mask", "ivf_candidates", "knn_attention",

@@ -1,13 +1,16 @@
-r"""Structured sparse attention: Combiner's block summaries, S2-Attention's per-head strided block masks and
-sentinel-token span compression. Shapes as :func:`minilib.attention.sdpa`."""
+r"""Structured sparse attention: Combiner's block summaries (and :class:`CombinerAttention`, the ``"combiner"`` token
+mixer, registered on import), S2-Attention's per-head strided block masks and sentinel-token span compression.
+Shapes as :func:`minilib.attention.sdpa`."""
 from __future__ import annotations
 
 import torch
 
-from minilib._checks import check_attention_inputs, check_divisible, check_nonnegative_int, check_positive_int, default_scale
-from minilib.attention import expand_kv_heads
+from minilib._checks import (check_attention_inputs, check_divisible, check_last_dim, check_nonnegative_int,
+                             check_positive_int, default_scale)
+from minilib.attention import MultiHeadAttention, expand_kv_heads
+from minilib.mixing import register_mixer
 
-__all__ = ["combiner_weights", "combiner_attention", "combiner_score_count", "s2_block_masks", "sentinel_mask", "fit_block",
+__all__ = ["combiner_weights", "combiner_attention", "combiner_score_count", "CombinerAttention", "s2_block_masks", "sentinel_mask", "fit_block",
            "fit_score_count"]
 
 
@@ -54,6 +57,48 @@ def combiner_score_count(T: int, block_size: int) -> int:
     check_positive_int("block_size", block_size)
     t = torch.arange(T)
     return int((t % block_size + 1 + t // block_size).sum())
+
+
+class CombinerAttention(MultiHeadAttention):
+    r"""Combiner-Fixed as a causal token mixer: multi-head attention whose heads are :func:`combiner_attention`
+    over blocks of ``block_size`` positions.
+
+    $$ \operatorname{head}_h = A^{\text{Combiner}}(Q_h, K_h)\, V_h $$
+
+    A length that is not a multiple of ``block_size`` is padded at the end; causality keeps the padding out of
+    every real position (a summary is read only by later blocks). Full forward only: ``new_cache()`` is ``None``
+    and a model decodes by recomputing the prefix. Same parameters as
+    :class:`~minilib.attention.MultiHeadAttention`. See :cite:`ren2021combiner`.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, *, block_size: int = 8, **kwargs):
+        super().__init__(d_model, n_heads, **kwargs)
+        if self.score != "softmax":
+            raise ValueError(f"CombinerAttention supports score='softmax' only, got {self.score!r}")
+        self.block_size = check_positive_int("block_size", block_size)
+
+    def new_cache(self):
+        return None
+
+    def forward(self, x: torch.Tensor, *, cache=None, **unsupported) -> torch.Tensor:
+        """``x (B, T, d_model) -> (B, T, d_model)``, causal."""
+        if cache is not None or unsupported:
+            raise ValueError(f"CombinerAttention takes only x (full forward, no cache), got cache={cache!r} and "
+                             f"{sorted(unsupported)}")
+        check_last_dim("x", x, self.wq.in_features, ndim=3)
+        T = x.shape[1]
+        q, k, v = self.project_qkv(x, torch.arange(T, device=x.device))
+        pad = -T % self.block_size
+        q, k, v = (torch.nn.functional.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+        return self.combine(x, combiner_attention(q, k, v, block_size=self.block_size)[:, :, :T])
+
+
+def _combiner_mixer(config, layer: int) -> CombinerAttention:
+    return CombinerAttention(config.d_model, config.n_heads, n_kv_heads=config.n_kv_heads, rope=config.pos == "rope",
+                             **config.mixer_kwargs)
+
+
+register_mixer("combiner", _combiner_mixer)
 
 
 def s2_block_masks(n_blocks: int, n_heads: int, *, n_local: int = 1, causal: bool = True) -> torch.Tensor:
