@@ -992,6 +992,12 @@ case(ml.speculative_greedy, lambda: ml.speculative_greedy(_mat_lm, _mat_lm, _ids
 case(ml.continuous_thought, lambda: ml.continuous_thought(_mat_lm, _ids, -1), "n_thoughts")
 
 
+# chapter 07: the bidirectional wrapper of a causal mixer
+case(mx.BidirectionalMixer, lambda: mx.BidirectionalMixer(torch.nn.Identity()), "forward")
+case(mx.BidirectionalMixer, lambda: mx.BidirectionalMixer(mx.PoolMixer(3), torch.nn.Identity()), "backward")
+case(mx.BidirectionalMixer, lambda: mx.BidirectionalMixer(mx.PoolMixer(3))(torch.randn(6, 4)), "x")
+case(mx.BidirectionalMixer, lambda: mx.BidirectionalMixer(mx.PoolMixer(3))(x3, cache=object()), "cache")
+
 # ---------------------------------------------------------------------------------------------------------------
 def public_callables(module_name: str):
     """(qualified name, object) of every function and class a module defines and does not mark private."""
