@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from minilib.attention import MultiHeadAttention
-from minilib.mixers import (AttentionMixer, DepthwiseConvMixer, FourierMixer, MetaFormer, MetaFormerBlock, PoolMixer,
+from minilib.mixers import (AttentionMixer, BidirectionalMixer, DepthwiseConvMixer, FourierMixer, MetaFormer, MetaFormerBlock, PoolMixer,
                             dct_matrix,
                             TokenMLPMixer, aff_mix, mixing_matrix)
 from minilib.mixing import TokenMixer, register_mixer
@@ -128,3 +128,42 @@ def test_metaformer_shortens_by_dct_before_the_named_block():
     torch.testing.assert_close(model(x), model.head(model.final_norm(model.blocks[1](short).mean(1))))
     with pytest.raises(ValueError, match="shorten"):
         MetaFormer(torch.nn.Identity(), lambda i: PoolMixer(3), d_model=4, n_layers=2, n_classes=3, shorten={2: 3})
+
+
+def test_bidirectional_mixer_adds_a_forward_and_a_reversed_pass_and_sees_both_sides():
+    from minilib.ssm import S4DMixer
+
+    torch.manual_seed(0)
+    f, g = S4DMixer(4, expand=1).double(), S4DMixer(4, expand=1).double()
+    x = torch.randn(2, 7, 4, dtype=f64)
+    # the reversed pass written as a loop: position t of g's output reads x_{T-1}, ..., x_t
+    backward = torch.stack([g(x[:, t:].flip(1))[:, -1] for t in range(7)], dim=1)
+    torch.testing.assert_close(BidirectionalMixer(f, g)(x), f(x) + backward)
+    shared = BidirectionalMixer(f)
+    torch.testing.assert_close(shared(x), f(x) + f(x.flip(1)).flip(1))
+    assert sum(p.numel() for p in shared.parameters()) == sum(p.numel() for p in f.parameters())
+    assert not shared.causal and shared.new_cache() is None
+    # both directions: the first output moves with the last input, the last output with the first input
+    y = shared(x)
+    for t, s in ((0, 6), (6, 0)):
+        x2 = x.clone()
+        x2[:, s] += 1.0
+        assert (shared(x2)[:, t] - y[:, t]).abs().max() > 1e-6
+
+
+def test_bidirectional_mixer_trains_in_the_metaformer():
+    from minilib.ssm import MambaMixer
+
+    torch.manual_seed(0)
+    model = MetaFormer(torch.nn.Identity(), lambda i: BidirectionalMixer(MambaMixer(8, expand=1)), d_model=8,
+                       n_layers=1, n_classes=2)
+    x, y = torch.randn(16, 5, 8), torch.randint(0, 2, (16,))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(15):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]

@@ -48,7 +48,7 @@ def test_bad_names_fail_clearly():
     with pytest.raises(ValueError, match="name must be one of"):
         make_task("mnist")
     with pytest.raises(ValueError, match="mixer must be one of"):
-        build_classifier("mamba", make_task("digits"))
+        build_classifier("hyena", make_task("digits"))
 
 
 def test_listops_labels_are_the_value_of_each_expression():

@@ -89,3 +89,36 @@ def test_bad_rows_and_caches():
         zoo_config("nope", **SIZES)
     with pytest.raises(ValueError, match="caches"):
         decoding_state_bytes(None)
+
+
+def test_looped_row_is_one_block_applied_n_layers_times():
+    from minilib.models.zoo import LOOP_ONE_BLOCK
+
+    assert ZOO_ROWS["looped"] == {LOOP_ONE_BLOCK: True}
+    torch.manual_seed(0)
+    model = zoo_model("looped", **SIZES)
+    plain = zoo_model("attention", **SIZES)
+    assert model.blocks[0] is model.blocks[1]
+    block_params = sum(p.numel() for p in model.blocks[0].parameters())
+    assert count_parameters(plain) - count_parameters(model) == block_params  # one block fewer, nothing else
+    idx = torch.randint(0, 24, (2, 9))
+    with torch.no_grad():
+        h = model.embed(idx)
+        for _ in range(2):  # the loop written out: the same block twice
+            h = model.blocks[0](h)
+        want = model.final_norm(h) @ model.embed.weight.T  # RoPE acts inside the attention, so no position is added
+        got = model(idx)
+    torch.testing.assert_close(got, want)
+    caches = model.new_caches()
+    assert caches[0] is not caches[1]  # one KV cache per pass through the block
+    with torch.no_grad():
+        step = torch.cat([model(idx[:, :5], caches=caches), model(idx[:, 5:], caches=caches)], dim=1)
+    torch.testing.assert_close(step, got, rtol=1e-5, atol=1e-5)
+
+
+def test_ffn_row_keeps_attention_and_swaps_the_feed_forward():
+    from minilib.moe import MoE
+
+    model = zoo_model("moe", **SIZES)
+    assert all(isinstance(block.ffn, MoE) for block in model.blocks)
+    assert type(model.blocks[0].mixer) is type(zoo_model("attention", **SIZES).blocks[0].mixer)

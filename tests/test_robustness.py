@@ -1064,6 +1064,12 @@ case(V.VisionTransformer, lambda: V.VisionTransformer(8, 2, 16, 1, 2, n_classes=
 case(V.CausalViT, lambda: V.CausalViT(8, 2, 16, 1, 2, n_classes=10, anneal_steps=-2), "anneal_steps")
 
 
+# chapter 07: the bidirectional wrapper of a causal mixer
+case(mx.BidirectionalMixer, lambda: mx.BidirectionalMixer(torch.nn.Identity()), "forward")
+case(mx.BidirectionalMixer, lambda: mx.BidirectionalMixer(mx.PoolMixer(3), torch.nn.Identity()), "backward")
+case(mx.BidirectionalMixer, lambda: mx.BidirectionalMixer(mx.PoolMixer(3))(torch.randn(6, 4)), "x")
+case(mx.BidirectionalMixer, lambda: mx.BidirectionalMixer(mx.PoolMixer(3))(x3, cache=object()), "cache")
+
 # ---------------------------------------------------------------------------------------------------------------
 def public_callables(module_name: str):
     """(qualified name, object) of every function and class a module defines and does not mark private."""

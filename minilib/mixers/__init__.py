@@ -1,7 +1,7 @@
 r"""Token mixers beyond attention (chapter 07), all :class:`~minilib.mixing.TokenMixer` and registered by name.
 
 - :mod:`~minilib.mixers.block`: :class:`MetaFormerBlock`, the :class:`MetaFormer` classifier, :class:`AttentionMixer`,
-  :func:`mixing_matrix`;
+  :class:`BidirectionalMixer` (two causal mixers, one per direction), :func:`mixing_matrix`;
 - :mod:`~minilib.mixers.local`: :func:`pool_mix` (``"pool"``), :func:`depthwise_conv` (``"dwconv"``),
   :func:`ponet_mix` with :func:`segment_max_pool` and :func:`local_max_pool` (``"ponet"``),
   :func:`ffnified_attention` (``"ffnified"``), the ``"identity"`` mixer and the :class:`WindowCache` of the causal ones;
@@ -14,7 +14,8 @@ r"""Token mixers beyond attention (chapter 07), all :class:`~minilib.mixing.Toke
 A registered mixer reads ``causal`` from ``mixer_kwargs`` (default ``True``, for language models); the Fourier and
 DCT mixers cannot be causal and say so.
 """
-from minilib.mixers.block import READOUTS, AttentionMixer, MetaFormer, MetaFormerBlock, MixerConfig, mixing_matrix
+from minilib.mixers.block import (READOUTS, AttentionMixer, BidirectionalMixer, MetaFormer, MetaFormerBlock, MixerConfig,
+                                  mixing_matrix)
 from minilib.mixers.fourier import (AFFMixer, DCTLowpassMixer, FourierMixer, aff_mix, dct, dct_downsample, dct_matrix,
                                     fourier_mix, idct)
 from minilib.mixers.local import (DepthwiseConvMixer, FFNifiedAttention, IdentityMixer, PoNetMixer, PoolMixer,
@@ -23,7 +24,7 @@ from minilib.mixers.local import (DepthwiseConvMixer, FFNifiedAttention, Identit
 from minilib.mixers.mlp import NiNformerMixer, TokenMLPMixer, ninformer_mix, token_mlp_mix
 
 __all__ = [
-    "AFFMixer", "AttentionMixer", "DCTLowpassMixer", "DepthwiseConvMixer", "FFNifiedAttention", "FourierMixer",
+    "AFFMixer", "AttentionMixer", "BidirectionalMixer", "DCTLowpassMixer", "DepthwiseConvMixer", "FFNifiedAttention", "FourierMixer",
     "IdentityMixer", "MetaFormer", "MetaFormerBlock", "MixerConfig", "NiNformerMixer", "PoNetMixer", "PoolMixer",
     "READOUTS", "TokenMLPMixer", "WindowCache", "aff_mix", "dct", "dct_downsample", "dct_matrix",
     "depthwise_conv", "ffnified_attention", "fourier_mix", "idct", "local_max_pool", "mixing_matrix", "ninformer_mix",

@@ -21,7 +21,7 @@ from minilib.mixers.fourier import dct_downsample
 from minilib.mixing import MixerFactory, TokenMixer, mixer_factory
 from minilib.norms import make_norm
 
-__all__ = ["MixerConfig", "AttentionMixer", "MetaFormerBlock", "MetaFormer", "mixing_matrix", "READOUTS"]
+__all__ = ["MixerConfig", "AttentionMixer", "BidirectionalMixer", "MetaFormerBlock", "MetaFormer", "mixing_matrix", "READOUTS"]
 
 READOUTS = ("mean", "last")
 
@@ -59,6 +59,35 @@ class AttentionMixer(MultiHeadAttention):
 
     def forward(self, x: torch.Tensor, *, cache=None, **kwargs) -> torch.Tensor:
         return super().forward(x, causal=self.causal, cache=cache, **kwargs)
+
+
+class BidirectionalMixer(TokenMixer):
+    r"""Two causal mixers read the sequence in opposite directions and their outputs add:
+
+    $$ y = f(x) + \operatorname{flip}\big(g(\operatorname{flip}\, x)\big), $$
+
+    so $y_t$ sees $x_{\le t}$ through $f$ and $x_{\ge t}$ through $g$: the usual way to use a causal SSM (S4D,
+    Mamba) in an encoder, which Hydra :cite:`hwang2024hydra` calls the "add" heuristic (two diagonals, where its
+    quasiseparable mixer has one). ``forward`` and ``backward`` are :class:`~minilib.mixing.TokenMixer` of the same
+    ``(B, T, d_model)``; ``backward=None`` reuses ``forward`` ($g = f$, one set of weights, the parameter count of
+    one causal mixer). The result is not causal and has no incremental form.
+    """
+
+    causal = False
+
+    def __init__(self, forward: TokenMixer, backward: TokenMixer | None = None):
+        super().__init__()
+        backward = forward if backward is None else backward
+        for name, mixer in (("forward", forward), ("backward", backward)):
+            if not isinstance(mixer, TokenMixer):
+                raise TypeError(f"{name} must be a minilib.mixing.TokenMixer, got {type(mixer).__name__}")
+        self.fwd, self.bwd = forward, backward
+
+    def forward(self, x: torch.Tensor, *, cache=None) -> torch.Tensor:
+        require_tensor("x", x, ndim=3, floating=True)
+        if cache is not None:
+            raise ValueError("cache must be None: a bidirectional mixer reads the whole sequence (new_cache() is None)")
+        return self.fwd(x) + self.bwd(x.flip(1)).flip(1)
 
 
 class MetaFormerBlock(nn.Module):

@@ -23,11 +23,12 @@ from torch import nn
 from minilib._checks import check_positive_int, check_token_ids
 from minilib.data import LISTOPS_TOKENS, digits_split, labelled_batches, lra_listops
 from minilib.experiments import count_parameters
-from minilib.mixers.block import AttentionMixer, MetaFormer
+from minilib.mixers.block import AttentionMixer, BidirectionalMixer, MetaFormer
 from minilib.mixers.fourier import AFFMixer, FourierMixer
 from minilib.mixers.local import DepthwiseConvMixer, FFNifiedAttention, IdentityMixer, PoNetMixer, PoolMixer
 from minilib.mixers.mlp import NiNformerMixer, TokenMLPMixer
 from minilib.mixing import TokenMixer
+from minilib.ssm import MambaMixer, S4DMixer
 from minilib.vision import PatchEmbedding
 
 __all__ = ["TASKS", "EXTRA_TASKS", "BIGRAMS", "Task", "TokenEmbedding", "ZOO", "make_task", "build_classifier", "matched_d_ff", "train_classifier"]
@@ -74,7 +75,9 @@ class TokenEmbedding(nn.Module):
         return self.tok(idx) + self.pos[: idx.shape[1]]
 
 
-#: The compared token mixers: name -> ``mixer(d_model, task)``, every one non-causal, as in an encoder.
+#: The compared token mixers: name -> ``mixer(d_model, task)``, every one non-causal, as in an encoder; chapter 06's
+#: SSMs (S4D, Mamba, ``expand=1``) read the sequence both ways, one set of weights for both directions, through
+#: :class:`~minilib.mixers.BidirectionalMixer`.
 ZOO: dict[str, Callable[[int, Task], TokenMixer]] = {
     "identity": lambda d, task: IdentityMixer(causal=False),
     "pool": lambda d, task: PoolMixer(3, causal=False, grid=task.grid),
@@ -85,6 +88,8 @@ ZOO: dict[str, Callable[[int, Task], TokenMixer]] = {
     "dwconv": lambda d, task: DepthwiseConvMixer(d, 3, causal=False),
     "ffnified": lambda d, task: FFNifiedAttention(d, 7, causal=False),
     "ninformer": lambda d, task: NiNformerMixer(d, task.seq_len, causal=False),
+    "s4d": lambda d, task: BidirectionalMixer(S4DMixer(d, expand=1)),
+    "mamba": lambda d, task: BidirectionalMixer(MambaMixer(d, expand=1)),
     "attention": lambda d, task: AttentionMixer(d, 2),
 }
 

@@ -19,13 +19,19 @@ import torch
 
 from minilib._checks import check_positive_int, require_tensor
 from minilib.experiments import count_parameters
+from minilib.looped import LoopedTransformer
 from minilib.models.transformer import TransformerConfig, TransformerLM
 
-__all__ = ["ZOO_ROWS", "EXCLUDED", "zoo_config", "zoo_model", "matched_d_ff", "decoding_state_bytes",
+__all__ = ["ZOO_ROWS", "EXCLUDED", "LOOP_ONE_BLOCK", "zoo_config", "zoo_model", "matched_d_ff", "decoding_state_bytes",
            "mqar_accuracy"]
 
+#: The one row key that is not a :class:`~minilib.models.TransformerConfig` field: ``True`` makes the model one
+#: attention block applied ``n_layers`` times with tied weights (chapter 08's looped model, no input injection).
+LOOP_ONE_BLOCK = "loop_one_block"
+
 #: Each compared model: row name -> the :class:`~minilib.models.TransformerConfig` fields it sets on top of the
-#: shared sizes (softmax attention with one key/value head per query head is ``{}``).
+#: shared sizes (softmax attention with one key/value head per query head is ``{}``; an FFN row such as ``"moe"``
+#: keeps attention and swaps the feed-forward), or :data:`LOOP_ONE_BLOCK`.
 ZOO_ROWS: dict[str, dict] = {
     "attention": {},
     "gqa": {"n_kv_heads": 2},
@@ -44,20 +50,21 @@ ZOO_ROWS: dict[str, dict] = {
     "ponet": {"mixer": "ponet"},
     "ffnified": {"mixer": "ffnified"},
     "identity": {"mixer": "identity"},
+    "dmc": {"mixer": "dmc", "mixer_kwargs": {"rate": 4}},
+    "rodimus": {"mixer": "rodimus"},
+    "moe": {"ffn": "moe", "ffn_kwargs": {"n_experts": 4, "top_k": 1}},
+    "looped": {LOOP_ONE_BLOCK: True},
 }
 
-#: Registered mixers without a row, and why: no causal form, weights indexed by position up to ``max_len`` (their
-#: parameters grow with the longest context and nothing is learnt for positions past the training length), or not
-#: yet in the committed run.
+#: Registered mixers without a row, and why: no causal form, or weights indexed by position up to ``max_len`` (their
+#: parameters grow with the longest context and nothing is learnt for positions past the training length).
 EXCLUDED: dict[str, str] = {
     "fourier": "not causal: every FFT output reads every token",
     "dct": "not causal: every DCT coefficient sums every token",
     "aff": "filter weights indexed by frequency up to max_len",
     "token_mlp": "a max_len x max_len weight matrix per layer",
     "ninformer": "a max_len x max_len weight matrix per layer",
-    "dmc": "landed (chapter 05) after the committed run; the next full run of benchmarks/zoo.py adds its row",
     "combiner": "landed (chapter 05) after the committed run; the next full run of benchmarks/zoo.py adds its row",
-    "rodimus": "landed (chapter 06) after the committed run; the next full run of benchmarks/zoo.py adds its row",
     "lsa": "landed (chapter 10) after the committed run; the next full run of benchmarks/zoo.py adds its row",
     "moa": "landed (chapter 09) after the committed run; the next full run of benchmarks/zoo.py adds its row",
     "lmu": "landed (chapter 06) after the committed run; the next full run of benchmarks/zoo.py adds its row",
@@ -71,12 +78,19 @@ def zoo_config(row: str, *, vocab_size: int, d_model: int, n_layers: int, n_head
     if row not in ZOO_ROWS:
         raise ValueError(f"row must be one of {sorted(ZOO_ROWS)}, got {row!r}")
     fields = dict(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads, max_len=max_len, d_ff=d_ff)
-    return TransformerConfig(**{**fields, **ZOO_ROWS[row]})
+    row_fields = {k: v for k, v in ZOO_ROWS[row].items() if k != LOOP_ONE_BLOCK}
+    return TransformerConfig(**{**fields, **row_fields})
 
 
 def zoo_model(row: str, **sizes) -> TransformerLM:
-    """A fresh :class:`~minilib.models.TransformerLM` of ``row`` (``sizes``: the keywords of :func:`zoo_config`)."""
-    return TransformerLM(zoo_config(row, **sizes))
+    """A fresh :class:`~minilib.models.TransformerLM` of ``row`` (``sizes``: the keywords of :func:`zoo_config`); a
+    :data:`LOOP_ONE_BLOCK` row's blocks are its first block ``n_layers`` times
+    (:meth:`~minilib.looped.LoopedTransformer.unroll`), so it holds one block's parameters and a cache per pass."""
+    model = TransformerLM(zoo_config(row, **sizes))
+    if ZOO_ROWS[row].get(LOOP_ONE_BLOCK):
+        looped = LoopedTransformer(model.blocks[0], len(model.blocks), input_injection=False)
+        model.blocks = looped.unroll().layers
+    return model
 
 
 def matched_d_ff(row: str, target: int, **sizes) -> int:
