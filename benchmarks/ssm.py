@@ -28,7 +28,13 @@ Experiments (chapter 06 reads them all):
   with a 2-D Hyena block first and attention second (Hyena N-D's hybrid) vs a plain two-block ViT, parameters
   matched, three seeds;
 * ``gated_memory``: a fact three segments back, read by a segment-recurrent model with and without LM2's gated
-  memory bank (without it, no information crosses a segment), three seeds.
+  memory bank (without it, no information crosses a segment), three seeds;
+* ``long_context``: the reference causal ``sdpa`` (4 heads of 16) vs ``selective_scan_chunked`` (64 channels,
+  N=16) at L = 256..8192 (16K would need 12 GiB for attention's scores): prefill time and peak memory (the
+  profiler's memory timeline), and one decoding step after L tokens (attention reads its KV cache, the scan
+  updates its fixed state);
+* ``phonebook``: multi-query recall of 8 (name, number) pairs by a two-layer Mamba LM, a two-layer Transformer and
+  a hybrid (Mamba, then attention), parameters matched, three seeds (the empirical study of Mamba-based LMs).
 
 Times are the minimum over interleaved rounds (noise on a shared machine only adds time), one thread.
 """
@@ -42,18 +48,20 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.profiler._memory_profiler import Action
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._experiments import downsample, paired_difference, run_experiments, seed_spread  # noqa: E402
 from benchmarks.attention_scoring import CONFIG as CHARLM, data as charlm_data, line_batches  # noqa: E402
-from minilib.attention import MultiHeadAttention  # noqa: E402
+from minilib.attention import MultiHeadAttention, sdpa  # noqa: E402
 from minilib.data import associative_recall, digits_split, masked_targets, selective_copying  # noqa: E402
 from minilib.mixers import AttentionMixer, MetaFormer  # noqa: E402
 from minilib.mixers.zoo import Task, train_classifier  # noqa: E402
 from minilib.vision import PatchEmbedding  # noqa: E402
 from minilib.experiments import results_path  # noqa: E402
+from minilib.mixing import mixer_factory  # noqa: E402
 from minilib.models import TransformerConfig, TransformerLM, attention_maps, count_parameters, lm_loss, train  # noqa: E402
 from minilib.scan import SCAN_METHODS, ScanCounter, associative_scan  # noqa: E402
 from minilib.ssm import (GatedMemory, Hyena2DMixer, HyenaMixer, LMUMixer, align, distillation_loss, ssd_matrix, direct_causal_conv, fft_conv, selective_scan_chunked,  # noqa: E402
@@ -628,6 +636,124 @@ def check_hyena_vision(r: dict) -> None:
     assert min(r["hybrid"]["accuracy"]["mean"], r["vit"]["accuracy"]["mean"]) > 0.3, r
 
 
+# ---------------------------------------------------------------------------------------------
+# 12. Long context: attention vs the selective scan, prefill and per-token decoding
+# ---------------------------------------------------------------------------------------------
+
+#: The width is matched: attention's ``heads * head_dim`` equals the scan's ``channels``. 16K is not run: the
+#: reference ``sdpa`` holds three ``(H, L, L)`` float32 tensors at once, 12 GiB at L=16384 (3 GiB at 8192).
+LONG = dict(heads=4, head_dim=16, channels=64, d_state=16, chunk_size=64,
+            lengths=[256, 512, 1024, 2048, 4096, 8192], rounds=3, decode_rounds=20, seed=0)
+LONG_QUICK = dict(lengths=[64, 128, 256], rounds=1, decode_rounds=2)
+
+
+def peak_bytes(fn) -> int:
+    """Peak bytes that ``fn()`` holds above what existed before it, from the profiler's memory timeline."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True,
+                                record_shapes=True, with_stack=True) as prof:
+        fn()
+    live = peak = 0
+    for _, action, _, size in prof._memory_profile().timeline:
+        live += size if action == Action.CREATE else -size if action == Action.DESTROY else 0
+        peak = max(peak, live)
+    return peak
+
+
+def long_context_point(c: dict, L: int, g: torch.Generator) -> dict:
+    """Prefill (whole sequence) and one decoding step after L tokens, attention vs the selective scan."""
+    H, Dh, Ch, N = c["heads"], c["head_dim"], c["channels"], c["d_state"]
+    q, k, v = (torch.randn(1, H, L, Dh, generator=g) for _ in range(3))
+    u, B, C = torch.randn(1, L, Ch, generator=g), torch.randn(1, L, N, generator=g), torch.randn(1, L, N, generator=g)
+    delta = torch.nn.functional.softplus(torch.randn(1, L, Ch, generator=g) - 3)
+    A = -torch.arange(1, N + 1, dtype=torch.float32).expand(Ch, N)
+    prefill = {"attention": lambda: sdpa(q, k, v, causal=True),
+               "ssm": lambda: selective_scan_chunked(u, delta, A, B, C, chunk_size=c["chunk_size"])}
+    # one new token: attention reads its (1, H, L, Dh) key and value cache, the scan updates its (1, C, N) state
+    state = torch.randn(1, Ch, N, generator=g)
+    decode = {"attention": lambda: sdpa(q[:, :, -1:], k, v),
+              "ssm": lambda: selective_scan_recurrent(u[:, -1:], delta[:, -1:], A, B[:, -1:], C[:, -1:], state=state,
+                                                      return_state=True)}
+    with torch.no_grad():
+        return dict(prefill_seconds=interleaved_best(prefill, c["rounds"]),
+                    prefill_peak_bytes={m: peak_bytes(fn) for m, fn in prefill.items()},
+                    decode_seconds=interleaved_best(decode, c["decode_rounds"]),
+                    decode_cache_bytes={"attention": k.nbytes + v.nbytes, "ssm": state.nbytes})
+
+
+def run_long_context(quick: bool) -> dict:
+    c = {**LONG, **(LONG_QUICK if quick else {})}
+    g = torch.Generator().manual_seed(c["seed"])
+    points = [long_context_point(c, L, g) for L in c["lengths"]]
+    series = {f"{key}_{m}": [p[key][m] for p in points] for key in points[0] for m in ("attention", "ssm")}
+    ratio = {key: [a / s for a, s in zip(series[f"{key}_attention"], series[f"{key}_ssm"])]
+             for key in ("prefill_seconds", "prefill_peak_bytes", "decode_seconds", "decode_cache_bytes")}
+    return dict(config=c, **series, attention_over_ssm=ratio)
+
+
+def check_long_context(r: dict) -> None:
+    """Prefill crosses over (attention faster at the shortest L, the scan at the longest); attention's prefill memory
+    holds three ``(H, L, L)`` score tensors; its decoding cost and cache grow with L while the scan's state is fixed."""
+    ratio, lengths = r["attention_over_ssm"], r["config"]["lengths"]
+    assert ratio["prefill_seconds"][0] < 1 < ratio["prefill_seconds"][-1], ratio["prefill_seconds"]
+    scores = r["config"]["heads"] * lengths[-1] ** 2 * 4
+    assert 3 * scores <= r["prefill_peak_bytes_attention"][-1] < 3.01 * scores, r["prefill_peak_bytes_attention"]
+    assert ratio["prefill_peak_bytes"][-1] > 2 * ratio["prefill_peak_bytes"][0], ratio["prefill_peak_bytes"]
+    assert len(set(r["decode_cache_bytes_ssm"])) == 1, r["decode_cache_bytes_ssm"]
+    c = r["config"]
+    assert r["decode_cache_bytes_attention"] == [2 * c["heads"] * L * c["head_dim"] * 4 for L in lengths]
+    assert ratio["decode_seconds"][-1] > 2 * ratio["decode_seconds"][0], ratio["decode_seconds"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 13. Phonebook lookup: Mamba vs attention vs a hybrid with one attention layer
+# ---------------------------------------------------------------------------------------------
+
+PHONEBOOK = dict(n_pairs=8, n_keys=16, n_values=16, d_model=48, n_layers=2, n_heads=4, steps=600, batch=32, lr=3e-3,
+                 warmup=20, n_test=256, test_seed=99, seeds=[0, 1, 2], models=["mamba", "attention", "hybrid"])
+PHONEBOOK_QUICK = dict(steps=3, n_test=16, seeds=[0])
+
+
+def hybrid_mixer(config, layer: int):
+    """Mamba in every layer but the last, which is attention (the empirical study's hybrids, at two layers)."""
+    return mixer_factory("attention" if layer == config.n_layers - 1 else "mamba")(config, layer)
+
+
+def phonebook_model(c: dict, kind: str, d_ff: int | None = None) -> TransformerLM:
+    mixer = hybrid_mixer if kind == "hybrid" else kind
+    return TransformerLM(TransformerConfig(c["n_keys"] + c["n_values"], c["d_model"], c["n_layers"], c["n_heads"],
+                                           d_ff=d_ff, max_len=4 * c["n_pairs"], pos="none" if kind == "mamba" else "rope",
+                                           mixer=mixer))
+
+
+def run_phonebook(quick: bool) -> dict:
+    c = {**PHONEBOOK, **(PHONEBOOK_QUICK if quick else {})}
+    target = count_parameters(phonebook_model(c, "mamba"))
+    widths = {k: None if k == "mamba" else matched_d_ff(lambda f: phonebook_model(c, k, f), target) for k in c["models"]}
+    out = {"config": c, "chance": 1 / c["n_values"], "d_ff": widths}
+    test = recall_batch(c, c["n_test"], torch.Generator().manual_seed(c["test_seed"]))
+    for kind in c["models"]:
+        accs = []
+        for seed in c["seeds"]:
+            torch.manual_seed(seed)
+            model = phonebook_model(c, kind, widths[kind])
+            g = torch.Generator().manual_seed(1000 + seed)
+            batches = ((b.inputs, masked_targets(b.targets, b.mask)) for b in iter(lambda: recall_batch(c, c["batch"], g), None))
+            train(model, batches, steps=c["steps"], lr=c["lr"], warmup_steps=c["warmup"], progress=False)
+            with torch.no_grad():
+                pred = model.eval()(test.inputs).argmax(-1)
+            accs.append(float((pred == test.targets)[test.mask].float().mean()))
+        out[kind] = dict(params=count_parameters(model), accuracy=seed_spread(accs))
+    out["hybrid_minus_mamba"] = paired_difference(out["hybrid"]["accuracy"]["per_seed"], out["mamba"]["accuracy"]["per_seed"])
+    return out
+
+
+def check_phonebook(r: dict) -> None:
+    """Parameters matched within 5 %; every model trained and scored (the direction is the chapter's to state)."""
+    params = [r[k]["params"] for k in r["config"]["models"]]
+    assert max(params) - min(params) <= 0.05 * max(params), params
+    assert all(0 <= a <= 1 for k in r["config"]["models"] for a in r[k]["accuracy"]["per_seed"])
+
+
 EXPERIMENTS = {
     "selective_scan": (run_selective_scan, check_selective_scan),
     "ssd": (run_ssd, check_ssd),
@@ -640,6 +766,8 @@ EXPERIMENTS = {
     "lmu_digits": (run_lmu_digits, check_lmu_digits),
     "mohawk": (run_mohawk, check_mohawk),
     "hyena_vision": (run_hyena_vision, check_hyena_vision),
+    "long_context": (run_long_context, check_long_context),
+    "phonebook": (run_phonebook, check_phonebook),
 }
 
 
@@ -650,6 +778,13 @@ def report(name: str, r: dict) -> str:
         return f"ssd: chunked {r['speedup']:.1f}x its recurrence"
     if name == "fft_conv":
         return f"fft_conv: {r['speedup']:.0f}x direct at L={r['config']['lengths'][-1]}"
+    if name == "phonebook":
+        return "phonebook: " + ", ".join(f"{m} {r[m]['accuracy']['mean']:.3f} +- {r[m]['accuracy']['std']:.3f} "
+                                         f"({r[m]['params']} params)" for m in r["config"]["models"])
+    if name == "long_context":
+        return "long context, attention/ssm: " + ", ".join(
+            f"L={L} prefill {p:.2f}x time {m:.1f}x memory, decode {d:.2f}x time" for L, p, m, d in
+            zip(r["config"]["lengths"], *(r["attention_over_ssm"][k] for k in ("prefill_seconds", "prefill_peak_bytes", "decode_seconds"))))
     if name == "hyena_vision":
         return "hyena vision: " + ", ".join(f"{m} {r[m]['accuracy']['mean']:.3f} +- {r[m]['accuracy']['std']:.3f} "
                                             f"({r[m]['params']} params)" for m in ("hybrid", "vit"))
