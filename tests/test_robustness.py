@@ -1002,6 +1002,9 @@ case(icl.copying_score, lambda: icl.copying_score(torch.zeros(3, 4)), "circuit")
 case(icl.repeated_segments, lambda: icl.repeated_segments(2, seq_len=6, vocab_size=5, min_len=4, generator=icl_gen),
      "min_len")
 case(icl.NoFeedForward, lambda: icl.NoFeedForward()(torch.zeros(2, 3, dtype=torch.long)), "x")
+case(icl.task_values, lambda: icl.task_values(icl_xs, torch.zeros(2, 7, 5)), "w")
+case(icl.regression_prompts, lambda: icl.regression_prompts(2, 3, 4, generator=icl_gen, task="two_layer_net", hidden=0),
+     "hidden")
 
 
 # ---------------------------------------------------------------------------------------------------------------
