@@ -1,7 +1,7 @@
 """Training experiments for chapter 10 (in-context learning and chain of thought): every model trained, its claims recorded.
 
     python benchmarks/icl.py                      # both, writes benchmarks/results/icl.json
-    python benchmarks/icl.py --only regression    # one of: regression, cot, counting, induction
+    python benchmarks/icl.py --only regression    # one of: regression, cot, counting, induction, representation
     python benchmarks/icl.py --quick              # tiny sizes, a few seconds each; nothing checked or saved
 
 * ``regression``: a 4-layer causal Transformer (``minilib.models.Block``) reads prompts
@@ -27,6 +27,11 @@
   and every head's prefix-matching score; at the end each head's OV copying score. Seed 0's weights are saved as
   ``results/icl_induction.pt``. Claim (Olsson et al.): an induction head forms in a phase change, the
   repeated half's loss dropping as layer 2's prefix-matching score rises.
+* ``representation``: the same 4-layer model on prompts ``y = w^T Phi(x)`` with one fixed ``Phi(x) = relu(A x)``
+  (``A`` 6 x 4, seed 99) and ``w`` drawn per prompt (n from 1..16). Linear ridge probes (fitted on half of the
+  example positions of 500 fresh prompts, R^2 on the other half) read ``Phi(x_i)`` and ``x_i`` from the residual
+  stream after the read-in and after each block, for the trained model and for the same model at its
+  initialisation. Claim (Guo et al.): lower layers compute ``Phi``, upper layers learn linearly in context.
 
 The checks assert that every model trained (its loss fell); each claim is recorded under ``claims`` and judged
 in the chapter, so a claim that does not reproduce at this scale is saved and reported, not hidden.
@@ -48,8 +53,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._experiments import artifact_path, downsample, paired_difference, run_experiments, seed_spread  # noqa: E402
 from benchmarks.transformer import data_generator, sized  # noqa: E402
 from minilib.data import arith_tasks, letter_counting, masked_targets  # noqa: E402
-from minilib.icl import (copying_score, gd_predict, least_squares_predict, prefix_matching_score, prompt_tokens,  # noqa: E402
-                         regression_prompts, repeated_segments, ridge_predict)
+from minilib.icl import (RegressionPrompts, copying_score, gd_predict, least_squares_predict, prefix_matching_score,  # noqa: E402
+                         prompt_tokens, regression_prompts, repeated_segments, ridge_predict)
 from minilib.models import TransformerConfig, TransformerLM, count_parameters, train  # noqa: E402
 from minilib.models.attention_tools import attention_maps  # noqa: E402
 from minilib.models.transformer import Block  # noqa: E402
@@ -364,11 +369,106 @@ def check_induction(r: dict) -> None:
     assert all(run["loss_curve"][-1] < run["loss_curve"][0] for run in r["runs"])
 
 
+# ---------------------------------------------------------------------------------------------
+# 5. Learning with a representation: probes for Phi(x) per layer
+# ---------------------------------------------------------------------------------------------
+
+REP = dict(d=4, features=6, n_max=16, d_model=64, n_layers=4, n_heads=4, steps=1500, batch=64, lr=2e-3, warmup=100,
+           n_probe=500, probe_ridge=1e-3, seeds=[0, 1, 2])
+REP_QUICK = dict(steps=20, n_probe=40, seeds=[0, 1])
+PHI_SEED = 99  # the one fixed representation shared by every prompt and seed
+
+
+def representation(cfg: dict) -> torch.Tensor:
+    """The fixed feature map's weights ``A (features, d)``, ``A ~ N(0, 1)``: ``Phi(x) = relu(A x)``."""
+    return torch.randn(cfg["features"], cfg["d"], generator=torch.Generator().manual_seed(PHI_SEED))
+
+
+def representation_prompts(cfg: dict, batch: int, n: int, g: torch.Generator):
+    """Prompts with ``y = w^T Phi(x)``, ``w ~ N(0, (2 / features) I)`` per prompt (so ``E y^2 = d``); also ``Phi(xs)``."""
+    xs = torch.randn(batch, n + 1, cfg["d"], generator=g)
+    phi = torch.relu(xs @ representation(cfg).T)                                  # (B, n+1, features)
+    w = torch.randn(batch, cfg["features"], generator=g) * (2 / cfg["features"]) ** 0.5
+    return xs, (phi @ w[:, :, None])[..., 0], phi
+
+
+def representation_batches(cfg: dict, seed: int):
+    g = data_generator(seed)
+    while True:
+        n = int(torch.randint(1, cfg["n_max"] + 1, (), generator=g))
+        xs, ys, _ = representation_prompts(cfg, cfg["batch"], n, g)
+        yield RegressionPrompts(xs, ys, ys)
+
+
+def layer_states(model: RegressionTransformer, z: torch.Tensor) -> list:
+    """The residual stream after the read-in and after every block: ``n_layers + 1`` tensors ``(B, T, d_model)``."""
+    states = [model.read_in(z)]
+    for block in model.blocks:
+        states.append(block(states[-1]))
+    return states
+
+
+def probe_r2(states: torch.Tensor, target: torch.Tensor, ridge: float) -> float:
+    """R^2 of a ridge linear probe (with bias) fitted on the first half of the rows, scored on the second half."""
+    h = torch.cat([states, torch.ones(len(states), 1, dtype=states.dtype)], 1).double()
+    target = target.double()
+    half = len(h) // 2
+    gram = h[:half].T @ h[:half] + ridge * half * torch.eye(h.shape[1], dtype=torch.float64)
+    coef = torch.linalg.solve(gram, h[:half].T @ target[:half])
+    resid = target[half:] - h[half:] @ coef
+    return float(1 - (resid ** 2).sum() / ((target[half:] - target[half:].mean(0)) ** 2).sum())
+
+
+def representation_probes(model: RegressionTransformer, cfg: dict) -> dict:
+    """Per layer, the probe R^2 for Phi(x_i) and for x_i at the example positions of fresh prompts (n = n_max)."""
+    xs, ys, phi = representation_prompts(cfg, cfg["n_probe"], cfg["n_max"], torch.Generator().manual_seed(888))
+    with torch.no_grad():
+        states = layer_states(model, prompt_tokens(xs, ys))
+        pred = model(prompt_tokens(xs, ys))
+    rows = lambda t: t[:, :-1].reshape(-1, t.shape[-1])  # noqa: E731 - the example positions, flattened
+    return dict(phi_r2=[probe_r2(rows(h), rows(phi), cfg["probe_ridge"]) for h in states],
+                x_r2=[probe_r2(rows(h), rows(xs), cfg["probe_ridge"]) for h in states],
+                query_error=float(((pred - ys[:, -1]) ** 2).mean()))
+
+
+def run_representation(quick: bool = False) -> dict:
+    cfg = sized(REP, REP_QUICK, quick)
+    trained, untrained = [], []
+    for seed in cfg["seeds"]:
+        torch.manual_seed(seed)
+        model = RegressionTransformer(cfg["d"], cfg["d_model"], cfg["n_layers"], cfg["n_heads"]).eval()
+        untrained.append(representation_probes(model, cfg))
+        model.train()
+        losses = train(model, representation_batches(cfg, seed), steps=cfg["steps"], lr=cfg["lr"],
+                       warmup_steps=cfg["warmup"], weight_decay=0.0, loss_fn=regression_loss, progress=False)
+        trained.append(dict(representation_probes(model.eval(), cfg), loss_curve=downsample(losses)))
+    layers = range(cfg["n_layers"] + 1)
+    summary = lambda runs, key: [seed_spread([r[key][i] for r in runs]) for i in layers]  # noqa: E731
+    return dict(config=cfg, params=count_parameters(model),
+                trained=dict(phi_r2=summary(trained, "phi_r2"), x_r2=summary(trained, "x_r2"),
+                             query_error=seed_spread([r["query_error"] for r in trained])),
+                untrained=dict(phi_r2=summary(untrained, "phi_r2"), x_r2=summary(untrained, "x_r2"),
+                               query_error=seed_spread([r["query_error"] for r in untrained])),
+                phi_gain=[paired_difference([r["phi_r2"][i] for r in trained], [r["phi_r2"][i] for r in untrained])
+                          for i in layers],
+                loss_curves=[r["loss_curve"] for r in trained])
+
+
+def check_representation(r: dict) -> None:
+    # every seed learned in context (error below half of predicting 0, E y^2 = d); the probes are judged in the chapter
+    assert r["trained"]["query_error"]["max"] < 0.5 * r["config"]["d"], r["trained"]["query_error"]
+
+
 EXPERIMENTS = {"regression": (run_regression, check_regression), "cot": (run_cot, check_cot),
-               "counting": (run_counting, check_counting), "induction": (run_induction, check_induction)}
+               "counting": (run_counting, check_counting), "induction": (run_induction, check_induction),
+               "representation": (run_representation, check_representation)}
 
 
 def report(name: str, r: dict) -> str:
+    if name == "representation":
+        return "representation  probe R^2 for Phi(x) per layer, trained vs untrained: " + ", ".join(
+            f"{a['mean']:.3f}/{b['mean']:.3f}" for a, b in zip(r["trained"]["phi_r2"], r["untrained"]["phi_r2"])) + (
+            f"; query error {r['trained']['query_error']['mean']:.3f}")
     if name == "induction":
         return (f"induction  layer-2 best prefix matching {r['best_layer2_prefix_matching']['mean']:.3f} ± "
                 f"{r['best_layer2_prefix_matching']['std']:.3f}, repeated-half loss {r['repeated_half_loss']['mean']:.3f} "

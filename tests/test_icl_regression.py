@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from minilib.icl import (bayes_mixture_predict, gd_predict, least_squares_predict, prompt_tokens, regression_prompts,
-                         ridge_predict)
+                         ridge_predict, task_values)
 
 
 def _prompts(B, n, d, seed=0, **kw):
@@ -70,6 +70,29 @@ def test_prompt_families_and_shifts():
     assert z.shape == (5, 5, 4) and (z[:, -1, -1] == 0).all() and (z[:, :-1, -1] == ys[:, :-1]).all()
 
 
+def test_two_layer_net_targets_by_a_loop_over_units():
+    xs, ys, w = _prompts(3, 4, 2, task="two_layer_net", hidden=5, noise=0.0)
+    assert w.shape == (3, 5, 3)
+    for b in range(3):
+        for i in range(5):
+            want = sum(float(w[b, j, 2]) * max(0.0, float(w[b, j, 0]) * float(xs[b, i, 0]) + float(w[b, j, 1]) * float(xs[b, i, 1]))
+                       for j in range(5))
+            assert math.isclose(float(ys[b, i]), want, rel_tol=1e-12, abs_tol=1e-12)
+
+
+def test_two_layer_net_scale_and_linear_part():
+    # E y^2 = d s^2 as in the linear family; and the population least-squares fit of f(x) = sum_j a_j relu(u_j.x) under
+    # x ~ N(0, I) is w* = E[x f(x)] = sum_j a_j u_j / 2 (E[relu(u.x) x] = u / 2), checked against lstsq on 20000 samples
+    _, ys, _ = _prompts(4000, 0, 6, task="two_layer_net", x_scale=0.5)
+    assert abs((ys ** 2).mean().item() / (6 * 0.25) - 1) < 0.1
+    xs, ys, w = _prompts(2, 20000, 3, task="two_layer_net", hidden=4, seed=1)
+    fit = torch.linalg.lstsq(xs, ys[..., None]).solution[..., 0]
+    linear_part = (w[..., 3:] * w[..., :3]).sum(1) / 2
+    torch.testing.assert_close(fit, linear_part, rtol=0.0, atol=0.05)
+    lin_w = _prompts(2, 3, 3, seed=2)
+    torch.testing.assert_close(task_values(lin_w.xs, lin_w.w), lin_w.ys)
+
+
 def test_bad_input():
     g = torch.Generator()
     with pytest.raises(ValueError, match="task"):
@@ -78,6 +101,10 @@ def test_bad_input():
         regression_prompts(2, 3, 4, generator=g, task="sparse", sparsity=5)
     with pytest.raises(TypeError, match="generator"):
         regression_prompts(2, 3, 4, generator=0)
+    with pytest.raises(ValueError, match="hidden"):
+        regression_prompts(2, 3, 4, generator=g, task="two_layer_net", hidden=0)
+    with pytest.raises(ValueError, match="w"):
+        task_values(torch.zeros(2, 3, 4), torch.zeros(2, 6, 4))
     xs, ys, _ = _prompts(2, 3, 4)
     with pytest.raises(ValueError, match="ys"):
         least_squares_predict(xs, ys[:, :-1])

@@ -1027,6 +1027,9 @@ case(distill.distillation_loss, lambda: distill.distillation_loss(torch.randn(2,
      "student_logits", "teacher_logits")
 case(hyena.Hyena2DMixer, lambda: hyena.Hyena2DMixer(4, (3, 0)), "grid")
 case(hyena.Hyena2DMixer, lambda: hyena.Hyena2DMixer(4, (2, 2))(torch.randn(1, 5, 4)), "x")
+case(icl.task_values, lambda: icl.task_values(icl_xs, torch.zeros(2, 7, 5)), "w")
+case(icl.regression_prompts, lambda: icl.regression_prompts(2, 3, 4, generator=icl_gen, task="two_layer_net", hidden=0),
+     "hidden")
 
 # chapter 05: delayed eviction, causal routing
 case(policies.TOVACache, lambda: policies.TOVACache(4, delay=-1), "delay", label="TOVACache(delay=-1)")

@@ -1,7 +1,8 @@
 r"""In-context linear regression: prompts of ``(x_i, y_i)`` pairs and a query, and the reference learners.
 
 A prompt holds ``n`` examples and one query, ``x_i \sim \mathcal N(0, s^2 I_d)``, ``w \sim \mathcal N(\mu, I_d)``
-(``task="sparse"``: only ``k`` random coordinates of ``w`` are non-zero), ``y_i = w^\top x_i + \sigma\varepsilon_i``.
+(``task="sparse"``: only ``k`` random coordinates of ``w`` are non-zero), ``y_i = w^\top x_i + \sigma\varepsilon_i``;
+``task="two_layer_net"`` replaces ``w^\top x`` by a random ReLU network :math:`\sum_j a_j\,\mathrm{relu}(u_j^\top x)`.
 The learners read the ``n`` examples and predict ``y`` at the query: least squares, ridge and ``k`` steps of
 gradient descent from ``w = 0`` on :math:`L(w) = \frac{1}{2n}\sum_i (w^\top x_i - y_i)^2`
 :cite:`akyurek2023learning,garg2022what`.
@@ -16,16 +17,18 @@ import torch
 
 from minilib._checks import check_nonnegative_int, check_number, check_positive_int, require_tensor
 
-__all__ = ["RegressionPrompts", "regression_prompts", "prompt_tokens", "least_squares_predict", "ridge_predict",
+__all__ = ["RegressionPrompts", "regression_prompts", "task_values", "prompt_tokens", "least_squares_predict", "ridge_predict",
            "gd_predict", "bayes_mixture_predict"]
 
 #: the task families :func:`regression_prompts` draws ``w`` from
-TASKS = ("linear", "sparse")
+TASKS = ("linear", "sparse", "two_layer_net")
 
 
 class RegressionPrompts(NamedTuple):
     """``xs (B, n+1, d)`` (the last row is the query), ``ys (B, n+1)`` (the last entry is the query's target),
-    ``w (B, d)`` the task vector of each prompt."""
+    ``w`` the task of each prompt: ``(B, d)``, the weight vector, for the linear families; ``(B, hidden, d+1)`` for
+    ``two_layer_net``, one row per hidden unit ``j`` holding its input weights ``u_j`` (first ``d`` entries) and its
+    output weight ``a_j`` (last entry). :func:`task_values` evaluates either form at new inputs."""
 
     xs: torch.Tensor
     ys: torch.Tensor
@@ -33,15 +36,19 @@ class RegressionPrompts(NamedTuple):
 
 
 def regression_prompts(batch: int, n: int, d: int, *, generator: torch.Generator, noise: float = 0.0,
-                       task: str = "linear", sparsity: int = 1, x_scale: float = 1.0, w_shift: float = 0.0,
-                       dtype: torch.dtype = torch.float32) -> RegressionPrompts:
+                       task: str = "linear", sparsity: int = 1, hidden: int = 100, x_scale: float = 1.0,
+                       w_shift: float = 0.0, dtype: torch.dtype = torch.float32) -> RegressionPrompts:
     r"""``batch`` prompts of ``n`` examples and one query in ``d`` dimensions.
 
     $$ x_i \sim \mathcal N(0, s^2 I_d),\quad w \sim \mathcal N(\mu \mathbf 1, I_d),\quad
        y_i = w^\top x_i + \sigma \varepsilon_i, $$
     with ``s = x_scale`` (a covariate shift when it differs from training), ``mu = w_shift`` (a task shift) and
     ``sigma = noise``. ``task="sparse"`` keeps ``sparsity`` random coordinates of ``w``, scaled by
-    ``sqrt(d / sparsity)`` so ``E|w|^2 = d`` in both families. :cite:`garg2022what`
+    ``sqrt(d / sparsity)`` so ``E|w|^2 = d`` in both families. ``task="two_layer_net"`` draws ``hidden`` units,
+    :math:`u_j \sim \mathcal N(0, I_d)`, :math:`a_j \sim \mathcal N(0, 2/\text{hidden})`, and sets
+    :math:`y_i = \sum_j a_j\, \mathrm{relu}(u_j^\top x_i) + \sigma\varepsilon_i` (so :math:`E\,y^2 = d s^2` as in the
+    linear family; ``w_shift`` shifts the ``u_j``). The returned ``w`` is then ``(B, hidden, d+1)``, rows ``(u_j, a_j)``.
+    :cite:`garg2022what`
     """
     check_positive_int("batch", batch)
     check_nonnegative_int("n", n)
@@ -53,16 +60,40 @@ def regression_prompts(batch: int, n: int, d: int, *, generator: torch.Generator
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     if task == "sparse" and not 1 <= check_positive_int("sparsity", sparsity) <= d:
         raise ValueError(f"sparsity must be in 1..d={d}, got {sparsity}")
+    check_positive_int("hidden", hidden)
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     xs = x_scale * torch.randn(batch, n + 1, d, generator=generator, dtype=torch.float64)
-    w = torch.randn(batch, d, generator=generator, dtype=torch.float64)
-    if task == "sparse":
-        keep = torch.rand(batch, d, generator=generator, dtype=torch.float64).argsort(-1) < sparsity
-        w = w * keep * (d / sparsity) ** 0.5
-    w = w + w_shift
-    ys = (xs @ w[:, :, None])[..., 0] + noise * torch.randn(batch, n + 1, generator=generator, dtype=torch.float64)
+    if task == "two_layer_net":
+        u = torch.randn(batch, hidden, d, generator=generator, dtype=torch.float64) + w_shift
+        a = torch.randn(batch, hidden, 1, generator=generator, dtype=torch.float64) * (2 / hidden) ** 0.5
+        w = torch.cat([u, a], -1)
+    else:
+        w = torch.randn(batch, d, generator=generator, dtype=torch.float64)
+        if task == "sparse":
+            keep = torch.rand(batch, d, generator=generator, dtype=torch.float64).argsort(-1) < sparsity
+            w = w * keep * (d / sparsity) ** 0.5
+        w = w + w_shift
+    ys = task_values(xs, w) + noise * torch.randn(batch, n + 1, generator=generator, dtype=torch.float64)
     return RegressionPrompts(xs.to(dtype), ys.to(dtype), w.to(dtype))
+
+
+def task_values(xs: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    r"""The noiseless targets of tasks ``w`` at inputs ``xs (B, m, d)``: ``(B, m)``.
+
+    ``w (B, d)``: :math:`f(x) = w^\top x`; ``w (B, hidden, d+1)`` (rows :math:`(u_j, a_j)`, see
+    :class:`RegressionPrompts`): :math:`f(x) = \sum_j a_j\, \mathrm{relu}(u_j^\top x)`. :cite:`garg2022what`
+    """
+    require_tensor("xs", xs, ndim=3, floating=True)
+    require_tensor("w", w, floating=True)
+    d = xs.shape[-1]
+    if w.ndim == 2 and w.shape == (xs.shape[0], d):
+        return (xs @ w[:, :, None])[..., 0]
+    if w.ndim == 3 and w.shape[0] == xs.shape[0] and w.shape[-1] == d + 1:
+        hidden = torch.relu(xs @ w[..., :d].transpose(1, 2))                  # (B, m, hidden)
+        return (hidden @ w[..., d:])[..., 0]
+    raise ValueError(f"w must be (B, d) = {(xs.shape[0], d)} or (B, hidden, d+1) = {(xs.shape[0], 'hidden', d + 1)} "
+                     f"for xs of shape {tuple(xs.shape)}, got {tuple(w.shape)}")
 
 
 def _check_prompt(xs, ys) -> None:
