@@ -24,3 +24,14 @@ def assert_causal_lm(model, *, vocab_size: int, seq_len: int, changed: int):
     assert a.shape == (2, seq_len, vocab_size)
     torch.testing.assert_close(a[:, :changed], b[:, :changed], rtol=0, atol=1e-12)
     assert (a[:, changed:] - b[:, changed:]).abs().amax() > 1e-6
+
+
+def repeated_triples(generator: torch.Generator, *, vocab_size: int = 12, batch_size: int = 16):
+    """Endless ``(inputs, targets)`` batches of three random tokens repeated six times: token t is token t - 3.
+
+    A causal mixer that reads three positions back predicts all but the first three targets; ln(vocab_size) is
+    the best loss without reading the context.
+    """
+    while True:
+        seq = torch.randint(0, vocab_size, (batch_size, 3), generator=generator).repeat(1, 6)
+        yield seq[:, :-1], seq[:, 1:]

@@ -139,19 +139,14 @@ def test_lsa_mixer_trains_in_a_transformer_lm_and_generates_with_its_cache():
 
     import minilib  # noqa: F401  (registers "lsa")
     from minilib.models import TransformerConfig, TransformerLM, train
-    from tests.models_support import assert_causal_lm, seeded
+    from tests.models_support import assert_causal_lm, repeated_triples, seeded
 
     g = seeded(4)
     model = TransformerLM(TransformerConfig(vocab_size=12, d_model=32, n_layers=2, n_heads=4, max_len=64, pos="learned",
                                             mixer="lsa"))
     assert_causal_lm(model, vocab_size=12, seq_len=10, changed=5)
 
-    def batches():
-        while True:  # three random tokens repeated: token t is token t - 3
-            seq = torch.randint(0, 12, (16, 3), generator=g).repeat(1, 6)
-            yield seq[:, :-1], seq[:, 1:]
-
-    losses = train(model, batches(), steps=60, lr=1e-2, warmup_steps=5, progress=False)
+    losses = train(model, repeated_triples(g), steps=60, lr=1e-2, warmup_steps=5, progress=False)
     assert sum(losses[-5:]) / 5 < math.log(12) - 0.3   # ln 12 = 2.48: better than ignoring the context
     model.eval()
     prompt = torch.tensor([[0, 1, 2, 0, 1]])

@@ -10,7 +10,7 @@ from minilib.mixing import mixer_factory
 from minilib.models import TransformerConfig, TransformerLM, train
 from minilib.sparse import HeavyHitterCache, SparseAttention, mixed_span_factory, sink_window_mask
 from tests.flash_reference import reference
-from tests.models_support import assert_causal_lm, decode_in_pieces, seeded
+from tests.models_support import assert_causal_lm, decode_in_pieces, repeated_triples, seeded
 
 
 def test_forward_is_attention_with_the_sink_window_mask():
@@ -43,12 +43,7 @@ def test_trains_in_transformer_lm_and_generates_with_its_cache():
                                             mixer="sliding_window", mixer_kwargs=dict(window=4, n_sinks=1)))
     assert_causal_lm(model, vocab_size=12, seq_len=10, changed=5)
 
-    def batches():
-        while True:  # three random tokens repeated: token t is token t - 3, which a window of 4 sees
-            seq = torch.randint(0, 12, (16, 3), generator=g).repeat(1, 6)
-            yield seq[:, :-1], seq[:, 1:]
-
-    losses = train(model, batches(), steps=40, lr=2e-2, warmup_steps=5, progress=False)
+    losses = train(model, repeated_triples(g), steps=40, lr=2e-2, warmup_steps=5, progress=False)
     # ln 12 = 2.48 is the best loss without reading the context; a perfect copier reaches 2 ln 12 / 17 = 0.29
     assert sum(losses[-5:]) / 5 < math.log(12) - 0.4
     prompt = torch.tensor([[0, 1, 2, 0, 1]])

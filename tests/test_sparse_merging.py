@@ -12,7 +12,7 @@ from minilib.mixing import mixer_factory
 from minilib.models import TransformerConfig, TransformerLM, train
 from minilib.sparse import DMCAttention, DMCCache, dmc_attention, dmc_slots
 from tests.flash_reference import qkv
-from tests.models_support import assert_causal_lm, decode_in_pieces, seeded
+from tests.models_support import assert_causal_lm, decode_in_pieces, repeated_triples, seeded
 
 FAST = settings(max_examples=25, deadline=None)
 
@@ -77,12 +77,7 @@ def test_retrofits_attention_weights_and_trains_in_transformer_lm():
                                             mixer_kwargs=dict(rate=2)))
     assert_causal_lm(model, vocab_size=12, seq_len=10, changed=5)
 
-    def batches():
-        while True:
-            seq = torch.randint(0, 12, (16, 3), generator=g).repeat(1, 6)
-            yield seq[:, :-1], seq[:, 1:]
-
-    losses = train(model, batches(), steps=40, lr=2e-2, warmup_steps=5, progress=False)
+    losses = train(model, repeated_triples(g), steps=40, lr=2e-2, warmup_steps=5, progress=False)
     assert sum(losses[-5:]) / 5 < math.log(12) - 0.4
     model.eval()
     with torch.no_grad():

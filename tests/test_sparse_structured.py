@@ -11,7 +11,7 @@ from minilib.models import TransformerConfig, TransformerLM, train
 from minilib.sparse import (CombinerAttention, combiner_attention, combiner_score_count, combiner_weights, fit_block, fit_score_count,
                             s2_block_masks, sentinel_mask)
 from tests.flash_reference import qkv, reference
-from tests.models_support import assert_causal_lm, seeded
+from tests.models_support import assert_causal_lm, repeated_triples, seeded
 
 FAST = settings(max_examples=20, deadline=None)
 
@@ -72,12 +72,7 @@ def test_combiner_mixer_trains_in_transformer_lm_and_decodes_by_recomputing():
                                             mixer="combiner", mixer_kwargs=dict(block_size=4)))
     assert_causal_lm(model, vocab_size=12, seq_len=10, changed=5)
 
-    def batches():
-        while True:
-            seq = torch.randint(0, 12, (16, 3), generator=g).repeat(1, 6)
-            yield seq[:, :-1], seq[:, 1:]
-
-    losses = train(model, batches(), steps=40, lr=2e-2, warmup_steps=5, progress=False)
+    losses = train(model, repeated_triples(g), steps=40, lr=2e-2, warmup_steps=5, progress=False)
     assert sum(losses[-5:]) / 5 < math.log(12) - 0.4
     model.eval()
     with torch.no_grad():

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minilib._checks import check_last_dim, check_number, check_positive_int
+from minilib._checks import check_number, check_positive_int
 from minilib.mixing import TokenMixer, register_mixer
 from minilib.ssm.lti import lmu_conv, lmu_recurrent
-from minilib.ssm.mixers import SSMCache
+from minilib.ssm.mixers import SSMCache, _check_ssm_call
 
 __all__ = ["LMUMixer"]
 
@@ -43,9 +43,7 @@ class LMUMixer(TokenMixer):
         return SSMCache()
 
     def forward(self, x: torch.Tensor, *, cache: SSMCache | None = None) -> torch.Tensor:
-        check_last_dim("x", x, self.d_model, ndim=3)
-        if cache is not None and not isinstance(cache, SSMCache):
-            raise TypeError(f"cache must be an SSMCache (from new_cache()) or None, got {type(cache).__name__}")
+        _check_ssm_call(x, self.d_model, cache)
         u = self.encode(x).transpose(1, 2)  # (B, units, T)
         kw = dict(order=self.order, theta=self.theta, dt=1.0)
         if cache is None:

@@ -37,6 +37,13 @@ class SSMCache:
         self.conv, self.state, self.length = None, None, 0
 
 
+def _check_ssm_call(x: torch.Tensor, d_model: int, cache) -> None:
+    """What every SSM mixer's forward checks: ``x`` is ``(B, T, d_model)`` and ``cache`` an :class:`SSMCache` or None."""
+    check_last_dim("x", x, d_model, ndim=3)
+    if cache is not None and not isinstance(cache, SSMCache):
+        raise TypeError(f"cache must be an SSMCache (from new_cache()) or None, got {type(cache).__name__}")
+
+
 def _causal_depthwise_conv(conv: nn.Conv1d, x: torch.Tensor, cache: SSMCache | None) -> torch.Tensor:
     """Depthwise causal convolution of ``x (B, T, C)``: left-pad with zeros, or with the cache's tail when decoding."""
     width = conv.kernel_size[0] - 1
@@ -71,9 +78,7 @@ class _GatedSSM(TokenMixer):
         return _causal_depthwise_conv(self.conv, x, cache)
 
     def forward(self, x: torch.Tensor, *, cache: SSMCache | None = None) -> torch.Tensor:
-        check_last_dim("x", x, self.d_model, ndim=3)
-        if cache is not None and not isinstance(cache, SSMCache):
-            raise TypeError(f"cache must be an SSMCache (from new_cache()) or None, got {type(cache).__name__}")
+        _check_ssm_call(x, self.d_model, cache)
         xi, z = self.in_proj(x).chunk(2, dim=-1)
         xi = F.silu(self._causal_conv(xi, cache))
         y = self._ssm(xi, cache)

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minilib._checks import check_flag, check_last_dim, check_positive_int, require_tensor
+from minilib._checks import check_flag, check_positive_int, require_tensor
 from minilib.mixing import TokenMixer, register_mixer
-from minilib.ssm.mixers import SSMCache, _causal_depthwise_conv
+from minilib.ssm.mixers import SSMCache, _causal_depthwise_conv, _check_ssm_call
 from minilib.ssm.selective import ssd_chunked, ssd_recurrent
 
 __all__ = ["ddts_gates", "rodimus_scan", "RodimusMixer", "shared_key_window_attention"]
@@ -110,9 +110,7 @@ class RodimusMixer(TokenMixer):
         return SSMCache()
 
     def forward(self, x: torch.Tensor, *, cache: SSMCache | None = None) -> torch.Tensor:
-        check_last_dim("x", x, self.d_model, ndim=3)
-        if cache is not None and not isinstance(cache, SSMCache):
-            raise TypeError(f"cache must be an SSMCache (from new_cache()) or None, got {type(cache).__name__}")
+        _check_ssm_call(x, self.d_model, cache)
         u, z = self.in_proj(x).chunk(2, dim=-1)
         xs = F.silu(_causal_depthwise_conv(self.conv, u, cache))
         r, k = self.rk_proj(xs).chunk(2, dim=-1)
