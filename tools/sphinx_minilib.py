@@ -123,6 +123,11 @@ def _missing_reference(app, env, node, contnode):
         near = [name for name in py.objects if name.startswith(module + ".") and name.endswith("." + target)]
         if len(near) == 1:
             return py.resolve_xref(env, node["refdoc"], app.builder, "obj", near[0], node, contnode)
+    # a type alias imported into a signature (``mixer: str | MixerFactory``) names typing's object, not
+    # minilib's: link it to the one minilib entry of that name
+    same_name = [name for name in py.objects if name.startswith("minilib.") and name.endswith("." + target)]
+    if "." not in target and len(same_name) == 1:
+        return py.resolve_xref(env, node["refdoc"], app.builder, "obj", same_name[0], node, contnode)
     return None
 
 
