@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from minilib import attention as A
 from minilib import flash, norms, parallel
@@ -21,8 +21,10 @@ from minilib import flash, norms, parallel
 DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 # max |error| / max |v| allowed, per dtype: a few units of the dtype's rounding of the output
 TOL = {torch.float64: 1e-12, torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 8e-3}
-# scores of ±1e4 amplify the float32 rounding of q·k (1e4 x 6e-8) into the weights: allow that much more
-EXTREME_TOL = {torch.float64: 1e-12, torch.float32: 1e-4, torch.float16: 1e-3, torch.bfloat16: 8e-3}
+# scores of ±1e4 carry the float32 rounding of q·k, 1e4 x 6e-8 = 6e-4 per rounding and a few roundings per
+# score, into the weights, and an output moves by up to the largest score error times max |v|: allow 1e-3
+# (hypothesis found a near-tie at 1.3e-4, over the 1e-4 this bound was before)
+EXTREME_TOL = {torch.float64: 1e-12, torch.float32: 1e-3, torch.float16: 1e-3, torch.bfloat16: 8e-3}
 SHAPES = {  # (B, H, Hkv, T, S, D)
     "T=S=D=1": (1, 1, 1, 1, 1, 1),
     "odd lengths": (2, 4, 2, 37, 53, 16),
@@ -101,6 +103,7 @@ def test_attention_form_matches_float64_torch(form, shape, dtype, extreme, causa
 @given(form=st.sampled_from(sorted(FORMS)), dtype=st.sampled_from(DTYPES), extreme=st.booleans(), causal=st.booleans(),
        B=st.integers(1, 2), Hkv=st.integers(1, 2), group=st.integers(1, 3), T=st.integers(1, 40), S=st.integers(1, 40),
        D=st.integers(1, 24), seed=st.integers(0, 99))
+@example(form="attend", dtype=torch.float32, extreme=True, causal=True, B=1, Hkv=2, group=2, T=35, S=28, D=11, seed=70)
 def test_attention_forms_over_shapes(form, dtype, extreme, causal, B, Hkv, group, T, S, D, seed):
     """The same bound as the fixed matrix above, over shapes hypothesis draws (T, S, D from 1, GQA ratios 1-3)."""
     q, k, v = inputs((B, Hkv * group, Hkv, T, S, D), dtype, extreme, seed)
