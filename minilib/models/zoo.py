@@ -64,10 +64,10 @@ EXCLUDED: dict[str, str] = {
     "aff": "filter weights indexed by frequency up to max_len",
     "token_mlp": "a max_len x max_len weight matrix per layer",
     "ninformer": "a max_len x max_len weight matrix per layer",
-    "combiner": "landed (chapter 05) after the committed run; the next full run of benchmarks/zoo.py adds its row",
-    "lsa": "landed (chapter 10) after the committed run; the next full run of benchmarks/zoo.py adds its row",
-    "moa": "landed (chapter 09) after the committed run; the next full run of benchmarks/zoo.py adds its row",
-    "lmu": "landed (chapter 06) after the committed run; the next full run of benchmarks/zoo.py adds its row",
+    "combiner": "landed (chapter 05) after the committed run's rows were fixed: not measured yet",
+    "lsa": "landed (chapter 10) after the committed run's rows were fixed: not measured yet",
+    "moa": "landed (chapter 09) after the committed run's rows were fixed: not measured yet",
+    "lmu": "landed (chapter 06) after the committed run's rows were fixed: not measured yet",
     "hyena2d": "not causal: a 2-D filter over an image grid, anchored at opposite corners in its two orders",
 }
 
