@@ -204,10 +204,11 @@ def check_scan_counts(r: dict) -> None:
 # 5. Selective copying: selective (Mamba) vs LTI (S4D) at matched size
 # ---------------------------------------------------------------------------------------------
 
-# init "xavier": the LM's default N(0, 0.02) init leaves the mixers' projections ~4x below Mamba's (PyTorch's
-# default Linear init) and Mamba sits at chance for hundreds of steps; lr 1e-2 stalled it too.
-COPY = dict(vocab=8, n_tokens=4, seq_len=16, d_model=32, n_layers=2, d_ff=64, steps=1000, batch=32, lr=3e-3,
-            warmup=20, init="xavier", n_test=500, test_seed=99, seeds=[0, 1, 2],
+# 4000 steps: with Mamba's own init (MambaMixer.owns_init) seed 2 reached 0.29 after 1000 steps, 0.70 after
+# 2000 and 0.997 after 4000; lr 1e-2 left it at chance. (Before owns_init, the LM's N(0, 0.02) redraw of
+# Mamba's projections needed init="xavier" to learn at all: 0.83 +- 0.26 after 1000 steps.)
+COPY = dict(vocab=8, n_tokens=4, seq_len=16, d_model=32, n_layers=2, d_ff=64, steps=4000, batch=32, lr=3e-3,
+            warmup=20, n_test=500, test_seed=99, seeds=[0, 1, 2],
             mixers={"mamba": {"d_state": 16}, "s4d": {"d_state": 24}})  # d_state 24 matches the parameters
 COPY_QUICK = dict(steps=5, n_test=20, seeds=[0, 1])
 COPY_BARS = {"mamba": 0.90, "s4d": 0.50}  # the issue's targets: mean accuracy at least / at most
@@ -217,7 +218,7 @@ PARAM_MATCH = 0.05
 def copy_model(c: dict, mixer: str) -> TransformerLM:
     return TransformerLM(TransformerConfig(c["vocab"] + 2, c["d_model"], c["n_layers"], 1, d_ff=c["d_ff"],
                                            max_len=c["seq_len"] + c["n_tokens"], pos="none", mixer=mixer,
-                                           mixer_kwargs=c["mixers"][mixer], init=c["init"]))
+                                           mixer_kwargs=c["mixers"][mixer]))
 
 
 def copy_batches(c: dict, seed: int):

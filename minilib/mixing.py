@@ -35,12 +35,16 @@ _REGISTRY = Registry("token mixer", "mixer")
 
 
 class TokenMixer(nn.Module):
-    """Base class of every token mixer: ``forward(x (B, T, d_model), *, cache=None) -> (B, T, d_model)``.
+    r"""Base class of every token mixer: ``forward(x (B, T, d_model), *, cache=None) -> (B, T, d_model)``.
 
-    Subclasses set ``causal`` and, where they have an incremental form, override :meth:`new_cache`.
+    Subclasses set ``causal`` and, where they have an incremental form, override :meth:`new_cache`. A mixer whose
+    paper prescribes the initial scale of its layers sets ``owns_init = True``: a model's generic initialisation
+    (:class:`~minilib.models.TransformerLM`'s $\mathcal N(0, 0.02^2)$ or ``"xavier"``) then leaves its parameters as
+    its constructor drew them.
     """
 
     causal: bool = True
+    owns_init: bool = False
 
     def new_cache(self):
         """An empty decoding state for one layer, or ``None`` (no incremental form: decode by recomputing)."""

@@ -55,3 +55,40 @@ def test_registered_attention_mixers_decode_like_their_full_forward(name, kwargs
     x = torch.randn(2, 7, 16, dtype=torch.float64)
     cache = mixer.new_cache()
     torch.testing.assert_close(decode_in_pieces(lambda piece: mixer(piece, cache=cache), x, range(3, 7)), mixer(x))
+
+
+class _ConstantMixer(TokenMixer):
+    """A linear mixer whose weights its constructor sets to 0.5: any redraw by the model shows."""
+
+    def __init__(self, d_model: int, owns_init: bool):
+        super().__init__()
+        self.owns_init = owns_init
+        self.proj = torch.nn.Linear(d_model, d_model)
+        torch.nn.init.constant_(self.proj.weight, 0.5)
+        torch.nn.init.constant_(self.proj.bias, 0.5)
+
+    def forward(self, x, *, cache=None):
+        return self.proj(x)
+
+
+@pytest.mark.parametrize("init", ["default", "xavier"])
+def test_the_models_init_leaves_a_mixer_that_owns_its_init_as_built(init):
+    from minilib.models import TransformerLM
+
+    def build(owns):
+        return TransformerLM(11, 16, 2, 2, d_ff=32, init=init, mixer=lambda config, layer: _ConstantMixer(16, owns))
+
+    for block in build(True).blocks:
+        assert (block.mixer.proj.weight == 0.5).all() and (block.mixer.proj.bias == 0.5).all()
+        assert block.ffn.w1.weight.std() < 0.3  # everything else is still drawn by the model
+    redrawn = build(False).blocks[0].mixer.proj
+    assert (redrawn.bias == 0).all() and redrawn.weight.std() < 0.3
+
+
+def test_mamba_keeps_pytorchs_default_linear_init_inside_a_language_model():
+    from minilib.models import TransformerLM
+    d = 32
+    mixer = TransformerLM(11, d, 1, 2, mixer="mamba").blocks[0].mixer
+    for layer in (mixer.in_proj, mixer.x_proj):
+        bound = layer.in_features ** -0.5  # U(-1/sqrt(fan_in), 1/sqrt(fan_in)), std bound/sqrt(3)
+        assert layer.weight.abs().max() <= bound and layer.weight.std() > 0.8 * bound / 3 ** 0.5

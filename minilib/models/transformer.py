@@ -156,7 +156,8 @@ class TransformerLM(nn.Module):
     ``"learned"``, ``"alibi"``, ``"none"``; the sinusoidal table is
     scaled to the embeddings' initial RMS, 0.02. Post-norm models have no final norm (each block ends in one).
     ``init="default"`` draws every weight from $\mathcal N(0, 0.02^2)$; ``"xavier"`` then redraws the linear
-    layers with variance $2/(d_\text{in} + d_\text{out})$ :cite:`glorot2010understanding`; ``"deepscale"`` applies
+    layers with variance $2/(d_\text{in} + d_\text{out})$ :cite:`glorot2010understanding`; both leave a mixer whose
+    ``owns_init`` is set (Mamba) as it was built; ``"deepscale"`` applies
     :func:`minilib.signal_propagation.deepscale_init_` (moment-preserving weights, residual scaling)
     for sequences of ``max_len`` uniformly random tokens.
 
@@ -203,13 +204,19 @@ class TransformerLM(nn.Module):
         self.kv_route_p = config.kv_route_p
         self.share_kv_layers = set()
         self.final_norm = make_norm(config.norm, config.d_model) if config.pre_norm else nn.Identity()
-        self.apply(self._init_weights)
+        owned = self._modules_owning_init()
+        self.apply(lambda module: None if id(module) in owned else self._init_weights(module))
         if config.init == "xavier":
             for module in self.modules():
-                if isinstance(module, nn.Linear):
+                if isinstance(module, nn.Linear) and id(module) not in owned:
                     nn.init.xavier_normal_(module.weight)
         if config.init == "deepscale":
             deepscale_init_(self, seq_len=config.max_len, r0=1.0 / config.vocab_size)
+
+    def _modules_owning_init(self) -> set[int]:
+        """``id`` of every module inside a mixer that keeps its own initialisation (``TokenMixer.owns_init``)."""
+        return {id(inner) for mixer in self.modules() if isinstance(mixer, TokenMixer) and mixer.owns_init
+                for inner in mixer.modules()}
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

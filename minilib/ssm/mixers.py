@@ -93,7 +93,12 @@ class MambaMixer(_GatedSSM):
     $A = -e^{A_{\log}}$ starts at $-(1, 2, \dots, N)$ per channel (S4D-Real); $\Delta$'s bias is set so that
     $\mathrm{softplus}(b)$ is log-uniform in ``[dt_min, dt_max]``. ``chunk_size`` sets the training-time scan.
     ``A_log``, ``D`` and ``dt_bias`` carry ``_no_weight_decay = True``, which :func:`minilib.models.train` honours.
+    The projections keep PyTorch's default init, uniform in $\pm 1/\sqrt{d_\text{in}}$, as in Mamba's reference
+    (``owns_init``): under a language model's $\mathcal N(0, 0.02^2)$ the input-dependent $B_t, C_t$ start about
+    4x smaller and the model sits at chance for hundreds of steps on selective copying.
     """
+
+    owns_init = True
 
     def __init__(self, d_model: int, *, d_state: int = 16, expand: int = 2, d_conv: int = 4, dt_rank: int | None = None,
                  dt_min: float = 1e-3, dt_max: float = 1e-1, chunk_size: int = 64):
@@ -102,9 +107,8 @@ class MambaMixer(_GatedSSM):
         check_positive_int("dt_rank", self.dt_rank)
         self.chunk_size = check_positive_int("chunk_size", chunk_size)
         self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
-        # Delta's projection and bias are plain parameters, not an nn.Linear, so that a model's generic Linear
-        # init (TransformerLM: N(0, 0.02), zero bias) keeps Mamba's: a zero bias would make every Delta
-        # softplus(0) = 0.69 and, with A = -(1..N), forget within a few steps.
+        # Delta's bias must keep this init: a zero bias would make every Delta softplus(0) = 0.69 and, with
+        # A = -(1..N), forget within a few steps.
         bound = self.dt_rank ** -0.5
         self.dt_weight = nn.Parameter(torch.empty(self.d_inner, self.dt_rank).uniform_(-bound, bound))
         dt = torch.exp(torch.empty(self.d_inner).uniform_(math.log(dt_min), math.log(dt_max)))
