@@ -54,6 +54,10 @@ ZOO_ROWS: dict[str, dict] = {
     "rodimus": {"mixer": "rodimus"},
     "moe": {"ffn": "moe", "ffn_kwargs": {"n_experts": 4, "top_k": 1}},
     "looped": {LOOP_ONE_BLOCK: True},
+    "combiner": {"mixer": "combiner", "mixer_kwargs": {"block_size": 8}},
+    "moa": {"mixer": "moa", "mixer_kwargs": {"n_experts": 2}},
+    "lmu": {"mixer": "lmu"},
+    "lsa": {"mixer": "lsa"},
 }
 
 #: Registered mixers without a row, and why: no causal form, or weights indexed by position up to ``max_len`` (their
@@ -64,10 +68,6 @@ EXCLUDED: dict[str, str] = {
     "aff": "filter weights indexed by frequency up to max_len",
     "token_mlp": "a max_len x max_len weight matrix per layer",
     "ninformer": "a max_len x max_len weight matrix per layer",
-    "combiner": "landed (chapter 05) after the committed run's rows were fixed: not measured yet",
-    "lsa": "landed (chapter 10) after the committed run's rows were fixed: not measured yet",
-    "moa": "landed (chapter 09) after the committed run's rows were fixed: not measured yet",
-    "lmu": "landed (chapter 06) after the committed run's rows were fixed: not measured yet",
     "hyena2d": "not causal: a 2-D filter over an image grid, anchored at opposite corners in its two orders",
 }
 
