@@ -7,11 +7,11 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from minilib.flash import block_sparse_attention
-from minilib.models import TransformerConfig, TransformerLM, train
+from minilib.models import TransformerConfig, TransformerLM
 from minilib.sparse import (CombinerAttention, combiner_attention, combiner_score_count, combiner_weights, fit_block, fit_score_count,
                             s2_block_masks, sentinel_mask)
 from tests.flash_reference import qkv, reference
-from tests.models_support import assert_causal_lm, repeated_triples, seeded
+from tests.models_support import assert_causal_lm, assert_cached_decoding_matches_recomputing, assert_learns_repeated_triples, seeded
 
 FAST = settings(max_examples=20, deadline=None)
 
@@ -72,13 +72,8 @@ def test_combiner_mixer_trains_in_transformer_lm_and_decodes_by_recomputing():
                                             mixer="combiner", mixer_kwargs=dict(block_size=4)))
     assert_causal_lm(model, vocab_size=12, seq_len=10, changed=5)
 
-    losses = train(model, repeated_triples(g), steps=40, lr=2e-2, warmup_steps=5, progress=False)
-    assert sum(losses[-5:]) / 5 < math.log(12) - 0.4
-    model.eval()
-    with torch.no_grad():
-        prompt = torch.tensor([[0, 1, 2, 0, 1]])
-        out = model.generate(prompt, 6, temperature=0)
-        assert out.shape == (1, 11) and torch.equal(out, model.generate(prompt, 6, temperature=0, use_cache=False))
+    assert_learns_repeated_triples(model, g)
+    assert_cached_decoding_matches_recomputing(model, 6)
 
 
 @pytest.mark.parametrize("n_blocks, H, n_local", [(16, 4, 1), (9, 3, 2), (5, 8, 1)])
