@@ -91,6 +91,12 @@ class Data:
     def val_loss(self, model) -> float:
         return evaluate(model, iter([self.val]), n_batches=1)
 
+    def from_scratch(self, seed: int, **options) -> tuple[TransformerLM, float]:
+        """A model built with ``options``, trained for the whole budget; with its validation loss."""
+        model = self.model(seed, **options)
+        self.fit(model, seed)
+        return model, self.val_loss(model)
+
 
 def run_ffn_kinds(quick: bool = False) -> dict:
     data = Data(sized(quick))
@@ -211,9 +217,7 @@ def run_upcycle(quick: bool = False) -> dict:
         data.fit(moe, seed, half, iter([b for _, b in rest]))
         rows["dense"].append(data.val_loss(dense))
         rows["upcycled"].append(data.val_loss(moe))
-        scratch = data.model(seed, ffn="moe", ffn_kwargs=dict(n_experts=4, top_k=2))
-        data.fit(scratch, seed)
-        rows["scratch_moe"].append(data.val_loss(scratch))
+        rows["scratch_moe"].append(data.from_scratch(seed, ffn="moe", ffn_kwargs=dict(n_experts=4, top_k=2))[1])
     return dict(config=data.c, **{k: seed_spread(v) for k, v in rows.items()})
 
 
@@ -272,12 +276,8 @@ def run_tokenformer(quick: bool = False) -> dict:
         rows["switch_gap"].append(abs(data.val_loss(model) - before))
         data.fit(model, seed, half, batches)
         rows["grown"].append(data.val_loss(model))
-        scratch = data.model(seed, ffn="pattention", ffn_kwargs=dict(n_tokens=64, tau=32 ** 0.5))
-        data.fit(scratch, seed)
-        rows["scratch"].append(data.val_loss(scratch))
-        small = data.model(seed, ffn="pattention", ffn_kwargs=dict(n_tokens=32))
-        data.fit(small, seed)
-        rows["small"].append(data.val_loss(small))
+        rows["scratch"].append(data.from_scratch(seed, ffn="pattention", ffn_kwargs=dict(n_tokens=64, tau=32 ** 0.5))[1])
+        rows["small"].append(data.from_scratch(seed, ffn="pattention", ffn_kwargs=dict(n_tokens=32))[1])
     return dict(config=data.c, **{k: seed_spread(v) for k, v in rows.items()})
 
 
@@ -292,9 +292,8 @@ def run_hash_memory(quick: bool = False) -> dict:
                           "hash memory": dict(ffn="hash_memory", ffn_kwargs=dict(chunk=8))}.items():
         losses = []
         for seed in data.c["seeds"]:
-            model = data.model(seed, **options)
-            data.fit(model, seed)
-            losses.append(data.val_loss(model))
+            model, loss = data.from_scratch(seed, **options)
+            losses.append(loss)
         rows[name] = dict(params=count_parameters(model), val_loss=seed_spread(losses))
     return dict(config=data.c, unigram_entropy=data.unigram_entropy, rows=rows)
 
@@ -312,9 +311,8 @@ def run_mohd(quick: bool = False) -> dict:
                                                                                shared_fraction=0.25))}.items():
         losses = []
         for seed in data.c["seeds"]:
-            model = data.model(seed, **options)
-            data.fit(model, seed)
-            losses.append(data.val_loss(model))
+            model, loss = data.from_scratch(seed, **options)
+            losses.append(loss)
         rows[name] = dict(params=count_parameters(model), val_loss=seed_spread(losses))
     return dict(config=data.c, rows=rows, active_fraction=model.blocks[0].ffn.active_fraction())
 

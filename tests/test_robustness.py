@@ -51,6 +51,7 @@ NOT_SWEPT = {"registered_mixers": "takes no argument", "free_port": "takes no ar
              "linear_recurrence_combine": "the combine operator associative_scan calls on its own slices",
              "aaren_combine": "the combine operator associative_scan calls on its own slices",
              "WindowCache": "a decoding state the causal mixers create and fill",
+             "CombinerCache": "takes no argument: a decoding state CombinerAttention fills",
              "Task": "a record of tensors that make_task builds"}
 
 
@@ -609,6 +610,8 @@ case(content.ivf_topk_attention, lambda: sparse.ivf_topk_attention(q1, k1, k1, k
 case(content.ivf_topk_attention, lambda: sparse.ivf_topk_attention(q1, k1[:, :8], k1, k_top=2, n_clusters=2, n_probe=1),
      "q", "k")
 qkv_cases(structured.combiner_attention, extra=lambda: {"block_size": 4})
+qkv_cases(structured.combiner_attention_cached, extra=lambda: {"cache": sparse.CombinerCache(), "block_size": 4})
+case(structured.combiner_attention_cached, lambda: sparse.combiner_attention_cached(q, k, v, object(), block_size=4), "cache")
 case(structured.combiner_weights, lambda: sparse.combiner_weights(q, k, block_size=0), "block_size")
 case(structured.combiner_score_count, lambda: sparse.combiner_score_count(0, 4), "T")
 case(structured.s2_block_masks, lambda: sparse.s2_block_masks(4, 0), "n_heads")

@@ -7,11 +7,12 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from minilib.flash import block_sparse_attention
-from minilib.models import TransformerConfig, TransformerLM, train
+from minilib.models import TransformerConfig, TransformerLM
 from minilib.sparse import (CombinerAttention, combiner_attention, combiner_score_count, combiner_weights, fit_block, fit_score_count,
                             s2_block_masks, sentinel_mask)
 from tests.flash_reference import qkv, reference
-from tests.models_support import assert_causal_lm, repeated_triples, seeded
+from tests.models_support import (assert_causal_lm, assert_cached_decoding_matches_recomputing,
+                                  assert_learns_repeated_triples, decode_in_pieces, seeded)
 
 FAST = settings(max_examples=20, deadline=None)
 
@@ -61,24 +62,30 @@ def test_combiner_mixer_heads_are_the_loop_and_padding_stays_out(T):
     q, k, v = layer.project_qkv(x, torch.arange(12))
     heads = loop_combiner(q, k, v, 4)[:, :, :T]  # causal: the first T rows of the 12-token loop
     torch.testing.assert_close(layer(x[:, :T]), layer.wo(heads.transpose(1, 2).reshape(2, T, 16)), rtol=0, atol=1e-12)
-    assert layer.new_cache() is None
-    with pytest.raises(ValueError, match="cache"):
+    with pytest.raises(TypeError, match="CombinerCache"):
         layer(x, cache=object())
 
 
-def test_combiner_mixer_trains_in_transformer_lm_and_decodes_by_recomputing():
+@pytest.mark.parametrize("cuts", [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13], [3, 4, 9], [8], [5, 13]])
+@pytest.mark.parametrize("n_kv_heads", [4, 2])
+def test_combiner_cache_fed_in_pieces_equals_the_full_forward(cuts, n_kv_heads):
+    torch.manual_seed(3)
+    layer = CombinerAttention(16, 4, block_size=4, n_kv_heads=n_kv_heads, rope=True).double()
+    x = torch.randn(2, 14, 16, dtype=torch.float64)
+    cache = layer.new_cache()
+    pieces = decode_in_pieces(lambda part: layer(part, cache=cache), x, cuts)
+    torch.testing.assert_close(pieces, layer(x), rtol=0, atol=1e-12)
+    assert cache.length == 14 and cache.summary_k.shape == (2, n_kv_heads, 3, 4) and cache.block_k.shape[2] == 2
+
+
+def test_combiner_mixer_trains_in_transformer_lm_and_decodes_with_its_cache():
     g = seeded(4)
     model = TransformerLM(TransformerConfig(vocab_size=12, d_model=32, n_layers=2, n_heads=4, max_len=64,
                                             mixer="combiner", mixer_kwargs=dict(block_size=4)))
     assert_causal_lm(model, vocab_size=12, seq_len=10, changed=5)
 
-    losses = train(model, repeated_triples(g), steps=40, lr=2e-2, warmup_steps=5, progress=False)
-    assert sum(losses[-5:]) / 5 < math.log(12) - 0.4
-    model.eval()
-    with torch.no_grad():
-        prompt = torch.tensor([[0, 1, 2, 0, 1]])
-        out = model.generate(prompt, 6, temperature=0)
-        assert out.shape == (1, 11) and torch.equal(out, model.generate(prompt, 6, temperature=0, use_cache=False))
+    assert_learns_repeated_triples(model, g)
+    assert_cached_decoding_matches_recomputing(model, 6)
 
 
 @pytest.mark.parametrize("n_blocks, H, n_local", [(16, 4, 1), (9, 3, 2), (5, 8, 1)])

@@ -29,7 +29,8 @@ from minilib.sparse.layers import SparseAttention, mixed_span_factory
 from minilib.sparse.merging import DMCAttention, DMCCache, dmc_attention, dmc_slots
 from minilib.sparse.selection import (RuleAttention, head_window_mask, landmark_attention, landmark_mask, moa_allocate,
                                       rule_factory, sea_attention, sea_mask, tidal_decode, tidal_positions)
-from minilib.sparse.structured import (CombinerAttention, combiner_attention, combiner_score_count, combiner_weights,
+from minilib.sparse.structured import (CombinerAttention, CombinerCache, combiner_attention, combiner_attention_cached,
+                                       combiner_score_count, combiner_weights,
                                        fit_block, fit_score_count, s2_block_masks, sentinel_mask)
 from minilib.sparse.masks import (block_local_mask, dilated_window_mask, global_local_mask, mask_flops,
                                   sink_window_mask, sliding_window_mask, to_block_mask)
@@ -37,7 +38,8 @@ from minilib.sparse.masks import (block_local_mask, dilated_window_mask, global_
 __all__ = [
     "POLICIES", "CachePolicy", "FullCache", "HeavyHitterCache", "MergeCache", "QuantizedCache", "RetrievalCache",
     "SinkCache", "SparseAttention", "TOVACache", "WindowCache", "bilevel_routing_attention", "block_local_mask",
-    "cached_attention", "CombinerAttention", "combiner_attention", "combiner_score_count", "combiner_weights", "dilated_window_mask", "global_local_mask", "ivf_topk_attention", "kmeans", "make_policy", "mask_flops", "mixed_span_factory",
+    "cached_attention", "CombinerAttention", "CombinerCache", "combiner_attention", "combiner_attention_cached",
+    "combiner_score_count", "combiner_weights", "dilated_window_mask", "global_local_mask", "ivf_topk_attention", "kmeans", "make_policy", "mask_flops", "mixed_span_factory",
     "probsparse_attention", "routing_mask", "s2_block_masks", "sentinel_mask", "sink_window_mask", "sliding_window_mask", "swa_cache_policy",
     "to_block_mask", "topk_attention", "topk_mask",
     "RuleAttention", "fit_block", "fit_score_count", "head_window_mask", "ivf_candidates", "knn_attention",

@@ -51,18 +51,25 @@ class SparseAttention(MultiHeadAttention):
 
     def forward(self, x: torch.Tensor, *, cache: CachePolicy | None = None, **unsupported) -> torch.Tensor:
         """``x (B, T, d_model) -> (B, T, d_model)``, causal; with ``cache`` only the new positions."""
-        if unsupported:
-            raise ValueError(f"SparseAttention takes only x and cache, got {sorted(unsupported)}")
-        check_last_dim("x", x, self.wq.in_features, ndim=3)
-        if cache is not None and not isinstance(cache, CachePolicy):
-            raise TypeError(f"cache must be a minilib.sparse.CachePolicy (from new_cache()), got {type(cache).__name__}")
-        past = 0 if cache is None else cache.length
+        q, k, v = _project_new_positions(self, x, cache, CachePolicy, unsupported)
         T = x.shape[1]
-        q, k, v = self.project_qkv(x, torch.arange(past, past + T, device=x.device))
         if cache is None:
             mask = None if self.window is None else sink_window_mask(T, self.window, n_sinks=self.n_sinks, device=x.device)
             return self.combine(x, attend(q, k, v, causal=True, mask=mask))
         return self.combine(x, cached_attention(q, k, v, cache, window=self.window, n_sinks=self.n_sinks))
+
+
+def _project_new_positions(layer: MultiHeadAttention, x: torch.Tensor, cache, cache_type: type,
+                          unsupported: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Check a cached attention layer's call and project ``x (B, T, d_model)``, whose positions follow the
+    ``cache.length`` already cached (0 without a cache): ``q, k, v`` as :meth:`MultiHeadAttention.project_qkv`."""
+    if unsupported:
+        raise ValueError(f"{type(layer).__name__} takes only x and cache, got {sorted(unsupported)}")
+    check_last_dim("x", x, layer.wq.in_features, ndim=3)
+    if cache is not None and not isinstance(cache, cache_type):
+        raise TypeError(f"cache must be a {cache_type.__name__} (from new_cache()), got {type(cache).__name__}")
+    past = 0 if cache is None else cache.length
+    return layer.project_qkv(x, torch.arange(past, past + x.shape[1], device=x.device))
 
 
 class _NoHistory(WindowCache):

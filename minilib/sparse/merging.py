@@ -9,9 +9,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minilib._checks import check_last_dim, check_positive_int, require_tensor
+from minilib._checks import check_positive_int, require_tensor
 from minilib.attention import MultiHeadAttention, sdpa
 from minilib.mixing import register_mixer
+from minilib.sparse.layers import _project_new_positions
 
 __all__ = ["dmc_slots", "dmc_attention", "DMCCache", "DMCAttention"]
 
@@ -121,13 +122,7 @@ class DMCAttention(MultiHeadAttention):
 
     def forward(self, x: torch.Tensor, *, cache: DMCCache | None = None, **unsupported) -> torch.Tensor:
         """``x (B, T, d_model) -> (B, T, d_model)``, causal; with ``cache`` only the new positions."""
-        if unsupported:
-            raise ValueError(f"DMCAttention takes only x and cache, got {sorted(unsupported)}")
-        check_last_dim("x", x, self.wq.in_features, ndim=3)
-        if cache is not None and not isinstance(cache, DMCCache):
-            raise TypeError(f"cache must be a DMCCache (from new_cache()), got {type(cache).__name__}")
-        past = 0 if cache is None else cache.length
-        q, k, v = self.project_qkv(x, torch.arange(past, past + x.shape[1], device=x.device))
+        q, k, v = _project_new_positions(self, x, cache, DMCCache, unsupported)
         importance = nn.functional.softplus(self.importance(x)).transpose(1, 2)  # (B, Hkv, T)
         if cache is None:
             return self.combine(x, dmc_attention(q, k, v, importance, rate=self.rate))

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import torch
 
-from minilib._checks import (check_attention_inputs, check_divisible, check_last_dim, check_nonnegative_int,
+from minilib._checks import (check_attention_inputs, check_divisible, check_nonnegative_int,
                              check_positive_int, default_scale)
 from minilib.attention import MultiHeadAttention, expand_kv_heads
 from minilib.mixing import register_mixer
+from minilib.sparse.layers import _project_new_positions
 
-__all__ = ["combiner_weights", "combiner_attention", "combiner_score_count", "CombinerAttention", "s2_block_masks", "sentinel_mask", "fit_block",
+__all__ = ["combiner_weights", "combiner_attention", "combiner_attention_cached", "combiner_score_count",
+           "CombinerAttention", "CombinerCache", "s2_block_masks", "sentinel_mask", "fit_block",
            "fit_score_count"]
 
 
@@ -59,6 +61,57 @@ def combiner_score_count(T: int, block_size: int) -> int:
     return int((t % block_size + 1 + t // block_size).sum())
 
 
+class CombinerCache:
+    """Combiner's decoding state for one layer: the mean key and value of every completed block
+    (``summary_k``, ``summary_v``: ``(B, Hkv, n_blocks, D)``) and the keys and values of the block being filled
+    (``block_k``, ``block_v``: ``(B, Hkv, r, D)``, ``r < block_size``). It grows by one summary per block: $T/b + b$
+    positions' worth at context $T$ instead of a KV cache's $T$."""
+
+    def __init__(self):
+        self.summary_k = self.summary_v = self.block_k = self.block_v = None
+        self.length = 0
+
+
+def combiner_attention_cached(q, k, v, cache: CombinerCache, *, block_size: int, scale: float | None = None):
+    r"""Combiner-Fixed for ``T`` new positions that follow the ``cache.length`` cached ones: the same weights as
+    :func:`combiner_weights` over the whole sequence, read from the cache's block summaries and open block. The new
+    queries ``q (B, H, T, D)``, keys and values ``(B, Hkv, T, D)``; returns ``(B, H, T, Dv)`` and updates ``cache``
+    (completed blocks become summaries). See :cite:`ren2021combiner`."""
+    check_attention_inputs(q, k, v)
+    check_positive_int("block_size", block_size)
+    if not isinstance(cache, CombinerCache):
+        raise TypeError(f"cache must be a CombinerCache, got {type(cache).__name__}")
+    if cache.block_k is not None:
+        k, v = torch.cat([cache.block_k, k], dim=2), torch.cat([cache.block_v, v], dim=2)
+    B, H, T, D = q.shape
+    L = k.shape[2]  # the open block's earlier positions, then the new ones: local position 0 starts a block
+    pad = -L % block_size
+    k_pad, v_pad = (torch.nn.functional.pad(t, (0, 0, 0, pad)) for t in (k, v))
+    n = (L + pad) // block_size
+    sk, sv = (t.view(B, t.shape[1], n, block_size, t.shape[-1]).mean(dim=3) for t in (k_pad, v_pad))
+    scale = default_scale(D, scale)
+    i, j = torch.arange(L - T, L), torch.arange(L + pad)
+    direct = (scale * q @ expand_kv_heads(k_pad, H).transpose(-2, -1)).masked_fill(
+        ~((j[None, :] // block_size == i[:, None] // block_size) & (j[None, :] <= i[:, None])), float("-inf"))
+    local = (scale * q @ expand_kv_heads(sk, H).transpose(-2, -1)).masked_fill(
+        ~(torch.arange(n)[None, :] < i[:, None] // block_size), float("-inf"))
+    values = [expand_kv_heads(v_pad, H), expand_kv_heads(sv, H)]
+    scores = [direct, local]
+    if cache.summary_k is not None:  # every earlier block precedes every new query
+        scores.append(scale * q @ expand_kv_heads(cache.summary_k, H).transpose(-2, -1))
+        values.append(expand_kv_heads(cache.summary_v, H))
+    p = torch.softmax(torch.cat(scores, dim=-1), dim=-1)
+    out = sum(w @ val for w, val in zip(p.split([s.shape[-1] for s in scores], dim=-1), values))
+    done = L // block_size
+    if done:
+        news = (sk[:, :, :done], sv[:, :, :done])
+        cache.summary_k, cache.summary_v = news if cache.summary_k is None else (
+            torch.cat([cache.summary_k, news[0]], dim=2), torch.cat([cache.summary_v, news[1]], dim=2))
+    cache.block_k, cache.block_v = k[:, :, done * block_size:], v[:, :, done * block_size:]
+    cache.length += T
+    return out
+
+
 class CombinerAttention(MultiHeadAttention):
     r"""Combiner-Fixed as a causal token mixer: multi-head attention whose heads are :func:`combiner_attention`
     over blocks of ``block_size`` positions.
@@ -66,9 +119,9 @@ class CombinerAttention(MultiHeadAttention):
     $$ \operatorname{head}_h = A^{\text{Combiner}}(Q_h, K_h)\, V_h $$
 
     A length that is not a multiple of ``block_size`` is padded at the end; causality keeps the padding out of
-    every real position (a summary is read only by later blocks). Full forward only: ``new_cache()`` is ``None``
-    and a model decodes by recomputing the prefix. Same parameters as
-    :class:`~minilib.attention.MultiHeadAttention`. See :cite:`ren2021combiner`.
+    every real position (a summary is read only by later blocks). With a cache from :meth:`new_cache` (a
+    :class:`CombinerCache`) ``x`` holds only the new positions, read by :func:`combiner_attention_cached`.
+    Same parameters as :class:`~minilib.attention.MultiHeadAttention`. See :cite:`ren2021combiner`.
     """
 
     def __init__(self, d_model: int, n_heads: int, *, block_size: int = 8, **kwargs):
@@ -77,17 +130,15 @@ class CombinerAttention(MultiHeadAttention):
             raise ValueError(f"CombinerAttention supports score='softmax' only, got {self.score!r}")
         self.block_size = check_positive_int("block_size", block_size)
 
-    def new_cache(self):
-        return None
+    def new_cache(self) -> CombinerCache:
+        return CombinerCache()
 
-    def forward(self, x: torch.Tensor, *, cache=None, **unsupported) -> torch.Tensor:
-        """``x (B, T, d_model) -> (B, T, d_model)``, causal."""
-        if cache is not None or unsupported:
-            raise ValueError(f"CombinerAttention takes only x (full forward, no cache), got cache={cache!r} and "
-                             f"{sorted(unsupported)}")
-        check_last_dim("x", x, self.wq.in_features, ndim=3)
+    def forward(self, x: torch.Tensor, *, cache: CombinerCache | None = None, **unsupported) -> torch.Tensor:
+        """``x (B, T, d_model) -> (B, T, d_model)``, causal; with ``cache`` only the new positions."""
+        q, k, v = _project_new_positions(self, x, cache, CombinerCache, unsupported)
+        if cache is not None:
+            return self.combine(x, combiner_attention_cached(q, k, v, cache, block_size=self.block_size))
         T = x.shape[1]
-        q, k, v = self.project_qkv(x, torch.arange(T, device=x.device))
         pad = -T % self.block_size
         q, k, v = (torch.nn.functional.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
         return self.combine(x, combiner_attention(q, k, v, block_size=self.block_size)[:, :, :T])
