@@ -246,23 +246,66 @@ class _Watchdog:
                 return
 
 
-# The kernel's parent: forwards signals to the kernel and ends with it. A notebook that kills its
-# parent process (os.kill(os.getppid(), ...)) stops this, not the grader; nbclient sees a dead kernel.
+# The kernel's parent: forwards signals to the kernel and ends with it, or kills it when the grader
+# is gone. A notebook that kills its parent process (os.kill(os.getppid(), ...)) stops this, not
+# the grader, and the kernel runs on: it is started without JPY_PARENT_PID, because ipykernel exits
+# when it is orphaned to process 1, and the grader kills its process group when the run ends. The
+# kernel's own stdout (its banner, a student's os.write(1, ...)) goes nowhere: the grader's stdout
+# carries the JSON report.
 _KERNEL_PARENT = """\
-import os, signal, sys
+import os, signal, sys, time
+grader = os.getppid()
 pid = os.fork()
 if pid == 0:
+    os.environ.pop("JPY_PARENT_PID", None)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
     os.execv(sys.argv[1], sys.argv[1:])
 for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
     signal.signal(s, lambda signum, frame: os.kill(pid, signum))
-_, status = os.waitpid(pid, 0)
-sys.exit(os.waitstatus_to_exitcode(status) % 256)
+while True:
+    ended, status = os.waitpid(pid, os.WNOHANG)
+    if ended:
+        sys.exit(os.waitstatus_to_exitcode(status) % 256)
+    if os.getppid() != grader:
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
 """
 
 
 class _KernelManager(AsyncKernelManager):
     def format_kernel_cmd(self, extra_arguments=None):
         return [sys.executable, "-c", _KERNEL_PARENT, *super().format_kernel_cmd(extra_arguments)]
+
+    async def _async_is_alive(self) -> bool:
+        """Alive while the launched parent runs or, once the notebook has killed it, while the
+        kernel in its process group runs on; otherwise nbclient would call a live kernel dead."""
+        if await super()._async_is_alive():
+            return True
+        pgid = getattr(self.provisioner, "pgid", None)
+        return self.owns_kernel and pgid is not None and _group_runs(pgid)
+
+    is_alive = _async_is_alive
+
+
+def _group_runs(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` runs. An orphaned kernel that died is a zombie until
+    process 1 reaps it, which not every container's first process does, so zombies do not count
+    where ``/proc`` tells them apart (Linux)."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        try:
+            os.killpg(pgid, 0)
+        except OSError:
+            return False
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            state, _ppid, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended while we read
+        if int(group) == pgid and state != "Z":
+            return True
+    return False
 
 
 class _Client(NotebookClient):

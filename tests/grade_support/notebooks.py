@@ -74,7 +74,8 @@ HOSTILE = [
     "    t.start(); t.join()\n    return box[0]",
 ]
 
-# A top-level cell that swallows the interrupt, and one that prints 40 MB; the answers around them
+# A top-level cell that swallows the interrupt, one that prints 40 MB and one that writes past
+# Jupyter to the process's stdout (where the grader's JSON report goes); the answers around them
 # must still be graded.
 HANGS = [
     SETUP,
@@ -82,6 +83,7 @@ HANGS = [
     "import time\ndone = False\nwhile not done:\n"
     "    try:\n        time.sleep(1)\n    except BaseException:\n        pass",
     "for _ in range(40):\n    print('x' * 1_000_000)",  # more output than the grader keeps
+    "import os\nos.write(1, b'not the report\\n')",
     CORRECT_RMS_NORM,
 ]
 
@@ -99,8 +101,10 @@ WITH_HELPERS = [
 # The kernel dies half-way: nothing can be extracted, every question scores 0.
 KERNEL_DIES = [SETUP, CORRECT_RMS_NORM, "import os\nos._exit(1)"]
 
-# The notebook kills its parent process (the grader's, were the kernel its child).
-KILLS_PARENT = [SETUP, CORRECT_RMS_NORM, "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"]
+# The notebook kills its parent process (the grader's, were the kernel its child), then works on
+# for longer than the grader takes to look whether the kernel is alive.
+KILLS_PARENT = [SETUP, "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)", "import time\ntime.sleep(3)",
+                CORRECT_RMS_NORM]
 
 
 def write(path: Path, sources: list[str]) -> Path:
