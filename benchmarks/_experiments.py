@@ -8,6 +8,7 @@ Each experiment is a pair ``(run, check)``: ``run(quick)`` returns a JSON-able d
 asserts the claim. A result is written only after its check passed, so a failed claim never
 overwrites a committed number. Every saved result records how it was made: the command, the git
 commit, the date, Python, torch and NumPy versions, the torch thread count and its wall/CPU seconds.
+``--jobs N`` spreads the independent runs an experiment hands to :func:`map_runs` over ``N`` processes.
 Files a run saves beside its JSON (figures, weights) go to :func:`artifact_path`, so ``--quick`` never
 touches the committed ones.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import multiprocessing
 import os
 import platform
 import subprocess
@@ -97,14 +99,43 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} CPUs, {platform.system()} {platform.machine()}"
 
 
-def provenance(threads: int) -> dict:
-    """How a result was made: command line, commit, UTC date, machine, versions and torch threads."""
+_jobs = 1
+_task = None  # the function map_runs spreads; forked workers inherit it, so it may be a closure
+
+
+def map_runs(fn: Callable, items: list[tuple]) -> list:
+    """``[fn(*item) for item in items]``, in order, spread over the ``--jobs`` processes (forked, one torch thread
+    each). Each run must seed its own random state: a run gives the same numbers in whichever process it lands."""
+    if _jobs == 1 or len(items) < 2:
+        return [fn(*item) for item in items]
+    global _task
+    _task = fn
+    pool = multiprocessing.get_context("fork").Pool(min(_jobs, len(items)))
+    try:
+        return pool.starmap(_run_task, items, chunksize=1)
+    finally:
+        pool.close()
+        pool.join()  # joined workers add their CPU time to os.times().children_*
+
+
+def _run_task(*item):
+    return _task(*item)
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process (all threads) and of its finished workers."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def provenance(threads: int, jobs: int = 1) -> dict:
+    """How a result was made: command line, commit, UTC date, machine, versions, torch threads and processes."""
     script = Path(sys.argv[0]).resolve()
     script = script.relative_to(ROOT) if script.is_relative_to(ROOT) else script
     return {"command": " ".join(["python", str(script), *sys.argv[1:]]), "commit": git_commit(),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
             "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "threads": threads}
+            "threads": threads, **({"jobs": jobs} if jobs > 1 else {})}
 
 
 def run_experiments(experiments: dict[str, Experiment], *, name: str, description: str,
@@ -119,19 +150,25 @@ def run_experiments(experiments: dict[str, Experiment], *, name: str, descriptio
                         help="tiny sizes to exercise the code path; claims are not checked, nothing is saved unless --out")
     parser.add_argument("--out", type=Path, default=None, help=f"results file (default {RESULTS_DIR}/{name}.json)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the saved results used 1)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="processes for the runs an experiment spreads with map_runs (one per core)")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    global _jobs
+    _jobs = args.jobs
     out = args.out if args.out is not None or args.quick else RESULTS_DIR / f"{name}.json"
     global _artifact_dir
     _artifact_dir = out.parent if out is not None else Path(tempfile.mkdtemp(prefix=f"{name}-quick-"))
     torch.set_num_threads(args.threads)
     results = json.loads(out.read_text()) if args.only and out is not None and out.exists() else {}
-    made_by = provenance(args.threads)  # read before running: the code that ran is the code checked out now
+    made_by = provenance(args.threads, args.jobs)  # read before running: the code that ran is the code checked out now
     for key in [args.only] if args.only else experiments:
-        start, cpu_start = time.perf_counter(), time.process_time()
+        start, cpu_start = time.perf_counter(), _cpu_seconds()
         run, check = experiments[key]
         r = run(args.quick)
         r["seconds"] = round(time.perf_counter() - start, 1)
-        r["cpu_seconds"] = round(time.process_time() - cpu_start, 1)  # all threads together; wall time on a busy machine is longer
+        r["cpu_seconds"] = round(_cpu_seconds() - cpu_start, 1)  # all threads and workers; wall time on a busy machine is longer
         r["provenance"] = made_by
         print(report(key, r), f"[{r['seconds']} s wall, {r['cpu_seconds']} s CPU]", flush=True)
         if not args.quick:

@@ -3,6 +3,7 @@
     python benchmarks/zoo.py                  # every experiment, claims checked, writes benchmarks/results/zoo.json
     python benchmarks/zoo.py --only mqar      # one experiment; the file keeps the others
     python benchmarks/zoo.py --quick          # tiny sizes, a few seconds; nothing checked or saved
+    python benchmarks/zoo.py --jobs 2         # the runs spread over two processes: the whole run in ~30 min on 2 cores
 
 Every row of :data:`minilib.models.zoo.ZOO_ROWS` is a :class:`~minilib.models.TransformerLM` (2 layers, d_model 64,
 4 heads, RoPE where the mixer reads positions) whose SwiGLU width is set by :func:`~minilib.models.zoo.matched_d_ff`
@@ -15,13 +16,14 @@ steps, batch and seeds (2) per task. Experiments (chapter 13 reads them all):
   16 values), one model trained 1000 steps of 64 sequences of 4 pairs (15 tokens), tested at 2, 4, 8 and 16 pairs
   (7 to 63 tokens): accuracy of the answers;
 * ``long_range``: chapter 05's needle retrieval (:func:`minilib.data.needle_retrieval`, 128 tokens, the value at
-  least 32 tokens before the query), 300 steps of 16: accuracy;
+  least 32 tokens before the query), 300 steps of 8: accuracy;
 * ``cost``: parameters, forward FLOPs per token (counted by torch's FlopCounterMode: matrix products and
   convolutions; FFTs and element-wise scans are not counted), training tokens/s, decoding time per token and the
   bytes the decoding caches hold at contexts of 1K and 4K tokens, each also as a ratio to softmax attention.
 
-On two cores, run two processes (``--only`` per experiment, e.g. ``mqar`` in one and the other three in the other).
-One torch thread throughout. Times are the minimum over repeats (noise only adds time).
+On two cores, ``--jobs 2``: each experiment's (row, seed) runs are spread over two processes, one torch thread each
+(every run seeds itself, so the numbers do not depend on where it ran). Times are the minimum over repeats (noise
+only adds time).
 """
 from __future__ import annotations
 
@@ -34,15 +36,15 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._experiments import run_experiments, seed_spread  # noqa: E402
+from benchmarks._experiments import map_runs, run_experiments, seed_spread  # noqa: E402
 from minilib.data import (CharTokenizer, associative_recall, lm_batches, lm_eval_windows, masked_targets,  # noqa: E402
                           needle_retrieval, tiny_corpus)
 from minilib.experiments import best_time  # noqa: E402
 from minilib.models import count_parameters, lm_loss, train  # noqa: E402
 from minilib.models.zoo import ZOO_ROWS, decoding_state_bytes, matched_d_ff, mqar_accuracy, zoo_model  # noqa: E402
 
-#: The protocol, sized for about 30 minutes on 2 quiet cores (one torch thread per process, the experiments split
-#: over two processes; the CPU time each took is in results/zoo.json). d_model 64 and MQAR trained at 4 pairs,
+#: The protocol, sized for 30 minutes on 2 quiet cores with ``--jobs 2`` (the CPU time each experiment took is in
+#: results/zoo.json; the needle task, the most expensive per step, trains on batches of 8). d_model 64 and MQAR trained at 4 pairs,
 #: batch 64: softmax attention learns it (one seed: 1.000 at 4 pairs after 1000 steps, 0.45 after 300; 0.584 at
 #: d_model 32; trained on batches of 32 cycling through 4, 8 and 16 pairs it reached only 0.46 / 0.28 / 0.18 after
 #: 1500 steps, and training one model per pair count does not fit the budget). 1500 steps lift attention at 8 pairs
@@ -53,7 +55,7 @@ CONFIG = dict(d_model=64, n_layers=2, n_heads=4, max_len=4200, lr=3e-3, warmup_f
               lm_len=64, lm_extrapolate=4, lm_batch=16, lm_steps=400, corpus_chars=200_000, val_chars=20_000,
               mqar_train_pairs=4, mqar_pairs=[2, 4, 8, 16], mqar_keys=16, mqar_values=16, mqar_batch=64,
               mqar_steps=1000, n_test=256,
-              needle_len=128, needle_distance=32, needle_values=8, needle_filler=8, needle_batch=16, needle_steps=300,
+              needle_len=128, needle_distance=32, needle_values=8, needle_filler=8, needle_batch=8, needle_steps=300,
               contexts=[1024, 4096], decode_steps=8)
 #: What ``--quick`` changes: a few steps of three rows, tiny sizes and lengths.
 QUICK = dict(d_model=32, lm_steps=3, mqar_steps=3, needle_steps=3, seeds=[0], rows=["attention", "retention", "dwconv"],
@@ -86,9 +88,11 @@ def fit(c: dict, model, batches, steps: int) -> float:
 def per_row(c: dict, run_seed, rows_key: str = "rows") -> dict:
     """``run_seed(row, seed) -> dict of numbers`` for every row of ``c[rows_key]`` and seed, gathered as
     ``{row: {key: seed_spread}}``."""
+    units = [(row, seed) for row in c[rows_key] for seed in c["seeds"]]
+    done = dict(zip(units, map_runs(run_seed, units)))
     rows = {}
     for row in c[rows_key]:
-        runs = [run_seed(row, seed) for seed in c["seeds"]]
+        runs = [done[row, seed] for seed in c["seeds"]]
         rows[row] = {k: seed_spread([r[k] for r in runs]) if isinstance(runs[0][k], float) else runs[0][k]
                      for k in runs[0]}
         print(f"  {row}: " + ", ".join(f"{k} {v['mean']:.3f}±{v['std']:.3f}" for k, v in rows[row].items()

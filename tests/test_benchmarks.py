@@ -63,3 +63,28 @@ def test_seed_summaries_match_the_statistics_module():
     assert not seed_difference([0.05, 0.3, 0.01])["established"]  # mean 0.12 inside its spread 0.16
     d = paired_difference([3.0, 4.0], [1.0, 1.5])
     assert d["per_seed"] == [2.0, 2.5] and d["established"]
+
+
+def test_runs_spread_over_processes_give_the_same_numbers(tmp_path):
+    """``--jobs 2`` forks workers for the zoo's (row, seed) runs: every accuracy equals the one-process run's, and
+    the provenance says how many processes ran."""
+    results = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"jobs{jobs}.json"
+        proc = subprocess.run([sys.executable, "benchmarks/zoo.py", "--quick", "--only", "mqar", "--jobs", str(jobs),
+                               "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=2 * QUICK_BUDGET_S)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results[jobs] = json.loads(out.read_text())["mqar"]
+    one, two = results[1], results[2]
+    assert len(one["rows"]) > 1 and one["rows"].keys() == two["rows"].keys()
+    for row, r in one["rows"].items():
+        for key, value in r.items():
+            if key != "train_seconds":
+                assert two["rows"][row][key] == value, (row, key)
+    assert "jobs" not in one["provenance"] and two["provenance"]["jobs"] == 2
+
+
+def test_jobs_must_be_positive():
+    proc = subprocess.run([sys.executable, "benchmarks/zoo.py", "--quick", "--jobs", "0"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--jobs must be at least 1, got 0" in proc.stderr

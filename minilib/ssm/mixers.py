@@ -158,7 +158,7 @@ class S4DMixer(_GatedSSM):
         A, B, C, dt = self.ssm_parameters()
         u = x.transpose(1, 2)  # (B, d_inner, T)
         if cache is None:
-            y = fft_conv(u.double(), s4d_kernel(A, B, C, dt, x.shape[1])).to(x.dtype)
+            y = fft_conv(u, s4d_kernel(A, B, C, dt, x.shape[1]))
         else:
             y, cache.state = s4d_recurrent(u, A, B, C, dt, state=cache.state, return_state=True)
         return y.transpose(1, 2) + self.D * x
@@ -208,7 +208,7 @@ class H3Mixer(TokenMixer):
         kv = (k.view(Bt, T, H, dh, 1) * v.view(Bt, T, H, 1, dh)).reshape(Bt, T, H * dh * dh).transpose(1, 2)
         A, B, C, dt = self.ssm_parameters()
         if cache is None:
-            s = fft_conv(kv.double(), s4d_kernel(A, B, C, dt, T)).to(x.dtype)
+            s = fft_conv(kv, s4d_kernel(A, B, C, dt, T))
         else:
             s, cache.state = s4d_recurrent(kv, A, B, C, dt, state=cache.state, return_state=True)
             cache.length += T
