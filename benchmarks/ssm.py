@@ -53,7 +53,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._experiments import downsample, paired_difference, run_experiments, seed_spread  # noqa: E402
+from benchmarks._experiments import downsample, map_runs, paired_difference, run_experiments, seed_spread  # noqa: E402
 from benchmarks.attention_scoring import CONFIG as CHARLM, data as charlm_data, line_batches  # noqa: E402
 from minilib.attention import MultiHeadAttention, sdpa  # noqa: E402
 from minilib.data import associative_recall, digits_split, masked_targets, selective_copying  # noqa: E402
@@ -239,17 +239,19 @@ def copy_accuracy(model, c: dict) -> float:
 def run_selective_copying(quick: bool) -> dict:
     c = {**COPY, **(COPY_QUICK if quick else {})}
     out = {"config": c}
+
+    def run_seed(mixer, seed):
+        torch.manual_seed(seed)
+        model = copy_model(c, mixer)
+        start = time.perf_counter()
+        train(model, copy_batches(c, seed), steps=c["steps"], lr=c["lr"], warmup_steps=c["warmup"], progress=False)
+        return count_parameters(model), time.perf_counter() - start, copy_accuracy(model.eval(), c)
+
+    units = [(mixer, seed) for mixer in c["mixers"] for seed in c["seeds"]]
+    done = dict(zip(units, map_runs(run_seed, units)))  # --jobs 2: the seeds in two processes
     for mixer in c["mixers"]:
-        accs, params, secs = [], None, []
-        for seed in c["seeds"]:
-            torch.manual_seed(seed)
-            model = copy_model(c, mixer)
-            params = count_parameters(model)
-            start = time.perf_counter()
-            train(model, copy_batches(c, seed), steps=c["steps"], lr=c["lr"], warmup_steps=c["warmup"], progress=False)
-            secs.append(time.perf_counter() - start)
-            accs.append(copy_accuracy(model.eval(), c))
-        out[mixer] = dict(params=params, accuracy=accs, mean=float(np.mean(accs)), std=float(np.std(accs, ddof=1)),
+        params, secs, accs = (list(v) for v in zip(*(done[mixer, seed] for seed in c["seeds"])))
+        out[mixer] = dict(params=params[0], accuracy=accs, mean=float(np.mean(accs)), std=float(np.std(accs, ddof=1)),
                           train_seconds=secs)
     out["chance"] = 1 / c["vocab"]
     diff = np.asarray(out["mamba"]["accuracy"]) - np.asarray(out["s4d"]["accuracy"])
