@@ -89,6 +89,21 @@ def test_large_decays_inside_a_chunk_stay_finite():
     torch.testing.assert_close(y, naive_selective(*args), rtol=0, atol=1e-9)
 
 
+def test_float32_gradients_stay_finite_just_inside_the_cumulative_sum_range():
+    r"""A chunk whose decay spans ~120 nats still takes the cumulative-sum path in float32 (the bound is 150), where
+    e^{\pm 60} factors are fine but their squares are not: the backward must not form them (a form dividing by
+    e^{c_t - m} did, and trained Mamba to NaN)."""
+    L, Ch, N = 64, 4, 16
+    delta = torch.full((2, L, Ch), 0.13, requires_grad=True)
+    A = -0.9 * torch.arange(1, N + 1, dtype=torch.float32).repeat(Ch, 1)
+    g = torch.Generator().manual_seed(0)
+    u, B, C = (torch.randn(*shape, generator=g) for shape in ((2, L, Ch), (2, L, N), (2, L, N)))
+    span = float((delta.detach().sum(1)[..., None] * -A).amax())
+    assert 88 < span < selective._CUMSUM_RANGE[torch.float32]  # e^{span} overflows float32, e^{span / 2} does not
+    selective_scan_chunked(u, delta, A, B, C, chunk_size=L).sum().backward()
+    assert torch.isfinite(delta.grad).all()
+
+
 def test_float32_chunks_switch_to_the_scan_when_exp_would_overflow():
     """In float32 a chunk whose decay spans more than ~150 nats is scanned, not summed: finite, and close to fp64."""
     args = inputs(1, 64, 2, 3, 4, scale=20.0)

@@ -140,8 +140,7 @@ def _chunk_states(delta, A, b, h0):
         b = torch.cat([b[:, :1] + torch.exp(log_a[:, :1]) * h0[:, None], b[:, 1:]], dim=1)
         return associative_scan(linear_recurrence_combine, (torch.exp(log_a), b), dim=1)[1]
     mid = (cum[:, :1] + cum[:, -1:]) / 2
-    grow = torch.exp(cum - mid)  # e^{c_t - m}; its reciprocal is e^{m - c_s}, and e^{c_t} = e^{c_t - m} e^m
-    return grow * (torch.exp(mid) * h0[:, None] + _cumsum_over_time(b / grow))
+    return torch.exp(cum) * h0[:, None] + torch.exp(cum - mid) * _cumsum_over_time(torch.exp(mid - cum) * b)
 
 
 def _cumsum_over_time(x: torch.Tensor) -> torch.Tensor:
