@@ -3,7 +3,7 @@
     python benchmarks/zoo.py                  # every experiment, claims checked, writes benchmarks/results/zoo.json
     python benchmarks/zoo.py --only mqar      # one experiment; the file keeps the others
     python benchmarks/zoo.py --quick          # tiny sizes, a few seconds; nothing checked or saved
-    python benchmarks/zoo.py --jobs 2         # the runs spread over two processes: the whole run in ~30 min on 2 cores
+    python benchmarks/zoo.py --jobs 2         # the runs spread over two processes: the whole run, ~32 min on 2 cores
 
 Every row of :data:`minilib.models.zoo.ZOO_ROWS` is a :class:`~minilib.models.TransformerLM` (2 layers, d_model 64,
 4 heads, RoPE where the mixer reads positions) whose SwiGLU width is set by :func:`~minilib.models.zoo.matched_d_ff`
@@ -43,13 +43,13 @@ from minilib.experiments import best_time  # noqa: E402
 from minilib.models import count_parameters, lm_loss, train  # noqa: E402
 from minilib.models.zoo import ZOO_ROWS, decoding_state_bytes, matched_d_ff, mqar_accuracy, zoo_model  # noqa: E402
 
-#: The protocol, sized for 30 minutes on 2 quiet cores with ``--jobs 2`` (the CPU time each experiment took is in
-#: results/zoo.json; the needle task, the most expensive per step, trains on batches of 8). d_model 64 and MQAR trained at 4 pairs,
-#: batch 64: softmax attention learns it (one seed: 1.000 at 4 pairs after 1000 steps, 0.45 after 300; 0.584 at
-#: d_model 32; trained on batches of 32 cycling through 4, 8 and 16 pairs it reached only 0.46 / 0.28 / 0.18 after
-#: 1500 steps, and training one model per pair count does not fit the budget). 1500 steps lift attention at 8 pairs
-#: from 0.60 to 0.81 but cost 50 % more: the 25 rows take about 1 CPU-second per step together. The trained models
-#: are then tested at 2, 4, 8 and 16 pairs. 2 seeds, every row.
+#: The protocol, sized for about 30 minutes on 2 quiet cores with ``--jobs 2`` (31.5 measured; the wall and CPU time
+#: of each experiment are in results/zoo.json; the needle task, the dearest per step, trains on batches of 8).
+#: d_model 64 and MQAR trained at 4 pairs, batch 64: softmax attention learns it (one seed: 1.000 at 4 pairs after
+#: 1000 steps, 0.45 after 300; 0.584 at d_model 32; trained on batches of 32 cycling through 4, 8 and 16 pairs it
+#: reached only 0.46 / 0.28 / 0.18 after 1500 steps, and training one model per pair count does not fit the budget).
+#: 1500 steps lift attention at 8 pairs from 0.60 to 0.81 but cost 50 % more: the 25 rows take about 1 CPU-second per
+#: step together. The trained models are then tested at 2, 4, 8 and 16 pairs. 2 seeds, every row.
 CONFIG = dict(d_model=64, n_layers=2, n_heads=4, max_len=4200, lr=3e-3, warmup_frac=0.1, seeds=[0, 1],
               rows=list(ZOO_ROWS), long_range_rows=list(ZOO_ROWS),
               lm_len=64, lm_extrapolate=4, lm_batch=16, lm_steps=400, corpus_chars=200_000, val_chars=20_000,
