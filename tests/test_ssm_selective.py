@@ -67,18 +67,20 @@ def test_carried_state_equals_one_pass(form):
 
 
 def test_chunked_holds_one_chunk_of_states_at_a_time(monkeypatch):
+    """Each chunk's states are formed inside one call that returns only its outputs and its last state."""
     seen = []
-    original = selective._chunk_states
+    original = selective._chunk_scan
 
-    def spy(*args):
-        out = original(*args)
-        seen.append(tuple(out.shape))
-        return out
+    def spy(delta, *args):
+        y, h = original(delta, *args)
+        seen.append((tuple(delta.shape), tuple(y.shape), tuple(h.shape)))
+        return y, h
 
-    monkeypatch.setattr(selective, "_chunk_states", spy)
-    args = inputs(1, 70, 3, 4, 2)
-    selective_scan_chunked(*args, chunk_size=16)
-    assert seen == [(1, 16, 3, 4)] * 4 + [(1, 6, 3, 4)]
+    monkeypatch.setattr(selective, "_chunk_scan", spy)
+    for complex_ in (False, True):  # the cumulative-sum form and the log-depth form
+        seen.clear()
+        selective_scan_chunked(*inputs(1, 70, 3, 4, 2, complex_=complex_), chunk_size=16)
+        assert seen == [((1, 16, 3), (1, 16, 3), (1, 3, 4))] * 4 + [((1, 6, 3), (1, 6, 3), (1, 3, 4))]
 
 
 def test_large_decays_inside_a_chunk_stay_finite():
@@ -145,6 +147,10 @@ def test_gradcheck_through_every_form():
     for fn in (selective_scan_recurrent, selective_scan_parallel,
                lambda *a: selective_scan_chunked(*a, chunk_size=3)):
         assert torch.autograd.gradcheck(fn, (u, delta, A, B, C, D))
+    # the chunked form's written-out backward, through a given state and the returned last state too
+    h0 = torch.randn(1, 2, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda *a: selective_scan_chunked(*a[:-1], chunk_size=3, state=a[-1], return_state=True), (u, delta, A, B, C, D, h0))
 
 
 # ----------------------------------------------------------------------------- SSD (scalar decay per head)

@@ -156,7 +156,9 @@ def linear_attention_chunked(q, k, v, *, decay=None, normalize=False, chunk_size
 
 
 def _segments(q, k, v, log_g, C: int, S):
-    """The chunked form over segments of about ``SEGMENT`` positions, the state carried: ``(out, final state)``."""
+    """The chunked form over segments of about ``SEGMENT`` positions, the state carried: ``(out, final state)``.
+    A sequence shorter than a chunk is one chunk of its own length, not padded to ``C``."""
+    C = min(C, max(q.shape[2], 1))
     segment = C * max(1, SEGMENT // C)
     outs = []
     for start in range(0, q.shape[2], segment):

@@ -11,8 +11,9 @@ $$ S_t = \mathrm{diag}(\alpha_t)\, S_{t-1} + (\beta_t \odot \hat k_t)\, u_t^\top
 
 The selection gate $g$ decides how much a token overwrites (a large $g$ forgets and writes a lot), the
 temperature $\tau \in (0, 1)$ softens both at once. A gate per memory slot is $N$ scalar-gated heads of state
-size 1, so the chunked and recurrent SSD forms (:func:`~minilib.ssm.ssd_chunked`, :func:`~minilib.ssm.ssd_recurrent`)
-compute the scan: chapter 04's gated linear attention with a decay per slot.
+size 1, so the recurrent SSD form (:func:`~minilib.ssm.ssd_recurrent`) computes the scan one step at a time; the
+chunked form is chapter 04's chunked linear attention with a decay per slot instead of per head (gated linear
+attention), its $N$ heads summed inside the chunk's score matrix rather than after $N$ products with $u$.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from torch import nn
 from minilib._checks import check_flag, check_positive_int, require_tensor
 from minilib.mixing import TokenMixer, register_mixer
 from minilib.ssm.mixers import SSMCache, _causal_depthwise_conv, _check_ssm_call
-from minilib.ssm.selective import ssd_chunked, ssd_recurrent
+from minilib.ssm.selective import ssd_recurrent
 
 __all__ = ["ddts_gates", "rodimus_scan", "RodimusMixer", "shared_key_window_attention"]
 
@@ -61,17 +62,45 @@ def rodimus_scan(r, k, u, log_alpha, beta, *, chunk_size: int = 64, recurrent: b
         require_tensor("state", state, ndim=3, floating=True)
         if state.shape != (Bt, N, P):
             raise ValueError(f"state must be (B, N, P) = {(Bt, N, P)}, got {tuple(state.shape)}")
-        state = state[:, :, None, :]
-    # slot n is an SSD head with a state of size 1: x = u for every head, B = beta * k_hat, C = r / sqrt(N)
-    x = u[:, :, None, :].expand(Bt, L, N, P)
-    B = (beta * F.normalize(k, dim=-1))[..., None]
-    C = (r / math.sqrt(N))[..., None]
-    if recurrent:
-        y, S = ssd_recurrent(x, log_alpha, B, C, state=state, return_state=True)
+    write, read = beta * F.normalize(k, dim=-1), r / math.sqrt(N)
+    if recurrent:  # slot n is an SSD head with a state of size 1: x = u for every head, B = write, C = read
+        y, S = ssd_recurrent(u[:, :, None, :].expand(Bt, L, N, P), log_alpha, write[..., None], read[..., None],
+                             state=None if state is None else state[:, :, None, :], return_state=True)
+        o, S = y.sum(dim=2), S[:, :, 0]
     else:
-        y, S = ssd_chunked(x, log_alpha, B, C, chunk_size=chunk_size, state=state, return_state=True)
-    o = y.sum(dim=2)
-    return (o, S[:, :, 0]) if return_state else o
+        o, S = _slot_gated_chunked(read, write, u, log_alpha, chunk_size, u.new_zeros(Bt, N, P) if state is None else state)
+    return (o, S) if return_state else o
+
+
+def _slot_gated_chunked(read, write, u, log_alpha, chunk_size: int, S):
+    r"""$o_t = \sum_{s \le t} \big(\sum_n \text{read}_{tn}\, e^{c_{tn} - c_{sn}}\, \text{write}_{sn}\big) u_s
+    + (\text{read}_t \odot e^{c_t})^\top S_0$ chunk by chunk, $c$ the cumulative ``log_alpha`` inside the chunk.
+
+    The ``(T, T, N)`` decays of a chunk are formed whole (every exponent $\le 0$: no overflow); the state ``S (B, N, P)``
+    is handed from chunk to chunk as in :func:`~minilib.ssm.ssd_chunked`. Returns ``(o (B, L, P), last state)``.
+    """
+    Bt, L, N = read.shape
+    if L == 0:
+        return u.new_zeros(u.shape), S
+    T = min(chunk_size, L)
+    nc, pad = -(-L // T), -L % T
+
+    def chunks(x):  # (B, L, X) -> (B, nc, T, X), zero-padded at the end (no decay, nothing written there)
+        return F.pad(x, (0, 0, 0, pad)).reshape(Bt, nc, T, x.shape[-1])
+
+    rc, wc, uc = chunks(read), chunks(write), chunks(u)
+    cum = chunks(log_alpha).cumsum(dim=2)  # (B, nc, T, N)
+    later = torch.ones(T, T, dtype=torch.bool, device=u.device).triu(1)[..., None]
+    decay = torch.exp((cum[:, :, :, None] - cum[:, :, None, :]).masked_fill(later, float("-inf")))
+    scores = (rc[:, :, :, None] * wc[:, :, None] * decay).sum(dim=-1)  # (B, nc, T, T)
+    local = (wc * torch.exp(cum[:, :, -1:] - cum)).transpose(-1, -2) @ uc  # each chunk's own part of its last state
+    total = torch.exp(cum[:, :, -1])  # (B, nc, N)
+    starts = []
+    for c in range(nc):  # the only sequential part: nc state updates
+        starts.append(S)
+        S = total[:, c, :, None] * S + local[:, c]
+    o = scores @ uc + (rc * torch.exp(cum)) @ torch.stack(starts, dim=1)
+    return o.reshape(Bt, nc * T, -1)[:, :L], S
 
 
 class RodimusMixer(TokenMixer):

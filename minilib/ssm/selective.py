@@ -125,29 +125,79 @@ def selective_scan_parallel(u, delta, A, B, C, D=None, *, state=None, return_sta
 
 
 def _chunk_states(delta, A, b, h0):
-    r"""All states of one chunk, $h_t = e^{c_t} h_0 + \sum_{s \le t} e^{c_t - c_s} b_s$, $c_t = A \sum_{r\le t} \Delta_r$.
-
-    Done with cumulative sums, $e^{c_t - m} \sum_{s\le t} e^{m - c_s} b_s$ with $m$ the middle of the chunk's
-    range so that neither factor overflows, while the range allows; a log-depth scan otherwise. ``delta (Bt, T, C)``,
-    ``A (C, N)``, ``b`` and the states ``(Bt, T, C, N)``. The decay is cumulated over ``delta``, $N$ times smaller than
-    the states, and the states' sum over time is one matrix product with a triangle of ones, which a CPU runs faster
-    than a cumulative sum along a strided dimension.
+    r"""All states of one chunk, $h_t = e^{c_t} h_0 + \sum_{s \le t} e^{c_t - c_s} b_s$, $c_t = A \sum_{r\le t} \Delta_r$
+    (``h0`` None: a zero state, whose term is skipped), by a log-depth scan: the form for complex states and for a
+    decay range too wide for :class:`_ChunkScan`. ``delta (Bt, T, C)``, ``A (C, N)``, ``b`` and the states
+    ``(Bt, T, C, N)``.
     """
-    cum = delta.cumsum(dim=1)[..., None] * A
-    span = (cum[:, 0] - cum[:, -1]).real.amax() if delta.shape[1] > 1 else cum.new_zeros(()).real
-    if float(span.detach()) > _CUMSUM_RANGE.get(b.dtype, 0.0):
-        log_a = delta[..., None] * A
+    log_a = delta[..., None] * A
+    if h0 is not None:
         b = torch.cat([b[:, :1] + torch.exp(log_a[:, :1]) * h0[:, None], b[:, 1:]], dim=1)
-        return associative_scan(linear_recurrence_combine, (torch.exp(log_a), b), dim=1)[1]
-    mid = (cum[:, :1] + cum[:, -1:]) / 2
-    return torch.exp(cum) * h0[:, None] + torch.exp(cum - mid) * _cumsum_over_time(torch.exp(mid - cum) * b)
+    return associative_scan(linear_recurrence_combine, (torch.exp(log_a), b), dim=1)[1]
 
 
-def _cumsum_over_time(x: torch.Tensor) -> torch.Tensor:
-    """``x.cumsum(dim=1)`` for ``x (Bt, T, ...)``, as the product with the ``(T, T)`` lower triangle of ones."""
+def _cumsum_over_time(x: torch.Tensor, *, reverse: bool = False) -> torch.Tensor:
+    """``x.cumsum(dim=1)`` for ``x (Bt, T, ...)`` (from the end if ``reverse``), as the product with the ``(T, T)``
+    lower (upper) triangle of ones, which a CPU runs faster than a cumulative sum along a strided dimension."""
     Bt, T = x.shape[:2]
-    ones = torch.ones(T, T, dtype=x.dtype, device=x.device).tril()
-    return (ones @ x.reshape(Bt, T, -1)).view(x.shape)
+    ones = torch.ones(T, T, dtype=x.dtype, device=x.device)
+    return ((ones.triu() if reverse else ones.tril()) @ x.reshape(Bt, T, -1)).view(x.shape)
+
+
+class _ChunkScan(torch.autograd.Function):
+    r"""One chunk of the real selective scan by cumulative sums, its gradient written out.
+
+    Forward: with $\Lambda_t = \sum_{r \le t} \Delta_r$, $c_t = A \Lambda_t$ and $b_t = \Delta_t u_t B_t$,
+    $h_t = e^{c_t} h_0 + e^{c_t - m} \sum_{s \le t} e^{m - c_s} b_s$ ($m$ the middle of the chunk's range, so
+    neither factor overflows) and $y_t = \langle C_t, h_t \rangle$; returns ``y (Bt, T, C)`` and the last state.
+
+    Backward, from $\hat g_t = \partial y_t \otimes C_t$ (plus the last state's gradient at $t = T - 1$): the
+    adjoint $\lambda_s = \sum_{t \ge s} e^{c_t - c_s} \hat g_t$ is the same two-factor sum run from the end, then
+    $\partial b = \lambda$, $\partial c_t = \hat g_t h_t - \lambda_t b_t$ and $\partial h_0 = e^{c_0} \lambda_0$.
+    Autograd through the forward takes about twice the passes over the ``(Bt, T, C, N)`` states.
+    """
+
+    @staticmethod
+    def forward(ctx, delta, u, A, B, C, h0):
+        lam = delta.cumsum(dim=1)
+        centred = (lam - (lam[:, :1] + lam[:, -1:]) / 2)[..., None]
+        grow, shrink = torch.exp(centred * A), torch.exp(centred * -A)  # e^{c - m}, e^{m - c}
+        w = delta * u
+        h = grow * _cumsum_over_time(shrink * (w[..., None] * B[:, :, None, :]))
+        decay = None if h0 is None else torch.exp(lam[..., None] * A)
+        if h0 is not None:
+            h = h + decay * h0[:, None]
+        ctx.save_for_backward(delta, u, A, B, C, lam, grow, shrink, h, decay)
+        return (h @ C[..., None])[..., 0], h[:, -1]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y, grad_last):
+        delta, u, A, B, C, lam, grow, shrink, h, decay = ctx.saved_tensors
+        g = grad_y[..., None] * C[:, :, None, :]
+        if grad_last is not None:
+            g[:, -1] += grad_last
+        adjoint = shrink * _cumsum_over_time(grow * g, reverse=True)
+        w = delta * u
+        grad_c = g * h - adjoint * (w[..., None] * B[:, :, None, :])
+        grad_w = (adjoint @ B[..., None])[..., 0]
+        grad_lam = (grad_c * A).sum(dim=-1)
+        grad_delta = grad_lam.flip(1).cumsum(dim=1).flip(1) + grad_w * u
+        grad_B = (w[:, :, None, :] @ adjoint)[:, :, 0]
+        grad_C = (grad_y[:, :, None, :] @ h)[:, :, 0]
+        grad_A = (grad_c * lam[..., None]).sum(dim=(0, 1))
+        grad_h0 = None if decay is None else decay[:, 0] * adjoint[:, 0]
+        return grad_delta, grad_w * delta, grad_A, grad_B, grad_C, grad_h0
+
+
+def _chunk_scan(delta, u, A, B, C, h0):
+    """One chunk: ``y (Bt, T, C)`` without the ``D`` term, and the state after it. Real states whose decay range
+    fits the dtype take :class:`_ChunkScan`; complex ones or too wide a range, :func:`_chunk_states`."""
+    span = (delta[:, 1:].real.sum(dim=1)[..., None] * -A.real).amax() if delta.shape[1] > 1 else 0.0  # range of c
+    if not A.is_complex() and float(span.detach() if torch.is_tensor(span) else span) <= _CUMSUM_RANGE.get(A.dtype, 0.0):
+        return _ChunkScan.apply(delta, u, A, B, C, h0)
+    hs = _chunk_states(delta, A, (delta * u)[..., None] * B[:, :, None, :], h0)
+    return _readout(hs, C, u.real if u.is_complex() else u, None), hs[:, -1]
 
 
 def selective_scan_chunked(u, delta, A, B, C, D=None, *, chunk_size: int = 64, state=None,
@@ -156,26 +206,26 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, *, chunk_size: int = 64, s
 
     For each chunk of ``chunk_size`` positions the states $h_t = e^{c_t} h_0 + \sum_{s\le t}
     e^{c_t - c_s} b_s$ (with $c_t$ the cumulative $\Delta A$ since the chunk's start and $h_0$ the
-    state handed over from the previous chunk) are formed by cumulative sums, read out, and only the
-    last one is kept: memory ``(Bt, chunk_size, C, N)``, never ``(Bt, L, C, N)``. A chunk whose decay
-    range is too wide for $e^{\pm c}$ in its dtype is scanned in log depth instead.
+    state handed over from the previous chunk) are formed by cumulative sums (:class:`_ChunkScan`), read out, and
+    only the last one is kept: memory ``(Bt, chunk_size, C, N)``, never ``(Bt, L, C, N)``. A chunk whose decay
+    range is too wide for $e^{\pm c}$ in its dtype, or a complex state, is scanned in log depth instead.
     """
     _check_selective(u, delta, A, B, C, D, state)
     check_positive_int("chunk_size", chunk_size)
     work = _state_dtype(u, A, B, C, state)
     Bt, L, Ch = u.shape
-    h = torch.zeros(Bt, Ch, A.shape[1], dtype=work, device=u.device) if state is None else state.to(work)
+    h = None if state is None else state.to(work)  # None: zeros, skipped in the first chunk
     ys = []
     for start in range(0, L, chunk_size):
         part = slice(start, min(start + chunk_size, L))
-        b = (delta[:, part] * u[:, part])[..., None].to(work) * B[:, part, None, :].to(work)
-        hs = _chunk_states(delta[:, part].to(work), A.to(work), b, h)
-        ys.append(_readout(hs, C[:, part], u[:, part], D))
-        h = hs[:, -1]
+        y, h = _chunk_scan(*(x.to(work) for x in (delta[:, part], u[:, part], A, B[:, part], C[:, part])), h)
+        ys.append(y.to(u.dtype) if D is None else (y + D * u[:, part]).to(u.dtype))
     y = torch.cat(ys, dim=1) if ys else u.new_zeros(u.shape)
     if not return_state:
         return y
-    return y, h.to(_state_dtype(u, A, B, C, state))
+    if h is None:
+        h = torch.zeros(Bt, Ch, A.shape[1], dtype=work, device=u.device)
+    return y, h.to(work)
 
 
 def ssm_matrix(delta, A, B, C, D=None) -> torch.Tensor:
