@@ -3,7 +3,7 @@
     python benchmarks/zoo.py                  # every experiment, claims checked, writes benchmarks/results/zoo.json
     python benchmarks/zoo.py --only mqar      # one experiment; the file keeps the others
     python benchmarks/zoo.py --quick          # tiny sizes, a few seconds; nothing checked or saved
-    python benchmarks/zoo.py --jobs 2         # the runs spread over two processes: the whole run, ~32 min on 2 cores
+    python benchmarks/zoo.py --jobs 2         # the runs spread over two processes: the whole run, ~27 min on 2 cores
 
 Every row of :data:`minilib.models.zoo.ZOO_ROWS` is a :class:`~minilib.models.TransformerLM` (2 layers, d_model 64,
 4 heads, RoPE where the mixer reads positions) whose SwiGLU width is set by :func:`~minilib.models.zoo.matched_d_ff`
@@ -43,7 +43,7 @@ from minilib.experiments import best_time  # noqa: E402
 from minilib.models import count_parameters, lm_loss, train  # noqa: E402
 from minilib.models.zoo import ZOO_ROWS, decoding_state_bytes, matched_d_ff, mqar_accuracy, zoo_model  # noqa: E402
 
-#: The protocol, sized for about 30 minutes on 2 quiet cores with ``--jobs 2`` (31.5 measured; the wall and CPU time
+#: The protocol, sized for at most 30 minutes on 2 quiet cores with ``--jobs 2`` (26.5 measured; the wall and CPU time
 #: of each experiment are in results/zoo.json; the needle task, the dearest per step, trains on batches of 8).
 #: d_model 64 and MQAR trained at 4 pairs, batch 64: softmax attention learns it (one seed: 1.000 at 4 pairs after
 #: 1000 steps, 0.45 after 300; 0.584 at d_model 32; trained on batches of 32 cycling through 4, 8 and 16 pairs it
