@@ -193,8 +193,8 @@ class _ChunkScan(torch.autograd.Function):
 def _chunk_scan(delta, u, A, B, C, h0):
     """One chunk: ``y (Bt, T, C)`` without the ``D`` term, and the state after it. Real states whose decay range
     fits the dtype take :class:`_ChunkScan`; complex ones or too wide a range, :func:`_chunk_states`."""
-    span = (delta[:, 1:].real.sum(dim=1)[..., None] * -A.real).amax() if delta.shape[1] > 1 else 0.0  # range of c
-    if not A.is_complex() and float(span.detach() if torch.is_tensor(span) else span) <= _CUMSUM_RANGE.get(A.dtype, 0.0):
+    span = float((delta[:, 1:].real.sum(dim=1)[..., None] * -A.real).amax().detach()) if delta.shape[1] > 1 else 0.0
+    if not A.is_complex() and span <= _CUMSUM_RANGE.get(A.dtype, 0.0):  # span: the range of c inside the chunk
         return _ChunkScan.apply(delta, u, A, B, C, h0)
     hs = _chunk_states(delta, A, (delta * u)[..., None] * B[:, :, None, :], h0)
     return _readout(hs, C, u.real if u.is_complex() else u, None), hs[:, -1]
@@ -223,9 +223,7 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, *, chunk_size: int = 64, s
     y = torch.cat(ys, dim=1) if ys else u.new_zeros(u.shape)
     if not return_state:
         return y
-    if h is None:
-        h = torch.zeros(Bt, Ch, A.shape[1], dtype=work, device=u.device)
-    return y, h.to(work)
+    return y, torch.zeros(Bt, Ch, A.shape[1], dtype=work, device=u.device) if h is None else h
 
 
 def ssm_matrix(delta, A, B, C, D=None) -> torch.Tensor:
