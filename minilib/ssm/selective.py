@@ -164,8 +164,9 @@ class _ChunkScan(torch.autograd.Function):
         grow, shrink = torch.exp(centred * A), torch.exp(centred * -A)  # e^{c - m}, e^{m - c}
         w = delta * u
         h = grow * _cumsum_over_time(shrink * (w[..., None] * B[:, :, None, :]))
-        decay = None if h0 is None else torch.exp(lam[..., None] * A)
+        decay = None
         if h0 is not None:
+            decay = torch.exp(lam[..., None] * A)
             h = h + decay * h0[:, None]
         ctx.save_for_backward(delta, u, A, B, C, lam, grow, shrink, h, decay)
         return (h @ C[..., None])[..., 0], h[:, -1]
