@@ -60,25 +60,12 @@ from minilib.data import associative_recall, digits_split, masked_targets, selec
 from minilib.mixers import AttentionMixer, MetaFormer  # noqa: E402
 from minilib.mixers.zoo import Task, train_classifier  # noqa: E402
 from minilib.vision import PatchEmbedding  # noqa: E402
-from minilib.experiments import results_path  # noqa: E402
+from minilib.experiments import best_times, results_path  # noqa: E402
 from minilib.mixing import mixer_factory  # noqa: E402
 from minilib.models import TransformerConfig, TransformerLM, attention_maps, count_parameters, lm_loss, train  # noqa: E402
 from minilib.scan import SCAN_METHODS, ScanCounter, associative_scan  # noqa: E402
 from minilib.ssm import (GatedMemory, Hyena2DMixer, HyenaMixer, LMUMixer, align, distillation_loss, ssd_matrix, direct_causal_conv, fft_conv, selective_scan_chunked,  # noqa: E402
                          selective_scan_parallel, selective_scan_recurrent, ssd_chunked, ssd_recurrent)
-
-
-def interleaved_best(fns: dict, rounds: int) -> dict:
-    """Minimum wall time of each function over ``rounds`` rounds, the functions taking turns within a round."""
-    best = {name: math.inf for name in fns}
-    for fn in fns.values():  # warm-up
-        fn()
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,7 +92,7 @@ def run_selective_scan(quick: bool) -> dict:
     fns = {"recurrent": lambda: selective_scan_recurrent(*args),
            "parallel": lambda: selective_scan_parallel(*args),
            "chunked": lambda: selective_scan_chunked(*args, chunk_size=c["chunk_size"])}
-    seconds = interleaved_best(fns, c["rounds"])
+    seconds = best_times(fns, rounds=c["rounds"])
     Bt, L, C, N = c["batch"], c["length"], c["channels"], c["d_state"]
     return dict(config=c, times=seconds, speedup_chunked=seconds["recurrent"] / seconds["chunked"],
                 speedup_parallel=seconds["recurrent"] / seconds["parallel"],
@@ -132,8 +119,8 @@ def run_ssd(quick: bool) -> dict:
     Bt, L, H, P, N = c["batch"], c["length"], c["heads"], c["head_dim"], c["d_state"]
     x, log_a = torch.randn(Bt, L, H, P, generator=g), -0.1 * torch.rand(Bt, L, H, generator=g)
     B, C = torch.randn(Bt, L, H, N, generator=g), torch.randn(Bt, L, H, N, generator=g)
-    seconds = interleaved_best({"recurrent": lambda: ssd_recurrent(x, log_a, B, C),
-                                "chunked": lambda: ssd_chunked(x, log_a, B, C, chunk_size=c["chunk_size"])}, c["rounds"])
+    seconds = best_times({"recurrent": lambda: ssd_recurrent(x, log_a, B, C),
+                          "chunked": lambda: ssd_chunked(x, log_a, B, C, chunk_size=c["chunk_size"])}, rounds=c["rounds"])
     return dict(config=c, times=seconds, speedup=seconds["recurrent"] / seconds["chunked"])
 
 
@@ -156,7 +143,7 @@ def run_fft_conv(quick: bool) -> dict:
     fft_s, direct_s = [], []
     for L in c["lengths"]:
         u, h = torch.randn(1, c["channels"], L, generator=g), torch.randn(c["channels"], L, generator=g)
-        s = interleaved_best({"fft": lambda: fft_conv(u, h), "direct": lambda: direct_causal_conv(u, h)}, c["rounds"])
+        s = best_times({"fft": lambda: fft_conv(u, h), "direct": lambda: direct_causal_conv(u, h)}, rounds=c["rounds"])
         fft_s.append(s["fft"])
         direct_s.append(s["direct"])
     return dict(config=c, fft_seconds=fft_s, direct_seconds=direct_s, speedup=direct_s[-1] / fft_s[-1],
@@ -425,7 +412,7 @@ def run_hyena_cost(quick: bool) -> dict:
         out["hyena_flops"].append(counted_flops(hyena, x))
         out["attention_flops"].append(counted_flops(attention, x))
         with torch.no_grad():
-            s = interleaved_best({"hyena": lambda: hyena(x), "attention": lambda: attention(x)}, c["rounds"])
+            s = best_times({"hyena": lambda: hyena(x), "attention": lambda: attention(x)}, rounds=c["rounds"])
         out["hyena_seconds"].append(s["hyena"])
         out["attention_seconds"].append(s["attention"])
     flop_ratio = [a / h for a, h in zip(out["attention_flops"], out["hyena_flops"])]
@@ -683,9 +670,9 @@ def long_context_point(c: dict, L: int, g: torch.Generator) -> dict:
               "ssm": lambda: selective_scan_recurrent(u[:, -1:], delta[:, -1:], A, B[:, -1:], C[:, -1:], state=state,
                                                       return_state=True)}
     with torch.no_grad():
-        return dict(prefill_seconds=interleaved_best(prefill, c["rounds"]),
+        return dict(prefill_seconds=best_times(prefill, rounds=c["rounds"]),
                     prefill_peak_bytes={m: peak_bytes(fn) for m, fn in prefill.items()},
-                    decode_seconds=interleaved_best(decode, c["decode_rounds"]),
+                    decode_seconds=best_times(decode, rounds=c["decode_rounds"]),
                     decode_cache_bytes={"attention": k.nbytes + v.nbytes, "ssm": state.nbytes})
 
 

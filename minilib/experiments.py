@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from torch import nn
 
 from minilib._checks import check_positive_int
 
-__all__ = ["RESULTS_DIR", "CLAIM_STATUSES", "results_path", "load_results", "best_time", "count_parameters", "claim"]
+__all__ = ["RESULTS_DIR", "CLAIM_STATUSES", "results_path", "load_results", "best_time", "best_times", "count_parameters", "claim"]
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 #: What :func:`claim` may record, with the value its ``evidence`` must have.
@@ -38,25 +38,46 @@ def load_results(name: str) -> dict:
     return json.loads(results_path(f"{name}.json").read_text())
 
 
+def best_times(fns: Mapping[str, Callable[[], object]], *, rounds: int = 5, warmup: int = 1,
+               clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Fastest time in seconds of each named call over ``rounds`` interleaved rounds, after ``warmup`` untimed ones.
+
+    Within a round every call runs once, in turn, so a burst of load on a shared machine falls on all of
+    them rather than on one, and their ratio stays honest. The minimum, not the mean: noise only ever adds
+    time. ``clock`` is wall time by default. For single-threaded code (a chapter runs torch on one thread)
+    ``time.thread_time`` is the steady choice: the CPU time of the calling thread alone, which neither
+    other programs nor the other threads of this process (a Jupyter kernel's I/O and heartbeat threads)
+    add to, where ``time.process_time`` counts every thread of the process.
+    """
+    check_positive_int("rounds", rounds)
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be a non-negative int, got {warmup!r}")
+    if not isinstance(fns, Mapping) or not fns or not all(callable(fn) for fn in fns.values()):
+        raise TypeError(f"fns must be a non-empty mapping of names to callables, got {fns!r}")
+    if not callable(clock):
+        raise TypeError(f"clock must be a callable returning seconds, got {type(clock).__name__}")
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    best = {name: float("inf") for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = clock()
+            fn()
+            best[name] = min(best[name], clock() - start)
+    return best
+
+
 def best_time(fn: Callable[[], object], *, repeat: int = 5, warmup: int = 1,
               clock: Callable[[], float] = time.perf_counter) -> float:
     """Fastest time in seconds of ``repeat`` calls of ``fn()`` after ``warmup`` untimed calls.
 
-    The minimum, not the mean: on a shared machine, noise only ever adds time. ``clock`` is wall
-    time by default; ``time.process_time`` (this process's CPU time) is the steadier choice for a
-    single-threaded ratio asserted while other programs load the machine.
+    One call of :func:`best_times`; to compare two calls, time them together there, interleaved.
     """
     check_positive_int("repeat", repeat)
-    if not callable(clock):
-        raise TypeError(f"clock must be a callable returning seconds, got {type(clock).__name__}")
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = clock()
-        fn()
-        times.append(clock() - start)
-    return min(times)
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    return best_times({"fn": fn}, rounds=repeat, warmup=warmup, clock=clock)["fn"]
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -69,14 +69,15 @@ EXERCISES = [f for f in TOC_FILES if f.startswith("exercises/")]
 
 
 @pytest.fixture(scope="module")
-def html_dir(tmp_path_factory):
+def book_build(tmp_path_factory):
+    """``(html directory, None)`` after a good build, ``(None, why)`` after a failed one; built once per run."""
     if os.environ.get("BOOK_HTML_DIR"):
-        return Path(os.environ["BOOK_HTML_DIR"])
+        return Path(os.environ["BOOK_HTML_DIR"]), None
     if not (OFFLINE / ".complete").exists():
         fetch = subprocess.run(["bash", "tools/fetch_offline_assets.sh", str(OFFLINE)], cwd=ROOT,
                                capture_output=True, text=True)
         if fetch.returncode != 0:
-            pytest.fail(f"could not fetch the offline MathJax/widgets (run `make offline`):\n{fetch.stderr}")
+            return None, f"could not fetch the offline MathJax/widgets (run `make offline`):\n{fetch.stderr}"
     out = tmp_path_factory.mktemp("book")
     exe = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(ROOT), "--path-output", str(out),
@@ -85,12 +86,51 @@ def html_dir(tmp_path_factory):
     try:
         result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
     except subprocess.TimeoutExpired as err:
-        pytest.fail(f"book build took more than {BUILD_TIMEOUT_S} s:\n{_tail(err.stdout)}")
+        return None, f"book build took more than {BUILD_TIMEOUT_S} s:\n{_tail(err.stdout)}"
     log = result.stdout + result.stderr
     (out / "build.log").write_text(log, encoding="utf-8")
     if result.returncode != 0:
-        pytest.fail(f"book build failed (exit {result.returncode}); log tail:\n{_tail(log)}")
-    return out / "_build" / "html"
+        return None, (f"book build failed (exit {result.returncode}); full log in {out / 'build.log'}; "
+                      f"log tail:\n{_tail(log, 40)}\n\n{_notebook_error(log)}")
+    return out / "_build" / "html", None
+
+
+_FAILURE_SHOWN = []
+
+
+def _built(book_build):
+    """The built HTML directory; a failed build fails the first test in full and every later one in a line."""
+    html, why = book_build
+    if why is None:
+        return html
+    if _FAILURE_SHOWN:
+        pytest.fail(f"the book did not build: {_FAILURE_SHOWN[0]} shows why", pytrace=False)
+    _FAILURE_SHOWN.append(os.environ.get("PYTEST_CURRENT_TEST", "the first failing test").split(" ")[0])
+    pytest.fail(why, pytrace=False)
+
+
+@pytest.fixture
+def html_dir(book_build):
+    return _built(book_build)
+
+
+_NOTEBOOK_FAILURE = re.compile(r"An error occurred while executing the following cell:|A cell timed out while|"
+                               r"DeadKernelError|Kernel died")
+
+
+def _notebook_error(log):
+    """The failing notebook and its cell's error, found in the build log (they sit far above its tail)."""
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", log).splitlines()
+    starts = [i for i, line in enumerate(lines) if _NOTEBOOK_FAILURE.search(line)]
+    if not starts:
+        return "(no notebook error in the log: the failure is in the lines above)"
+    block = []
+    for line in lines[starts[0]:starts[0] + 120]:
+        if line.startswith("The above exception was the direct cause"):
+            break
+        block.append(line)
+    failing = sorted(set(re.findall(r"ExecutionError: (\S+\.ipynb)", log)))
+    return f"notebook(s) that failed to execute: {', '.join(failing) or '?'}; the first error:\n" + "\n".join(block)
 
 
 def _tail(text, n=80):
@@ -238,7 +278,9 @@ def chromium():
 
 
 @pytest.fixture(scope="module")
-def server(html_dir):
+def server(book_build):
+    html_dir = _built(book_build)
+
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass
@@ -406,3 +448,25 @@ def test_chapter_setup_cell_is_collapsed(html_dir, docname):
     assert "hide-input" in setup["metadata"].get("tags", []), f"{docname}: tag its first (setup) code cell hide-input"
     page = _page(html_dir, docname).read_text(encoding="utf-8")
     assert re.search(r'<details class="[^"]*above-input', page), f"{docname}: the setup cell has no toggle"
+
+
+def test_a_failed_build_names_the_notebook_and_its_cell_error():
+    from myst_nb.core.execute.base import ExecutionError
+    from nbclient.exceptions import CellExecutionError
+    from nbformat.v4 import new_code_cell
+
+    cell = new_code_cell("assert t_window < 0.7 * t_causal")
+    try:
+        try:
+            raise CellExecutionError.from_cell_and_msg(cell, {"ename": "AssertionError", "evalue": "too slow",
+                                                             "traceback": ["AssertionError: too slow"]})
+        except CellExecutionError as err:
+            raise ExecutionError("/book/chapters/05_sparse-attention.ipynb") from err
+    except ExecutionError:
+        import traceback
+        log = "Executing chapters/05_sparse-attention...\n" + traceback.format_exc() + "\n".join(["frame"] * 200)
+    report = _notebook_error(log)
+    assert "chapters/05_sparse-attention.ipynb" in report
+    assert "assert t_window < 0.7 * t_causal" in report and "AssertionError: too slow" in report
+    assert "The above exception" not in report and "frame" not in report
+    assert _notebook_error("some other failure").startswith("(no notebook error")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from minilib import experiments, models
-from minilib.experiments import best_time, count_parameters, load_results, results_path
+from minilib.experiments import best_time, best_times, count_parameters, load_results, results_path
 
 
 def test_best_time_is_the_fastest_call_after_warmup():
@@ -38,6 +38,50 @@ def test_best_time_rejects_bad_repeat():
         best_time(lambda: None, repeat=True)
     with pytest.raises(TypeError, match="clock"):
         best_time(lambda: None, clock=0.0)
+
+
+def test_best_times_interleaves_the_calls_and_keeps_each_ones_fastest():
+    order = []
+    ticks = iter([0.0, 3.0, 3.0, 4.0, 10.0, 11.0, 11.0, 15.0])  # round 1: a 3 s, b 1 s; round 2: a 1 s, b 4 s
+    t = best_times({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, rounds=2, warmup=1,
+                   clock=lambda: next(ticks))
+    assert order == ["a", "b"] * 3  # one warm-up round, then the two timed ones, turn by turn
+    assert t == {"a": 1.0, "b": 1.0}
+
+
+def test_thread_time_ignores_another_thread_burning_cpu():
+    import threading
+    stop = threading.Event()
+
+    def burn():
+        while not stop.is_set():
+            sum(range(1000))
+
+    def sleep():
+        time.sleep(0.1)
+
+    burner = threading.Thread(target=burn)
+    burner.start()
+    try:
+        t = best_times({"sleep": sleep}, rounds=1, warmup=0, clock=time.thread_time)["sleep"]
+        t_process = best_times({"sleep": sleep}, rounds=1, warmup=0, clock=time.process_time)["sleep"]
+    finally:
+        stop.set()
+        burner.join()
+    assert t < 0.02 < t_process  # the process clock counts the burning thread, the thread clock does not
+
+
+def test_best_times_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="rounds"):
+        best_times({"a": lambda: None}, rounds=0)
+    with pytest.raises(ValueError, match="warmup"):
+        best_times({"a": lambda: None}, warmup=-1)
+    with pytest.raises(TypeError, match="fns"):
+        best_times({})
+    with pytest.raises(TypeError, match="fns"):
+        best_times([lambda: None])
+    with pytest.raises(TypeError, match="fn must be callable"):
+        best_time(None)
 
 
 def test_load_results_reads_the_committed_file_from_anywhere(tmp_path, monkeypatch):
