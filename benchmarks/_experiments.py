@@ -118,6 +118,13 @@ def map_runs(fn: Callable, items: list[tuple]) -> list:
         pool.join()  # joined workers add their CPU time to os.times().children_*
 
 
+def map_seeds(fn: Callable, names: list, seeds: list) -> dict:
+    """``{name: [fn(name, seed) for seed in seeds]}`` for every name, the runs spread by :func:`map_runs`."""
+    units = [(name, seed) for name in names for seed in seeds]
+    done = dict(zip(units, map_runs(fn, units)))
+    return {name: [done[name, seed] for seed in seeds] for name in names}
+
+
 def _run_task(*item):
     return _task(*item)
 

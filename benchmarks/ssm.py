@@ -53,7 +53,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._experiments import downsample, map_runs, paired_difference, run_experiments, seed_spread  # noqa: E402
+from benchmarks._experiments import downsample, map_seeds, paired_difference, run_experiments, seed_spread  # noqa: E402
 from benchmarks.attention_scoring import CONFIG as CHARLM, data as charlm_data, line_batches  # noqa: E402
 from minilib.attention import MultiHeadAttention, sdpa  # noqa: E402
 from minilib.data import associative_recall, digits_split, masked_targets, selective_copying  # noqa: E402
@@ -238,11 +238,8 @@ def run_selective_copying(quick: bool) -> dict:
         secs = time.perf_counter() - start
         return count_parameters(model), secs, {k: copy_accuracy(model.eval(), c, L) for k, L in lengths.items()}
 
-    units = [(mixer, seed) for mixer in c["mixers"] for seed in c["seeds"]]
-    done = dict(zip(units, map_runs(run_seed, units)))  # --jobs 2: the seeds in two processes
     out = {"config": c, "chance": 1 / c["vocab"]}
-    for mixer in c["mixers"]:
-        runs = [done[mixer, seed] for seed in c["seeds"]]
+    for mixer, runs in map_seeds(run_seed, c["mixers"], c["seeds"]).items():  # --jobs 2: two processes
         out[mixer] = dict(params=runs[0][0], train_seconds=[r[1] for r in runs],
                           **{k: seed_spread([r[2][k] for r in runs]) for k in lengths})
     out["difference"] = {k: paired_difference(out["mamba"][k]["per_seed"], out["s4d"][k]["per_seed"]) for k in lengths}

@@ -36,7 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._experiments import map_runs, run_experiments, seed_spread  # noqa: E402
+from benchmarks._experiments import map_seeds, run_experiments, seed_spread  # noqa: E402
 from minilib.data import (CharTokenizer, associative_recall, lm_batches, lm_eval_windows, masked_targets,  # noqa: E402
                           needle_retrieval, tiny_corpus)
 from minilib.experiments import best_time  # noqa: E402
@@ -88,11 +88,9 @@ def fit(c: dict, model, batches, steps: int) -> float:
 def per_row(c: dict, run_seed, rows_key: str = "rows") -> dict:
     """``run_seed(row, seed) -> dict of numbers`` for every row of ``c[rows_key]`` and seed, gathered as
     ``{row: {key: seed_spread}}``."""
-    units = [(row, seed) for row in c[rows_key] for seed in c["seeds"]]
-    done = dict(zip(units, map_runs(run_seed, units)))
+    done = map_seeds(run_seed, c[rows_key], c["seeds"])
     rows = {}
-    for row in c[rows_key]:
-        runs = [done[row, seed] for seed in c["seeds"]]
+    for row, runs in done.items():
         rows[row] = {k: seed_spread([r[k] for r in runs]) if isinstance(runs[0][k], float) else runs[0][k]
                      for k in runs[0]}
         print(f"  {row}: " + ", ".join(f"{k} {v['mean']:.3f}±{v['std']:.3f}" for k, v in rows[row].items()

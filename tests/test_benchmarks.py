@@ -84,6 +84,24 @@ def test_runs_spread_over_processes_give_the_same_numbers(tmp_path):
     assert "jobs" not in one["provenance"] and two["provenance"]["jobs"] == 2
 
 
+def test_map_seeds_gathers_each_names_runs_in_seed_order(monkeypatch):
+    import os
+
+    from benchmarks import _experiments
+
+    def run(name, seed):
+        return name, seed, os.getpid()
+
+    for jobs in (1, 2):
+        monkeypatch.setattr(_experiments, "_jobs", jobs)
+        done = _experiments.map_seeds(run, ["b", "a"], [3, 1, 2])
+        assert list(done) == ["b", "a"]
+        assert {name: [r[:2] for r in runs] for name, runs in done.items()} == {
+            "b": [("b", 3), ("b", 1), ("b", 2)], "a": [("a", 3), ("a", 1), ("a", 2)]}
+        pids = {r[2] for runs in done.values() for r in runs}
+        assert (pids == {os.getpid()}) if jobs == 1 else (os.getpid() not in pids)
+
+
 def test_jobs_must_be_positive():
     proc = subprocess.run([sys.executable, "benchmarks/zoo.py", "--quick", "--jobs", "0"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
