@@ -16,6 +16,15 @@ __all__ = ["combiner_weights", "combiner_attention", "combiner_attention_cached"
            "fit_score_count"]
 
 
+def _combiner_masks(i: torch.Tensor, n_keys: int, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Combiner's two causal masks for queries at positions ``i``: the keys of the query's own block up to itself,
+    ``(len(i), n_keys)``, and the summaries of the blocks before it, ``(len(i), n_keys // block_size)``."""
+    j = torch.arange(n_keys)
+    own = (j[None, :] // block_size == i[:, None] // block_size) & (j[None, :] <= i[:, None])
+    earlier = torch.arange(n_keys // block_size)[None, :] < i[:, None] // block_size
+    return own, earlier
+
+
 def combiner_weights(q, k, *, block_size: int, scale: float | None = None) -> torch.Tensor:
     r"""Combiner-Fixed's causal attention weights ``(B, H, T, T)``: one softmax over the keys of the query's own
     block (direct) and the mean-pooled summaries of the earlier blocks (indirect); a summary's probability is
@@ -36,11 +45,10 @@ def combiner_weights(q, k, *, block_size: int, scale: float | None = None) -> to
     n = T // block_size
     k = expand_kv_heads(k, H)
     scale = default_scale(D, scale)
-    block = torch.arange(T) // block_size
+    own, earlier = _combiner_masks(torch.arange(T), T, block_size)
     summaries = k.view(B, H, n, block_size, D).mean(dim=3)  # (B, H, n, D)
-    direct = (scale * q @ k.transpose(-2, -1)).masked_fill(~((block[:, None] == block[None, :]) &
-                                                            (torch.arange(T)[None, :] <= torch.arange(T)[:, None])), float("-inf"))
-    indirect = (scale * q @ summaries.transpose(-2, -1)).masked_fill(~(torch.arange(n)[None, :] < block[:, None]), float("-inf"))
+    direct = (scale * q @ k.transpose(-2, -1)).masked_fill(~own, float("-inf"))
+    indirect = (scale * q @ summaries.transpose(-2, -1)).masked_fill(~earlier, float("-inf"))
     p = torch.softmax(torch.cat([direct, indirect], dim=-1), dim=-1)
     return p[..., :T] + (p[..., T:] / block_size).repeat_interleave(block_size, dim=-1)
 
@@ -90,11 +98,9 @@ def combiner_attention_cached(q, k, v, cache: CombinerCache, *, block_size: int,
     n = (L + pad) // block_size
     sk, sv = (t.view(B, t.shape[1], n, block_size, t.shape[-1]).mean(dim=3) for t in (k_pad, v_pad))
     scale = default_scale(D, scale)
-    i, j = torch.arange(L - T, L), torch.arange(L + pad)
-    direct = (scale * q @ expand_kv_heads(k_pad, H).transpose(-2, -1)).masked_fill(
-        ~((j[None, :] // block_size == i[:, None] // block_size) & (j[None, :] <= i[:, None])), float("-inf"))
-    local = (scale * q @ expand_kv_heads(sk, H).transpose(-2, -1)).masked_fill(
-        ~(torch.arange(n)[None, :] < i[:, None] // block_size), float("-inf"))
+    own, earlier = _combiner_masks(torch.arange(L - T, L), L + pad, block_size)
+    direct = (scale * q @ expand_kv_heads(k_pad, H).transpose(-2, -1)).masked_fill(~own, float("-inf"))
+    local = (scale * q @ expand_kv_heads(sk, H).transpose(-2, -1)).masked_fill(~earlier, float("-inf"))
     values = [expand_kv_heads(v_pad, H), expand_kv_heads(sv, H)]
     scores = [direct, local]
     if cache.summary_k is not None:  # every earlier block precedes every new query
