@@ -38,7 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._experiments import paired_difference, run_experiments  # noqa: E402
+from benchmarks._experiments import paired_difference, run_experiments, seed_spread  # noqa: E402
 from minilib import vision as V  # noqa: E402
 from minilib.attention import MultiHeadAttention  # noqa: E402
 from minilib.experiments import best_time, count_parameters  # noqa: E402
@@ -146,9 +146,9 @@ def train_row(name: str, c: dict, task) -> dict:
         accs.append(train_classifier(model, task, steps=c["steps"], lr=c["lr"], seed=seed))
         secs.append(time.perf_counter() - start)
         sims.append(mean_head_similarity(model, task.test[0][:64]))
-    params = count_parameters(model)
+    params, spread = count_parameters(model), seed_spread(accs)
     return {"knob": knob, "params": params, "flops": forward_flops(model), "acc": accs,
-            "acc_mean": statistics.mean(accs), "acc_std": statistics.pstdev(accs), "train_seconds": statistics.mean(secs),
+            "acc_mean": spread["mean"], "acc_std": spread["std"], "train_seconds": statistics.mean(secs),
             "head_similarity": None if sims[0] is None else statistics.mean(sims),
             "matched": matched and abs(params - c["target"]) <= c["tolerance"] * c["target"]}
 
