@@ -296,8 +296,9 @@ def run_recall(quick: bool) -> dict:
             with torch.no_grad():
                 pred = model.eval()(test.inputs).argmax(-1)
             accs.append(float((pred == test.targets)[test.mask].float().mean()))
-        out[name] = dict(params=count_parameters(model), accuracy=accs, mean=float(np.mean(accs)),
-                         std=float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0, train_seconds=secs)
+        spread = seed_spread(accs)
+        out[name] = dict(params=count_parameters(model), accuracy=accs, mean=spread["mean"], std=spread["std"],
+                         train_seconds=secs)
     return out
 
 
@@ -367,8 +368,8 @@ def run_gated_memory(quick: bool) -> dict:
                   loss_fn=lambda m, b: torch.nn.functional.cross_entropy(m(b[0]), b[1]), progress=False)
             with torch.no_grad():
                 accs.append(float((model.eval()(test_x).argmax(-1) == test_y).float().mean()))
-        out[name] = dict(params=count_parameters(model), accuracy=accs, mean=float(np.mean(accs)),
-                         std=float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0)
+        spread = seed_spread(accs)
+        out[name] = dict(params=count_parameters(model), accuracy=accs, mean=spread["mean"], std=spread["std"])
     return out
 
 
