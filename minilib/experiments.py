@@ -17,7 +17,7 @@ from torch import nn
 
 from minilib._checks import check_positive_int
 
-__all__ = ["RESULTS_DIR", "CLAIM_STATUSES", "results_path", "load_results", "best_time", "best_times", "count_parameters", "claim"]
+__all__ = ["RESULTS_DIR", "CLAIM_STATUSES", "results_path", "load_results", "best_time", "best_times", "stated", "count_parameters", "claim"]
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 #: What :func:`claim` may record, with the value its ``evidence`` must have.
@@ -78,6 +78,19 @@ def best_time(fn: Callable[[], object], *, repeat: int = 5, warmup: int = 1,
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     return best_times({"fn": fn}, rounds=repeat, warmup=warmup, clock=clock)["fn"]
+
+
+def stated(value: float, text: str) -> None:
+    """Check that a number the prose states, ``text`` (e.g. ``"0.93"``, ``"26.5"``, ``"17"``), is ``value`` rounded
+    to the digits written; raises ``AssertionError`` naming both otherwise.
+
+    The check is exactly as tight as the prose: ``stated(0.9349, "0.93")`` holds, ``stated(0.936, "0.93")`` fails.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be the number as the prose writes it (a str), got {type(text).__name__}")
+    decimals = len(text.split(".")[1]) if "." in text else 0
+    if not abs(float(value) - float(text)) <= 0.5 * 10 ** -decimals + 1e-9:
+        raise AssertionError(f"the prose says {text}, computed {value}")
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from minilib import experiments, models
-from minilib.experiments import best_time, best_times, count_parameters, load_results, results_path
+from minilib.experiments import best_time, best_times, count_parameters, load_results, results_path, stated
 
 
 def test_best_time_is_the_fastest_call_after_warmup():
@@ -82,6 +82,18 @@ def test_best_times_rejects_bad_arguments():
         best_times([lambda: None])
     with pytest.raises(TypeError, match="fn must be callable"):
         best_time(None)
+
+
+def test_stated_is_as_tight_as_the_digits_written():
+    stated(0.9349, "0.93")
+    stated(26.46, "26.5")
+    stated(16.6, "17")
+    stated(-0.0049, "0.00")
+    for value, text in [(0.936, "0.93"), (26.56, "26.5"), (17.6, "17"), (0.94, "0.9349")]:
+        with pytest.raises(AssertionError, match=f"the prose says {text}, computed {value}"):
+            stated(value, text)
+    with pytest.raises(TypeError, match="text"):
+        stated(0.93, 0.93)
 
 
 def test_load_results_reads_the_committed_file_from_anywhere(tmp_path, monkeypatch):
