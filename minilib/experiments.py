@@ -1,10 +1,11 @@
-"""What chapters and benchmarks share: timing a call, counting parameters, finding the committed benchmark results,
-recording a claim.
+"""What chapters and benchmarks share: timing calls side by side, counting parameters, finding the committed
+benchmark results, checking a number the prose states, recording a claim.
 
 A chapter reads the results that ``benchmarks/<name>.py`` saved through :func:`load_results`, never
 through the working directory, so a notebook runs wherever minilib is installed from the repository.
 A chapter states the outcome of each paper it implements with :func:`claim`; the book's paper index is
-generated from those calls (``tools/paper_index.py``).
+generated from those calls (``tools/paper_index.py``). A number its prose states can be checked with
+:func:`stated`, exactly as tight as the digits written.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from torch import nn
 
 from minilib._checks import check_positive_int
 
-__all__ = ["RESULTS_DIR", "CLAIM_STATUSES", "results_path", "load_results", "best_time", "best_times", "stated", "count_parameters", "claim"]
+__all__ = ["RESULTS_DIR", "CLAIM_STATUSES", "results_path", "load_results", "best_time", "best_times", "stated",
+           "count_parameters", "claim"]
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 #: What :func:`claim` may record, with the value its ``evidence`` must have.
