@@ -19,7 +19,7 @@ from torch import nn
 from minilib._checks import check_positive_int
 
 __all__ = ["RESULTS_DIR", "CLAIM_STATUSES", "results_path", "load_results", "best_time", "best_times", "stated",
-           "count_parameters", "claim"]
+           "about", "count_parameters", "claim"]
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 #: What :func:`claim` may record, with the value its ``evidence`` must have.
@@ -82,9 +82,10 @@ def best_time(fn: Callable[[], object], *, repeat: int = 5, warmup: int = 1,
     return best_times({"fn": fn}, rounds=repeat, warmup=warmup, clock=clock)["fn"]
 
 
-def stated(value: float, text: str) -> None:
+def stated(value: float, text: str) -> bool:
     """Check that a number the prose states, ``text`` (e.g. ``"0.93"``, ``"26.5"``, ``"17"``), is ``value`` rounded
-    to the digits written; raises ``AssertionError`` naming both otherwise.
+    to the digits written; raises ``AssertionError`` naming both otherwise, and returns ``True`` (so it also reads
+    inside an ``assert ... and ...``).
 
     The check is exactly as tight as the prose: ``stated(0.9349, "0.93")`` holds, ``stated(0.936, "0.93")`` fails.
     """
@@ -93,6 +94,18 @@ def stated(value: float, text: str) -> None:
     decimals = len(text.split(".")[1]) if "." in text else 0
     if not abs(float(value) - float(text)) <= 0.5 * 10 ** -decimals + 1e-9:
         raise AssertionError(f"the prose says {text}, computed {value}")
+    return True
+
+
+def about(value: float, target: float, *, rel: float) -> bool:
+    r"""Whether ``value`` lies within the relative tolerance ``rel`` of ``target``: $|v - t| \le \text{rel}\,|t|$.
+
+    The tolerance is the caller's to state; it is looser than the prose's digits whenever ``rel`` exceeds half a unit
+    of the last digit written, so a number the prose simply writes out is checked with :func:`stated` instead.
+    """
+    if not rel >= 0:
+        raise ValueError(f"rel must be a non-negative tolerance, got {rel!r}")
+    return abs(value - target) <= rel * abs(target)
 
 
 def count_parameters(model: nn.Module) -> int:

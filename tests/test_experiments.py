@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from minilib import experiments, models
-from minilib.experiments import best_time, best_times, count_parameters, load_results, results_path, stated
+from minilib.experiments import about, best_time, best_times, count_parameters, load_results, results_path, stated
 
 
 def test_best_time_is_the_fastest_call_after_warmup():
@@ -94,6 +94,16 @@ def test_stated_is_as_tight_as_the_digits_written():
             stated(value, text)
     with pytest.raises(TypeError, match="text"):
         stated(0.93, 0.93)
+    assert stated(0.93, "0.93") is True  # so it also reads inside an assert
+
+
+def test_about_is_a_relative_tolerance_the_caller_states():
+    assert about(1.009, 1.0, rel=0.01) and about(-0.995, -1.0, rel=0.01) and not about(1.011, 1.0, rel=0.01)
+    assert about(0.0, 0.0, rel=0.0) and not about(1e-12, 0.0, rel=0.5)
+    with pytest.raises(TypeError):
+        about(1.0, 1.0)  # no default: the tolerance is always written at the call
+    with pytest.raises(ValueError, match="rel"):
+        about(1.0, 1.0, rel=-0.1)
 
 
 def test_load_results_reads_the_committed_file_from_anywhere(tmp_path, monkeypatch):
