@@ -16,7 +16,7 @@ from typing import Callable, Mapping
 
 from torch import nn
 
-from minilib._checks import check_positive_int
+from minilib._checks import check_nonnegative_int, check_number, check_positive_int
 
 __all__ = ["RESULTS_DIR", "CLAIM_STATUSES", "results_path", "load_results", "best_time", "best_times", "stated",
            "about", "count_parameters", "claim"]
@@ -52,8 +52,7 @@ def best_times(fns: Mapping[str, Callable[[], object]], *, rounds: int = 5, warm
     add to, where ``time.process_time`` counts every thread of the process.
     """
     check_positive_int("rounds", rounds)
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup must be a non-negative int, got {warmup!r}")
+    check_nonnegative_int("warmup", warmup)
     if not isinstance(fns, Mapping) or not fns or not all(callable(fn) for fn in fns.values()):
         raise TypeError(f"fns must be a non-empty mapping of names to callables, got {fns!r}")
     if not callable(clock):
@@ -103,8 +102,7 @@ def about(value: float, target: float, *, rel: float) -> bool:
     The tolerance is the caller's to state; it is looser than the prose's digits whenever ``rel`` exceeds half a unit
     of the last digit written, so a number the prose simply writes out is checked with :func:`stated` instead.
     """
-    if not rel >= 0:
-        raise ValueError(f"rel must be a non-negative tolerance, got {rel!r}")
+    check_number("rel", rel, low=0.0)
     return abs(value - target) <= rel * abs(target)
 
 
