@@ -120,7 +120,7 @@ _NOTEBOOK_FAILURE = re.compile(r"An error occurred while executing the following
 
 def _notebook_error(log):
     """The failing notebook and its cell's error, found in the build log (they sit far above its tail)."""
-    lines = re.sub(r"\x1b\[[0-9;]*m", "", log).splitlines()
+    lines = _plain(log).splitlines()
     starts = [i for i, line in enumerate(lines) if _NOTEBOOK_FAILURE.search(line)]
     if not starts:
         return "(no notebook error in the log: the failure is in the lines above)"
@@ -136,7 +136,12 @@ def _notebook_error(log):
 def _tail(text, n=80):
     if isinstance(text, bytes):
         text = text.decode(errors="replace")
-    return "\n".join(re.sub(r"\x1b\[[0-9;]*m", "", text or "").splitlines()[-n:])
+    return "\n".join(_plain(text or "").splitlines()[-n:])
+
+
+def _plain(text):
+    """``text`` without its terminal colour codes."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
 def _page(html_dir, docname):
